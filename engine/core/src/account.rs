@@ -1,0 +1,207 @@
+//! An account's points: earn buckets with their pending period and expiry, holds, and debt.
+//!
+//! Points are kept as buckets rather than one number because points earned at different times
+//! become spendable and expire at different times; spending takes the buckets that expire first.
+//! Expiry needs no batch job: a bucket past its expiry is simply not counted, and the next change to
+//! the account records the expiry in the ledger (see [`crate::txn::Txn::begin`]).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::IdentityKey;
+
+/// Points earned by one credit, spendable from `available_from` until (not including) `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Unique within the account; a returned spend restores points into the bucket it took them from.
+    pub id: u64,
+    /// The receipt that earned it, so that a refund claws back from its own bucket first.
+    pub receipt_id: Option<String>,
+    pub available_from: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Always above zero: empty buckets are removed.
+    pub remaining: Decimal,
+}
+
+impl Bucket {
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at
+    }
+
+    pub fn is_available(&self, now: DateTime<Utc>) -> bool {
+        self.available_from <= now && now < self.expires_at
+    }
+
+    pub fn is_pending(&self, now: DateTime<Utc>) -> bool {
+        now < self.available_from && now < self.expires_at
+    }
+}
+
+/// Points reserved for one receipt until it is redeemed, released, or the hold expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub hold_id: String,
+    pub receipt_id: String,
+    pub amount: Decimal,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Hold {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// Personal data; never logged, never a metric label.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    pub birth_date: Option<chrono::NaiveDate>,
+}
+
+/// The state of one account. Persisted whole, replaced by compare-and-set on its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub account_id: String,
+    /// Only registered accounts may spend; a card earns before registration.
+    pub registered: bool,
+    pub created_at: DateTime<Utc>,
+    pub tier: String,
+    pub profile: Profile,
+    /// Every identifier bound to the account (phone, cards, app tokens).
+    pub identities: Vec<IdentityKey>,
+    /// Sorted by (expires_at, id): the spending order.
+    pub buckets: Vec<Bucket>,
+    pub holds: Vec<Hold>,
+    /// Points owed after a claw-back under the allow-negative policy; credits pay it off first.
+    pub debt: Decimal,
+    pub next_bucket_id: u64,
+    /// Seq of the last ledger entry (0 before the first).
+    pub ledger_seq: u64,
+    /// Running sum of every ledger entry: equals the sum of buckets minus debt.
+    pub ledger_sum: Decimal,
+}
+
+/// An account's balances at one instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    /// Spendable now, held points included.
+    pub available: Decimal,
+    pub held: Decimal,
+    /// available - held, never below zero.
+    pub spendable: Decimal,
+    pub pending: Decimal,
+    pub debt: Decimal,
+    /// available + pending - debt.
+    pub balance: Decimal,
+}
+
+impl AccountState {
+    pub fn new(account_id: String, registered: bool, created_at: DateTime<Utc>) -> Self {
+        AccountState {
+            account_id,
+            registered,
+            created_at,
+            tier: "base".to_owned(),
+            profile: Profile::default(),
+            identities: Vec::new(),
+            buckets: Vec::new(),
+            holds: Vec::new(),
+            debt: Decimal::ZERO,
+            next_bucket_id: 1,
+            ledger_seq: 0,
+            ledger_sum: Decimal::ZERO,
+        }
+    }
+
+    /// Balances as the clock reads `now`: expired buckets and holds do not count.
+    pub fn balance_at(&self, now: DateTime<Utc>) -> BalanceView {
+        let mut available = Decimal::ZERO;
+        let mut pending = Decimal::ZERO;
+        for bucket in &self.buckets {
+            if bucket.is_available(now) {
+                available += bucket.remaining;
+            } else if bucket.is_pending(now) {
+                pending += bucket.remaining;
+            }
+        }
+        let held = self.held_at(now);
+        BalanceView {
+            available,
+            held,
+            spendable: (available - held).max(Decimal::ZERO),
+            pending,
+            debt: self.debt,
+            balance: available + pending - self.debt,
+        }
+    }
+
+    /// Points reserved by holds still active at `now`.
+    pub fn held_at(&self, now: DateTime<Utc>) -> Decimal {
+        self.holds.iter().filter(|hold| hold.is_active(now)).map(|hold| hold.amount).sum()
+    }
+
+    /// Points that a new hold expiring at `hold_expires_at` may reserve: only buckets still valid
+    /// after every hold (this one included) expires count, so held points can never be lost to
+    /// expiry while they are held.
+    pub fn holdable_at(&self, now: DateTime<Utc>, hold_expires_at: DateTime<Utc>) -> Decimal {
+        let last_hold_expiry = self
+            .holds
+            .iter()
+            .filter(|hold| hold.is_active(now))
+            .map(|hold| hold.expires_at)
+            .fold(hold_expires_at, DateTime::max);
+        let lasting: Decimal = self
+            .buckets
+            .iter()
+            .filter(|bucket| bucket.is_available(now) && bucket.expires_at > last_hold_expiry)
+            .map(|bucket| bucket.remaining)
+            .sum();
+        (lasting - self.held_at(now)).max(Decimal::ZERO)
+    }
+
+    /// Available or pending points that expire within `window` after `now`, and the next expiry.
+    pub fn expiring_within(&self, now: DateTime<Utc>, window: chrono::Duration) -> (Decimal, Option<DateTime<Utc>>) {
+        let horizon = now + window;
+        let mut amount = Decimal::ZERO;
+        let mut next = None;
+        for bucket in self.buckets.iter().filter(|bucket| !bucket.is_expired(now)) {
+            if bucket.expires_at <= horizon {
+                amount += bucket.remaining;
+            }
+            next = Some(next.map_or(bucket.expires_at, |at: DateTime<Utc>| at.min(bucket.expires_at)));
+        }
+        (amount, next)
+    }
+
+    /// The total of every bucket (expired ones included) less debt: what the ledger must sum to.
+    pub fn booked_balance(&self) -> Decimal {
+        self.buckets.iter().map(|bucket| bucket.remaining).sum::<Decimal>() - self.debt
+    }
+
+    /// Checks the account's invariants at `now`; a failure is a bug, never a user error.
+    pub fn check_invariants(&self, now: DateTime<Utc>) -> Result<(), String> {
+        if self.ledger_sum != self.booked_balance() {
+            return Err(format!("ledger sum {} != buckets - debt {}", self.ledger_sum, self.booked_balance()));
+        }
+        if self.debt < Decimal::ZERO {
+            return Err(format!("negative debt {}", self.debt));
+        }
+        if let Some(bucket) = self.buckets.iter().find(|bucket| bucket.remaining <= Decimal::ZERO) {
+            return Err(format!("bucket {} holds {}", bucket.id, bucket.remaining));
+        }
+        if self.buckets.windows(2).any(|pair| (pair[0].expires_at, pair[0].id) >= (pair[1].expires_at, pair[1].id)) {
+            return Err("buckets out of spending order".to_owned());
+        }
+        if let Some(hold) = self.holds.iter().find(|hold| hold.amount <= Decimal::ZERO) {
+            return Err(format!("hold {} of {}", hold.hold_id, hold.amount));
+        }
+        let view = self.balance_at(now);
+        if view.held > view.available {
+            return Err(format!("held {} > available {}", view.held, view.available));
+        }
+        Ok(())
+    }
+}

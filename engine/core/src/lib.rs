@@ -1,0 +1,39 @@
+//! The domain core of the loyalty engine: what a point is, how it is earned, held, spent, returned
+//! and expired, and the invariants that make points as safe as money.
+//!
+//! This crate does no I/O and reads no clock: every operation takes the current time and the IDs it
+//! mints as inputs, so a test (or a simulation) replays it exactly. It knows nothing of gRPC or of
+//! any storage engine; the server maps its types to the wire and the store persists them.
+//!
+//! Principal types:
+//! - [`account::AccountState`]: an account's earn buckets, holds and debt, and the running ledger sum.
+//! - [`txn::Txn`]: a working copy of one account during one operation; it appends
+//!   [`ledger::LedgerEntry`]s and asserts the invariants before it hands the new state back.
+//! - [`receipt::ReceiptState`]: what one receipt did (hold, spend, accrual, refunds) and the first
+//!   responses of the calls made on it, for idempotent replays.
+//! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, enrol).
+//! - [`earn::EarnEvaluator`]: the replaceable earning rule; [`earn::FlatCashback`] is the default.
+//! - [`rejection::Rejection`]: every reason an operation refuses, with a stable code.
+
+pub mod account;
+pub mod allocate;
+pub mod basket;
+pub mod earn;
+pub mod fingerprint;
+pub mod identity;
+pub mod ledger;
+pub mod ops;
+pub mod outcome;
+pub mod program;
+pub mod receipt;
+pub mod rejection;
+pub mod txn;
+
+pub use rust_decimal::Decimal;
+
+/// Where a call came from: the store and till, recorded in every ledger entry for support.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
+    pub store_id: String,
+    pub till_id: String,
+}

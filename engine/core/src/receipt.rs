@@ -1,0 +1,190 @@
+//! What one receipt did to one account, and the first responses of the calls made on it.
+//!
+//! A receipt belongs to exactly one account: the first call that writes it claims its ID for that
+//! account. Keeping the idempotency records inside the receipt means one read answers both "what
+//! has this receipt done" and "have I answered this call before", and they live exactly as long as
+//! the receipt's ledger does.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::Origin;
+use crate::fingerprint::Fingerprint;
+use crate::outcome::StoredResponse;
+
+/// Most refunds one receipt may take, so that a receipt's record stays bounded.
+pub const REFUNDS_PER_RECEIPT_MAX: usize = 64;
+
+/// The mutating calls, each with its own idempotency record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    Authorize,
+    Redeem,
+    Accrue,
+    Reverse,
+    Refund,
+    Enroll,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Authorize => "authorize",
+            OpKind::Redeem => "redeem",
+            OpKind::Accrue => "accrue",
+            OpKind::Reverse => "reverse",
+            OpKind::Refund => "refund",
+            OpKind::Enroll => "enroll",
+        }
+    }
+}
+
+/// The first answer to one idempotent call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub op: OpKind,
+    /// The refund ID for refunds; empty for calls keyed by the receipt alone.
+    pub key: String,
+    /// Hash of the canonical request: a replay must match it exactly.
+    pub fingerprint: Fingerprint,
+    pub response: StoredResponse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldStatus {
+    Active,
+    Captured,
+    Released,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Active => "active",
+            HoldStatus::Captured => "captured",
+            HoldStatus::Released => "released",
+        }
+    }
+}
+
+/// The hold placed by this receipt's authorization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptHold {
+    pub hold_id: String,
+    pub amount: Decimal,
+    pub expires_at: DateTime<Utc>,
+    pub status: HoldStatus,
+}
+
+/// Points taken from one bucket by a spend, so that a return restores them where they came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub bucket_id: u64,
+    pub bucket_receipt_id: Option<String>,
+    pub available_from: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub amount: Decimal,
+}
+
+/// One line of the paid receipt, as accrued, with how much of it came back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedLine {
+    pub line_no: u32,
+    pub quantity: Decimal,
+    pub line_total: Decimal,
+    /// Points the line earned.
+    pub points: Decimal,
+    /// Quantity returned by refunds so far.
+    pub returned: Decimal,
+}
+
+/// The accrual that closed the receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accrual {
+    pub tx_id: String,
+    pub lines: Vec<ClosedLine>,
+    pub total: Decimal,
+    pub earned: Decimal,
+}
+
+/// Everything one receipt did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptState {
+    pub receipt_id: String,
+    pub account_id: String,
+    pub created_at: DateTime<Utc>,
+    pub origin: Origin,
+    pub hold: Option<ReceiptHold>,
+    /// Points spent on the receipt.
+    pub spent: Decimal,
+    /// The buckets the spend took from, in spending order.
+    pub spent_slices: Vec<Slice>,
+    /// Spent points given back by refunds and reversal; never above `spent`.
+    pub spent_returned: Decimal,
+    pub accrual: Option<Accrual>,
+    /// Earned points clawed back by refunds and reversal; never above the accrual's `earned`.
+    pub earn_clawed: Decimal,
+    /// Money value of the lines returned so far; never above the accrual's total.
+    pub money_returned: Decimal,
+    pub refunds: usize,
+    pub reversed: bool,
+    /// First responses, one per (op, key).
+    pub calls: Vec<CallRecord>,
+}
+
+impl ReceiptState {
+    pub fn new(receipt_id: String, account_id: String, created_at: DateTime<Utc>, origin: Origin) -> Self {
+        ReceiptState {
+            receipt_id,
+            account_id,
+            created_at,
+            origin,
+            hold: None,
+            spent: Decimal::ZERO,
+            spent_slices: Vec::new(),
+            spent_returned: Decimal::ZERO,
+            accrual: None,
+            earn_clawed: Decimal::ZERO,
+            money_returned: Decimal::ZERO,
+            refunds: 0,
+            reversed: false,
+            calls: Vec::new(),
+        }
+    }
+
+    /// The recorded first answer to `op` with `key`, if any.
+    pub fn call(&self, op: OpKind, key: &str) -> Option<&CallRecord> {
+        self.calls.iter().find(|call| call.op == op && call.key == key)
+    }
+
+    /// A receipt never returns more than it took; a failure is a bug, never a user error.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.spent_returned > self.spent || self.spent_returned < Decimal::ZERO {
+            return Err(format!("receipt {}: returned {} of {} spent", self.receipt_id, self.spent_returned, self.spent));
+        }
+        let sliced: Decimal = self.spent_slices.iter().map(|slice| slice.amount).sum();
+        if sliced != self.spent {
+            return Err(format!("receipt {}: slices {} != spent {}", self.receipt_id, sliced, self.spent));
+        }
+        match &self.accrual {
+            Some(accrual) => {
+                if self.earn_clawed > accrual.earned || self.earn_clawed < Decimal::ZERO {
+                    return Err(format!("receipt {}: clawed {} of {} earned", self.receipt_id, self.earn_clawed, accrual.earned));
+                }
+                if self.money_returned > accrual.total {
+                    return Err(format!("receipt {}: returned {} of {}", self.receipt_id, self.money_returned, accrual.total));
+                }
+                if let Some(line) = accrual.lines.iter().find(|line| line.returned > line.quantity) {
+                    return Err(format!("receipt {}: line {} returned {} of {}", self.receipt_id, line.line_no, line.returned, line.quantity));
+                }
+            }
+            None => {
+                if !self.earn_clawed.is_zero() || !self.money_returned.is_zero() {
+                    return Err(format!("receipt {}: returns without an accrual", self.receipt_id));
+                }
+            }
+        }
+        Ok(())
+    }
+}

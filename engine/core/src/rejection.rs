@@ -1,0 +1,94 @@
+//! Every reason the domain refuses an operation. Rejections are data, not failures: each has a
+//! stable code (mirrored in the gRPC error details) so that tills can act on it without parsing text.
+
+use rust_decimal::Decimal;
+
+/// Why an operation was refused. The server maps each variant to one gRPC status in one place.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A request field is malformed or out of range.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// No customer with this identifier in the program.
+    #[error("customer not found")]
+    CustomerNotFound,
+    /// The receipt is unknown in the program.
+    #[error("receipt {receipt_id} not found")]
+    ReceiptNotFound { receipt_id: String },
+    /// The named hold does not exist on this receipt.
+    #[error("hold {hold_id} not found on this receipt")]
+    HoldNotFound { hold_id: String },
+    /// Not enough spendable points.
+    #[error("insufficient points: requested {requested}, spendable {spendable}")]
+    InsufficientPoints { requested: Decimal, spendable: Decimal },
+    /// The program caps the share of a receipt points may pay.
+    #[error("requested {requested} points exceed this receipt's cap of {cap}")]
+    ExceedsReceiptCap { requested: Decimal, cap: Decimal },
+    /// Only a registered card may spend.
+    #[error("the card is not registered: only registered cards may spend points")]
+    CardNotRegistered,
+    /// The hold's time ran out; its points are spendable again.
+    #[error("hold {hold_id} expired")]
+    HoldExpired { hold_id: String },
+    /// The hold was already captured or released.
+    #[error("hold {hold_id} is already {state}")]
+    HoldClosed { hold_id: String, state: &'static str },
+    /// A capture asked for more than the hold reserved.
+    #[error("capture of {requested} exceeds the hold of {held}")]
+    CaptureExceedsHold { requested: Decimal, held: Decimal },
+    /// The receipt was already accrued (closed): it takes no more holds or spends.
+    #[error("receipt {receipt_id} is already closed")]
+    ReceiptClosed { receipt_id: String },
+    /// The receipt was cancelled.
+    #[error("receipt {receipt_id} was reversed")]
+    ReceiptReversed { receipt_id: String },
+    /// A refund needs the receipt's accrual (its final lines).
+    #[error("receipt {receipt_id} has no accrual yet: refunds follow a paid receipt")]
+    ReceiptNotClosed { receipt_id: String },
+    /// Refunds together may never return more of a line than the receipt had.
+    #[error("line {line_no}: returning {requested} exceeds the {remaining} not yet returned")]
+    RefundExceedsReceipt { line_no: u32, requested: Decimal, remaining: Decimal },
+    /// The program's policy forbids a negative balance and the points to claw back were spent.
+    #[error("cannot claw back {needed} points: only {coverable} are left and the program forbids debt")]
+    ClawbackExceedsBalance { needed: Decimal, coverable: Decimal },
+    /// The idempotency key was used before with a different payload.
+    #[error("{kind} {key} was already used with a different request")]
+    IdempotencyConflict { kind: &'static str, key: String },
+    /// The phone number is already registered in the program.
+    #[error("this phone number is already registered")]
+    PhoneAlreadyRegistered,
+    /// The card or app token is already bound to a registered customer.
+    #[error("this {kind} is already bound to another customer")]
+    IdentifierTaken { kind: &'static str },
+}
+
+impl Rejection {
+    /// A stable machine-readable code, sent as `google.rpc.ErrorInfo.reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Rejection::CustomerNotFound => "CUSTOMER_NOT_FOUND",
+            Rejection::ReceiptNotFound { .. } => "RECEIPT_NOT_FOUND",
+            Rejection::HoldNotFound { .. } => "HOLD_NOT_FOUND",
+            Rejection::InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
+            Rejection::ExceedsReceiptCap { .. } => "EXCEEDS_RECEIPT_CAP",
+            Rejection::CardNotRegistered => "CARD_NOT_REGISTERED",
+            Rejection::HoldExpired { .. } => "HOLD_EXPIRED",
+            Rejection::HoldClosed { .. } => "HOLD_CLOSED",
+            Rejection::CaptureExceedsHold { .. } => "CAPTURE_EXCEEDS_HOLD",
+            Rejection::ReceiptClosed { .. } => "RECEIPT_CLOSED",
+            Rejection::ReceiptReversed { .. } => "RECEIPT_REVERSED",
+            Rejection::ReceiptNotClosed { .. } => "RECEIPT_NOT_CLOSED",
+            Rejection::RefundExceedsReceipt { .. } => "REFUND_EXCEEDS_RECEIPT",
+            Rejection::ClawbackExceedsBalance { .. } => "CLAWBACK_EXCEEDS_BALANCE",
+            Rejection::IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
+            Rejection::PhoneAlreadyRegistered => "PHONE_ALREADY_REGISTERED",
+            Rejection::IdentifierTaken { .. } => "IDENTIFIER_TAKEN",
+        }
+    }
+
+    /// Shorthand for a bad field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Rejection::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+}

@@ -1,0 +1,294 @@
+//! One operation's working copy of one account.
+//!
+//! Every balance change goes through a [`Txn`]: it posts a ledger entry for each change, so the
+//! running ledger sum and the buckets can never disagree, and [`Txn::finish`] checks the account's
+//! invariants before the new state may be written. An operation that fails simply drops its `Txn`:
+//! nothing half-done escapes.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::Origin;
+use crate::account::{AccountState, Bucket, Hold};
+use crate::ledger::{EntryKind, LedgerEntry};
+use crate::program::{ProgramPolicy, RefundPolicy};
+use crate::receipt::Slice;
+use crate::rejection::Rejection;
+
+/// A broken invariant: a bug. The engine refuses to write and reports an internal error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invariant broken on account {account_id}: {detail}")]
+pub struct InvariantBroken {
+    pub account_id: String,
+    pub detail: String,
+}
+
+/// Where a new bucket's points become spendable and expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BucketTerms {
+    pub id: u64,
+    pub available_from: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The ledger context of one posting.
+#[derive(Clone, Copy, Debug)]
+pub struct Posting<'a> {
+    pub receipt_id: Option<&'a str>,
+    pub refund_id: Option<&'a str>,
+}
+
+/// A working copy of an account for one operation.
+#[derive(Debug)]
+pub struct Txn<'p> {
+    program: &'p ProgramPolicy,
+    now: DateTime<Utc>,
+    tx_id: String,
+    origin: Origin,
+    account: AccountState,
+    entries: Vec<LedgerEntry>,
+}
+
+impl<'p> Txn<'p> {
+    /// Starts an operation on a copy of `account`. Holds and buckets that expired by `now` are
+    /// settled first, so the operation and its ledger see exactly what the clock says.
+    pub fn begin(program: &'p ProgramPolicy, account: &AccountState, now: DateTime<Utc>, tx_id: String, origin: Origin) -> Self {
+        let mut txn = Txn { program, now, tx_id, origin, account: account.clone(), entries: Vec::new() };
+        txn.settle_expired();
+        txn
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    pub fn tx_id(&self) -> &str {
+        &self.tx_id
+    }
+
+    pub fn program(&self) -> &ProgramPolicy {
+        self.program
+    }
+
+    pub fn account(&self) -> &AccountState {
+        &self.account
+    }
+
+    /// For changes that do not touch points (registration, profile, identifiers).
+    pub fn account_mut(&mut self) -> &mut AccountState {
+        &mut self.account
+    }
+
+    /// Drops expired holds and records each expired bucket's remaining points in the ledger.
+    fn settle_expired(&mut self) {
+        let now = self.now;
+        self.account.holds.retain(|hold| hold.is_active(now));
+        let (expired, live): (Vec<Bucket>, Vec<Bucket>) =
+            std::mem::take(&mut self.account.buckets).into_iter().partition(|bucket| bucket.is_expired(now));
+        self.account.buckets = live;
+        for bucket in expired {
+            let reason = format!("{} points expired on {}", bucket.remaining, bucket.expires_at.format("%Y-%m-%d"));
+            self.post(
+                EntryKind::Expire,
+                -bucket.remaining,
+                Posting { receipt_id: bucket.receipt_id.as_deref(), refund_id: None },
+                reason,
+                None,
+            );
+        }
+    }
+
+    fn post(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String, terms: Option<BucketTerms>) {
+        self.account.ledger_seq += 1;
+        self.account.ledger_sum += amount;
+        self.entries.push(LedgerEntry {
+            seq: self.account.ledger_seq,
+            tx_id: self.tx_id.clone(),
+            kind,
+            amount,
+            balance_after: self.account.ledger_sum,
+            at: self.now,
+            receipt_id: posting.receipt_id.map(str::to_owned),
+            refund_id: posting.refund_id.map(str::to_owned),
+            store_id: self.origin.store_id.clone(),
+            till_id: self.origin.till_id.clone(),
+            reason,
+            available_from: terms.map(|terms| terms.available_from),
+            expires_at: terms.map(|terms| terms.expires_at),
+        });
+    }
+
+    /// Puts `amount` into the bucket described by `terms` after paying off debt first.
+    fn credit_bucket(&mut self, amount: Decimal, terms: BucketTerms, bucket_receipt_id: Option<&str>) {
+        let repay = amount.min(self.account.debt);
+        self.account.debt -= repay;
+        let rest = amount - repay;
+        if rest <= Decimal::ZERO {
+            return;
+        }
+        if let Some(bucket) = self.account.buckets.iter_mut().find(|bucket| bucket.id == terms.id) {
+            bucket.remaining += rest;
+            return;
+        }
+        let bucket = Bucket {
+            id: terms.id,
+            receipt_id: bucket_receipt_id.map(str::to_owned),
+            available_from: terms.available_from,
+            expires_at: terms.expires_at,
+            remaining: rest,
+        };
+        let at = self
+            .account
+            .buckets
+            .partition_point(|other| (other.expires_at, other.id) < (bucket.expires_at, bucket.id));
+        self.account.buckets.insert(at, bucket);
+    }
+
+    /// Earns `amount` points into a new bucket with the program's pending period and expiry.
+    /// Returns the bucket's terms, or `None` for a zero amount (no entry is written).
+    pub fn earn(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Option<BucketTerms> {
+        assert!(amount >= Decimal::ZERO, "earn of {amount}");
+        if amount.is_zero() {
+            return None;
+        }
+        let terms = BucketTerms {
+            id: self.account.next_bucket_id,
+            available_from: self.program.available_from(self.now),
+            expires_at: self.program.expires_at(self.now),
+        };
+        self.account.next_bucket_id += 1;
+        self.credit_bucket(amount, terms, posting.receipt_id);
+        self.post(EntryKind::Earn, amount, posting, reason, Some(terms));
+        Some(terms)
+    }
+
+    /// Spends `amount` of the spendable points (available less held), taking the buckets that
+    /// expire first. Returns what it took from each bucket.
+    pub fn spend(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<Vec<Slice>, Rejection> {
+        assert!(amount > Decimal::ZERO, "spend of {amount}");
+        let spendable = self.account.balance_at(self.now).spendable;
+        if amount > spendable {
+            return Err(Rejection::InsufficientPoints { requested: amount, spendable });
+        }
+        let now = self.now;
+        let mut left = amount;
+        let mut slices = Vec::new();
+        for bucket in self.account.buckets.iter_mut().filter(|bucket| bucket.is_available(now)) {
+            if left.is_zero() {
+                break;
+            }
+            let take = left.min(bucket.remaining);
+            bucket.remaining -= take;
+            left -= take;
+            slices.push(Slice {
+                bucket_id: bucket.id,
+                bucket_receipt_id: bucket.receipt_id.clone(),
+                available_from: bucket.available_from,
+                expires_at: bucket.expires_at,
+                amount: take,
+            });
+        }
+        assert!(left.is_zero(), "spendable {spendable} did not cover {amount}");
+        self.account.buckets.retain(|bucket| bucket.remaining > Decimal::ZERO);
+        self.post(EntryKind::Spend, -amount, posting, reason, None);
+        Ok(slices)
+    }
+
+    /// Gives back `amount` spent points into the buckets they came from. `slices` is everything the
+    /// receipt spent and `already_returned` what earlier returns gave back; returns give back the
+    /// latest-expiring points first, the order most favourable to the customer.
+    pub fn return_spent(&mut self, slices: &[Slice], already_returned: Decimal, amount: Decimal, posting: Posting<'_>, reason: String) {
+        if amount.is_zero() {
+            return;
+        }
+        let mut order: Vec<&Slice> = slices.iter().collect();
+        order.sort_by(|a, b| (b.expires_at, b.bucket_id).cmp(&(a.expires_at, a.bucket_id)));
+        let mut skip = already_returned;
+        let mut left = amount;
+        for slice in order {
+            let unreturned = slice.amount - skip.min(slice.amount);
+            skip -= skip.min(slice.amount);
+            let give = unreturned.min(left);
+            if give.is_zero() {
+                continue;
+            }
+            let terms = BucketTerms { id: slice.bucket_id, available_from: slice.available_from, expires_at: slice.expires_at };
+            self.credit_bucket(give, terms, slice.bucket_receipt_id.as_deref());
+            left -= give;
+        }
+        assert!(left.is_zero(), "returned more than the receipt spent ({left} left)");
+        self.post(EntryKind::ReturnSpent, amount, posting, reason, None);
+    }
+
+    /// Takes back `amount` earned points: first from pending buckets (this receipt's own first),
+    /// then from spendable points, expiring-first. What cannot be covered becomes debt under the
+    /// allow-negative policy, or refuses the operation under the reject policy. Held points are
+    /// never taken: another till was promised them. Returns the debt created.
+    pub fn clawback(&mut self, amount: Decimal, posting: Posting<'_>, own_receipt: &str, reason: String) -> Result<Decimal, Rejection> {
+        if amount.is_zero() {
+            return Ok(Decimal::ZERO);
+        }
+        let now = self.now;
+        let mut left = amount;
+        let mut order: Vec<usize> = (0..self.account.buckets.len()).filter(|&i| self.account.buckets[i].is_pending(now)).collect();
+        order.sort_by_key(|&i| self.account.buckets[i].receipt_id.as_deref() != Some(own_receipt));
+        for i in order {
+            let bucket = &mut self.account.buckets[i];
+            let take = left.min(bucket.remaining);
+            bucket.remaining -= take;
+            left -= take;
+        }
+        let mut spendable = self.account.balance_at(now).spendable;
+        for bucket in self.account.buckets.iter_mut().filter(|bucket| bucket.is_available(now)) {
+            let take = left.min(bucket.remaining).min(spendable);
+            bucket.remaining -= take;
+            spendable -= take;
+            left -= take;
+        }
+        self.account.buckets.retain(|bucket| bucket.remaining > Decimal::ZERO);
+        if left > Decimal::ZERO {
+            match self.program.refund_policy {
+                RefundPolicy::AllowNegative => self.account.debt += left,
+                RefundPolicy::Reject => {
+                    return Err(Rejection::ClawbackExceedsBalance { needed: amount, coverable: amount - left });
+                }
+            }
+        }
+        self.post(EntryKind::Clawback, -amount, posting, reason, None);
+        Ok(left)
+    }
+
+    /// Reserves points for a receipt. The caller has checked [`AccountState::holdable_at`].
+    pub fn place_hold(&mut self, hold: Hold) {
+        assert!(hold.amount > Decimal::ZERO, "hold of {}", hold.amount);
+        self.account.holds.push(hold);
+    }
+
+    /// Releases a hold; returns the points it still reserved (zero if it had expired).
+    pub fn release_hold(&mut self, hold_id: &str) -> Decimal {
+        let now = self.now;
+        let mut released = Decimal::ZERO;
+        self.account.holds.retain(|hold| {
+            if hold.hold_id == hold_id {
+                if hold.is_active(now) {
+                    released += hold.amount;
+                }
+                false
+            } else {
+                true
+            }
+        });
+        released
+    }
+
+    /// Ends the operation: settles anything that expired by now (a returned spend can restore points
+    /// into a bucket past its expiry), checks the invariants and hands back the new state and the
+    /// entries to append.
+    pub fn finish(mut self) -> Result<(AccountState, Vec<LedgerEntry>), InvariantBroken> {
+        self.settle_expired();
+        self.account
+            .check_invariants(self.now)
+            .map_err(|detail| InvariantBroken { account_id: self.account.account_id.clone(), detail })?;
+        Ok((self.account, self.entries))
+    }
+}

@@ -1,0 +1,180 @@
+//! The `loyalty-engine` command line: flags and environment variables over the config file, then
+//! `serve` (the default), `verify` (check every ledger in the data directory) or `check-config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use loyalty_store::Store;
+use loyalty_store::embedded::{Durability, EmbeddedStore};
+
+use crate::clock::SystemClock;
+use crate::config::{Config, LogFormat};
+use crate::engine::Engine;
+use crate::ids::UuidIds;
+use crate::programs::Programs;
+
+/// Accounts kept in memory.
+const CACHED_ACCOUNTS_MAX: usize = 1_000_000;
+
+#[derive(Debug, Parser)]
+#[command(name = "loyalty-engine", version, about = "Loyalty transaction engine: the gRPC checkout API (loyalty.v1) over an embedded durable store.")]
+pub struct Cli {
+    /// TOML configuration file (see deploy/loyalty.toml); flags and environment override it.
+    #[arg(long, env = "LOYALTY_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]. Port 0 picks a free port (printed on start).
+    #[arg(long, env = "LOYALTY_LISTEN", value_name = "HOST:PORT", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus /metrics listen address, or "off" [default: 127.0.0.1:9464].
+    #[arg(long, env = "LOYALTY_METRICS_LISTEN", value_name = "HOST:PORT|off", global = true)]
+    pub metrics_listen: Option<String>,
+    /// Directory of the embedded store [default: ./data].
+    #[arg(long, env = "LOYALTY_DATA_DIR", value_name = "PATH", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// fsync (acknowledged = on disk; default) or none (benchmarks only).
+    #[arg(long, env = "LOYALTY_DURABILITY", value_enum, global = true)]
+    pub durability: Option<DurabilityArg>,
+    /// Log filter, e.g. info or loyalty_engine=debug [default: info].
+    #[arg(long, env = "LOYALTY_LOG", value_name = "FILTER", global = true)]
+    pub log: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "LOYALTY_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API (the default).
+    Serve,
+    /// Check every account in the data directory against its ledger, then exit.
+    Verify,
+    /// Validate the configuration and print it, then exit.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DurabilityArg {
+    Fsync,
+    None,
+}
+
+impl Cli {
+    /// The configuration: file (if any), then flags and environment on top, validated.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(metrics) = &self.metrics_listen {
+            config.metrics_listen = match metrics.as_str() {
+                "off" | "" => None,
+                addr => Some(addr.parse().with_context(|| format!("--metrics-listen: '{addr}' is not HOST:PORT or off"))?),
+            };
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(durability) = self.durability {
+            config.storage.durability = match durability {
+                DurabilityArg::Fsync => Durability::Fsync,
+                DurabilityArg::None => Durability::None,
+            };
+        }
+        if let Some(filter) = &self.log {
+            config.log.filter = filter.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the command line; the binary's whole `main`.
+pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Verify => {
+            let store = EmbeddedStore::open(config.embedded_store())?;
+            let (accounts, entries) = store.verify_ledgers()?;
+            println!("ok: {accounts} accounts, {entries} ledger entries agree with their balances");
+            Ok(())
+        }
+        Command::Serve => {
+            crate::telemetry::init_tracing(&config.log)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("engine").build()?;
+            runtime.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(metrics) = config.metrics_listen {
+        crate::telemetry::init_metrics(metrics)?;
+    }
+    let programs = Programs::from_config(&config)?;
+    let store_config = config.embedded_store();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(store_config.clone()).with_context(|| format!("opening {}", store_config.path.display()))?);
+    let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, data = %store_config.path.display(), durability = ?store_config.durability, "loyalty engine started");
+    // A line on stdout that scripts and tests wait for (it carries the port when --listen used :0).
+    println!("loyalty-engine listening on {local}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let server = tokio::spawn(crate::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down: refusing new calls, draining in-flight calls");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("all calls drained"),
+        Ok(Ok(Err(error))) => tracing::error!(%error, "server stopped with an error"),
+        Ok(Err(error)) => tracing::error!(%error, "server task failed"),
+        Err(_) => tracing::warn!(grace_seconds = grace.as_secs(), "calls still in flight after the grace period"),
+    }
+    store.shutdown().await;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no SIGTERM handler");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

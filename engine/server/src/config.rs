@@ -1,0 +1,351 @@
+//! Configuration: a TOML file, overridden by environment variables and command-line flags, with
+//! defaults that run a demo program on a local data directory. Everything is validated at start,
+//! and every error names its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use loyalty_core::basket::BasketLimits;
+use loyalty_core::identity::PhonePlan;
+use loyalty_core::program::{PendingRule, PointsRounding, ProgramPolicy, RefundPolicy};
+use loyalty_store::embedded::{Durability, EmbeddedConfig};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+/// A configuration that cannot run, with every reason found.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus /metrics listen address; absent disables the endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    /// Longest wait for in-flight calls to finish after SIGTERM.
+    pub shutdown_grace_seconds: u64,
+    pub programs: Vec<ProgramConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            data_dir: PathBuf::from("./data"),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace_seconds: 20,
+            programs: Vec::new(),
+        }
+    }
+}
+
+/// The embedded store's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `fsync` (default): acknowledged means on disk. `none`: for benchmarks only.
+    pub durability: Durability,
+    /// Most calls that share one commit and fsync.
+    pub group_commit_batch_max: usize,
+    /// Calls that may wait for the writer.
+    pub group_commit_queue_max: usize,
+    pub cache_mib: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { durability: Durability::Fsync, group_commit_batch_max: 256, group_commit_queue_max: 4096, cache_mib: 256 }
+    }
+}
+
+/// Bounds on every request.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest encoded request.
+    pub message_bytes_max: usize,
+    /// Calls being served at once; more are refused with RESOURCE_EXHAUSTED, not queued.
+    pub in_flight_max: usize,
+    pub basket_lines_max: usize,
+    /// Longest receipt, store, till, refund or request ID.
+    pub id_len_max: usize,
+    /// Largest money amount in any field.
+    pub amount_max: Decimal,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            message_bytes_max: 1 << 20,
+            in_flight_max: 2048,
+            basket_lines_max: 500,
+            id_len_max: 64,
+            amount_max: Decimal::from(1_000_000_000_i64),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn basket(&self) -> BasketLimits {
+        BasketLimits { lines_max: self.basket_lines_max, amount_max: self.amount_max, ..BasketLimits::default() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `loyalty_engine=debug`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { filter: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// One program (tenant). Defaults are those of the supermarket chain in domain.md.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgramConfig {
+    pub id: String,
+    pub currency: String,
+    /// IANA name, e.g. `Asia/Almaty`.
+    pub time_zone: String,
+    /// Cashback on eligible lines, percent (excise and promo-price lines earn nothing).
+    pub cashback_percent: Decimal,
+    pub points_scale: u32,
+    pub rounding: PointsRounding,
+    pub money_scale: u32,
+    pub pending: PendingRule,
+    pub expiry_months: u32,
+    pub hold_ttl_seconds: u32,
+    pub hold_ttl_max_seconds: u32,
+    /// Share of a receipt points may pay, percent.
+    pub redeem_cap_percent: Decimal,
+    /// `allow_negative` (debt) or `reject`.
+    pub refund_policy: RefundPolicy,
+    pub phone_country_code: String,
+    pub phone_national_digits: usize,
+    pub phone_trunk_prefix: String,
+}
+
+impl Default for ProgramConfig {
+    fn default() -> Self {
+        let policy = ProgramPolicy::with_defaults("demo");
+        ProgramConfig {
+            id: policy.program_id,
+            currency: policy.currency,
+            time_zone: policy.time_zone.name().to_owned(),
+            cashback_percent: Decimal::ONE,
+            points_scale: policy.points_scale,
+            rounding: policy.rounding,
+            money_scale: policy.money_scale,
+            pending: policy.pending,
+            expiry_months: policy.expiry_months,
+            hold_ttl_seconds: policy.hold_ttl_seconds,
+            hold_ttl_max_seconds: policy.hold_ttl_max_seconds,
+            redeem_cap_percent: policy.redeem_cap_percent,
+            refund_policy: policy.refund_policy,
+            phone_country_code: policy.phone_plan.country_code,
+            phone_national_digits: policy.phone_plan.national_digits,
+            phone_trunk_prefix: policy.phone_plan.trunk_prefix,
+        }
+    }
+}
+
+/// Whether a string is a valid ID: 1 to `max` of ASCII letters, digits, `.`, `_`, `:` and `-`.
+pub fn is_valid_id(value: &str, max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+impl ProgramConfig {
+    /// The domain policy, or the problems found (prefixed with `at`).
+    pub fn policy(&self, at: &str) -> Result<ProgramPolicy, Vec<String>> {
+        let mut problems = Vec::new();
+        if !is_valid_id(&self.id, 64) {
+            problems.push(format!("{at}.id: 1 to 64 letters, digits, '.', '_', ':' or '-'"));
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            problems.push(format!("{at}.currency: an ISO 4217 code such as KZT"));
+        }
+        let time_zone = chrono_tz::Tz::from_str(&self.time_zone)
+            .map_err(|_| problems.push(format!("{at}.time_zone: unknown time zone '{}'", self.time_zone)))
+            .ok();
+        let percent = |name: &str, value: Decimal, problems: &mut Vec<String>| {
+            if value < Decimal::ZERO || value > Decimal::ONE_HUNDRED {
+                problems.push(format!("{at}.{name}: a percentage from 0 to 100, not {value}"));
+            }
+        };
+        percent("cashback_percent", self.cashback_percent, &mut problems);
+        percent("redeem_cap_percent", self.redeem_cap_percent, &mut problems);
+        if self.points_scale > 4 {
+            problems.push(format!("{at}.points_scale: at most 4 decimal places"));
+        }
+        if self.money_scale > 4 {
+            problems.push(format!("{at}.money_scale: at most 4 decimal places"));
+        }
+        if !(1..=240).contains(&self.expiry_months) {
+            problems.push(format!("{at}.expiry_months: 1 to 240"));
+        }
+        if self.hold_ttl_seconds == 0 || self.hold_ttl_seconds > self.hold_ttl_max_seconds || self.hold_ttl_max_seconds > 86_400 {
+            problems.push(format!("{at}.hold_ttl_seconds: above 0 and at most hold_ttl_max_seconds (itself at most 86400)"));
+        }
+        if self.phone_country_code.is_empty() || !self.phone_country_code.bytes().all(|b| b.is_ascii_digit()) {
+            problems.push(format!("{at}.phone_country_code: digits, e.g. \"7\""));
+        }
+        if !(4..=14).contains(&self.phone_national_digits) {
+            problems.push(format!("{at}.phone_national_digits: 4 to 14"));
+        }
+        if !self.phone_trunk_prefix.bytes().all(|b| b.is_ascii_digit()) {
+            problems.push(format!("{at}.phone_trunk_prefix: digits or empty"));
+        }
+        match (problems.is_empty(), time_zone) {
+            (true, Some(time_zone)) => Ok(ProgramPolicy {
+                program_id: self.id.clone(),
+                currency: self.currency.clone(),
+                time_zone,
+                points_scale: self.points_scale,
+                rounding: self.rounding,
+                money_scale: self.money_scale,
+                pending: self.pending,
+                expiry_months: self.expiry_months,
+                hold_ttl_seconds: self.hold_ttl_seconds,
+                hold_ttl_max_seconds: self.hold_ttl_max_seconds,
+                redeem_cap_percent: self.redeem_cap_percent,
+                refund_policy: self.refund_policy,
+                phone_plan: PhonePlan {
+                    country_code: self.phone_country_code.clone(),
+                    national_digits: self.phone_national_digits,
+                    trunk_prefix: self.phone_trunk_prefix.clone(),
+                },
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError { problems: vec![format!("{}: {error}", path.display())] })?;
+        toml::from_str(&text).map_err(|error| ConfigError { problems: vec![format!("{}: {error}", path.display())] })
+    }
+
+    /// The programs to serve: the configured ones, or the demo program when none is configured.
+    pub fn effective_programs(&self) -> Vec<ProgramConfig> {
+        if self.programs.is_empty() { vec![ProgramConfig::default()] } else { self.programs.clone() }
+    }
+
+    /// Checks everything; returns all problems at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        for (index, program) in self.effective_programs().iter().enumerate() {
+            if let Err(found) = program.policy(&format!("programs[{index}]")) {
+                problems.extend(found);
+            }
+            if !ids.insert(program.id.clone()) {
+                problems.push(format!("programs[{index}].id: '{}' appears twice", program.id));
+            }
+        }
+        let storage = &self.storage;
+        if !(1..=10_000).contains(&storage.group_commit_batch_max) {
+            problems.push("storage.group_commit_batch_max: 1 to 10000".into());
+        }
+        if !(1..=1_000_000).contains(&storage.group_commit_queue_max) {
+            problems.push("storage.group_commit_queue_max: 1 to 1000000".into());
+        }
+        let limits = &self.limits;
+        if !(1024..=64 << 20).contains(&limits.message_bytes_max) {
+            problems.push("limits.message_bytes_max: 1 KiB to 64 MiB".into());
+        }
+        if !(1..=1_000_000).contains(&limits.in_flight_max) {
+            problems.push("limits.in_flight_max: 1 to 1000000".into());
+        }
+        if !(1..=10_000).contains(&limits.basket_lines_max) {
+            problems.push("limits.basket_lines_max: 1 to 10000".into());
+        }
+        if !(8..=256).contains(&limits.id_len_max) {
+            problems.push("limits.id_len_max: 8 to 256".into());
+        }
+        if limits.amount_max <= Decimal::ZERO || limits.amount_max > Decimal::from(1_000_000_000_000_i64) {
+            problems.push("limits.amount_max: above 0 and at most 1000000000000".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir: required".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+
+    /// The embedded store's settings.
+    pub fn embedded_store(&self) -> EmbeddedConfig {
+        EmbeddedConfig {
+            durability: self.storage.durability,
+            batch_max: self.storage.group_commit_batch_max,
+            queue_max: self.storage.group_commit_queue_max,
+            cache_bytes: self.storage.cache_mib << 20,
+            ..EmbeddedConfig::in_dir(&self.data_dir)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_serve_the_demo_program() {
+        let config = Config::default();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.effective_programs()[0].id, "demo");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let config: Config = toml::from_str(
+            r#"
+            [[programs]]
+            id = "shop"
+            time_zone = "Mars/Olympus"
+            cashback_percent = "150"
+            [limits]
+            in_flight_max = 0
+            "#,
+        )
+        .expect("parses");
+        let error = config.validate().expect_err("invalid");
+        let text = error.to_string();
+        assert!(text.contains("programs[0].time_zone"), "{text}");
+        assert!(text.contains("programs[0].cashback_percent"), "{text}");
+        assert!(text.contains("limits.in_flight_max"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("listen_port = 1").is_err());
+    }
+}

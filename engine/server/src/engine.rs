@@ -1,0 +1,438 @@
+//! The engine: runs each checkout call against one account, exactly once.
+//!
+//! For every mutating call it (1) finds the account (by identifier, or by the receipt for refunds
+//! and reversals), (2) takes the account's slot, which serialises calls on one account in this
+//! process, (3) reads the receipt and answers a replay from its stored first response, (4) runs the
+//! domain operation on working copies, (5) commits the account, its ledger entries and the receipt
+//! in one conditional write, and only then (6) answers. A lost compare-and-set (another process, or
+//! a concurrent claim of the same receipt or card) re-reads and tries again, a bounded number of
+//! times. Transport, wire formats and status codes are not its business: see `grpc`.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use loyalty_core::Origin;
+use loyalty_core::account::AccountState;
+use loyalty_core::fingerprint::{Fingerprint, fingerprint};
+use loyalty_core::identity::{IdentityKey, IdentityKind};
+use loyalty_core::ledger::LedgerEntry;
+use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, Checkout, RedeemCmd, RefundCmd, ReverseCmd};
+use loyalty_core::outcome::{AccrueOutcome, AuthorizeOutcome, EnrollOutcome, RedeemOutcome, RefundOutcome, ReverseOutcome, StoredResponse};
+use loyalty_core::receipt::{CallRecord, OpKind, ReceiptState};
+use loyalty_core::rejection::Rejection;
+use loyalty_core::txn::Txn;
+use loyalty_store::{AccountWrite, Commit, CommitOutcome, Conflict, ReceiptWrite, RequestWrite, Store, Versioned};
+use serde::Serialize;
+use tokio::sync::MutexGuard;
+
+use crate::accounts::{AccountSlots, Slot};
+use crate::clock::Clock;
+use crate::error::{EngineError, EngineResult};
+use crate::ids::IdSource;
+use crate::programs::{Program, Programs};
+
+/// Attempts of one call before it gives up with ABORTED under contention.
+const ATTEMPTS_MAX: u32 = 8;
+/// Identifier-to-account mappings kept in memory (they never change once claimed).
+const IDENTITY_CACHE_MAX: usize = 1_000_000;
+
+/// An enrolment, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EnrollCmd {
+    pub request_id: String,
+    /// E.164.
+    pub phone: String,
+    pub card_number: Option<String>,
+    pub app_token: Option<String>,
+    pub name: Option<String>,
+    pub birth_date: Option<chrono::NaiveDate>,
+}
+
+/// An account as read, with the time it was read at.
+#[derive(Clone, Debug)]
+pub struct AccountSnapshot {
+    pub state: AccountState,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// How a receipt call finds its account.
+#[derive(Clone, Copy, Debug)]
+enum Route<'a> {
+    /// By the customer's identifier; an unknown card may be created as an anonymous account.
+    Customer { key: &'a IdentityKey, create_unknown_card: bool },
+    /// By the receipt (refunds and reversals).
+    Receipt,
+}
+
+/// The engine. Shared by all gRPC handlers.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    programs: Programs,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    accounts: AccountSlots,
+    identities: DashMap<String, String>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, programs: Programs, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>, cached_accounts_max: usize) -> Self {
+        Engine { store, programs, clock, ids, accounts: AccountSlots::new(cached_accounts_max), identities: DashMap::new() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    pub fn program(&self, program_id: &str) -> EngineResult<Arc<Program>> {
+        self.programs.get(program_id).ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))
+    }
+
+    /// The account bound to an identifier, from memory or the store.
+    async fn resolve(&self, program_id: &str, key: &IdentityKey) -> EngineResult<Option<String>> {
+        let cache_key = format!("{program_id}/{}", key.storage_key());
+        if let Some(account_id) = self.identities.get(&cache_key) {
+            return Ok(Some(account_id.clone()));
+        }
+        let found = self.store.identity(program_id, key).await?;
+        if let Some(account_id) = &found {
+            if self.identities.len() >= IDENTITY_CACHE_MAX {
+                self.identities.clear();
+            }
+            self.identities.insert(cache_key, account_id.clone());
+        }
+        Ok(found)
+    }
+
+    /// The account's state under its slot: cached, or read from the store and cached.
+    async fn load(&self, slot: &mut MutexGuard<'_, Slot>, program_id: &str, account_id: &str) -> EngineResult<Option<Versioned<AccountState>>> {
+        if let Some(cached) = &slot.cached {
+            metrics::counter!("loyalty_cache_hits_total").increment(1);
+            return Ok(Some(cached.clone()));
+        }
+        metrics::counter!("loyalty_cache_misses_total").increment(1);
+        let stored = self.store.account(program_id, account_id).await?;
+        slot.cached = stored.clone();
+        Ok(stored)
+    }
+
+    /// Commits under the account's slot and keeps the cache in step with what was acknowledged.
+    async fn commit(&self, slot: &mut MutexGuard<'_, Slot>, commit: Commit) -> EngineResult<CommitOutcome> {
+        let state = commit.account.state.clone();
+        // Cleared first: if this call is cancelled mid-commit, the next call reloads from the store.
+        slot.cached = None;
+        let outcome = self.store.commit(commit).await?;
+        match &outcome {
+            CommitOutcome::Applied { account_version } => {
+                metrics::counter!("loyalty_ledger_commits_total").increment(1);
+                slot.cached = Some(Versioned { version: *account_version, value: state });
+            }
+            CommitOutcome::Conflict(conflict) => {
+                metrics::counter!("loyalty_commit_conflicts_total", "kind" => conflict_kind(conflict)).increment(1);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Reads an account by identifier.
+    pub async fn get_account(&self, program: &Program, customer: &IdentityKey) -> EngineResult<AccountSnapshot> {
+        let program_id = program.policy.program_id.as_str();
+        let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
+        let slot = self.accounts.slot(program_id, &account_id);
+        let mut guard = slot.lock().await;
+        let state = self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?;
+        Ok(AccountSnapshot { state: state.value, now: self.clock.now() })
+    }
+
+    /// A page of an account's ledger, newest first, and the seq to continue before (if any).
+    pub async fn list_transactions(&self, program: &Program, customer: &IdentityKey, before_seq: u64, limit: usize) -> EngineResult<(Vec<LedgerEntry>, Option<u64>)> {
+        let program_id = program.policy.program_id.as_str();
+        let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
+        let entries = self.store.ledger_page(program_id, &account_id, before_seq, limit).await?;
+        let next = match entries.last() {
+            Some(last) if entries.len() == limit && last.seq > 1 => Some(last.seq),
+            _ => None,
+        };
+        Ok((entries, next))
+    }
+
+    /// Authorize: a quote without spending (no side effects), or a quote and a hold.
+    pub async fn authorize(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
+        if cmd.spend.is_zero() {
+            return self.quote(program, customer, &cmd).await;
+        }
+        let hold_id = self.ids.hold_id();
+        let route = Route::Customer { key: customer, create_unknown_card: false };
+        let response = self
+            .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Authorize, "", &cmd, |checkout, txn, receipt| {
+                ops::authorize(checkout, txn, receipt, &cmd, hold_id.clone()).map(StoredResponse::Authorize)
+            })
+            .await?;
+        match response {
+            StoredResponse::Authorize(outcome) => Ok(outcome),
+            other => Err(mismatched(OpKind::Authorize, &other)),
+        }
+    }
+
+    async fn quote(&self, program: &Program, customer: &IdentityKey, cmd: &AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
+        let program_id = program.policy.program_id.as_str();
+        let now = self.clock.now();
+        let state = match self.resolve(program_id, customer).await? {
+            Some(account_id) => {
+                let slot = self.accounts.slot(program_id, &account_id);
+                let mut guard = slot.lock().await;
+                self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?.value
+            }
+            // An unknown card earns from its first purchase: quote it as a new, empty account.
+            None if customer.kind == IdentityKind::Card => AccountState::new(String::new(), false, now),
+            None => return Err(Rejection::CustomerNotFound.into()),
+        };
+        Ok(ops::quote(&program.checkout(), &state, cmd, now)?)
+    }
+
+    pub async fn redeem(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: RedeemCmd) -> EngineResult<RedeemOutcome> {
+        let route = Route::Customer { key: customer, create_unknown_card: false };
+        let response = self
+            .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Redeem, "", &cmd, |checkout, txn, receipt| {
+                ops::redeem(checkout, txn, receipt, &cmd).map(StoredResponse::Redeem)
+            })
+            .await?;
+        match response {
+            StoredResponse::Redeem(outcome) => Ok(outcome),
+            other => Err(mismatched(OpKind::Redeem, &other)),
+        }
+    }
+
+    pub async fn accrue(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: AccrueCmd) -> EngineResult<AccrueOutcome> {
+        let route = Route::Customer { key: customer, create_unknown_card: true };
+        let response = self
+            .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {
+                ops::accrue(checkout, txn, receipt, &cmd).map(StoredResponse::Accrue)
+            })
+            .await?;
+        match response {
+            StoredResponse::Accrue(outcome) => Ok(outcome),
+            other => Err(mismatched(OpKind::Accrue, &other)),
+        }
+    }
+
+    pub async fn reverse(&self, program: &Program, origin: &Origin, cmd: ReverseCmd) -> EngineResult<ReverseOutcome> {
+        let response = self
+            .receipt_call(program, origin, Route::Receipt, &cmd.receipt_id, OpKind::Reverse, "", &cmd, |checkout, txn, receipt| {
+                ops::reverse(checkout, txn, receipt, &cmd).map(StoredResponse::Reverse)
+            })
+            .await?;
+        match response {
+            StoredResponse::Reverse(outcome) => Ok(outcome),
+            other => Err(mismatched(OpKind::Reverse, &other)),
+        }
+    }
+
+    pub async fn refund(&self, program: &Program, origin: &Origin, cmd: RefundCmd) -> EngineResult<RefundOutcome> {
+        let key = cmd.refund_id.clone();
+        let response = self
+            .receipt_call(program, origin, Route::Receipt, &cmd.receipt_id, OpKind::Refund, &key, &cmd, |checkout, txn, receipt| {
+                ops::refund(checkout, txn, receipt, &cmd).map(StoredResponse::Refund)
+            })
+            .await?;
+        match response {
+            StoredResponse::Refund(outcome) => Ok(outcome),
+            other => Err(mismatched(OpKind::Refund, &other)),
+        }
+    }
+
+    /// Runs one mutating call on a receipt exactly once (see the module documentation).
+    #[allow(clippy::too_many_arguments)]
+    async fn receipt_call<C: Serialize>(
+        &self,
+        program: &Program,
+        origin: &Origin,
+        route: Route<'_>,
+        receipt_id: &str,
+        op: OpKind,
+        key: &str,
+        cmd: &C,
+        apply: impl Fn(&Checkout<'_>, &mut Txn<'_>, &mut ReceiptState) -> Result<StoredResponse, Rejection>,
+    ) -> EngineResult<StoredResponse> {
+        let program_id = program.policy.program_id.as_str();
+        let print = fingerprint(op, &(origin, cmd));
+        for _attempt in 0..ATTEMPTS_MAX {
+            let (account_id, create_card) = match route {
+                Route::Customer { key: customer, create_unknown_card } => match self.resolve(program_id, customer).await? {
+                    Some(account_id) => (account_id, None),
+                    None if create_unknown_card && customer.kind == IdentityKind::Card => (self.ids.account_id(), Some(customer.clone())),
+                    None => return Err(Rejection::CustomerNotFound.into()),
+                },
+                Route::Receipt => match self.store.receipt(program_id, receipt_id).await? {
+                    Some(receipt) => (receipt.value.account_id, None),
+                    None => return Err(Rejection::ReceiptNotFound { receipt_id: receipt_id.to_owned() }.into()),
+                },
+            };
+            let slot = self.accounts.slot(program_id, &account_id);
+            let mut guard = slot.lock().await;
+            // Read the receipt under the account's slot: calls on one receipt are serialised here.
+            let receipt = self.store.receipt(program_id, receipt_id).await?;
+            if let Some(stored) = &receipt {
+                if stored.value.account_id != account_id {
+                    return Err(Rejection::IdempotencyConflict { kind: "receipt_id", key: receipt_id.to_owned() }.into());
+                }
+                if let Some(answer) = replay(&stored.value, op, key, &print)? {
+                    metrics::counter!("loyalty_replays_total", "op" => op.as_str()).increment(1);
+                    return Ok(answer);
+                }
+            }
+            let now = self.clock.now();
+            let (account_version, account) = match &create_card {
+                Some(card) => {
+                    let mut fresh = AccountState::new(account_id.clone(), false, now);
+                    fresh.identities.push(card.clone());
+                    (0, fresh)
+                }
+                None => {
+                    let stored = self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?;
+                    (stored.version, stored.value)
+                }
+            };
+            let mut txn = Txn::begin(&program.policy, &account, now, self.ids.transaction_id(), origin.clone());
+            let (receipt_version, mut receipt_state) = match receipt {
+                Some(stored) => (stored.version, stored.value),
+                None => (0, ReceiptState::new(receipt_id.to_owned(), account_id.clone(), now, origin.clone())),
+            };
+            let response = apply(&program.checkout(), &mut txn, &mut receipt_state)?;
+            receipt_state.calls.push(CallRecord { op, key: key.to_owned(), fingerprint: print, response: response.clone() });
+            let (state, ledger) = txn.finish()?;
+            receipt_state.check_invariants().map_err(EngineError::Internal)?;
+            let commit = Commit {
+                program_id: program_id.to_owned(),
+                account: AccountWrite { expected_version: account_version, state },
+                ledger,
+                receipt: Some(ReceiptWrite { expected_version: receipt_version, state: receipt_state }),
+                identity_claims: create_card.into_iter().collect(),
+                request: None,
+            };
+            match self.commit(&mut guard, commit).await? {
+                CommitOutcome::Applied { .. } => return Ok(response),
+                // Someone else wrote first: re-read everything and decide again (it may now be a
+                // replay, a conflict, or simply a newer balance).
+                CommitOutcome::Conflict(Conflict::AccountVersion { .. } | Conflict::ReceiptVersion { .. } | Conflict::IdentityTaken { .. }) => {}
+                CommitOutcome::Conflict(Conflict::RequestTaken) => return Err(EngineError::Internal("request conflict on a receipt call".into())),
+            }
+        }
+        Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
+    }
+
+    /// Registers a customer by phone, creating an account or registering the card's anonymous one.
+    pub async fn enroll(&self, program: &Program, origin: &Origin, cmd: EnrollCmd) -> EngineResult<EnrollOutcome> {
+        let program_id = program.policy.program_id.as_str();
+        let print = fingerprint(OpKind::Enroll, &(origin, &cmd));
+        let phone = IdentityKey { kind: IdentityKind::Phone, value: cmd.phone.clone() };
+        let token = cmd.app_token.clone().map(|value| IdentityKey { kind: IdentityKind::AppToken, value });
+        for _attempt in 0..ATTEMPTS_MAX {
+            if let Some(record) = self.store.request(program_id, &cmd.request_id).await? {
+                return match (record.fingerprint == print, record.response) {
+                    (true, StoredResponse::Enroll(outcome)) => Ok(outcome),
+                    _ => Err(Rejection::IdempotencyConflict { kind: "request_id", key: cmd.request_id.clone() }.into()),
+                };
+            }
+            if self.resolve(program_id, &phone).await?.is_some() {
+                return Err(Rejection::PhoneAlreadyRegistered.into());
+            }
+            if let Some(token) = &token {
+                if self.resolve(program_id, token).await?.is_some() {
+                    return Err(Rejection::IdentifierTaken { kind: "app token" }.into());
+                }
+            }
+            let card_number = cmd.card_number.clone().unwrap_or_else(|| self.ids.virtual_card_number());
+            let card = IdentityKey { kind: IdentityKind::Card, value: card_number.clone() };
+            let existing = match &cmd.card_number {
+                Some(_) => self.resolve(program_id, &card).await?,
+                None => None,
+            };
+            let account_id = existing.clone().unwrap_or_else(|| self.ids.account_id());
+            let slot = self.accounts.slot(program_id, &account_id);
+            let mut guard = slot.lock().await;
+            let now = self.clock.now();
+            let (version, mut state) = match &existing {
+                Some(_) => {
+                    let stored = self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?;
+                    if stored.value.registered {
+                        return Err(Rejection::IdentifierTaken { kind: "card" }.into());
+                    }
+                    (stored.version, stored.value)
+                }
+                None => {
+                    let mut fresh = AccountState::new(account_id.clone(), true, now);
+                    fresh.identities.push(card.clone());
+                    (0, fresh)
+                }
+            };
+            state.registered = true;
+            state.profile.phone = Some(cmd.phone.clone());
+            state.profile.name = cmd.name.clone();
+            state.profile.birth_date = cmd.birth_date;
+            let mut claims = vec![phone.clone(), card.clone()];
+            state.identities.push(phone.clone());
+            if let Some(token) = &token {
+                state.identities.push(token.clone());
+                claims.push(token.clone());
+            }
+            state.check_invariants(now).map_err(EngineError::Internal)?;
+            let outcome = EnrollOutcome { account_id: account_id.clone(), card_number, created: existing.is_none(), balance: state.balance_at(now) };
+            let record = CallRecord { op: OpKind::Enroll, key: cmd.request_id.clone(), fingerprint: print, response: StoredResponse::Enroll(outcome.clone()) };
+            let commit = Commit {
+                program_id: program_id.to_owned(),
+                account: AccountWrite { expected_version: version, state },
+                ledger: Vec::new(),
+                receipt: None,
+                identity_claims: claims,
+                request: Some(RequestWrite { request_id: cmd.request_id.clone(), record }),
+            };
+            if let CommitOutcome::Applied { .. } = self.commit(&mut guard, commit).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
+    }
+}
+
+/// The stored first answer to this call, if it was made before with the same payload; a conflict
+/// if it was made with another payload.
+fn replay(receipt: &ReceiptState, op: OpKind, key: &str, print: &Fingerprint) -> EngineResult<Option<StoredResponse>> {
+    match receipt.call(op, key) {
+        Some(call) if call.fingerprint == *print => Ok(Some(call.response.clone())),
+        Some(_) => {
+            let (kind, key) = if key.is_empty() { ("receipt_id", receipt.receipt_id.clone()) } else { ("refund_id", key.to_owned()) };
+            Err(Rejection::IdempotencyConflict { kind, key }.into())
+        }
+        None => Ok(None),
+    }
+}
+
+fn dangling(account_id: &str) -> EngineError {
+    EngineError::Internal(format!("identifier bound to missing account {account_id}"))
+}
+
+fn mismatched(op: OpKind, response: &StoredResponse) -> EngineError {
+    let kind = match response {
+        StoredResponse::Authorize(_) => "authorize",
+        StoredResponse::Redeem(_) => "redeem",
+        StoredResponse::Accrue(_) => "accrue",
+        StoredResponse::Reverse(_) => "reverse",
+        StoredResponse::Refund(_) => "refund",
+        StoredResponse::Enroll(_) => "enroll",
+    };
+    EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
+}
+
+fn conflict_kind(conflict: &Conflict) -> &'static str {
+    match conflict {
+        Conflict::AccountVersion { .. } => "account_version",
+        Conflict::ReceiptVersion { .. } => "receipt_version",
+        Conflict::IdentityTaken { .. } => "identity_taken",
+        Conflict::RequestTaken => "request_taken",
+    }
+}

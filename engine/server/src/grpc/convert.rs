@@ -1,0 +1,260 @@
+//! Wire <-> domain conversions. Every request field is checked here or in the domain, and every
+//! error names the field the way the .proto spells it (`lines[2].quantity`, `customer.phone`).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use loyalty_core::Origin;
+use loyalty_core::account::BalanceView;
+use loyalty_core::basket::BasketLine;
+use loyalty_core::identity::{IdentityKey, IdentityKind, normalize_app_token, normalize_card, normalize_phone};
+use loyalty_core::ledger::{EntryKind, LedgerEntry};
+use loyalty_core::ops::RefundLine;
+use loyalty_core::outcome::{HoldView, LineEarn, SpendLimit};
+use loyalty_core::program::ProgramPolicy;
+use loyalty_core::rejection::Rejection;
+use loyalty_proto::v1 as pb;
+use rust_decimal::Decimal;
+
+use crate::config::is_valid_id;
+
+/// Longest decimal string accepted.
+const DECIMAL_LEN_MAX: usize = 40;
+/// Longest free-text reason kept in the ledger.
+const REASON_LEN_MAX: usize = 256;
+/// Longest customer name.
+const NAME_LEN_MAX: usize = 128;
+
+/// Parses a decimal in the documented wire format: `-?digits(.digits)?`, no exponent.
+pub fn decimal(field: &str, raw: &str) -> Result<Decimal, Rejection> {
+    let bad = || Rejection::invalid(field, format!("'{}' is not a decimal such as 1234.50", raw.chars().take(DECIMAL_LEN_MAX).collect::<String>()));
+    if raw.is_empty() || raw.len() > DECIMAL_LEN_MAX {
+        return Err(bad());
+    }
+    let unsigned = raw.strip_prefix('-').unwrap_or(raw);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || fraction.is_some_and(|fraction| !digits(fraction)) {
+        return Err(bad());
+    }
+    Decimal::from_str_exact(raw).map(|value| value.normalize()).map_err(|_| bad())
+}
+
+/// A non-negative decimal; an empty string is zero.
+pub fn amount_or_zero(field: &str, raw: &str) -> Result<Decimal, Rejection> {
+    if raw.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    let value = decimal(field, raw)?;
+    if value < Decimal::ZERO {
+        return Err(Rejection::invalid(field, "must not be negative"));
+    }
+    Ok(value)
+}
+
+/// A required, strictly positive decimal no larger than `max`.
+pub fn positive(field: &str, raw: &str, max: Decimal) -> Result<Decimal, Rejection> {
+    if raw.is_empty() {
+        return Err(Rejection::invalid(field, "required"));
+    }
+    let value = decimal(field, raw)?;
+    if value <= Decimal::ZERO || value > max {
+        return Err(Rejection::invalid(field, format!("must be above 0 and at most {max}")));
+    }
+    Ok(value)
+}
+
+/// A required ID: 1 to `max` letters, digits, `.`, `_`, `:` or `-`.
+pub fn id(field: &str, raw: &str, max: usize) -> Result<String, Rejection> {
+    if raw.is_empty() {
+        return Err(Rejection::invalid(field, "required"));
+    }
+    if !is_valid_id(raw, max) {
+        return Err(Rejection::invalid(field, format!("1 to {max} letters, digits, '.', '_', ':' or '-'")));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Free text of at most `max` characters.
+pub fn text(field: &str, raw: &str, max: usize) -> Result<String, Rejection> {
+    if raw.chars().count() > max {
+        return Err(Rejection::invalid(field, format!("at most {max} characters")));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Rejection::invalid(field, "no control characters"));
+    }
+    Ok(raw.to_owned())
+}
+
+pub fn reason(raw: &str) -> Result<String, Rejection> {
+    text("reason", raw, REASON_LEN_MAX)
+}
+
+pub fn origin(store_id: &str, till_id: &str, max: usize) -> Result<Origin, Rejection> {
+    Ok(Origin { store_id: id("store_id", store_id, max)?, till_id: id("till_id", till_id, max)? })
+}
+
+/// The customer's identifier, normalised.
+pub fn customer(customer: Option<&pb::CustomerRef>, program: &ProgramPolicy) -> Result<IdentityKey, Rejection> {
+    use pb::customer_ref::Id;
+    match customer.and_then(|customer| customer.id.as_ref()) {
+        Some(Id::Phone(raw)) => Ok(IdentityKey { kind: IdentityKind::Phone, value: normalize_phone("customer.phone", raw, &program.phone_plan)? }),
+        Some(Id::CardNumber(raw)) => Ok(IdentityKey { kind: IdentityKind::Card, value: normalize_card("customer.card_number", raw)? }),
+        Some(Id::AppToken(raw)) => Ok(IdentityKey { kind: IdentityKind::AppToken, value: normalize_app_token("customer.app_token", raw)? }),
+        None => Err(Rejection::invalid("customer", "one of phone, card_number or app_token is required")),
+    }
+}
+
+/// Basket lines; ranges and uniqueness are checked by the domain's `validate_basket`.
+pub fn lines(lines: &[pb::BasketLine], lines_max: usize) -> Result<Vec<BasketLine>, Rejection> {
+    if lines.len() > lines_max {
+        return Err(Rejection::invalid("lines", format!("at most {lines_max} lines per receipt")));
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let field = |name: &str| format!("lines[{index}].{name}");
+            Ok(BasketLine {
+                line_no: line.line_no,
+                sku: text(&field("sku"), &line.sku, 64)?,
+                category: text(&field("category"), &line.category, 64)?,
+                quantity: decimal(&field("quantity"), &line.quantity)?,
+                unit_price: decimal(&field("unit_price"), &line.unit_price)?,
+                line_total: decimal(&field("line_total"), &line.line_total)?,
+                excise: line.excise,
+                promo_price: line.promo_price,
+            })
+        })
+        .collect()
+}
+
+pub fn refund_lines(lines: &[pb::RefundLine], lines_max: usize) -> Result<Vec<RefundLine>, Rejection> {
+    if lines.len() > lines_max {
+        return Err(Rejection::invalid("lines", format!("at most {lines_max} lines per refund")));
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| Ok(RefundLine { line_no: line.line_no, quantity: decimal(&format!("lines[{index}].quantity"), &line.quantity)? }))
+        .collect()
+}
+
+/// An optional profile field.
+pub fn name(raw: &str) -> Result<Option<String>, Rejection> {
+    let value = text("name", raw.trim(), NAME_LEN_MAX)?;
+    Ok((!value.is_empty()).then_some(value))
+}
+
+/// An optional `YYYY-MM-DD` birth date.
+pub fn birth_date(raw: &str, today: NaiveDate) -> Result<Option<NaiveDate>, Rejection> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| Rejection::invalid("birth_date", "a date as YYYY-MM-DD"))?;
+    if date > today || date < NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN) {
+        return Err(Rejection::invalid("birth_date", "between 1900-01-01 and today"));
+    }
+    Ok(Some(date))
+}
+
+/// Points at the program's scale ("120", or "120.50" in a program with a points scale of 2).
+pub fn points(program: &ProgramPolicy, value: Decimal) -> String {
+    let mut value = value;
+    value.rescale(program.points_scale);
+    value.to_string()
+}
+
+/// Money at the currency's scale ("1234.50").
+pub fn money(program: &ProgramPolicy, value: Decimal) -> String {
+    let mut value = value;
+    value.rescale(program.money_scale);
+    value.to_string()
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+}
+
+pub fn balance(program: &ProgramPolicy, view: &BalanceView) -> pb::Balance {
+    pb::Balance {
+        available: points(program, view.available),
+        held: points(program, view.held),
+        spendable: points(program, view.spendable),
+        pending: points(program, view.pending),
+        debt: points(program, view.debt),
+        balance: points(program, view.balance),
+        currency: program.currency.clone(),
+    }
+}
+
+pub fn line_earns(program: &ProgramPolicy, lines: &[LineEarn]) -> Vec<pb::LineEarn> {
+    lines
+        .iter()
+        .map(|line| pb::LineEarn {
+            line_no: line.line_no,
+            base: money(program, line.base),
+            points: points(program, line.points),
+            reason: line.reason.clone(),
+        })
+        .collect()
+}
+
+pub fn hold(program: &ProgramPolicy, hold: &HoldView) -> pb::Hold {
+    pb::Hold { hold_id: hold.hold_id.clone(), amount: points(program, hold.amount), expires_at: Some(timestamp(hold.expires_at)) }
+}
+
+pub fn spend_limit(limit: SpendLimit) -> pb::SpendLimit {
+    match limit {
+        SpendLimit::ReceiptCap => pb::SpendLimit::ReceiptCap,
+        SpendLimit::Balance => pb::SpendLimit::Balance,
+        SpendLimit::NotRegistered => pb::SpendLimit::NotRegistered,
+    }
+}
+
+pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerEntry {
+    let kind = match entry.kind {
+        EntryKind::Earn => pb::EntryKind::Earn,
+        EntryKind::Spend => pb::EntryKind::Spend,
+        EntryKind::Expire => pb::EntryKind::Expire,
+        EntryKind::ReturnSpent => pb::EntryKind::ReturnSpent,
+        EntryKind::Clawback => pb::EntryKind::Clawback,
+    };
+    pb::LedgerEntry {
+        seq: entry.seq,
+        transaction_id: entry.tx_id.clone(),
+        kind: kind as i32,
+        amount: points(program, entry.amount),
+        balance_after: points(program, entry.balance_after),
+        at: Some(timestamp(entry.at)),
+        receipt_id: entry.receipt_id.clone().unwrap_or_default(),
+        refund_id: entry.refund_id.clone().unwrap_or_default(),
+        store_id: entry.store_id.clone(),
+        till_id: entry.till_id.clone(),
+        reason: entry.reason.clone(),
+        available_from: entry.available_from.map(timestamp),
+        expires_at: entry.expires_at.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_follow_the_documented_grammar() {
+        assert_eq!(decimal("f", "1234.50"), Ok(Decimal::new(12345, 1)));
+        assert_eq!(decimal("f", "-0.5"), Ok(Decimal::new(-5, 1)));
+        for bad in ["", "1e3", "+1", "1.", ".5", "1,5", "NaN", " 1", "1..2", "0x10", "99999999999999999999999999999999"] {
+            assert!(matches!(decimal("f", bad), Err(Rejection::InvalidArgument { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn points_are_shown_at_the_program_scale() {
+        let program = ProgramPolicy::with_defaults("p");
+        assert_eq!(points(&program, Decimal::new(1200, 1)), "120");
+        assert_eq!(money(&program, Decimal::new(5, 1)), "0.50");
+    }
+}

@@ -1,0 +1,346 @@
+//! `loyalty.v1.LoyaltyService`: each handler validates and converts its request, calls the engine,
+//! and converts the answer. [`LoyaltyApi::handle`] wraps every call with the in-flight limit, a
+//! tracing span (program, store, till, receipt: never personal data), metrics and error mapping.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, RedeemCmd, RefundCmd, ReverseCmd};
+use loyalty_proto::v1 as pb;
+use loyalty_proto::v1::loyalty_service_server::LoyaltyService;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::LimitsConfig;
+use crate::engine::{EnrollCmd, Engine};
+use crate::error::{EngineError, EngineResult};
+use crate::grpc::convert;
+use crate::grpc::status::to_status;
+
+/// Page size of ListTransactions when the request leaves it at 0.
+const PAGE_SIZE_DEFAULT: u32 = 50;
+/// Largest page of ListTransactions.
+const PAGE_SIZE_MAX: u32 = 200;
+
+/// The service implementation.
+#[derive(Debug, Clone)]
+pub struct LoyaltyApi {
+    engine: Arc<Engine>,
+    limits: LimitsConfig,
+    in_flight: Arc<Semaphore>,
+}
+
+/// IDs that identify a call in traces. Operational IDs only.
+struct CallIds<'a> {
+    program: &'a str,
+    store: &'a str,
+    till: &'a str,
+    receipt: &'a str,
+}
+
+/// Caps an untrusted ID before it goes into a span.
+fn trace_id(raw: &str) -> &str {
+    let mut end = raw.len().min(64);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+impl LoyaltyApi {
+    pub fn new(engine: Arc<Engine>, limits: LimitsConfig) -> Self {
+        let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+        LoyaltyApi { engine, limits, in_flight }
+    }
+
+    async fn handle<T>(&self, rpc: &'static str, ids: CallIds<'_>, call: impl Future<Output = EngineResult<T>>) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "rpc",
+            rpc,
+            program = trace_id(ids.program),
+            store = trace_id(ids.store),
+            till = trace_id(ids.till),
+            receipt = trace_id(ids.receipt)
+        );
+        let result = match self.in_flight.try_acquire() {
+            Ok(_permit) => call.instrument(span.clone()).await,
+            Err(_) => Err(EngineError::Overloaded { limit: self.limits.in_flight_max }),
+        };
+        let elapsed = started.elapsed();
+        let (code, response) = match result {
+            Ok(message) => (tonic::Code::Ok, Ok(Response::new(message))),
+            Err(error) => {
+                let status = to_status(&error);
+                let _entered = span.enter();
+                match status.code() {
+                    tonic::Code::Internal | tonic::Code::Unavailable => {
+                        tracing::error!(code = ?status.code(), latency_us = elapsed.as_micros() as u64, %error, "call failed")
+                    }
+                    _ => tracing::debug!(code = ?status.code(), latency_us = elapsed.as_micros() as u64, %error, "call refused"),
+                }
+                (status.code(), Err(status))
+            }
+        };
+        if code == tonic::Code::Ok {
+            let _entered = span.enter();
+            tracing::debug!(latency_us = elapsed.as_micros() as u64, "call served");
+        }
+        let code_label = code_name(code);
+        metrics::counter!("loyalty_rpc_requests_total", "rpc" => rpc, "code" => code_label).increment(1);
+        metrics::histogram!("loyalty_rpc_duration_seconds", "rpc" => rpc, "code" => code_label).record(elapsed.as_secs_f64());
+        response
+    }
+
+    fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
+        convert::id("program_id", program_id, self.limits.id_len_max)?;
+        self.engine.program(program_id)
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[tonic::async_trait]
+impl LoyaltyService for LoyaltyApi {
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
+        self.handle("Enroll", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let today = self.engine.now().with_timezone(&policy.time_zone).date_naive();
+            let cmd = EnrollCmd {
+                request_id: convert::id("request_id", &req.request_id, self.limits.id_len_max)?,
+                phone: loyalty_core::identity::normalize_phone("phone", &req.phone, &policy.phone_plan)?,
+                card_number: match req.card_number.as_str() {
+                    "" => None,
+                    raw => Some(loyalty_core::identity::normalize_card("card_number", raw)?),
+                },
+                app_token: match req.app_token.as_str() {
+                    "" => None,
+                    raw => Some(loyalty_core::identity::normalize_app_token("app_token", raw)?),
+                },
+                name: convert::name(&req.name)?,
+                birth_date: convert::birth_date(&req.birth_date, today)?,
+            };
+            let outcome = self.engine.enroll(&program, &origin, cmd).await?;
+            Ok(pb::EnrollResponse {
+                account_id: outcome.account_id,
+                card_number: outcome.card_number,
+                created: outcome.created,
+                balance: Some(convert::balance(policy, &outcome.balance)),
+            })
+        })
+        .await
+    }
+
+    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
+        self.handle("GetAccount", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let snapshot = self.engine.get_account(&program, &customer).await?;
+            let state = &snapshot.state;
+            let (expiring, next_expiry) = state.expiring_within(snapshot.now, chrono::Duration::days(30));
+            Ok(pb::GetAccountResponse {
+                account_id: state.account_id.clone(),
+                registered: state.registered,
+                tier: state.tier.clone(),
+                balance: Some(convert::balance(policy, &state.balance_at(snapshot.now))),
+                expiring_30d: convert::points(policy, expiring),
+                next_expiry_at: next_expiry.map(convert::timestamp),
+            })
+        })
+        .await
+    }
+
+    async fn list_transactions(&self, request: Request<pb::ListTransactionsRequest>) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
+        self.handle("ListTransactions", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let page_size = match req.page_size {
+                0 => PAGE_SIZE_DEFAULT,
+                size if size <= PAGE_SIZE_MAX => size,
+                _ => return Err(loyalty_core::rejection::Rejection::invalid("page_size", format!("at most {PAGE_SIZE_MAX}")).into()),
+            };
+            let before_seq = match req.page_token.as_str() {
+                "" => u64::MAX,
+                token => token
+                    .strip_prefix("seq:")
+                    .and_then(|seq| seq.parse::<u64>().ok())
+                    .ok_or_else(|| loyalty_core::rejection::Rejection::invalid("page_token", "not a token from a previous page"))?,
+            };
+            let (entries, next) = self.engine.list_transactions(&program, &customer, before_seq, page_size as usize).await?;
+            Ok(pb::ListTransactionsResponse {
+                entries: entries.iter().map(|entry| convert::ledger_entry(policy, entry)).collect(),
+                next_page_token: next.map(|seq| format!("seq:{seq}")).unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
+        self.handle("Authorize", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let cmd = AuthorizeCmd {
+                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
+                spend: convert::amount_or_zero("spend_points", &req.spend_points)?,
+                hold_ttl_seconds: req.hold_ttl_seconds,
+            };
+            let outcome = self.engine.authorize(&program, &origin, &customer, cmd).await?;
+            Ok(pb::AuthorizeResponse {
+                account_id: outcome.account_id,
+                lines: convert::line_earns(policy, &outcome.lines),
+                earn_total: convert::points(policy, outcome.earn_total),
+                max_spend: convert::points(policy, outcome.max_spend),
+                max_spend_limit: convert::spend_limit(outcome.max_spend_limit) as i32,
+                balance: Some(convert::balance(policy, &outcome.balance)),
+                hold: outcome.hold.as_ref().map(|hold| convert::hold(policy, hold)),
+                transaction_id: outcome.tx_id.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
+        self.handle("Redeem", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let cmd = RedeemCmd {
+                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                points: convert::positive("points", &req.points, self.limits.amount_max)?,
+                hold_id: match req.hold_id.as_str() {
+                    "" => None,
+                    raw => Some(convert::id("hold_id", raw, 128)?),
+                },
+                lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
+            };
+            let outcome = self.engine.redeem(&program, &origin, &customer, cmd).await?;
+            Ok(pb::RedeemResponse {
+                transaction_id: outcome.tx_id,
+                account_id: outcome.account_id,
+                redeemed: convert::points(policy, outcome.redeemed),
+                released: convert::points(policy, outcome.released),
+                balance: Some(convert::balance(policy, &outcome.balance)),
+            })
+        })
+        .await
+    }
+
+    async fn accrue(&self, request: Request<pb::AccrueRequest>) -> Result<Response<pb::AccrueResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
+        self.handle("Accrue", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let cmd = AccrueCmd {
+                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
+            };
+            let outcome = self.engine.accrue(&program, &origin, &customer, cmd).await?;
+            Ok(pb::AccrueResponse {
+                transaction_id: outcome.tx_id,
+                account_id: outcome.account_id,
+                lines: convert::line_earns(policy, &outcome.lines),
+                earned: convert::points(policy, outcome.earned),
+                paid_amount: convert::money(policy, outcome.paid_amount),
+                points_spent: convert::points(policy, outcome.points_spent),
+                available_from: outcome.available_from.map(convert::timestamp),
+                expires_at: outcome.expires_at.map(convert::timestamp),
+                balance: Some(convert::balance(policy, &outcome.balance)),
+                hold_released: convert::points(policy, outcome.hold_released),
+            })
+        })
+        .await
+    }
+
+    async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
+        self.handle("Reverse", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let cmd = ReverseCmd { receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?, reason: convert::reason(&req.reason)? };
+            let outcome = self.engine.reverse(&program, &origin, cmd).await?;
+            Ok(pb::ReverseResponse {
+                transaction_id: outcome.tx_id,
+                account_id: outcome.account_id,
+                earn_clawed_back: convert::points(policy, outcome.earn_clawed_back),
+                spent_returned: convert::points(policy, outcome.spent_returned),
+                hold_released: convert::points(policy, outcome.hold_released),
+                debt_created: convert::points(policy, outcome.debt_created),
+                balance: Some(convert::balance(policy, &outcome.balance)),
+            })
+        })
+        .await
+    }
+
+    async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
+        self.handle("Refund", ids, async {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let cmd = RefundCmd {
+                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                refund_id: convert::id("refund_id", &req.refund_id, self.limits.id_len_max)?,
+                lines: convert::refund_lines(&req.lines, self.limits.basket_lines_max)?,
+                reason: convert::reason(&req.reason)?,
+            };
+            let outcome = self.engine.refund(&program, &origin, cmd).await?;
+            Ok(pb::RefundResponse {
+                transaction_id: outcome.tx_id,
+                account_id: outcome.account_id,
+                earn_clawed_back: convert::points(policy, outcome.earn_clawed_back),
+                spent_returned: convert::points(policy, outcome.spent_returned),
+                debt_created: convert::points(policy, outcome.debt_created),
+                refunded_amount: convert::money(policy, outcome.refunded_amount),
+                balance: Some(convert::balance(policy, &outcome.balance)),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,100 @@
+//! The one place where engine errors become gRPC statuses. Every status carries
+//! `google.rpc.ErrorInfo` with a stable reason code, and bad input also `google.rpc.BadRequest`
+//! naming the field, so tills can react without parsing messages.
+
+use std::collections::HashMap;
+
+use loyalty_core::rejection::Rejection;
+use loyalty_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::EngineError;
+
+/// The `ErrorInfo.domain` of every error.
+pub const ERROR_DOMAIN: &str = "loyalty.v1";
+
+/// Maps an engine error to its status.
+pub fn to_status(error: &EngineError) -> Status {
+    let message = error.to_string();
+    let (code, reason) = match error {
+        EngineError::Rejected(rejection) => (rejection_code(rejection), rejection.code()),
+        EngineError::ProgramNotFound(_) => (Code::NotFound, "PROGRAM_NOT_FOUND"),
+        EngineError::Store(StoreError::Corrupt(_)) => (Code::Internal, "STORE_CORRUPT"),
+        EngineError::Store(_) => (Code::Unavailable, "STORE_UNAVAILABLE"),
+        EngineError::Invariant(_) => (Code::Internal, "INVARIANT_BROKEN"),
+        EngineError::Contention { .. } => (Code::Aborted, "CONTENTION"),
+        EngineError::Overloaded { .. } => (Code::ResourceExhausted, "OVERLOADED"),
+        EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
+    if let EngineError::Rejected(Rejection::InvalidArgument { field, reason }) = error {
+        details.add_bad_request_violation(field.clone(), reason.clone());
+    }
+    Status::with_error_details(code, message, details)
+}
+
+fn rejection_code(rejection: &Rejection) -> Code {
+    match rejection {
+        Rejection::InvalidArgument { .. } => Code::InvalidArgument,
+        Rejection::CustomerNotFound | Rejection::ReceiptNotFound { .. } | Rejection::HoldNotFound { .. } => Code::NotFound,
+        Rejection::InsufficientPoints { .. }
+        | Rejection::ExceedsReceiptCap { .. }
+        | Rejection::CardNotRegistered
+        | Rejection::HoldExpired { .. }
+        | Rejection::HoldClosed { .. }
+        | Rejection::CaptureExceedsHold { .. }
+        | Rejection::ReceiptClosed { .. }
+        | Rejection::ReceiptReversed { .. }
+        | Rejection::ReceiptNotClosed { .. }
+        | Rejection::RefundExceedsReceipt { .. }
+        | Rejection::ClawbackExceedsBalance { .. } => Code::FailedPrecondition,
+        Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => Code::AlreadyExists,
+    }
+}
+
+/// Machine-readable facts of an error (amounts, IDs), never personal data.
+fn metadata(error: &EngineError) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let EngineError::Rejected(rejection) = error else {
+        return map;
+    };
+    let mut put = |key: &str, value: String| {
+        map.insert(key.to_owned(), value);
+    };
+    match rejection {
+        Rejection::InsufficientPoints { requested, spendable } => {
+            put("requested", requested.to_string());
+            put("spendable", spendable.to_string());
+        }
+        Rejection::ExceedsReceiptCap { requested, cap } => {
+            put("requested", requested.to_string());
+            put("cap", cap.to_string());
+        }
+        Rejection::CaptureExceedsHold { requested, held } => {
+            put("requested", requested.to_string());
+            put("held", held.to_string());
+        }
+        Rejection::RefundExceedsReceipt { line_no, requested, remaining } => {
+            put("line_no", line_no.to_string());
+            put("requested", requested.to_string());
+            put("remaining", remaining.to_string());
+        }
+        Rejection::ClawbackExceedsBalance { needed, coverable } => {
+            put("needed", needed.to_string());
+            put("coverable", coverable.to_string());
+        }
+        Rejection::IdempotencyConflict { kind, key } => {
+            put("key_kind", (*kind).to_owned());
+            put("key", key.clone());
+        }
+        Rejection::ReceiptNotFound { receipt_id }
+        | Rejection::ReceiptClosed { receipt_id }
+        | Rejection::ReceiptReversed { receipt_id }
+        | Rejection::ReceiptNotClosed { receipt_id } => put("receipt_id", receipt_id.clone()),
+        Rejection::HoldNotFound { hold_id } | Rejection::HoldExpired { hold_id } | Rejection::HoldClosed { hold_id, .. } => put("hold_id", hold_id.clone()),
+        Rejection::InvalidArgument { field, .. } => put("field", field.clone()),
+        Rejection::CustomerNotFound | Rejection::CardNotRegistered | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {}
+    }
+    map
+}

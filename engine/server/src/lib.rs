@@ -1,0 +1,23 @@
+//! The loyalty engine's server: the `loyalty.v1` gRPC API over a [`loyalty_store::Store`].
+//!
+//! Components, from the socket inwards:
+//! - [`server::serve`]: the tonic server (checkout service, health, reflection) on a given listener.
+//! - [`grpc`]: request validation and wire conversion ([`grpc::convert`]), the one mapping of errors
+//!   to gRPC statuses ([`grpc::status`]), and the handlers ([`grpc::service`]).
+//! - [`engine::Engine`]: identity resolution, per-account locking and caching ([`accounts`]),
+//!   idempotent replays, the domain operation, and the conditional commit.
+//! - [`programs`]: each program's policy and earning rule; [`config`]: file, flags and validation.
+//! - [`clock`] and [`ids`]: the injected time and ID sources.
+//! - [`cli`] and [`telemetry`]: the binary's command line, logs and Prometheus metrics.
+
+pub mod accounts;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod ids;
+pub mod programs;
+pub mod server;
+pub mod telemetry;

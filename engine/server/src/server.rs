@@ -1,0 +1,67 @@
+//! Assembles the gRPC server: the checkout service, health and reflection, with message-size
+//! limits, on a listener the caller provides, until the shutdown future resolves. Tests bind
+//! `127.0.0.1:0` and stop it cleanly; the binary binds the configured address and stops on SIGTERM.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loyalty_proto::v1::loyalty_service_server::LoyaltyServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::LimitsConfig;
+use crate::engine::Engine;
+use crate::grpc::service::LoyaltyApi;
+
+/// How often health follows the store's state.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish. The
+/// store is not shut down here: the caller does that once this returns, after the last call.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, limits: LimitsConfig, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<LoyaltyServiceServer<LoyaltyApi>>().await;
+    let watcher = {
+        let engine = Arc::clone(&engine);
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::time::sleep(HEALTH_POLL).await;
+                let writable = engine.store().is_writable();
+                if writable != serving {
+                    serving = writable;
+                    let status = if writable { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    reporter.set_service_status("", status).await;
+                    reporter.set_service_status("loyalty.v1.LoyaltyService", status).await;
+                    if !writable {
+                        tracing::error!("store refuses writes: health is NOT_SERVING");
+                    }
+                }
+            }
+        })
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let api = LoyaltyServiceServer::new(LoyaltyApi::new(engine, limits.clone()))
+        .max_decoding_message_size(limits.message_bytes_max)
+        .max_encoding_message_size(limits.message_bytes_max);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = Server::builder();
+    let router = builder.add_service(health).add_service(api);
+    let router = match reflection {
+        Ok(reflection) => router.add_service(reflection),
+        Err(error) => {
+            tracing::warn!(%error, "server reflection unavailable");
+            router
+        }
+    };
+    let result = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+    watcher.abort();
+    result
+}
