@@ -1,1 +1,223 @@
-//! placeholder
+//! Test support: starts the real engine on a loopback port with a temporary data directory and a
+//! manual clock, and builds requests. Integration tests live in `e2e/`, compiled into one binary.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use loyalty_engine::clock::ManualClock;
+use loyalty_engine::config::{Config, ProgramConfig};
+use loyalty_engine::engine::Engine;
+use loyalty_engine::ids::UuidIds;
+use loyalty_engine::programs::Programs;
+use loyalty_proto::v1 as pb;
+use loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient;
+use loyalty_store::Store;
+use loyalty_store::embedded::{Durability, EmbeddedStore};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use pb::customer_ref::Id;
+
+/// The program the tests use: the supermarket defaults (1%, next-day pending, 24 months), with a
+/// receipt cap of 50% so that cap and balance limits can both be seen.
+pub const PROGRAM: &str = "shop";
+pub const STORE: &str = "store-1";
+pub const TILL: &str = "till-1";
+
+/// 2026-03-10 06:00 UTC, 11:00 in Almaty.
+pub fn start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 10, 6, 0, 0).single().expect("valid start time")
+}
+
+/// The test program's configuration.
+pub fn shop_program() -> ProgramConfig {
+    ProgramConfig { id: PROGRAM.into(), redeem_cap_percent: rust_decimal::Decimal::from(50), ..ProgramConfig::default() }
+}
+
+/// A running engine and what a test needs to drive it.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl TestServer {
+    /// The engine with the test program, on the embedded store with fsync.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}, |store| store).await
+    }
+
+    /// Lets a test change the configuration and wrap the store (to inject faults).
+    pub async fn start_with(configure: impl FnOnce(&mut Config), wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config { data_dir: dir.path().to_path_buf(), programs: vec![shop_program()], ..Config::default() };
+        config.storage.durability = Durability::Fsync;
+        configure(&mut config);
+        let programs = Programs::from_config(&config).expect("valid test config");
+        let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(config.embedded_store()).expect("open store"));
+        let store = wrap(embedded);
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock.clone(), Arc::new(UuidIds), 100_000));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(loyalty_engine::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, clock, engine, store, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn client(&self) -> LoyaltyServiceClient<Channel> {
+        connect(self.addr).await
+    }
+
+    /// Stops the server, drains calls and flushes the store.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.store.shutdown().await;
+    }
+}
+
+/// A client on a fresh connection.
+pub async fn connect(addr: SocketAddr) -> LoyaltyServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect to engine");
+    LoyaltyServiceClient::new(channel)
+}
+
+pub fn card(number: &str) -> Option<pb::CustomerRef> {
+    Some(pb::CustomerRef { id: Some(Id::CardNumber(number.into())) })
+}
+
+pub fn phone(number: &str) -> Option<pb::CustomerRef> {
+    Some(pb::CustomerRef { id: Some(Id::Phone(number.into())) })
+}
+
+/// A basket line of `quantity` at `unit_price`, totalled exactly.
+pub fn line(line_no: u32, sku: &str, quantity: &str, unit_price: &str) -> pb::BasketLine {
+    let quantity_value: rust_decimal::Decimal = quantity.parse().expect("quantity");
+    let price: rust_decimal::Decimal = unit_price.parse().expect("price");
+    let mut total = quantity_value * price;
+    total.rescale(2);
+    pb::BasketLine {
+        line_no,
+        sku: sku.into(),
+        category: "grocery".into(),
+        quantity: quantity.into(),
+        unit_price: unit_price.into(),
+        line_total: total.to_string(),
+        excise: false,
+        promo_price: false,
+    }
+}
+
+pub fn excise(mut line: pb::BasketLine) -> pb::BasketLine {
+    line.excise = true;
+    line
+}
+
+pub fn promo(mut line: pb::BasketLine) -> pb::BasketLine {
+    line.promo_price = true;
+    line
+}
+
+pub fn enroll(request_id: &str, phone_number: &str, card_number: &str) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: request_id.into(),
+        phone: phone_number.into(),
+        card_number: card_number.into(),
+        ..Default::default()
+    }
+}
+
+pub fn accrue(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec<pb::BasketLine>) -> pb::AccrueRequest {
+    pb::AccrueRequest { program_id: PROGRAM.into(), store_id: STORE.into(), till_id: TILL.into(), receipt_id: receipt_id.into(), customer, lines }
+}
+
+pub fn authorize(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec<pb::BasketLine>, spend: &str) -> pb::AuthorizeRequest {
+    pb::AuthorizeRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        receipt_id: receipt_id.into(),
+        customer,
+        lines,
+        spend_points: spend.into(),
+        hold_ttl_seconds: 0,
+    }
+}
+
+pub fn redeem(receipt_id: &str, customer: Option<pb::CustomerRef>, points: &str, hold_id: &str, lines: Vec<pb::BasketLine>) -> pb::RedeemRequest {
+    pb::RedeemRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        receipt_id: receipt_id.into(),
+        customer,
+        points: points.into(),
+        hold_id: hold_id.into(),
+        lines,
+    }
+}
+
+pub fn refund(receipt_id: &str, refund_id: &str, lines: &[(u32, &str)]) -> pb::RefundRequest {
+    pb::RefundRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        receipt_id: receipt_id.into(),
+        refund_id: refund_id.into(),
+        lines: lines.iter().map(|(line_no, quantity)| pb::RefundLine { line_no: *line_no, quantity: (*quantity).into() }).collect(),
+        reason: String::new(),
+    }
+}
+
+pub fn reverse(receipt_id: &str) -> pb::ReverseRequest {
+    pb::ReverseRequest { program_id: PROGRAM.into(), store_id: STORE.into(), till_id: TILL.into(), receipt_id: receipt_id.into(), reason: String::new() }
+}
+
+pub fn get_account(customer: Option<pb::CustomerRef>) -> pb::GetAccountRequest {
+    pb::GetAccountRequest { program_id: PROGRAM.into(), customer }
+}
+
+/// Reads every ledger entry of a customer, newest first, following page tokens.
+pub async fn full_ledger(client: &mut LoyaltyServiceClient<Channel>, customer: Option<pb::CustomerRef>) -> Vec<pb::LedgerEntry> {
+    let mut entries = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_transactions(pb::ListTransactionsRequest { program_id: PROGRAM.into(), customer: customer.clone(), page_size: 7, page_token: token })
+            .await
+            .expect("list transactions")
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return entries;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Parses a decimal from a response.
+pub fn dec(value: &str) -> rust_decimal::Decimal {
+    value.parse().unwrap_or_else(|_| panic!("response decimal {value:?}"))
+}
+
+/// The balance part of a GetAccount response.
+pub async fn balance_of(client: &mut LoyaltyServiceClient<Channel>, customer: Option<pb::CustomerRef>) -> pb::Balance {
+    client.get_account(get_account(customer)).await.expect("get account").into_inner().balance.expect("balance")
+}

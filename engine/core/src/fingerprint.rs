@@ -15,6 +15,6 @@ pub fn fingerprint<T: Serialize>(op: OpKind, command: &T) -> Fingerprint {
     hasher.update(op.as_str().as_bytes());
     // Encoding plain data structs to a Vec cannot fail; an empty encoding would still be
     // distinguished by the op name above.
-    hasher.update(postcard::to_stdvec(command).unwrap_or_default());
+    hasher.update(rmp_serde::to_vec(command).unwrap_or_default());
     hasher.finalize().into()
 }

@@ -1,4 +1,4 @@
-//! The byte format of stored records: a format byte, then the value in postcard. The format byte
+//! The byte format of stored records: a format byte, then the value in MessagePack (rmp-serde). The format byte
 //! lets a later release read old records; a record that does not decode is reported as corrupt,
 //! never guessed at.
 
@@ -13,7 +13,7 @@ pub const FORMAT_V1: u8 = 1;
 /// Encodes a value with the current format byte.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![FORMAT_V1];
-    let body = postcard::to_stdvec(value).map_err(|error| StoreError::Corrupt(format!("encode: {error}")))?;
+    let body = rmp_serde::to_vec(value).map_err(|error| StoreError::Corrupt(format!("encode: {error}")))?;
     bytes.extend_from_slice(&body);
     Ok(bytes)
 }
@@ -21,7 +21,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_V1, body)) => postcard::from_bytes(body).map_err(|error| StoreError::Corrupt(format!("{what}: {error}"))),
+        Some((&FORMAT_V1, body)) => rmp_serde::from_slice(body).map_err(|error| StoreError::Corrupt(format!("{what}: {error}"))),
         Some((format, _)) => Err(StoreError::Corrupt(format!("{what}: unknown format {format}"))),
         None => Err(StoreError::Corrupt(format!("{what}: empty record"))),
     }

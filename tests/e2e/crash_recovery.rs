@@ -1,0 +1,148 @@
+//! kill -9 of the engine process under load, then a restart on the same data directory: every
+//! acknowledged call is present exactly once and every balance equals its ledger.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loyalty_proto::v1 as pb;
+use loyalty_tests::*;
+use rust_decimal::Decimal;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CUSTOMERS: usize = 20;
+const WORKERS: usize = 16;
+
+/// Starts the engine binary and waits for its "listening on" line.
+async fn start_engine(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
+        .arg("--config")
+        .arg(dir.join("engine.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the engine");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(addr) = line.strip_prefix("loyalty-engine listening on ") {
+                return addr.parse().expect("address");
+            }
+        }
+        panic!("engine exited before listening");
+    })
+    .await
+    .expect("engine started in time");
+    (child, addr)
+}
+
+#[derive(Debug, Clone)]
+enum Acked {
+    Accrue(pb::AccrueRequest, pb::AccrueResponse),
+    Redeem(pb::RedeemRequest, pb::RedeemResponse),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_minus_nine_under_load_loses_no_acknowledged_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("engine.toml"),
+        r#"
+        [[programs]]
+        id = "shop"
+        pending = "none"
+        redeem_cap_percent = "50"
+        "#,
+    )
+    .expect("config");
+    let (mut child, addr) = start_engine(dir.path()).await;
+    let mut client = connect(addr).await;
+    let phones: Vec<String> = (0..CUSTOMERS).map(|index| format!("+7701555{index:04}")).collect();
+    for (index, number) in phones.iter().enumerate() {
+        client.enroll(enroll(&format!("e{index}"), number, "")).await.expect("enroll");
+        client.accrue(accrue(&format!("fund{index}"), phone(number), vec![line(1, "gold", "1", "100000.00")])).await.expect("fund");
+    }
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let acked = Arc::clone(&acked);
+        let phones = phones.clone();
+        let mut client = connect(addr).await;
+        workers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let customer = phone(&phones[(worker * 7 + n) % CUSTOMERS]);
+                let receipt = format!("w{worker}-{n}");
+                let outcome = if n % 3 == 2 {
+                    let request = redeem(&receipt, customer, "1", "", vec![line(1, "coffee", "1", "100.00")]);
+                    client.redeem(request.clone()).await.map(|response| Acked::Redeem(request, response.into_inner()))
+                } else {
+                    let request = accrue(&receipt, customer, vec![line(1, "milk", "1", &format!("{}.00", 100 + n))]);
+                    client.accrue(request.clone()).await.map(|response| Acked::Accrue(request, response.into_inner()))
+                };
+                match outcome {
+                    Ok(call) => acked.lock().expect("acked").push(call),
+                    // The process died under us: unacknowledged calls may or may not have landed.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while acked.lock().expect("acked").len() < 300 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("reap");
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let acked = acked.lock().expect("acked").clone();
+    assert!(acked.len() >= 300, "only {} calls acknowledged before the kill", acked.len());
+
+    // Offline check of every account against its ledger.
+    let verify = Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
+        .arg("--config")
+        .arg(dir.path().join("engine.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("verify")
+        .output()
+        .await
+        .expect("run verify");
+    assert!(verify.status.success(), "verify failed: {}", String::from_utf8_lossy(&verify.stderr));
+
+    let (mut child, addr) = start_engine(dir.path()).await;
+    let mut client = connect(addr).await;
+    // Every acknowledged call replays to exactly its first answer.
+    for call in &acked {
+        match call {
+            Acked::Accrue(request, response) => assert_eq!(&client.accrue(request.clone()).await.expect("replay accrue").into_inner(), response),
+            Acked::Redeem(request, response) => assert_eq!(&client.redeem(request.clone()).await.expect("replay redeem").into_inner(), response),
+        }
+    }
+    // And each is in its ledger exactly once; every balance equals its ledger.
+    let mut ledgers = std::collections::HashMap::new();
+    for number in &phones {
+        let ledger = full_ledger(&mut client, phone(number)).await;
+        let sum: Decimal = ledger.iter().map(|entry| dec(&entry.amount)).sum();
+        assert_eq!(sum, dec(&balance_of(&mut client, phone(number)).await.balance), "balance of {number}");
+        for entry in ledger {
+            *ledgers.entry(entry.transaction_id).or_insert(0) += 1;
+        }
+    }
+    for call in &acked {
+        let tx_id = match call {
+            Acked::Accrue(_, response) => &response.transaction_id,
+            Acked::Redeem(_, response) => &response.transaction_id,
+        };
+        assert_eq!(ledgers.get(tx_id), Some(&1), "transaction {tx_id} in the ledger exactly once");
+    }
+    child.start_kill().expect("stop");
+    let _ = child.wait().await;
+}

@@ -1,0 +1,127 @@
+//! Store failures: the engine answers UNAVAILABLE, acknowledges nothing it could not persist,
+//! leaves nothing half-written, and a retry after recovery applies once. Overload is refused with
+//! RESOURCE_EXHAUSTED rather than queued.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use loyalty_core::account::AccountState;
+use loyalty_core::identity::IdentityKey;
+use loyalty_core::ledger::LedgerEntry;
+use loyalty_core::receipt::{CallRecord, ReceiptState};
+use loyalty_store::{Commit, CommitOutcome, Store, StoreError, Versioned};
+use loyalty_tests::*;
+use tokio::sync::RwLock;
+use tonic::Code;
+
+use crate::expect_error;
+
+/// Wraps a real store: commits fail while `failing` is set, and wait while a test holds `gate`
+/// for writing; `waiting` counts commits at the gate.
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<dyn Store>,
+    failing: AtomicBool,
+    gate: RwLock<()>,
+    waiting: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for FaultyStore {
+    async fn account(&self, program_id: &str, account_id: &str) -> Result<Option<Versioned<AccountState>>, StoreError> {
+        self.inner.account(program_id, account_id).await
+    }
+    async fn identity(&self, program_id: &str, key: &IdentityKey) -> Result<Option<String>, StoreError> {
+        self.inner.identity(program_id, key).await
+    }
+    async fn receipt(&self, program_id: &str, receipt_id: &str) -> Result<Option<Versioned<ReceiptState>>, StoreError> {
+        self.inner.receipt(program_id, receipt_id).await
+    }
+    async fn request(&self, program_id: &str, request_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        self.inner.request(program_id, request_id).await
+    }
+    async fn ledger_page(&self, program_id: &str, account_id: &str, before_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.inner.ledger_page(program_id, account_id, before_seq, limit).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _open = self.gate.read().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected write failure".into()));
+        }
+        self.inner.commit(commit).await
+    }
+    fn is_writable(&self) -> bool {
+        !self.failing.load(Ordering::SeqCst) && self.inner.is_writable()
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+
+async fn faulty_server(configure: impl FnOnce(&mut loyalty_engine::config::Config)) -> (TestServer, Arc<FaultyStore>) {
+    let mut handle = None;
+    let server = TestServer::start_with(configure, |inner| {
+        let faulty = Arc::new(FaultyStore { inner, failing: AtomicBool::new(false), gate: RwLock::new(()), waiting: AtomicUsize::new(0) });
+        handle = Some(Arc::clone(&faulty));
+        faulty
+    })
+    .await;
+    (server, handle.expect("store wrapped"))
+}
+
+#[tokio::test]
+async fn a_failed_write_is_unavailable_and_leaves_nothing_behind() {
+    let (server, store) = faulty_server(|_| {}).await;
+    let mut client = server.client().await;
+    client.enroll(enroll("e", "+77010000400", "")).await.expect("enroll");
+    let customer = phone("+77010000400");
+    client.accrue(accrue("R1", customer.clone(), vec![line(1, "x", "1", "10000.00")])).await.expect("accrue");
+
+    store.failing.store(true, Ordering::SeqCst);
+    let request = accrue("R2", customer.clone(), vec![line(1, "x", "1", "50000.00")]);
+    expect_error(client.accrue(request.clone()).await, Code::Unavailable, "STORE_UNAVAILABLE");
+    // Reads still work, and show nothing of the failed call (the cache was not updated either).
+    let balance = balance_of(&mut client, customer.clone()).await;
+    assert_eq!(balance.pending, "100");
+    assert_eq!(full_ledger(&mut client, customer.clone()).await.len(), 1);
+
+    // The till retries after the store is back: applied once.
+    store.failing.store(false, Ordering::SeqCst);
+    let applied = client.accrue(request.clone()).await.expect("retry").into_inner();
+    assert_eq!(applied.earned, "500");
+    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), applied);
+    assert_eq!(full_ledger(&mut client, customer).await.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
+    let (server, store) = faulty_server(|config| config.limits.in_flight_max = 4).await;
+    // Close the gate: every commit waits, so four accrues stay in flight.
+    let closed = store.gate.write().await;
+    let mut waiting = Vec::new();
+    for index in 0..4 {
+        let mut client = server.client().await;
+        let request = accrue(&format!("W{index}"), card(&format!("77770000{index}")), vec![line(1, "x", "1", "100.00")]);
+        waiting.push(tokio::spawn(async move { client.accrue(request).await }));
+    }
+    for _ in 0..500 {
+        if store.waiting.load(Ordering::SeqCst) == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.waiting.load(Ordering::SeqCst), 4, "four calls in flight");
+    let mut client = server.client().await;
+    let status = expect_error(client.accrue(accrue("X", card("88880000"), vec![line(1, "x", "1", "100.00")])).await, Code::ResourceExhausted, "OVERLOADED");
+    assert!(status.message().contains("in flight"), "{}", status.message());
+    drop(closed);
+    for call in waiting {
+        call.await.expect("task").expect("the admitted calls complete");
+    }
+    // With the load gone, the refused call goes through.
+    client.accrue(accrue("X", card("88880000"), vec![line(1, "x", "1", "100.00")])).await.expect("admitted now");
+    server.stop().await;
+}
