@@ -12,8 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let include = protoc_bin_vendored::include_path()?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("loyalty_descriptor.bin"))
-        .compile_with_config(config, &[PathBuf::from("loyalty/v1/loyalty.proto")], &[PathBuf::from("."), include])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("loyalty_descriptor.bin")).compile_with_config(
+        config,
+        &[PathBuf::from("loyalty/v1/loyalty.proto")],
+        &[PathBuf::from("."), include],
+    )?;
     Ok(())
 }

@@ -22,7 +22,12 @@ async fn enrol_earn_hold_redeem_accrue_refund_reverse() {
         .accrue(accrue(
             "R1",
             customer.clone(),
-            vec![line(1, "milk", "2", "500.00"), excise(line(2, "vodka", "1", "3000.00")), promo(line(3, "bread", "1", "200.00")), line(4, "cheese", "1", "4000.00")],
+            vec![
+                line(1, "milk", "2", "500.00"),
+                excise(line(2, "vodka", "1", "3000.00")),
+                promo(line(3, "bread", "1", "200.00")),
+                line(4, "cheese", "1", "4000.00"),
+            ],
         ))
         .await
         .expect("accrue R1")
@@ -111,7 +116,8 @@ async fn an_unknown_card_earns_but_spends_only_after_registration() {
 
     let account = client.get_account(get_account(plastic.clone())).await.expect("account").into_inner();
     assert!(!account.registered);
-    let quote = client.authorize(authorize("A2", plastic.clone(), vec![line(1, "x", "1", "1000.00")], "")).await.expect("quote").into_inner();
+    let quote =
+        client.authorize(authorize("A2", plastic.clone(), vec![line(1, "x", "1", "1000.00")], "")).await.expect("quote").into_inner();
     assert_eq!(quote.max_spend, "0");
     assert_eq!(quote.max_spend_limit, loyalty_proto::v1::SpendLimit::NotRegistered as i32);
     expect_error(

@@ -11,7 +11,14 @@ async fn funded_customer(server: &TestServer, phone_number: &str, points_receipt
     let mut client = server.client().await;
     client.enroll(enroll(&format!("enr-{}", phone_number.trim_start_matches('+')), phone_number, "")).await.expect("enroll");
     let customer = phone(phone_number);
-    client.accrue(accrue(&format!("fund-{}", phone_number.trim_start_matches('+')), customer.clone(), vec![line(1, "gold", "1", points_receipt_total)])).await.expect("fund");
+    client
+        .accrue(accrue(
+            &format!("fund-{}", phone_number.trim_start_matches('+')),
+            customer.clone(),
+            vec![line(1, "gold", "1", points_receipt_total)],
+        ))
+        .await
+        .expect("fund");
     server.clock.advance(Duration::days(1));
     customer
 }
@@ -51,7 +58,8 @@ async fn two_hundred_concurrent_spends_never_overdraw() {
     let balance = balance_of(&mut client, customer.clone()).await;
     assert_eq!(dec(&balance.available), Decimal::from(1000 - 7 * 142));
     let ledger = full_ledger(&mut client, customer).await;
-    let spent: Decimal = ledger.iter().filter(|entry| entry.kind == loyalty_proto::v1::EntryKind::Spend as i32).map(|entry| dec(&entry.amount)).sum();
+    let spent: Decimal =
+        ledger.iter().filter(|entry| entry.kind == loyalty_proto::v1::EntryKind::Spend as i32).map(|entry| dec(&entry.amount)).sum();
     assert_eq!(spent, Decimal::from(-7 * 142));
     assert_eq!(ledger.iter().map(|entry| dec(&entry.amount)).sum::<Decimal>(), dec(&balance.balance));
     server.stop().await;

@@ -122,8 +122,12 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_call() {
     // Every acknowledged call replays to exactly its first answer.
     for call in &acked {
         match call {
-            Acked::Accrue(request, response) => assert_eq!(&client.accrue(request.clone()).await.expect("replay accrue").into_inner(), response),
-            Acked::Redeem(request, response) => assert_eq!(&client.redeem(request.clone()).await.expect("replay redeem").into_inner(), response),
+            Acked::Accrue(request, response) => {
+                assert_eq!(&client.accrue(request.clone()).await.expect("replay accrue").into_inner(), response)
+            }
+            Acked::Redeem(request, response) => {
+                assert_eq!(&client.redeem(request.clone()).await.expect("replay redeem").into_inner(), response)
+            }
         }
     }
     // And each is in its ledger exactly once; every balance equals its ledger.

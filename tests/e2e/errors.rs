@@ -46,13 +46,23 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     let mut no_store = accrue("R1", customer.clone(), good.clone());
     no_store.store_id.clear();
     assert_eq!(bad_field(&expect_error(client.accrue(no_store).await, Code::InvalidArgument, "INVALID_ARGUMENT")), "store_id");
-    let status = expect_error(client.authorize(authorize("R1", customer.clone(), good.clone(), "-10")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let status = expect_error(
+        client.authorize(authorize("R1", customer.clone(), good.clone(), "-10")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     assert_eq!(bad_field(&status), "spend_points");
-    let status = expect_error(client.authorize(authorize("R1", customer.clone(), good.clone(), "1.5")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let status = expect_error(
+        client.authorize(authorize("R1", customer.clone(), good.clone(), "1.5")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     assert_eq!(bad_field(&status), "spend_points", "whole points only in this program");
-    let status = expect_error(client.redeem(redeem("R1", customer.clone(), "0", "", good.clone())).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let status =
+        expect_error(client.redeem(redeem("R1", customer.clone(), "0", "", good.clone())).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(bad_field(&status), "points");
-    let status = expect_error(client.redeem(redeem("R1", customer.clone(), "10", "", vec![])).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let status =
+        expect_error(client.redeem(redeem("R1", customer.clone(), "10", "", vec![])).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(bad_field(&status), "lines");
     let mut long_hold = authorize("R1", customer.clone(), good.clone(), "10");
     long_hold.hold_ttl_seconds = 86_400;
@@ -70,7 +80,11 @@ async fn unknown_things_are_not_found() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     expect_error(client.get_account(get_account(phone("+77019999999"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
-    expect_error(client.accrue(accrue("R1", phone("+77019999999"), vec![line(1, "x", "1", "1.00")])).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    expect_error(
+        client.accrue(accrue("R1", phone("+77019999999"), vec![line(1, "x", "1", "1.00")])).await,
+        Code::NotFound,
+        "CUSTOMER_NOT_FOUND",
+    );
     expect_error(client.refund(refund("nope", "rf", &[(1, "1")])).await, Code::NotFound, "RECEIPT_NOT_FOUND");
     expect_error(client.reverse(reverse("nope")).await, Code::NotFound, "RECEIPT_NOT_FOUND");
     let mut other_program = get_account(phone("+77019999999"));
@@ -97,19 +111,32 @@ async fn business_rules_are_failed_precondition() {
     let basket = vec![line(1, "x", "1", "1000.00")];
 
     // 200 points, receipt cap 500: the balance binds.
-    expect_error(client.authorize(authorize("R2", customer.clone(), basket.clone(), "201")).await, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    expect_error(
+        client.authorize(authorize("R2", customer.clone(), basket.clone(), "201")).await,
+        Code::FailedPrecondition,
+        "INSUFFICIENT_POINTS",
+    );
     // A 100.00 receipt caps spending at 50.
     expect_error(
         client.authorize(authorize("R2", customer.clone(), vec![line(1, "x", "1", "100.00")], "51")).await,
         Code::FailedPrecondition,
         "EXCEEDS_RECEIPT_CAP",
     );
-    let hold = client.authorize(authorize("R3", customer.clone(), basket.clone(), "100")).await.expect("hold").into_inner().hold.expect("hold");
-    expect_error(client.redeem(redeem("R3", customer.clone(), "101", &hold.hold_id, vec![])).await, Code::FailedPrecondition, "CAPTURE_EXCEEDS_HOLD");
+    let hold =
+        client.authorize(authorize("R3", customer.clone(), basket.clone(), "100")).await.expect("hold").into_inner().hold.expect("hold");
+    expect_error(
+        client.redeem(redeem("R3", customer.clone(), "101", &hold.hold_id, vec![])).await,
+        Code::FailedPrecondition,
+        "CAPTURE_EXCEEDS_HOLD",
+    );
     // Accrue closes the receipt and releases the unused hold; no spending on it afterwards.
     let closed = client.accrue(accrue("R3", customer.clone(), basket.clone())).await.expect("accrue R3").into_inner();
     assert_eq!(closed.hold_released, "100");
-    expect_error(client.redeem(redeem("R3", customer.clone(), "10", &hold.hold_id, vec![])).await, Code::FailedPrecondition, "RECEIPT_CLOSED");
+    expect_error(
+        client.redeem(redeem("R3", customer.clone(), "10", &hold.hold_id, vec![])).await,
+        Code::FailedPrecondition,
+        "RECEIPT_CLOSED",
+    );
     // A refund needs a paid receipt, and may not exceed it.
     client.authorize(authorize("R4", customer.clone(), basket.clone(), "10")).await.expect("hold R4");
     expect_error(client.refund(refund("R4", "rf", &[(1, "1")])).await, Code::FailedPrecondition, "RECEIPT_NOT_CLOSED");
@@ -125,11 +152,9 @@ async fn business_rules_are_failed_precondition() {
 #[tokio::test]
 async fn clawback_of_spent_points_follows_the_program_policy() {
     // Under "reject", a refund that would claw back already-spent points is refused.
-    let server = TestServer::start_with(
-        |config| config.programs[0].refund_policy = loyalty_core::program::RefundPolicy::Reject,
-        |store| store,
-    )
-    .await;
+    let server =
+        TestServer::start_with(|config| config.programs[0].refund_policy = loyalty_core::program::RefundPolicy::Reject, |store| store)
+            .await;
     let mut client = server.client().await;
     client.enroll(enroll("e", "+77010000303", "")).await.expect("enroll");
     let customer = phone("+77010000303");

@@ -115,7 +115,11 @@ async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
     }
     assert_eq!(store.waiting.load(Ordering::SeqCst), 4, "four calls in flight");
     let mut client = server.client().await;
-    let status = expect_error(client.accrue(accrue("X", card("88880000"), vec![line(1, "x", "1", "100.00")])).await, Code::ResourceExhausted, "OVERLOADED");
+    let status = expect_error(
+        client.accrue(accrue("X", card("88880000"), vec![line(1, "x", "1", "100.00")])).await,
+        Code::ResourceExhausted,
+        "OVERLOADED",
+    );
     assert!(status.message().contains("in flight"), "{}", status.message());
     drop(closed);
     for call in waiting {

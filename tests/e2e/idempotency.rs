@@ -27,8 +27,13 @@ async fn replays_answer_the_first_response_and_change_nothing() {
     let ledger = full_ledger(&mut client, customer.clone()).await;
     assert_eq!(ledger.len(), 2, "a replay writes nothing");
 
-    let auth = client.authorize(authorize("R3", customer.clone(), vec![line(1, "a", "1", "1000.00")], "100")).await.expect("hold").into_inner();
-    let auth_again = client.authorize(authorize("R3", customer.clone(), vec![line(1, "a", "1", "1000.00")], "100")).await.expect("hold replay").into_inner();
+    let auth =
+        client.authorize(authorize("R3", customer.clone(), vec![line(1, "a", "1", "1000.00")], "100")).await.expect("hold").into_inner();
+    let auth_again = client
+        .authorize(authorize("R3", customer.clone(), vec![line(1, "a", "1", "1000.00")], "100"))
+        .await
+        .expect("hold replay")
+        .into_inner();
     assert_eq!(auth, auth_again, "same hold, not a second one");
     assert_eq!(balance_of(&mut client, customer.clone()).await.held, "100");
 
@@ -65,7 +70,11 @@ async fn the_same_key_with_another_payload_is_already_exists_naming_the_key() {
     assert!(status.message().contains("R1"), "{}", status.message());
 
     // The same receipt ID for another customer.
-    expect_error(client.accrue(accrue("R1", card("999000111"), vec![line(1, "tv", "1", "50000.00")])).await, Code::AlreadyExists, "IDEMPOTENCY_CONFLICT");
+    expect_error(
+        client.accrue(accrue("R1", card("999000111"), vec![line(1, "tv", "1", "50000.00")])).await,
+        Code::AlreadyExists,
+        "IDEMPOTENCY_CONFLICT",
+    );
     // The same receipt ID from another till is another receipt's payload.
     let mut other_till = accrue("R1", customer.clone(), vec![line(1, "tv", "1", "50000.00")]);
     other_till.till_id = "till-2".into();

@@ -53,9 +53,14 @@ async fn an_expired_hold_releases_its_points_and_cannot_be_captured() {
     server.clock.advance(Duration::minutes(15));
     let balance = balance_of(&mut client, customer.clone()).await;
     assert_eq!((balance.held.as_str(), balance.spendable.as_str()), ("0", "200"));
-    expect_error(client.redeem(redeem("R2", customer.clone(), "150", &hold.hold_id, vec![])).await, Code::FailedPrecondition, "HOLD_EXPIRED");
+    expect_error(
+        client.redeem(redeem("R2", customer.clone(), "150", &hold.hold_id, vec![])).await,
+        Code::FailedPrecondition,
+        "HOLD_EXPIRED",
+    );
     // The till may still spend directly on the receipt, within the cap and the balance.
-    let direct = client.redeem(redeem("R2", customer.clone(), "150", "", vec![line(1, "x", "1", "1000.00")])).await.expect("direct").into_inner();
+    let direct =
+        client.redeem(redeem("R2", customer.clone(), "150", "", vec![line(1, "x", "1", "1000.00")])).await.expect("direct").into_inner();
     assert_eq!(direct.balance.expect("balance").available, "50");
     server.stop().await;
 }

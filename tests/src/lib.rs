@@ -145,7 +145,14 @@ pub fn enroll(request_id: &str, phone_number: &str, card_number: &str) -> pb::En
 }
 
 pub fn accrue(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec<pb::BasketLine>) -> pb::AccrueRequest {
-    pb::AccrueRequest { program_id: PROGRAM.into(), store_id: STORE.into(), till_id: TILL.into(), receipt_id: receipt_id.into(), customer, lines }
+    pb::AccrueRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        receipt_id: receipt_id.into(),
+        customer,
+        lines,
+    }
 }
 
 pub fn authorize(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec<pb::BasketLine>, spend: &str) -> pb::AuthorizeRequest {
@@ -161,7 +168,13 @@ pub fn authorize(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec
     }
 }
 
-pub fn redeem(receipt_id: &str, customer: Option<pb::CustomerRef>, points: &str, hold_id: &str, lines: Vec<pb::BasketLine>) -> pb::RedeemRequest {
+pub fn redeem(
+    receipt_id: &str,
+    customer: Option<pb::CustomerRef>,
+    points: &str,
+    hold_id: &str,
+    lines: Vec<pb::BasketLine>,
+) -> pb::RedeemRequest {
     pb::RedeemRequest {
         program_id: PROGRAM.into(),
         store_id: STORE.into(),
@@ -187,7 +200,13 @@ pub fn refund(receipt_id: &str, refund_id: &str, lines: &[(u32, &str)]) -> pb::R
 }
 
 pub fn reverse(receipt_id: &str) -> pb::ReverseRequest {
-    pb::ReverseRequest { program_id: PROGRAM.into(), store_id: STORE.into(), till_id: TILL.into(), receipt_id: receipt_id.into(), reason: String::new() }
+    pb::ReverseRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        receipt_id: receipt_id.into(),
+        reason: String::new(),
+    }
 }
 
 pub fn get_account(customer: Option<pb::CustomerRef>) -> pb::GetAccountRequest {
@@ -200,7 +219,12 @@ pub async fn full_ledger(client: &mut LoyaltyServiceClient<Channel>, customer: O
     let mut token = String::new();
     loop {
         let page = client
-            .list_transactions(pb::ListTransactionsRequest { program_id: PROGRAM.into(), customer: customer.clone(), page_size: 7, page_token: token })
+            .list_transactions(pb::ListTransactionsRequest {
+                program_id: PROGRAM.into(),
+                customer: customer.clone(),
+                page_size: 7,
+                page_token: token,
+            })
             .await
             .expect("list transactions")
             .into_inner();

@@ -147,12 +147,8 @@ impl AccountState {
     /// after every hold (this one included) expires count, so held points can never be lost to
     /// expiry while they are held.
     pub fn holdable_at(&self, now: DateTime<Utc>, hold_expires_at: DateTime<Utc>) -> Decimal {
-        let last_hold_expiry = self
-            .holds
-            .iter()
-            .filter(|hold| hold.is_active(now))
-            .map(|hold| hold.expires_at)
-            .fold(hold_expires_at, DateTime::max);
+        let last_hold_expiry =
+            self.holds.iter().filter(|hold| hold.is_active(now)).map(|hold| hold.expires_at).fold(hold_expires_at, DateTime::max);
         let lasting: Decimal = self
             .buckets
             .iter()

@@ -130,7 +130,12 @@ fn hold_ttl(program: &ProgramPolicy, requested: u32) -> Result<Duration, Rejecti
 }
 
 /// Authorize without spending: a quote, no side effects.
-pub fn quote(ck: &Checkout<'_>, account: &AccountState, cmd: &AuthorizeCmd, now: chrono::DateTime<chrono::Utc>) -> Result<AuthorizeOutcome, Rejection> {
+pub fn quote(
+    ck: &Checkout<'_>,
+    account: &AccountState,
+    cmd: &AuthorizeCmd,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<AuthorizeOutcome, Rejection> {
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
     let ttl = hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     let bases: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
@@ -149,7 +154,13 @@ pub fn quote(ck: &Checkout<'_>, account: &AccountState, cmd: &AuthorizeCmd, now:
 }
 
 /// Authorize with spending: the quote plus a hold of `cmd.spend` points on the receipt.
-pub fn authorize(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, cmd: &AuthorizeCmd, hold_id: String) -> Result<AuthorizeOutcome, Rejection> {
+pub fn authorize(
+    ck: &Checkout<'_>,
+    txn: &mut Txn<'_>,
+    receipt: &mut ReceiptState,
+    cmd: &AuthorizeCmd,
+    hold_id: String,
+) -> Result<AuthorizeOutcome, Rejection> {
     assert!(cmd.spend > Decimal::ZERO, "authorize with spend {}", cmd.spend);
     ensure_open(receipt)?;
     ensure_points_scale(ck.program, "spend_points", cmd.spend)?;
@@ -239,7 +250,10 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let now = txn.now();
     let total = basket_total(&cmd.lines);
     if receipt.spent > total {
-        return Err(Rejection::invalid("lines", format!("the lines total {total}, less than the {} points spent on this receipt", receipt.spent)));
+        return Err(Rejection::invalid(
+            "lines",
+            format!("the lines total {total}, less than the {} points spent on this receipt", receipt.spent),
+        ));
     }
     let mut hold_released = Decimal::ZERO;
     if let Some(hold) = receipt.hold.as_mut().filter(|hold| hold.status == HoldStatus::Active) {

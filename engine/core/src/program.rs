@@ -143,9 +143,7 @@ impl ProgramPolicy {
 
     /// When points earned at `earned_at` expire.
     pub fn expires_at(&self, earned_at: DateTime<Utc>) -> DateTime<Utc> {
-        earned_at
-            .checked_add_months(Months::new(self.expiry_months))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        earned_at.checked_add_months(Months::new(self.expiry_months)).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 

@@ -176,7 +176,10 @@ impl ReceiptState {
                     return Err(format!("receipt {}: returned {} of {}", self.receipt_id, self.money_returned, accrual.total));
                 }
                 if let Some(line) = accrual.lines.iter().find(|line| line.returned > line.quantity) {
-                    return Err(format!("receipt {}: line {} returned {} of {}", self.receipt_id, line.line_no, line.returned, line.quantity));
+                    return Err(format!(
+                        "receipt {}: line {} returned {} of {}",
+                        self.receipt_id, line.line_no, line.returned, line.quantity
+                    ));
                 }
             }
             None => {

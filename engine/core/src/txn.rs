@@ -137,10 +137,7 @@ impl<'p> Txn<'p> {
             expires_at: terms.expires_at,
             remaining: rest,
         };
-        let at = self
-            .account
-            .buckets
-            .partition_point(|other| (other.expires_at, other.id) < (bucket.expires_at, bucket.id));
+        let at = self.account.buckets.partition_point(|other| (other.expires_at, other.id) < (bucket.expires_at, bucket.id));
         self.account.buckets.insert(at, bucket);
     }
 
@@ -202,7 +199,7 @@ impl<'p> Txn<'p> {
             return;
         }
         let mut order: Vec<&Slice> = slices.iter().collect();
-        order.sort_by(|a, b| (b.expires_at, b.bucket_id).cmp(&(a.expires_at, a.bucket_id)));
+        order.sort_by_key(|slice| std::cmp::Reverse((slice.expires_at, slice.bucket_id)));
         let mut skip = already_returned;
         let mut left = amount;
         for slice in order {

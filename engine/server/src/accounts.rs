@@ -56,7 +56,7 @@ impl AccountSlots {
         self.map.retain(|key, slot| {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             key.hash(&mut hasher);
-            Arc::strong_count(slot) > 1 || (hasher.finish().wrapping_add(epoch)) % 4 != 0
+            Arc::strong_count(slot) > 1 || !hasher.finish().wrapping_add(epoch).is_multiple_of(4)
         });
         metrics::counter!("loyalty_cache_evictions_total").increment(1);
     }

@@ -21,7 +21,11 @@ use crate::programs::Programs;
 const CACHED_ACCOUNTS_MAX: usize = 1_000_000;
 
 #[derive(Debug, Parser)]
-#[command(name = "loyalty-engine", version, about = "Loyalty transaction engine: the gRPC checkout API (loyalty.v1) over an embedded durable store.")]
+#[command(
+    name = "loyalty-engine",
+    version,
+    about = "Loyalty transaction engine: the gRPC checkout API (loyalty.v1) over an embedded durable store."
+)]
 pub struct Cli {
     /// TOML configuration file (see deploy/loyalty.toml); flags and environment override it.
     #[arg(long, env = "LOYALTY_CONFIG", value_name = "PATH", global = true)]
@@ -128,7 +132,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let programs = Programs::from_config(&config)?;
     let store_config = config.embedded_store();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(store_config.clone()).with_context(|| format!("opening {}", store_config.path.display()))?);
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(store_config.clone()).with_context(|| format!("opening {}", store_config.path.display()))?);
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;

@@ -76,7 +76,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, programs: Programs, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>, cached_accounts_max: usize) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        programs: Programs,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        cached_accounts_max: usize,
+    ) -> Self {
         Engine { store, programs, clock, ids, accounts: AccountSlots::new(cached_accounts_max), identities: DashMap::new() }
     }
 
@@ -109,7 +115,12 @@ impl Engine {
     }
 
     /// The account's state under its slot: cached, or read from the store and cached.
-    async fn load(&self, slot: &mut MutexGuard<'_, Slot>, program_id: &str, account_id: &str) -> EngineResult<Option<Versioned<AccountState>>> {
+    async fn load(
+        &self,
+        slot: &mut MutexGuard<'_, Slot>,
+        program_id: &str,
+        account_id: &str,
+    ) -> EngineResult<Option<Versioned<AccountState>>> {
         if let Some(cached) = &slot.cached {
             metrics::counter!("loyalty_cache_hits_total").increment(1);
             return Ok(Some(cached.clone()));
@@ -149,7 +160,13 @@ impl Engine {
     }
 
     /// A page of an account's ledger, newest first, and the seq to continue before (if any).
-    pub async fn list_transactions(&self, program: &Program, customer: &IdentityKey, before_seq: u64, limit: usize) -> EngineResult<(Vec<LedgerEntry>, Option<u64>)> {
+    pub async fn list_transactions(
+        &self,
+        program: &Program,
+        customer: &IdentityKey,
+        before_seq: u64,
+        limit: usize,
+    ) -> EngineResult<(Vec<LedgerEntry>, Option<u64>)> {
         let program_id = program.policy.program_id.as_str();
         let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
         let entries = self.store.ledger_page(program_id, &account_id, before_seq, limit).await?;
@@ -161,7 +178,13 @@ impl Engine {
     }
 
     /// Authorize: a quote without spending (no side effects), or a quote and a hold.
-    pub async fn authorize(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
+    pub async fn authorize(
+        &self,
+        program: &Program,
+        origin: &Origin,
+        customer: &IdentityKey,
+        cmd: AuthorizeCmd,
+    ) -> EngineResult<AuthorizeOutcome> {
         if cmd.spend.is_zero() {
             return self.quote(program, customer, &cmd).await;
         }
@@ -318,8 +341,12 @@ impl Engine {
                 CommitOutcome::Applied { .. } => return Ok(response),
                 // Someone else wrote first: re-read everything and decide again (it may now be a
                 // replay, a conflict, or simply a newer balance).
-                CommitOutcome::Conflict(Conflict::AccountVersion { .. } | Conflict::ReceiptVersion { .. } | Conflict::IdentityTaken { .. }) => {}
-                CommitOutcome::Conflict(Conflict::RequestTaken) => return Err(EngineError::Internal("request conflict on a receipt call".into())),
+                CommitOutcome::Conflict(
+                    Conflict::AccountVersion { .. } | Conflict::ReceiptVersion { .. } | Conflict::IdentityTaken { .. },
+                ) => {}
+                CommitOutcome::Conflict(Conflict::RequestTaken) => {
+                    return Err(EngineError::Internal("request conflict on a receipt call".into()));
+                }
             }
         }
         Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
@@ -341,10 +368,10 @@ impl Engine {
             if self.resolve(program_id, &phone).await?.is_some() {
                 return Err(Rejection::PhoneAlreadyRegistered.into());
             }
-            if let Some(token) = &token {
-                if self.resolve(program_id, token).await?.is_some() {
-                    return Err(Rejection::IdentifierTaken { kind: "app token" }.into());
-                }
+            if let Some(token) = &token
+                && self.resolve(program_id, token).await?.is_some()
+            {
+                return Err(Rejection::IdentifierTaken { kind: "app token" }.into());
             }
             let card_number = cmd.card_number.clone().unwrap_or_else(|| self.ids.virtual_card_number());
             let card = IdentityKey { kind: IdentityKind::Card, value: card_number.clone() };
@@ -381,8 +408,14 @@ impl Engine {
                 claims.push(token.clone());
             }
             state.check_invariants(now).map_err(EngineError::Internal)?;
-            let outcome = EnrollOutcome { account_id: account_id.clone(), card_number, created: existing.is_none(), balance: state.balance_at(now) };
-            let record = CallRecord { op: OpKind::Enroll, key: cmd.request_id.clone(), fingerprint: print, response: StoredResponse::Enroll(outcome.clone()) };
+            let outcome =
+                EnrollOutcome { account_id: account_id.clone(), card_number, created: existing.is_none(), balance: state.balance_at(now) };
+            let record = CallRecord {
+                op: OpKind::Enroll,
+                key: cmd.request_id.clone(),
+                fingerprint: print,
+                response: StoredResponse::Enroll(outcome.clone()),
+            };
             let commit = Commit {
                 program_id: program_id.to_owned(),
                 account: AccountWrite { expected_version: version, state },

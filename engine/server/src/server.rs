@@ -21,7 +21,12 @@ const HEALTH_POLL: Duration = Duration::from_millis(500);
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish. The
 /// store is not shut down here: the caller does that once this returns, after the last call.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, limits: LimitsConfig, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    limits: LimitsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<LoyaltyServiceServer<LoyaltyApi>>().await;
     let watcher = {

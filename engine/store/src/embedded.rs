@@ -93,7 +93,8 @@ struct Pending {
 }
 
 enum Message {
-    Commit(Pending),
+    /// Boxed: a commit carries whole account and receipt states.
+    Commit(Box<Pending>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -132,10 +133,7 @@ impl EmbeddedStore {
             let db = Arc::clone(&db);
             let poisoned = Arc::clone(&poisoned);
             let config = config.clone();
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || write_loop(&db, inbox, &poisoned, &config))
-                .map_err(io)?
+            std::thread::Builder::new().name("store-writer".into()).spawn(move || write_loop(&db, inbox, &poisoned, &config)).map_err(io)?
         };
         Ok(EmbeddedStore { db, queue, poisoned, writer: Mutex::new(Some(writer)), path: config.path })
     }
@@ -184,7 +182,10 @@ impl EmbeddedStore {
                 }
                 sum += entry.amount;
                 if entry.balance_after != sum {
-                    return Err(StoreError::Corrupt(format!("account {account_id}: entry {} says {} after, sum is {sum}", entry.seq, entry.balance_after)));
+                    return Err(StoreError::Corrupt(format!(
+                        "account {account_id}: entry {} says {} after, sum is {sum}",
+                        entry.seq, entry.balance_after
+                    )));
                 }
                 expected_seq += 1;
                 entry_count += 1;
@@ -215,7 +216,11 @@ impl Store for EmbeddedStore {
         let (version, value): (u64, AccountState) = decode_versioned("account", guard.value())?;
         // Assert data right after it is read: a stored account always agrees with its ledger sum.
         if value.ledger_sum != value.booked_balance() {
-            return Err(StoreError::Corrupt(format!("account {account_id}: ledger sum {} != booked {}", value.ledger_sum, value.booked_balance())));
+            return Err(StoreError::Corrupt(format!(
+                "account {account_id}: ledger sum {} != booked {}",
+                value.ledger_sum,
+                value.booked_balance()
+            )));
         }
         Ok(Some(Versioned { version, value }))
     }
@@ -264,7 +269,7 @@ impl Store for EmbeddedStore {
             return Err(StoreError::Poisoned);
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Message::Commit(Pending { commit, reply })).await.map_err(|_| StoreError::Closed)?;
+        self.queue.send(Message::Commit(Box::new(Pending { commit, reply }))).await.map_err(|_| StoreError::Closed)?;
         // A dropped reply means the writer died mid-batch: the outcome is unknown to us, so the call
         // is not acknowledged; a retry is answered from the store once it is back.
         answer.await.map_err(|_| StoreError::Closed)?
@@ -292,13 +297,13 @@ fn write_loop(db: &Database, mut inbox: mpsc::Receiver<Message>, poisoned: &Atom
     let mut stopping = None;
     while stopping.is_none() {
         match inbox.blocking_recv() {
-            Some(Message::Commit(pending)) => batch.push(pending),
+            Some(Message::Commit(pending)) => batch.push(*pending),
             Some(Message::Shutdown(done)) => stopping = Some(done),
             None => break,
         }
         while batch.len() < config.batch_max && stopping.is_none() {
             match inbox.try_recv() {
-                Ok(Message::Commit(pending)) => batch.push(pending),
+                Ok(Message::Commit(pending)) => batch.push(*pending),
                 Ok(Message::Shutdown(done)) => stopping = Some(done),
                 Err(_) => break,
             }
@@ -366,7 +371,8 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, d
 
 /// The version of a versioned record, without decoding the rest.
 fn version_of(what: &str, bytes: &[u8]) -> Result<u64, StoreError> {
-    let raw: [u8; 8] = bytes.get(..8).and_then(|head| head.try_into().ok()).ok_or_else(|| StoreError::Corrupt(format!("{what}: short record")))?;
+    let raw: [u8; 8] =
+        bytes.get(..8).and_then(|head| head.try_into().ok()).ok_or_else(|| StoreError::Corrupt(format!("{what}: short record")))?;
     Ok(u64::from_le_bytes(raw))
 }
 
@@ -398,16 +404,16 @@ fn apply(txn: &WriteTransaction, commit: &Commit) -> Result<CommitOutcome, Store
         }
     }
     for key in &commit.identity_claims {
-        if let Some(owner) = identities.get((program, key.storage_key().as_str())).map_err(io)? {
-            if owner.value() != account_id {
-                return Ok(CommitOutcome::Conflict(Conflict::IdentityTaken { key: key.clone(), account_id: owner.value().to_owned() }));
-            }
+        if let Some(owner) = identities.get((program, key.storage_key().as_str())).map_err(io)?
+            && owner.value() != account_id
+        {
+            return Ok(CommitOutcome::Conflict(Conflict::IdentityTaken { key: key.clone(), account_id: owner.value().to_owned() }));
         }
     }
-    if let Some(request) = &commit.request {
-        if requests.get((program, request.request_id.as_str())).map_err(io)?.is_some() {
-            return Ok(CommitOutcome::Conflict(Conflict::RequestTaken));
-        }
+    if let Some(request) = &commit.request
+        && requests.get((program, request.request_id.as_str())).map_err(io)?.is_some()
+    {
+        return Ok(CommitOutcome::Conflict(Conflict::RequestTaken));
     }
 
     // Assert data right before it is written. A violation is a bug upstream: the error poisons the

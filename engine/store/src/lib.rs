@@ -84,7 +84,9 @@ pub enum Conflict {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Durable; the account now has `account_version`.
-    Applied { account_version: u64 },
+    Applied {
+        account_version: u64,
+    },
     Conflict(Conflict),
 }
 

@@ -25,7 +25,9 @@ const NAME_LEN_MAX: usize = 128;
 
 /// Parses a decimal in the documented wire format: `-?digits(.digits)?`, no exponent.
 pub fn decimal(field: &str, raw: &str) -> Result<Decimal, Rejection> {
-    let bad = || Rejection::invalid(field, format!("'{}' is not a decimal such as 1234.50", raw.chars().take(DECIMAL_LEN_MAX).collect::<String>()));
+    let bad = || {
+        Rejection::invalid(field, format!("'{}' is not a decimal such as 1234.50", raw.chars().take(DECIMAL_LEN_MAX).collect::<String>()))
+    };
     if raw.is_empty() || raw.len() > DECIMAL_LEN_MAX {
         return Err(bad());
     }
@@ -99,7 +101,9 @@ pub fn origin(store_id: &str, till_id: &str, max: usize) -> Result<Origin, Rejec
 pub fn customer(customer: Option<&pb::CustomerRef>, program: &ProgramPolicy) -> Result<IdentityKey, Rejection> {
     use pb::customer_ref::Id;
     match customer.and_then(|customer| customer.id.as_ref()) {
-        Some(Id::Phone(raw)) => Ok(IdentityKey { kind: IdentityKind::Phone, value: normalize_phone("customer.phone", raw, &program.phone_plan)? }),
+        Some(Id::Phone(raw)) => {
+            Ok(IdentityKey { kind: IdentityKind::Phone, value: normalize_phone("customer.phone", raw, &program.phone_plan)? })
+        }
         Some(Id::CardNumber(raw)) => Ok(IdentityKey { kind: IdentityKind::Card, value: normalize_card("customer.card_number", raw)? }),
         Some(Id::AppToken(raw)) => Ok(IdentityKey { kind: IdentityKind::AppToken, value: normalize_app_token("customer.app_token", raw)? }),
         None => Err(Rejection::invalid("customer", "one of phone, card_number or app_token is required")),
@@ -137,7 +141,9 @@ pub fn refund_lines(lines: &[pb::RefundLine], lines_max: usize) -> Result<Vec<Re
     lines
         .iter()
         .enumerate()
-        .map(|(index, line)| Ok(RefundLine { line_no: line.line_no, quantity: decimal(&format!("lines[{index}].quantity"), &line.quantity)? }))
+        .map(|(index, line)| {
+            Ok(RefundLine { line_no: line.line_no, quantity: decimal(&format!("lines[{index}].quantity"), &line.quantity)? })
+        })
         .collect()
 }
 

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::config::LimitsConfig;
-use crate::engine::{EnrollCmd, Engine};
+use crate::engine::{Engine, EnrollCmd};
 use crate::error::{EngineError, EngineResult};
 use crate::grpc::convert;
 use crate::grpc::status::to_status;
@@ -55,7 +55,12 @@ impl LoyaltyApi {
         LoyaltyApi { engine, limits, in_flight }
     }
 
-    async fn handle<T>(&self, rpc: &'static str, ids: CallIds<'_>, call: impl Future<Output = EngineResult<T>>) -> Result<Response<T>, Status> {
+    async fn handle<T>(
+        &self,
+        rpc: &'static str,
+        ids: CallIds<'_>,
+        call: impl Future<Output = EngineResult<T>>,
+    ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let span = tracing::debug_span!(
             "rpc",
@@ -180,7 +185,10 @@ impl LoyaltyService for LoyaltyApi {
         .await
     }
 
-    async fn list_transactions(&self, request: Request<pb::ListTransactionsRequest>) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
         let req = request.into_inner();
         let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
         self.handle("ListTransactions", ids, async {
@@ -302,7 +310,10 @@ impl LoyaltyService for LoyaltyApi {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
             let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
-            let cmd = ReverseCmd { receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?, reason: convert::reason(&req.reason)? };
+            let cmd = ReverseCmd {
+                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                reason: convert::reason(&req.reason)?,
+            };
             let outcome = self.engine.reverse(&program, &origin, cmd).await?;
             Ok(pb::ReverseResponse {
                 transaction_id: outcome.tx_id,

@@ -49,7 +49,9 @@ fn rejection_code(rejection: &Rejection) -> Code {
         | Rejection::ReceiptNotClosed { .. }
         | Rejection::RefundExceedsReceipt { .. }
         | Rejection::ClawbackExceedsBalance { .. } => Code::FailedPrecondition,
-        Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => Code::AlreadyExists,
+        Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {
+            Code::AlreadyExists
+        }
     }
 }
 
@@ -92,9 +94,14 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
         | Rejection::ReceiptClosed { receipt_id }
         | Rejection::ReceiptReversed { receipt_id }
         | Rejection::ReceiptNotClosed { receipt_id } => put("receipt_id", receipt_id.clone()),
-        Rejection::HoldNotFound { hold_id } | Rejection::HoldExpired { hold_id } | Rejection::HoldClosed { hold_id, .. } => put("hold_id", hold_id.clone()),
+        Rejection::HoldNotFound { hold_id } | Rejection::HoldExpired { hold_id } | Rejection::HoldClosed { hold_id, .. } => {
+            put("hold_id", hold_id.clone())
+        }
         Rejection::InvalidArgument { field, .. } => put("field", field.clone()),
-        Rejection::CustomerNotFound | Rejection::CardNotRegistered | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {}
+        Rejection::CustomerNotFound
+        | Rejection::CardNotRegistered
+        | Rejection::PhoneAlreadyRegistered
+        | Rejection::IdentifierTaken { .. } => {}
     }
     map
 }
