@@ -1,1 +1,1 @@
-//! placeholder
+//! Criterion benchmarks of the engine's hot paths live in `benches/` (see bench/README.md).

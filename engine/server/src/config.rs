@@ -64,11 +64,14 @@ pub struct StorageConfig {
     /// Calls that may wait for the writer.
     pub group_commit_queue_max: usize,
     pub cache_mib: usize,
+    /// Make reopening after a crash take milliseconds (redb quick-repair) at some cost in commit
+    /// throughput; without it, reopening after a crash scans the whole file.
+    pub quick_repair: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { durability: Durability::Fsync, group_commit_batch_max: 256, group_commit_queue_max: 4096, cache_mib: 256 }
+        StorageConfig { durability: Durability::Fsync, group_commit_batch_max: 256, group_commit_queue_max: 4096, cache_mib: 256, quick_repair: true }
     }
 }
 
@@ -308,6 +311,7 @@ impl Config {
             batch_max: self.storage.group_commit_batch_max,
             queue_max: self.storage.group_commit_queue_max,
             cache_bytes: self.storage.cache_mib << 20,
+            quick_repair: self.storage.quick_repair,
             ..EmbeddedConfig::in_dir(&self.data_dir)
         }
     }

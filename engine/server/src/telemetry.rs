@@ -17,7 +17,8 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 /// Installs the global tracing subscriber.
 pub fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&log.filter).map_err(|error| anyhow::anyhow!("log filter '{}': {error}", log.filter))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let result = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
