@@ -129,3 +129,30 @@ async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
     client.accrue(accrue("X", card("88880000"), vec![line(1, "x", "1", "100.00")])).await.expect("admitted now");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn health_follows_the_store() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let (server, store) = faulty_server(|_| {}).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
+    let mut health = HealthClient::new(channel);
+    let status = |service: &str| HealthCheckRequest { service: service.into() };
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(health.check(status("loyalty.v1.LoyaltyService")).await.expect("check").into_inner().status, serving);
+
+    store.failing.store(true, Ordering::SeqCst);
+    let mut seen = None;
+    for _ in 0..50 {
+        let now = health.check(status("")).await.expect("check").into_inner().status;
+        if now != serving {
+            seen = Some(now);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(ServingStatus::NotServing as i32), "health turns NOT_SERVING when the store refuses writes");
+    store.failing.store(false, Ordering::SeqCst);
+    server.stop().await;
+}
