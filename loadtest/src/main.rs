@@ -75,7 +75,8 @@ struct Tally {
 
 impl Tally {
     fn record(&mut self, rpc: &'static str, elapsed: Duration, code: tonic::Code) {
-        let histogram = self.histograms.entry(rpc).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"));
+        let histogram =
+            self.histograms.entry(rpc).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"));
         let _ = histogram.record((elapsed.as_micros() as u64).max(1));
         *self.codes.entry(format!("{code:?}")).or_default() += 1;
         self.calls += 1;
@@ -114,7 +115,11 @@ fn basket() -> Vec<pb::BasketLine> {
         excise: false,
         promo_price: false,
     };
-    vec![line(1, "milk-1l", "2", "450.00", "900.00"), line(2, "bread", "1", "250.00", "250.00"), line(3, "cheese-200g", "1", "1850.00", "1850.00")]
+    vec![
+        line(1, "milk-1l", "2", "450.00", "900.00"),
+        line(2, "bread", "1", "250.00", "250.00"),
+        line(3, "cheese-200g", "1", "1850.00", "1850.00"),
+    ]
 }
 
 /// A small xorshift generator: each worker draws its customers without locks.
@@ -307,7 +312,10 @@ fn json(tally: &Tally, measured: Duration, args: &Args) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.concurrency > 0 && args.connections > 0 && args.customers > 0, "concurrency, connections and customers must be above 0");
+    anyhow::ensure!(
+        args.concurrency > 0 && args.connections > 0 && args.customers > 0,
+        "concurrency, connections and customers must be above 0"
+    );
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let channel = Channel::from_shared(format!("http://{}", args.target))?.tcp_nodelay(true).connect().await.context("connecting")?;
@@ -324,7 +332,8 @@ async fn main() -> anyhow::Result<()> {
     let mut workers = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
         let mut client = channels[worker % args.connections].clone();
-        let (program, workload, customers, run, total) = (args.program.clone(), args.workload, args.customers, run.clone(), Arc::clone(&total));
+        let (program, workload, customers, run, total) =
+            (args.program.clone(), args.workload, args.customers, run.clone(), Arc::clone(&total));
         workers.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
             let mut tally = Tally::default();

@@ -71,7 +71,13 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { durability: Durability::Fsync, group_commit_batch_max: 256, group_commit_queue_max: 4096, cache_mib: 256, quick_repair: true }
+        StorageConfig {
+            durability: Durability::Fsync,
+            group_commit_batch_max: 256,
+            group_commit_queue_max: 4096,
+            cache_mib: 256,
+            quick_repair: true,
+        }
     }
 }
 
