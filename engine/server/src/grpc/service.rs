@@ -3,9 +3,11 @@
 //! tracing span (program, store, till, receipt: never personal data), metrics and error mapping.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, RedeemCmd, RefundCmd, ReverseCmd};
 use loyalty_proto::v1 as pb;
 use loyalty_proto::v1::loyalty_service_server::LoyaltyService;
@@ -71,7 +73,12 @@ impl LoyaltyApi {
             receipt = trace_id(ids.receipt)
         );
         let result = match self.in_flight.try_acquire() {
-            Ok(_permit) => call.instrument(span.clone()).await,
+            // A panic is a bug (a broken assertion): this call fails with INTERNAL, nothing was
+            // written for it, and the connection and the other calls on it carry on.
+            Ok(_permit) => match AssertUnwindSafe(call.instrument(span.clone())).catch_unwind().await {
+                Ok(result) => result,
+                Err(_) => Err(EngineError::Internal("the call hit a broken assertion".into())),
+            },
             Err(_) => Err(EngineError::Overloaded { limit: self.limits.in_flight_max }),
         };
         let elapsed = started.elapsed();
