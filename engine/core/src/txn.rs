@@ -118,9 +118,11 @@ impl<'p> Txn<'p> {
         });
     }
 
-    /// Puts `amount` into the bucket described by `terms` after paying off debt first.
+    /// Puts `amount` into the bucket described by `terms` after paying off debt first. Points for a
+    /// bucket already past its expiry pay off nothing: they are restored only to expire again in
+    /// [`Txn::finish`], because expired points are worth nothing.
     fn credit_bucket(&mut self, amount: Decimal, terms: BucketTerms, bucket_receipt_id: Option<&str>) {
-        let repay = amount.min(self.account.debt);
+        let repay = if self.now >= terms.expires_at { Decimal::ZERO } else { amount.min(self.account.debt) };
         self.account.debt -= repay;
         let rest = amount - repay;
         if rest <= Decimal::ZERO {
