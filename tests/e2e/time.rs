@@ -79,8 +79,9 @@ async fn points_expire_by_the_clock_and_the_next_change_records_it() {
     assert_eq!(account.balance.expect("balance").available, "400");
     assert_eq!(account.expiring_30d, "0");
 
-    // 24 months after R1, its 300 points are due: within 30 days, then gone.
-    let r1_expiry = start_time() + chrono::Months::new(24);
+    // R1 was earned on 10 March 2026 (Almaty): its 300 points are good through 10 March 2028, so
+    // they expire at 11 March 2028 00:00 local = 10 March 2028 19:00 UTC.
+    let r1_expiry = Utc.with_ymd_and_hms(2028, 3, 10, 19, 0, 0).single().expect("time");
     server.clock.set(r1_expiry - Duration::days(10));
     let account = client.get_account(get_account(customer.clone())).await.expect("account").into_inner();
     assert_eq!(account.expiring_30d, "300");

@@ -283,6 +283,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             .collect(),
         total,
         earned: earn.total,
+        bucket_id: terms.map(|terms| terms.id),
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),
@@ -367,7 +368,7 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let posting = Posting { receipt_id: Some(&cmd.receipt_id), refund_id: Some(&cmd.refund_id) };
     let reason = if cmd.reason.is_empty() { format!("refund {} of receipt {}", cmd.refund_id, cmd.receipt_id) } else { cmd.reason.clone() };
     txn.return_spent(&receipt.spent_slices, receipt.spent_returned, spent_back, posting, reason.clone());
-    let debt_created = txn.clawback(clawback, posting, &cmd.receipt_id, reason)?;
+    let debt_created = txn.clawback(clawback, posting, accrual.bucket_id, reason)?;
     receipt.accrual = Some(accrual);
     receipt.earn_clawed += clawback;
     receipt.spent_returned += spent_back;
@@ -401,7 +402,8 @@ pub fn reverse(_ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState
     txn.return_spent(&receipt.spent_slices, receipt.spent_returned, spent_back, posting, reason.clone());
     let earned = receipt.accrual.as_ref().map_or(Decimal::ZERO, |accrual| accrual.earned);
     let clawback = earned - receipt.earn_clawed;
-    let debt_created = txn.clawback(clawback, posting, &cmd.receipt_id, reason)?;
+    let own_bucket = receipt.accrual.as_ref().and_then(|accrual| accrual.bucket_id);
+    let debt_created = txn.clawback(clawback, posting, own_bucket, reason)?;
     receipt.spent_returned += spent_back;
     receipt.earn_clawed += clawback;
     receipt.reversed = true;

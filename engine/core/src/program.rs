@@ -124,26 +124,31 @@ impl ProgramPolicy {
             PendingRule::None => earned_at,
             PendingRule::Hours(hours) => earned_at + Duration::hours(i64::from(hours)),
             PendingRule::NextDay => {
-                let local = earned_at.with_timezone(&self.time_zone);
-                let next_day = local.date_naive() + Duration::days(1);
-                let midnight = next_day.and_time(NaiveTime::MIN);
-                // A DST gap at midnight has no local midnight: take the first instant after it.
-                match self.time_zone.from_local_datetime(&midnight).earliest() {
-                    Some(start) => start.with_timezone(&Utc),
-                    None => self
-                        .time_zone
-                        .from_local_datetime(&(midnight + Duration::hours(1)))
-                        .earliest()
-                        .map(|start| start.with_timezone(&Utc))
-                        .unwrap_or(earned_at + Duration::days(1)),
-                }
+                let next_day = earned_at.with_timezone(&self.time_zone).date_naive() + Duration::days(1);
+                self.start_of_local_day(next_day).unwrap_or(earned_at + Duration::days(1))
             }
         }
     }
 
-    /// When points earned at `earned_at` expire.
+    /// When points earned at `earned_at` expire: at the end of the local day `expiry_months` after
+    /// the day they were earned (points earned on 10 March 2026 are good through 10 March 2028).
+    /// Whole days keep the rule easy to state on a receipt, and let one day's earnings share a bucket.
     pub fn expires_at(&self, earned_at: DateTime<Utc>) -> DateTime<Utc> {
-        earned_at.checked_add_months(Months::new(self.expiry_months)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        let local_day = earned_at.with_timezone(&self.time_zone).date_naive();
+        let Some(last_day) = local_day.checked_add_months(Months::new(self.expiry_months)) else {
+            return DateTime::<Utc>::MAX_UTC;
+        };
+        self.start_of_local_day(last_day + Duration::days(1)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// The first instant of a local date (DST gaps at midnight move it to the first valid instant).
+    fn start_of_local_day(&self, day: chrono::NaiveDate) -> Option<DateTime<Utc>> {
+        let midnight = day.and_time(NaiveTime::MIN);
+        self.time_zone
+            .from_local_datetime(&midnight)
+            .earliest()
+            .or_else(|| self.time_zone.from_local_datetime(&(midnight + Duration::hours(1))).earliest())
+            .map(|start| start.with_timezone(&Utc))
     }
 }
 
@@ -164,7 +169,9 @@ mod tests {
     #[test]
     fn points_expire_after_the_configured_months() {
         let program = ProgramPolicy::with_defaults("p");
+        // 2026-01-31 12:00 UTC is 17:00 in Almaty: good through 2028-01-31 local, which ends at
+        // 2028-02-01 00:00 local = 2028-01-31 19:00 UTC.
         let earned = Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).single().expect("valid time");
-        assert_eq!(program.expires_at(earned), Utc.with_ymd_and_hms(2028, 1, 31, 12, 0, 0).single().expect("valid time"));
+        assert_eq!(program.expires_at(earned), Utc.with_ymd_and_hms(2028, 1, 31, 19, 0, 0).single().expect("valid time"));
     }
 }

@@ -106,6 +106,8 @@ pub struct Accrual {
     pub lines: Vec<ClosedLine>,
     pub total: Decimal,
     pub earned: Decimal,
+    /// The bucket the earn went into (shared with the day's other earnings), if anything was earned.
+    pub bucket_id: Option<u64>,
 }
 
 /// Everything one receipt did.

@@ -143,19 +143,37 @@ impl<'p> Txn<'p> {
         self.account.buckets.insert(at, bucket);
     }
 
-    /// Earns `amount` points into a new bucket with the program's pending period and expiry.
-    /// Returns the bucket's terms, or `None` for a zero amount (no entry is written).
+    /// Earns `amount` points with the program's pending period and expiry. Points with the same
+    /// terms as an existing bucket join it (all of one day's earnings, typically), so an account
+    /// holds at most one bucket per day of purchases. Returns the bucket's terms, or `None` for a
+    /// zero amount (no entry is written).
     pub fn earn(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Option<BucketTerms> {
         assert!(amount >= Decimal::ZERO, "earn of {amount}");
         if amount.is_zero() {
             return None;
         }
-        let terms = BucketTerms {
-            id: self.account.next_bucket_id,
-            available_from: self.program.available_from(self.now),
-            expires_at: self.program.expires_at(self.now),
+        let now = self.now;
+        let available_from = self.program.available_from(now);
+        let expires_at = self.program.expires_at(now);
+        // Buckets already spendable differ only in a past available_from: that no longer matters.
+        let same_terms = |bucket: &Bucket| {
+            bucket.expires_at == expires_at
+                && (bucket.available_from == available_from || (bucket.available_from <= now && available_from <= now))
         };
-        self.account.next_bucket_id += 1;
+        let terms = match self.account.buckets.iter_mut().find(|bucket| same_terms(bucket)) {
+            Some(bucket) => {
+                if bucket.receipt_id.as_deref() != posting.receipt_id {
+                    bucket.receipt_id = None;
+                }
+                // The entry states this earn's own terms; the bucket keeps its (equivalent) ones.
+                BucketTerms { id: bucket.id, available_from, expires_at }
+            }
+            None => {
+                let id = self.account.next_bucket_id;
+                self.account.next_bucket_id += 1;
+                BucketTerms { id, available_from, expires_at }
+            }
+        };
         self.credit_bucket(amount, terms, posting.receipt_id);
         self.post(EntryKind::Earn, amount, posting, reason, Some(terms));
         Some(terms)
@@ -219,18 +237,24 @@ impl<'p> Txn<'p> {
         self.post(EntryKind::ReturnSpent, amount, posting, reason, None);
     }
 
-    /// Takes back `amount` earned points: first from pending buckets (this receipt's own first),
+    /// Takes back `amount` earned points: first from pending buckets (the receipt's own bucket first),
     /// then from spendable points, expiring-first. What cannot be covered becomes debt under the
     /// allow-negative policy, or refuses the operation under the reject policy. Held points are
     /// never taken: another till was promised them. Returns the debt created.
-    pub fn clawback(&mut self, amount: Decimal, posting: Posting<'_>, own_receipt: &str, reason: String) -> Result<Decimal, Rejection> {
+    pub fn clawback(
+        &mut self,
+        amount: Decimal,
+        posting: Posting<'_>,
+        own_bucket: Option<u64>,
+        reason: String,
+    ) -> Result<Decimal, Rejection> {
         if amount.is_zero() {
             return Ok(Decimal::ZERO);
         }
         let now = self.now;
         let mut left = amount;
         let mut order: Vec<usize> = (0..self.account.buckets.len()).filter(|&i| self.account.buckets[i].is_pending(now)).collect();
-        order.sort_by_key(|&i| self.account.buckets[i].receipt_id.as_deref() != Some(own_receipt));
+        order.sort_by_key(|&i| Some(self.account.buckets[i].id) != own_bucket);
         for i in order {
             let bucket = &mut self.account.buckets[i];
             let take = left.min(bucket.remaining);

@@ -1245,9 +1245,9 @@ fn check_receipts(model: &Model) -> Result<(), TestCaseError> {
             .sum();
         check!(expired <= earn, "{receipt_id}: its buckets expired {expired} of {earn} earned");
     }
-    // Every expiring bucket was earned by some receipt: no Expire entry without a tag, and no tag
-    // that never earned.
-    for entry in model.ledger.iter().filter(|entry| entry.kind == EntryKind::Expire) {
+    // A tagged Expire entry names a receipt that earned. (A bucket that merged one day's earnings
+    // from several receipts carries no tag, and neither do its Expire entries.)
+    for entry in model.ledger.iter().filter(|entry| entry.kind == EntryKind::Expire && entry.receipt_id.is_some()) {
         let tagged = entry.receipt_id.as_ref().and_then(|id| model.receipts.get(id));
         check!(
             tagged.and_then(|receipt| receipt.accrual.as_ref()).is_some(),
@@ -1694,9 +1694,10 @@ fn holds_expire_after_15_minutes_and_points_expire_after_24_months() {
     assert_eq!(shop.balance().spendable, d("100"));
     let late = shop.capture("R1", d("60"), &hold.hold_id);
     assert!(matches!(late, Err(Rejection::HoldExpired { .. })), "{late:?}");
-    // 24 months after it was earned the bucket is gone, and the next operation books the expiry.
+    // At the end of the local day 24 months after it was earned the bucket is gone, and the next
+    // operation books the expiry.
     let earned_at = shop.model.ledger[0].at;
-    shop.model.now = earned_at.checked_add_months(Months::new(24)).expect("a date");
+    shop.model.now = shop.env.policy.expires_at(earned_at);
     shop.checked();
     assert_eq!(shop.balance().balance, Decimal::ZERO);
     assert_eq!(shop.model.account.ledger_sum, d("100"));
@@ -1721,7 +1722,7 @@ fn spent_points_returned_into_an_expired_bucket_expire_under_the_earning_receipt
     shop.accrue("R1", vec![line(1, "1", "1000.00", false)]);
     // The FUND bucket's expiry passes while its points are spent on R1.
     let earned_at = shop.model.ledger[0].at;
-    shop.model.now = earned_at.checked_add_months(Months::new(24)).expect("a date");
+    shop.model.now = shop.env.policy.expires_at(earned_at);
     shop.checked();
     let reverse = shop.reverse("R1").expect("reverse");
     assert_eq!(reverse.spent_returned, d("100"));
@@ -1775,15 +1776,12 @@ fn cap_of_20_percent_limits_redeem() {
     shop.redeem("R1", d("246"), basket).expect("floor(20% of 1234.56) = 246");
 }
 
-/// Spent points given back into a bucket that has already expired must expire again; they must not
-/// pay off debt. Today they do: `Txn::return_spent` credits every slice through `credit_bucket`,
-/// which repays debt before it restores the (expired) bucket, so expired points are turned into
-/// value.
+/// Regression: spent points given back into a bucket that has already expired must expire again;
+/// they must not pay off debt (that would turn expired points into value).
 ///
 /// R1 earns 12; R2 spends 1 of them; reversing R1 claws back 12: 11 from the bucket and 1 as debt.
 /// After R1's bucket expires, reversing R2 gives its 1 point back into that expired bucket.
-/// Expected: the point expires again (ReturnSpent +1, Expire -1), debt stays 1, balance -1.
-/// Actual: the point pays off the debt (ReturnSpent +1, no Expire), debt 0, balance 0.
+/// The point expires again (ReturnSpent +1, Expire -1), debt stays 1, balance -1.
 #[test]
 fn returned_points_from_an_expired_bucket_do_not_pay_off_debt() {
     let mut shop = Shop::new(|_| {});
@@ -1792,7 +1790,7 @@ fn returned_points_from_an_expired_bucket_do_not_pay_off_debt() {
     let reverse = shop.reverse("R1").expect("reverse R1");
     assert_eq!((reverse.earn_clawed_back, reverse.debt_created), (d("12"), d("1")));
     let earned_at = shop.model.ledger[0].at;
-    shop.model.now = earned_at.checked_add_months(Months::new(24)).expect("a date");
+    shop.model.now = shop.env.policy.expires_at(earned_at);
     shop.checked();
     let reverse = shop.reverse("R2").expect("reverse R2");
     assert_eq!(reverse.spent_returned, d("1"));
