@@ -76,7 +76,7 @@ impl Default for StorageConfig {
             group_commit_batch_max: 256,
             group_commit_queue_max: 4096,
             cache_mib: 256,
-            quick_repair: true,
+            quick_repair: false,
         }
     }
 }

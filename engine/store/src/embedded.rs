@@ -82,7 +82,7 @@ impl EmbeddedConfig {
             batch_max: 256,
             queue_max: 4096,
             cache_bytes: 256 << 20,
-            quick_repair: true,
+            quick_repair: false,
         }
     }
 }
