@@ -24,7 +24,7 @@ use loyalty_core::account::AccountState;
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::ledger::LedgerEntry;
 use loyalty_core::receipt::{CallRecord, ReceiptState};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{decode, decode_versioned, encode, encode_versioned};
@@ -92,8 +92,64 @@ fn io<E: std::fmt::Display>(error: E) -> StoreError {
 }
 
 struct Pending {
-    commit: Commit,
+    commit: EncodedCommit,
     reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+}
+
+/// A commit with every record already encoded by the calling task, so that the single writer
+/// thread spends its time on conditions, inserts and the fsync, not on serialisation.
+struct EncodedCommit {
+    program_id: String,
+    account_id: String,
+    expected_version: u64,
+    /// The account record at version `expected_version + 1`.
+    account: Vec<u8>,
+    ledger: Vec<(u64, Vec<u8>)>,
+    /// Receipt ID, expected version, record at the next version.
+    receipt: Option<(String, u64, Vec<u8>)>,
+    identity_claims: Vec<(IdentityKey, String)>,
+    request: Option<(String, Vec<u8>)>,
+}
+
+impl EncodedCommit {
+    /// Checks the ledger invariants right before the data is written, then encodes it.
+    fn new(commit: Commit) -> Result<Self, StoreError> {
+        let state = &commit.account.state;
+        let account_id = state.account_id.clone();
+        let first_seq = (state.ledger_seq + 1).checked_sub(commit.ledger.len() as u64);
+        let in_sequence = first_seq.is_some_and(|first| commit.ledger.iter().enumerate().all(|(i, entry)| entry.seq == first + i as u64));
+        if !in_sequence || state.ledger_sum != state.booked_balance() {
+            return Err(StoreError::Corrupt(format!("commit for account {account_id} breaks the ledger invariants")));
+        }
+        let expected_version = commit.account.expected_version;
+        Ok(EncodedCommit {
+            account: encode_versioned(expected_version + 1, state)?,
+            ledger: commit.ledger.iter().map(|entry| Ok((entry.seq, encode(entry)?))).collect::<Result<_, StoreError>>()?,
+            receipt: match &commit.receipt {
+                Some(receipt) => Some((
+                    receipt.state.receipt_id.clone(),
+                    receipt.expected_version,
+                    encode_versioned(receipt.expected_version + 1, &receipt.state)?,
+                )),
+                None => None,
+            },
+            identity_claims: commit
+                .identity_claims
+                .into_iter()
+                .map(|key| {
+                    let storage = key.storage_key();
+                    (key, storage)
+                })
+                .collect(),
+            request: match &commit.request {
+                Some(request) => Some((request.request_id.clone(), encode(&request.record)?)),
+                None => None,
+            },
+            program_id: commit.program_id,
+            account_id,
+            expected_version,
+        })
+    }
 }
 
 enum Message {
@@ -272,6 +328,7 @@ impl Store for EmbeddedStore {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
+        let commit = EncodedCommit::new(commit)?;
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Commit(Box::new(Pending { commit, reply }))).await.map_err(|_| StoreError::Closed)?;
         // A dropped reply means the writer died mid-batch: the outcome is unknown to us, so the call
@@ -345,8 +402,17 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
         .map_err(io)?;
         txn.set_quick_repair(config.quick_repair);
         let mut outcomes = Vec::with_capacity(batch.len());
-        for pending in batch.iter() {
-            outcomes.push(apply(&txn, &pending.commit)?);
+        {
+            let mut tables = Tables {
+                accounts: txn.open_table(ACCOUNTS).map_err(io)?,
+                receipts: txn.open_table(RECEIPTS).map_err(io)?,
+                identities: txn.open_table(IDENTITIES).map_err(io)?,
+                requests: txn.open_table(REQUESTS).map_err(io)?,
+                ledger: txn.open_table(LEDGER).map_err(io)?,
+            };
+            for pending in batch.iter() {
+                outcomes.push(apply(&mut tables, &pending.commit)?);
+            }
         }
         txn.commit().map_err(io)?;
         Ok(outcomes)
@@ -380,69 +446,61 @@ fn version_of(what: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_le_bytes(raw))
 }
 
+/// The tables of one write transaction, opened once per batch.
+struct Tables<'txn> {
+    accounts: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    receipts: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    identities: redb::Table<'txn, (&'static str, &'static str), &'static str>,
+    requests: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    ledger: redb::Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
+}
+
 /// Checks every condition of one commit and, if all hold, writes it into the open transaction.
 /// Reads see earlier commits of the same batch.
-fn apply(txn: &WriteTransaction, commit: &Commit) -> Result<CommitOutcome, StoreError> {
+fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcome, StoreError> {
     let program = commit.program_id.as_str();
-    let account_id = commit.account.state.account_id.as_str();
-    let mut accounts = txn.open_table(ACCOUNTS).map_err(io)?;
-    let mut receipts = txn.open_table(RECEIPTS).map_err(io)?;
-    let mut identities = txn.open_table(IDENTITIES).map_err(io)?;
-    let mut requests = txn.open_table(REQUESTS).map_err(io)?;
-    let mut ledger = txn.open_table(LEDGER).map_err(io)?;
-
-    let stored_version = match accounts.get((program, account_id)).map_err(io)? {
+    let account_id = commit.account_id.as_str();
+    let stored_version = match tables.accounts.get((program, account_id)).map_err(io)? {
         Some(guard) => version_of("account", guard.value())?,
         None => 0,
     };
-    if stored_version != commit.account.expected_version {
+    if stored_version != commit.expected_version {
         return Ok(CommitOutcome::Conflict(Conflict::AccountVersion { actual: stored_version }));
     }
-    if let Some(receipt) = &commit.receipt {
-        let stored = match receipts.get((program, receipt.state.receipt_id.as_str())).map_err(io)? {
+    if let Some((receipt_id, expected, _)) = &commit.receipt {
+        let stored = match tables.receipts.get((program, receipt_id.as_str())).map_err(io)? {
             Some(guard) => version_of("receipt", guard.value())?,
             None => 0,
         };
-        if stored != receipt.expected_version {
+        if stored != *expected {
             return Ok(CommitOutcome::Conflict(Conflict::ReceiptVersion { actual: stored }));
         }
     }
-    for key in &commit.identity_claims {
-        if let Some(owner) = identities.get((program, key.storage_key().as_str())).map_err(io)?
+    for (key, storage_key) in &commit.identity_claims {
+        if let Some(owner) = tables.identities.get((program, storage_key.as_str())).map_err(io)?
             && owner.value() != account_id
         {
             return Ok(CommitOutcome::Conflict(Conflict::IdentityTaken { key: key.clone(), account_id: owner.value().to_owned() }));
         }
     }
-    if let Some(request) = &commit.request
-        && requests.get((program, request.request_id.as_str())).map_err(io)?.is_some()
+    if let Some((request_id, _)) = &commit.request
+        && tables.requests.get((program, request_id.as_str())).map_err(io)?.is_some()
     {
         return Ok(CommitOutcome::Conflict(Conflict::RequestTaken));
     }
 
-    // Assert data right before it is written. A violation is a bug upstream: the error poisons the
-    // store, because a ledger stops rather than continue past a broken invariant.
-    let state = &commit.account.state;
-    let first_seq = (state.ledger_seq + 1).checked_sub(commit.ledger.len() as u64);
-    let in_sequence = first_seq.is_some_and(|first| commit.ledger.iter().enumerate().all(|(i, entry)| entry.seq == first + i as u64));
-    if !in_sequence || state.ledger_sum != state.booked_balance() {
-        return Err(StoreError::Corrupt(format!("commit for account {account_id} breaks the ledger invariants")));
+    tables.accounts.insert((program, account_id), commit.account.as_slice()).map_err(io)?;
+    for (seq, bytes) in &commit.ledger {
+        tables.ledger.insert((program, account_id, *seq), bytes.as_slice()).map_err(io)?;
     }
-
-    let account_version = stored_version + 1;
-    accounts.insert((program, account_id), encode_versioned(account_version, state)?.as_slice()).map_err(io)?;
-    for entry in &commit.ledger {
-        ledger.insert((program, account_id, entry.seq), encode(entry)?.as_slice()).map_err(io)?;
+    if let Some((receipt_id, _, bytes)) = &commit.receipt {
+        tables.receipts.insert((program, receipt_id.as_str()), bytes.as_slice()).map_err(io)?;
     }
-    if let Some(receipt) = &commit.receipt {
-        let bytes = encode_versioned(receipt.expected_version + 1, &receipt.state)?;
-        receipts.insert((program, receipt.state.receipt_id.as_str()), bytes.as_slice()).map_err(io)?;
+    for (_, storage_key) in &commit.identity_claims {
+        tables.identities.insert((program, storage_key.as_str()), account_id).map_err(io)?;
     }
-    for key in &commit.identity_claims {
-        identities.insert((program, key.storage_key().as_str()), account_id).map_err(io)?;
+    if let Some((request_id, bytes)) = &commit.request {
+        tables.requests.insert((program, request_id.as_str()), bytes.as_slice()).map_err(io)?;
     }
-    if let Some(request) = &commit.request {
-        requests.insert((program, request.request_id.as_str()), encode(&request.record)?.as_slice()).map_err(io)?;
-    }
-    Ok(CommitOutcome::Applied { account_version })
+    Ok(CommitOutcome::Applied { account_version: stored_version + 1 })
 }
