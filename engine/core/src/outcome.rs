@@ -107,3 +107,28 @@ pub enum StoredResponse {
     Refund(RefundOutcome),
     Enroll(EnrollOutcome),
 }
+
+/// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
+macro_rules! from_stored {
+    ($($variant:ident => $outcome:ty),* $(,)?) => {
+        $(impl TryFrom<StoredResponse> for $outcome {
+            type Error = StoredResponse;
+
+            fn try_from(response: StoredResponse) -> Result<Self, StoredResponse> {
+                match response {
+                    StoredResponse::$variant(outcome) => Ok(outcome),
+                    other => Err(other),
+                }
+            }
+        })*
+    };
+}
+
+from_stored! {
+    Authorize => AuthorizeOutcome,
+    Redeem => RedeemOutcome,
+    Accrue => AccrueOutcome,
+    Reverse => ReverseOutcome,
+    Refund => RefundOutcome,
+    Enroll => EnrollOutcome,
+}

@@ -195,10 +195,7 @@ impl Engine {
                 ops::authorize(checkout, txn, receipt, &cmd, hold_id.clone()).map(StoredResponse::Authorize)
             })
             .await?;
-        match response {
-            StoredResponse::Authorize(outcome) => Ok(outcome),
-            other => Err(mismatched(OpKind::Authorize, &other)),
-        }
+        stored_as(OpKind::Authorize, response)
     }
 
     async fn quote(&self, program: &Program, customer: &IdentityKey, cmd: &AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
@@ -224,10 +221,7 @@ impl Engine {
                 ops::redeem(checkout, txn, receipt, &cmd).map(StoredResponse::Redeem)
             })
             .await?;
-        match response {
-            StoredResponse::Redeem(outcome) => Ok(outcome),
-            other => Err(mismatched(OpKind::Redeem, &other)),
-        }
+        stored_as(OpKind::Redeem, response)
     }
 
     pub async fn accrue(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: AccrueCmd) -> EngineResult<AccrueOutcome> {
@@ -237,10 +231,7 @@ impl Engine {
                 ops::accrue(checkout, txn, receipt, &cmd).map(StoredResponse::Accrue)
             })
             .await?;
-        match response {
-            StoredResponse::Accrue(outcome) => Ok(outcome),
-            other => Err(mismatched(OpKind::Accrue, &other)),
-        }
+        stored_as(OpKind::Accrue, response)
     }
 
     pub async fn reverse(&self, program: &Program, origin: &Origin, cmd: ReverseCmd) -> EngineResult<ReverseOutcome> {
@@ -249,10 +240,7 @@ impl Engine {
                 ops::reverse(checkout, txn, receipt, &cmd).map(StoredResponse::Reverse)
             })
             .await?;
-        match response {
-            StoredResponse::Reverse(outcome) => Ok(outcome),
-            other => Err(mismatched(OpKind::Reverse, &other)),
-        }
+        stored_as(OpKind::Reverse, response)
     }
 
     pub async fn refund(&self, program: &Program, origin: &Origin, cmd: RefundCmd) -> EngineResult<RefundOutcome> {
@@ -262,10 +250,7 @@ impl Engine {
                 ops::refund(checkout, txn, receipt, &cmd).map(StoredResponse::Refund)
             })
             .await?;
-        match response {
-            StoredResponse::Refund(outcome) => Ok(outcome),
-            other => Err(mismatched(OpKind::Refund, &other)),
-        }
+        stored_as(OpKind::Refund, response)
     }
 
     /// Runs one mutating call on a receipt exactly once (see the module documentation).
@@ -449,16 +434,19 @@ fn dangling(account_id: &str) -> EngineError {
     EngineError::Internal(format!("identifier bound to missing account {account_id}"))
 }
 
-fn mismatched(op: OpKind, response: &StoredResponse) -> EngineError {
-    let kind = match response {
-        StoredResponse::Authorize(_) => "authorize",
-        StoredResponse::Redeem(_) => "redeem",
-        StoredResponse::Accrue(_) => "accrue",
-        StoredResponse::Reverse(_) => "reverse",
-        StoredResponse::Refund(_) => "refund",
-        StoredResponse::Enroll(_) => "enroll",
-    };
-    EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
+/// The outcome of `op` out of its stored answer; another kind of answer is a bug.
+fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, response: StoredResponse) -> EngineResult<T> {
+    T::try_from(response).map_err(|other| {
+        let kind = match other {
+            StoredResponse::Authorize(_) => "authorize",
+            StoredResponse::Redeem(_) => "redeem",
+            StoredResponse::Accrue(_) => "accrue",
+            StoredResponse::Reverse(_) => "reverse",
+            StoredResponse::Refund(_) => "refund",
+            StoredResponse::Enroll(_) => "enroll",
+        };
+        EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
+    })
 }
 
 fn conflict_kind(conflict: &Conflict) -> &'static str {
