@@ -142,21 +142,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("loyalty-engine listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let server = tokio::spawn(crate::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
+    let mut server = tokio::spawn(crate::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
         let _ = stop_rx.await;
     }));
-    shutdown_signal().await;
-    tracing::info!("shutting down: refusing new calls, draining in-flight calls");
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("all calls drained"),
-        Ok(Ok(Err(error))) => tracing::error!(%error, "server stopped with an error"),
-        Ok(Err(error)) => tracing::error!(%error, "server task failed"),
-        Err(_) => tracing::warn!(grace_seconds = grace.as_secs(), "calls still in flight after the grace period"),
-    }
+    let outcome = tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down: refusing new calls, draining in-flight calls");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(Ok(Ok(()))) => {
+                    tracing::info!("all calls drained");
+                    Ok(())
+                }
+                Ok(Ok(Err(error))) => Err(anyhow::anyhow!("server stopped with an error: {error}")),
+                Ok(Err(error)) => Err(anyhow::anyhow!("server task failed: {error}")),
+                Err(_) => {
+                    tracing::warn!(grace_seconds = grace.as_secs(), "calls still in flight after the grace period");
+                    Ok(())
+                }
+            }
+        }
+        // The server should only stop when told to; if it stops by itself, flush and exit non-zero.
+        stopped = &mut server => Err(match stopped {
+            Ok(Ok(())) => anyhow::anyhow!("server stopped unexpectedly"),
+            Ok(Err(error)) => anyhow::anyhow!("server failed: {error}"),
+            Err(error) => anyhow::anyhow!("server task failed: {error}"),
+        }),
+    };
     store.shutdown().await;
-    tracing::info!("store flushed; bye");
-    Ok(())
+    tracing::info!("store flushed");
+    outcome
 }
 
 /// SIGTERM or Ctrl-C.
