@@ -1,21 +1,33 @@
-//! `loyalty-load`: drives a running engine with checkout workloads and prints a ghz-like summary.
+//! `loyalty-load`: drives a running engine (or, with `--floor`, the echo server) with checkout
+//! workloads and prints a ghz-like summary; `--json` writes it with the latency distribution.
 //!
-//! Closed model: `--concurrency` workers share `--connections` HTTP/2 connections; each worker sends
-//! its next call when the previous one answered. Every mutating call has a unique receipt ID;
-//! customers are spread over `--customers` cards with 10% of calls on 10 hot customers. Latency is
-//! recorded per RPC in HDR histograms (microsecond resolution) after `--warmup`.
+//! - Closed model (default): `--concurrency` workers share `--connections` HTTP/2 connections; each
+//!   sends its next call when the previous one answered.
+//! - Open model (`--rps`): calls start at a fixed rate whatever the answers do; latency is measured
+//!   from each call's *intended* start, so a stall shows up in the percentiles instead of silently
+//!   slowing the sender (coordinated omission). `--concurrency` bounds the calls in flight.
+//! - `--duration` (after `--warmup`) or `--count` ends the run.
+//! - Every mutating call has a unique receipt ID; customers are cards `LT0000000000`.. spread over
+//!   `--customers`, with 10% of calls on 10 hot customers.
+//! - `--floor`: the same workload shapes sent to `loyalty-echo` as `Echo` calls of the same encoded
+//!   request and response sizes: what gRPC itself costs here.
 //!
 //! Exits non-zero if any call failed.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use loyalty_proto::bench::EchoRequest;
+use loyalty_proto::bench::echo_client::EchoClient;
 use loyalty_proto::v1 as pb;
 use loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient;
+use prost::Message;
 use tonic::transport::Channel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,79 +38,57 @@ enum Workload {
     Authorize,
     /// Authorize with a hold of 5 points.
     AuthorizeHold,
-    /// Spend 1 point directly.
+    /// Spend 1 point directly on a 3-line receipt.
     Redeem,
     /// A whole checkout: authorize with hold -> redeem (capture) -> accrue.
     Checkout,
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "loyalty-load", about = "Closed-model load driver for loyalty-engine")]
+#[command(name = "loyalty-load", about = "Load driver for loyalty-engine: closed or open model, ghz-like summary")]
 struct Args {
-    /// Engine address.
+    /// Engine address (or echo server address with --floor).
     #[arg(long, default_value = "127.0.0.1:50051")]
     target: String,
     #[arg(long, default_value = "demo")]
     program: String,
     #[arg(long, value_enum, default_value = "accrue")]
     workload: Workload,
-    /// Concurrent workers (clients).
+    /// Closed model: concurrent workers. Open model: most calls in flight.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// HTTP/2 connections shared by the workers.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Measured seconds.
+    /// Open model: start this many workload iterations per second, whatever the answers do.
+    #[arg(long)]
+    rps: Option<f64>,
+    /// Measured seconds (ignored with --count).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Stop after this many workload iterations (after warm-up).
+    #[arg(long)]
+    count: Option<u64>,
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
     /// Distinct customers (cards LT0000000000...).
     #[arg(long, default_value_t = 10_000)]
     customers: u64,
-    /// Enrol and fund the customers first (1,000 points each, spendable at once only if the
+    /// Enrol and fund the customers first (1,000 points each; spendable at once only if the
     /// program's pending rule is "none").
     #[arg(long)]
     seed: bool,
-    /// Write the summary as JSON here too.
+    /// Send echo calls of the workload's message sizes to an echo server (`loyalty-echo`).
+    #[arg(long)]
+    floor: bool,
+    /// Write the summary and the latency distribution as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
 }
 
-#[derive(Default)]
-struct Tally {
-    histograms: BTreeMap<&'static str, Histogram<u64>>,
-    codes: BTreeMap<String, u64>,
-    calls: u64,
-}
-
-impl Tally {
-    fn record(&mut self, rpc: &'static str, elapsed: Duration, code: tonic::Code) {
-        let histogram =
-            self.histograms.entry(rpc).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"));
-        let _ = histogram.record((elapsed.as_micros() as u64).max(1));
-        *self.codes.entry(format!("{code:?}")).or_default() += 1;
-        self.calls += 1;
-    }
-
-    fn merge(&mut self, other: Tally) {
-        for (rpc, histogram) in other.histograms {
-            match self.histograms.get_mut(rpc) {
-                Some(mine) => {
-                    let _ = mine.add(&histogram);
-                }
-                None => {
-                    self.histograms.insert(rpc, histogram);
-                }
-            }
-        }
-        for (code, count) in other.codes {
-            *self.codes.entry(code).or_default() += count;
-        }
-        self.calls += other.calls;
-    }
-}
+// ---------------------------------------------------------------------------------------------
+// Requests
 
 fn card(index: u64) -> Option<pb::CustomerRef> {
     Some(pb::CustomerRef { id: Some(pb::customer_ref::Id::CardNumber(format!("LT{index:010}"))) })
@@ -122,21 +112,251 @@ fn basket() -> Vec<pb::BasketLine> {
     ]
 }
 
-/// A small xorshift generator: each worker draws its customers without locks.
-struct Rng(u64);
+/// The requests of one workload iteration for one receipt and customer.
+struct Requests<'a> {
+    program: &'a str,
+    receipt: &'a str,
+    customer: Option<pb::CustomerRef>,
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+impl Requests<'_> {
+    fn authorize(&self, spend: &str) -> pb::AuthorizeRequest {
+        pb::AuthorizeRequest {
+            program_id: self.program.into(),
+            store_id: "load".into(),
+            till_id: "till".into(),
+            receipt_id: self.receipt.into(),
+            customer: self.customer.clone(),
+            lines: basket(),
+            spend_points: spend.into(),
+            hold_ttl_seconds: 0,
+        }
     }
 
-    fn customer(&mut self, customers: u64) -> u64 {
-        if self.next() % 10 == 0 { self.next() % customers.min(10) } else { self.next() % customers }
+    fn accrue(&self) -> pb::AccrueRequest {
+        pb::AccrueRequest {
+            program_id: self.program.into(),
+            store_id: "load".into(),
+            till_id: "till".into(),
+            receipt_id: self.receipt.into(),
+            customer: self.customer.clone(),
+            lines: basket(),
+        }
+    }
+
+    fn redeem(&self, hold_id: &str) -> pb::RedeemRequest {
+        pb::RedeemRequest {
+            program_id: self.program.into(),
+            store_id: "load".into(),
+            till_id: "till".into(),
+            receipt_id: self.receipt.into(),
+            customer: self.customer.clone(),
+            points: if hold_id.is_empty() { "1".into() } else { "5".into() },
+            hold_id: hold_id.into(),
+            lines: if hold_id.is_empty() { basket() } else { Vec::new() },
+        }
     }
 }
+
+/// Encoded sizes of typical answers, for the echo floor. Built like the engine's answers to the
+/// workload's requests (36-character IDs, a 3-line basket, a full balance).
+fn typical_response_bytes(rpc: &str) -> u32 {
+    let id = "0".repeat(36);
+    let balance = Some(pb::Balance {
+        available: "1234".into(),
+        held: "5".into(),
+        spendable: "1229".into(),
+        pending: "0".into(),
+        debt: "0".into(),
+        balance: "1234".into(),
+        currency: "KZT".into(),
+    });
+    let lines: Vec<pb::LineEarn> =
+        (1..=3).map(|line_no| pb::LineEarn { line_no, base: "900.00".into(), points: "9".into(), reason: "cashback 1%".into() }).collect();
+    let at = Some(prost_types_timestamp());
+    let bytes = match rpc {
+        "Authorize" => pb::AuthorizeResponse {
+            account_id: id.clone(),
+            lines,
+            earn_total: "30".into(),
+            max_spend: "1229".into(),
+            max_spend_limit: 2,
+            balance,
+            hold: Some(pb::Hold { hold_id: id.clone(), amount: "5".into(), expires_at: at }),
+            transaction_id: id,
+        }
+        .encoded_len(),
+        "Redeem" => pb::RedeemResponse { transaction_id: id.clone(), account_id: id, redeemed: "5".into(), released: "0".into(), balance }
+            .encoded_len(),
+        _ => pb::AccrueResponse {
+            transaction_id: id.clone(),
+            account_id: id,
+            lines,
+            earned: "30".into(),
+            paid_amount: "3000.00".into(),
+            points_spent: "0".into(),
+            available_from: at,
+            expires_at: at,
+            balance,
+            hold_released: "0".into(),
+        }
+        .encoded_len(),
+    };
+    bytes as u32
+}
+
+fn prost_types_timestamp() -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tallies
+
+#[derive(Default)]
+struct Tally {
+    histograms: BTreeMap<&'static str, Histogram<u64>>,
+    codes: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn record(&mut self, rpc: &'static str, elapsed: Duration, code: tonic::Code) {
+        let histogram =
+            self.histograms.entry(rpc).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"));
+        let _ = histogram.record((elapsed.as_micros() as u64).max(1));
+        *self.codes.entry(format!("{code:?}")).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (rpc, histogram) in other.histograms {
+            match self.histograms.get_mut(rpc) {
+                Some(mine) => {
+                    let _ = mine.add(&histogram);
+                }
+                None => {
+                    self.histograms.insert(rpc, histogram);
+                }
+            }
+        }
+        for (code, count) in other.codes {
+            *self.codes.entry(code).or_default() += count;
+        }
+    }
+
+    fn failed(&self) -> u64 {
+        self.codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count).sum()
+    }
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+struct Progress {
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls
+
+#[derive(Clone)]
+enum Client {
+    Engine(LoyaltyServiceClient<Channel>),
+    Floor(EchoClient<Channel>),
+}
+
+/// One workload iteration. `started` is when it should have started (the open model's intended
+/// time, or now); every RPC is timed, and a checkout also as a whole.
+async fn iteration(client: &mut Client, workload: Workload, requests: &Requests<'_>, started: Instant, tally: Option<&mut Tally>) -> bool {
+    let mut local = Tally::default();
+    let ok = match client {
+        Client::Engine(engine) => engine_iteration(engine, workload, requests, started, &mut local).await,
+        Client::Floor(echo) => floor_iteration(echo, workload, requests, started, &mut local).await,
+    };
+    if let Some(tally) = tally {
+        tally.merge(local);
+    }
+    ok
+}
+
+async fn timed<T>(
+    local: &mut Tally,
+    rpc: &'static str,
+    since: Instant,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    let result = call.await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    local.record(rpc, since.elapsed(), code);
+    result.ok().map(tonic::Response::into_inner)
+}
+
+async fn engine_iteration(
+    client: &mut LoyaltyServiceClient<Channel>,
+    workload: Workload,
+    requests: &Requests<'_>,
+    started: Instant,
+    local: &mut Tally,
+) -> bool {
+    match workload {
+        Workload::Accrue => timed(local, "Accrue", started, client.accrue(requests.accrue())).await.is_some(),
+        Workload::Authorize => timed(local, "Authorize", started, client.authorize(requests.authorize(""))).await.is_some(),
+        Workload::AuthorizeHold => timed(local, "Authorize", started, client.authorize(requests.authorize("5"))).await.is_some(),
+        Workload::Redeem => timed(local, "Redeem", started, client.redeem(requests.redeem(""))).await.is_some(),
+        Workload::Checkout => {
+            let Some(authorized) = timed(local, "Authorize", started, client.authorize(requests.authorize("5"))).await else {
+                return false;
+            };
+            let hold_id = authorized.hold.map(|hold| hold.hold_id).unwrap_or_default();
+            let step = Instant::now();
+            if timed(local, "Redeem", step, client.redeem(requests.redeem(&hold_id))).await.is_none() {
+                return false;
+            }
+            let step = Instant::now();
+            let done = timed(local, "Accrue", step, client.accrue(requests.accrue())).await.is_some();
+            local.record("Checkout", started.elapsed(), if done { tonic::Code::Ok } else { tonic::Code::Unknown });
+            done
+        }
+    }
+}
+
+async fn floor_iteration(
+    client: &mut EchoClient<Channel>,
+    workload: Workload,
+    requests: &Requests<'_>,
+    started: Instant,
+    local: &mut Tally,
+) -> bool {
+    let echo =
+        |request_bytes: usize, rpc: &str| EchoRequest { payload: vec![0x5a; request_bytes], response_bytes: typical_response_bytes(rpc) };
+    match workload {
+        Workload::Accrue => timed(local, "Accrue", started, client.echo(echo(requests.accrue().encoded_len(), "Accrue"))).await.is_some(),
+        Workload::Authorize | Workload::AuthorizeHold => {
+            timed(local, "Authorize", started, client.echo(echo(requests.authorize("5").encoded_len(), "Authorize"))).await.is_some()
+        }
+        Workload::Redeem => timed(local, "Redeem", started, client.echo(echo(requests.redeem("").encoded_len(), "Redeem"))).await.is_some(),
+        Workload::Checkout => {
+            let steps = [
+                ("Authorize", requests.authorize("5").encoded_len()),
+                ("Redeem", requests.redeem(&"0".repeat(41)).encoded_len()),
+                ("Accrue", requests.accrue().encoded_len()),
+            ];
+            let mut step = started;
+            for (rpc, size) in steps {
+                if timed(local, rpc, step, client.echo(echo(size, rpc))).await.is_none() {
+                    return false;
+                }
+                step = Instant::now();
+            }
+            local.record("Checkout", started.elapsed(), tonic::Code::Ok);
+            true
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeding
 
 async fn seed(client: &mut LoyaltyServiceClient<Channel>, args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -178,74 +398,151 @@ async fn seed(client: &mut LoyaltyServiceClient<Channel>, args: &Args) -> anyhow
     Ok(())
 }
 
-async fn one_call(
-    client: &mut LoyaltyServiceClient<Channel>,
-    workload: Workload,
-    program: &str,
-    receipt: &str,
-    customer: Option<pb::CustomerRef>,
-    tally: &mut Option<&mut Tally>,
-) -> bool {
-    macro_rules! timed {
-        ($rpc:literal, $call:expr) => {{
-            let started = Instant::now();
-            let result = $call.await;
-            let code = match &result {
-                Ok(_) => tonic::Code::Ok,
-                Err(status) => status.code(),
-            };
-            if let Some(tally) = tally.as_deref_mut() {
-                tally.record($rpc, started.elapsed(), code);
-            }
-            result.ok().map(|response| response.into_inner())
-        }};
+// ---------------------------------------------------------------------------------------------
+// Customers
+
+/// A small xorshift generator: each worker draws its customers without locks.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9))
     }
-    let authorize = |spend: &str| pb::AuthorizeRequest {
-        program_id: program.into(),
-        store_id: "load".into(),
-        till_id: "till".into(),
-        receipt_id: receipt.into(),
-        customer: customer.clone(),
-        lines: basket(),
-        spend_points: spend.into(),
-        hold_ttl_seconds: 0,
-    };
-    let accrue = || pb::AccrueRequest {
-        program_id: program.into(),
-        store_id: "load".into(),
-        till_id: "till".into(),
-        receipt_id: receipt.into(),
-        customer: customer.clone(),
-        lines: basket(),
-    };
-    let redeem = |hold_id: &str, lines: Vec<pb::BasketLine>| pb::RedeemRequest {
-        program_id: program.into(),
-        store_id: "load".into(),
-        till_id: "till".into(),
-        receipt_id: receipt.into(),
-        customer: customer.clone(),
-        points: if hold_id.is_empty() { "1".into() } else { "5".into() },
-        hold_id: hold_id.into(),
-        lines,
-    };
-    match workload {
-        Workload::Accrue => timed!("Accrue", client.accrue(accrue())).is_some(),
-        Workload::Authorize => timed!("Authorize", client.authorize(authorize(""))).is_some(),
-        Workload::AuthorizeHold => timed!("Authorize", client.authorize(authorize("5"))).is_some(),
-        Workload::Redeem => timed!("Redeem", client.redeem(redeem("", basket()))).is_some(),
-        Workload::Checkout => {
-            let started = Instant::now();
-            let Some(authorized) = timed!("Authorize", client.authorize(authorize("5"))) else { return false };
-            let hold_id = authorized.hold.map(|hold| hold.hold_id).unwrap_or_default();
-            if timed!("Redeem", client.redeem(redeem(&hold_id, vec![]))).is_none() {
-                return false;
-            }
-            let done = timed!("Accrue", client.accrue(accrue())).is_some();
-            if let Some(tally) = tally.as_deref_mut() {
-                tally.record("Checkout", started.elapsed(), if done { tonic::Code::Ok } else { tonic::Code::Unknown });
-            }
-            done
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// 10% of draws on the 10 hot customers, the rest uniform.
+    fn customer(&mut self, customers: u64) -> u64 {
+        if self.next().is_multiple_of(10) { self.next() % customers.min(10) } else { self.next() % customers }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+struct Plan {
+    warmup_end: Instant,
+    end: Instant,
+    count: Option<u64>,
+    issued: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Plan {
+    /// Claims the next iteration; `None` when the run is over. The flag says whether it is measured.
+    fn next(&self, now: Instant) -> Option<bool> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
         }
+        let measured = now >= self.warmup_end;
+        if measured {
+            match self.count {
+                Some(count) if self.issued.fetch_add(1, Ordering::Relaxed) >= count => {
+                    self.stop.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                Some(_) => {}
+                None if now >= self.end => return None,
+                None => {}
+            }
+        }
+        Some(measured)
+    }
+}
+
+async fn closed(args: &Args, clients: &[Client], plan: Arc<Plan>, run: &str, progress: Arc<Progress>) -> anyhow::Result<Tally> {
+    let total = Arc::new(Mutex::new(Tally::default()));
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency {
+        let mut client = clients[worker % clients.len()].clone();
+        let (program, workload, customers, run) = (args.program.clone(), args.workload, args.customers, run.to_owned());
+        let (plan, total, progress) = (Arc::clone(&plan), Arc::clone(&total), Arc::clone(&progress));
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng::new(worker as u64);
+            let mut tally = Tally::default();
+            let mut n = 0u64;
+            while let Some(measured) = plan.next(Instant::now()) {
+                let receipt = format!("ld-{run}-{worker}-{n}");
+                n += 1;
+                let requests = Requests { program: &program, receipt: &receipt, customer: card(rng.customer(customers)) };
+                let ok = iteration(&mut client, workload, &requests, Instant::now(), measured.then_some(&mut tally)).await;
+                progress.calls.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Ok(mut total) = total.lock() {
+                total.merge(tally);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    let tally = std::mem::take(&mut *total.lock().map_err(|_| anyhow::anyhow!("tally poisoned"))?);
+    Ok(tally)
+}
+
+async fn open(args: &Args, clients: &[Client], plan: Arc<Plan>, run: &str, rate: f64, progress: Arc<Progress>) -> anyhow::Result<Tally> {
+    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rps must be above 0");
+    let total = Arc::new(Mutex::new(Tally::default()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let runtime = tokio::runtime::Handle::current();
+    let (clients, program, workload, customers, run) =
+        (clients.to_vec(), args.program.clone(), args.workload, args.customers, run.to_owned());
+    // The sender runs on its own OS thread: the tokio timer wakes at millisecond granularity, which
+    // would add up to a millisecond of false latency to every call; a thread sleep is far finer.
+    let sender = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut rng = Rng::new(7);
+        let mut calls = Vec::new();
+        for n in 0u64.. {
+            // The intended start of call n; latency counts from here, not from when it got a slot.
+            let intended = start + interval.mul_f64(n as f64);
+            std::thread::sleep(intended.saturating_duration_since(Instant::now()));
+            let Some(measured) = plan.next(intended) else { break };
+            let mut client = clients[n as usize % clients.len()].clone();
+            let (program, total, progress, slots) = (program.clone(), Arc::clone(&total), Arc::clone(&progress), Arc::clone(&slots));
+            let receipt = format!("ld-{run}-o-{n}");
+            let customer = card(rng.customer(customers));
+            calls.push(runtime.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else { return };
+                let requests = Requests { program: &program, receipt: &receipt, customer };
+                let mut tally = Tally::default();
+                let ok = iteration(&mut client, workload, &requests, intended, measured.then_some(&mut tally)).await;
+                progress.calls.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut total) = total.lock() {
+                    total.merge(tally);
+                }
+            }));
+        }
+        (calls, total)
+    });
+    let (calls, total) =
+        tokio::task::spawn_blocking(move || sender.join()).await?.map_err(|_| anyhow::anyhow!("the sender thread panicked"))?;
+    for call in calls {
+        call.await?;
+    }
+    let tally = std::mem::take(&mut *total.lock().map_err(|_| anyhow::anyhow!("tally poisoned"))?);
+    Ok(tally)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+fn model(args: &Args) -> String {
+    match args.rps {
+        Some(rate) => format!("open {rate:.0}/s"),
+        None => "closed".into(),
     }
 }
 
@@ -253,8 +550,13 @@ fn summary(tally: &Tally, measured: Duration, args: &Args) -> String {
     let mut out = String::new();
     let seconds = measured.as_secs_f64();
     out.push_str(&format!(
-        "Summary: workload {:?}, concurrency {}, connections {}, {:.1}s measured\n",
-        args.workload, args.concurrency, args.connections, seconds
+        "Summary: {:?}{}, {} model, concurrency {}, connections {}, {:.1}s measured\n",
+        args.workload,
+        if args.floor { " (echo floor)" } else { "" },
+        model(args),
+        args.concurrency,
+        args.connections,
+        seconds
     ));
     for (rpc, histogram) in &tally.histograms {
         let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
@@ -284,8 +586,10 @@ fn json(tally: &Tally, measured: Duration, args: &Args) -> String {
         .iter()
         .map(|(rpc, histogram)| {
             let us = |quantile: f64| histogram.value_at_quantile(quantile);
+            let distribution: Vec<String> =
+                histogram.iter_quantiles(2).map(|step| format!("[{:.6},{}]", step.quantile_iterated_to(), step.value_iterated_to())).collect();
             format!(
-                "\"{rpc}\":{{\"count\":{},\"rps\":{:.1},\"avg_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+                "\"{rpc}\":{{\"count\":{},\"rps\":{:.1},\"avg_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"distribution\":[{}]}}",
                 histogram.len(),
                 histogram.len() as f64 / measured.as_secs_f64(),
                 histogram.mean(),
@@ -293,20 +597,46 @@ fn json(tally: &Tally, measured: Duration, args: &Args) -> String {
                 us(0.9),
                 us(0.99),
                 us(0.999),
-                histogram.max()
+                histogram.max(),
+                distribution.join(",")
             )
         })
         .collect();
     let codes: Vec<String> = tally.codes.iter().map(|(code, count)| format!("\"{code}\":{count}")).collect();
     format!(
-        "{{\"workload\":\"{:?}\",\"concurrency\":{},\"connections\":{},\"seconds\":{:.3},\"rpcs\":{{{}}},\"codes\":{{{}}}}}\n",
+        "{{\"workload\":\"{:?}\",\"floor\":{},\"model\":\"{}\",\"rps_target\":{},\"concurrency\":{},\"connections\":{},\"seconds\":{:.3},\"rpcs\":{{{}}},\"codes\":{{{}}}}}\n",
         args.workload,
+        args.floor,
+        if args.rps.is_some() { "open" } else { "closed" },
+        args.rps.map_or("null".to_owned(), |rate| format!("{rate:.1}")),
         args.concurrency,
         args.connections,
         measured.as_secs_f64(),
         rpcs.join(","),
         codes.join(",")
     )
+}
+
+/// A live line on a terminal: elapsed, calls, current rate, errors.
+fn spawn_progress(progress: Arc<Progress>) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let started = Instant::now();
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let calls = progress.calls.load(Ordering::Relaxed);
+            eprint!(
+                "\r{:>5.0}s  {calls:>9} calls  {:>8} /s  {} errors   ",
+                started.elapsed().as_secs_f64(),
+                calls - last,
+                progress.errors.load(Ordering::Relaxed)
+            );
+            last = calls;
+        }
+    }))
 }
 
 #[tokio::main]
@@ -316,54 +646,47 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency > 0 && args.connections > 0 && args.customers > 0,
         "concurrency, connections and customers must be above 0"
     );
-    let mut channels = Vec::with_capacity(args.connections);
+    let mut clients = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let channel = Channel::from_shared(format!("http://{}", args.target))?.tcp_nodelay(true).connect().await.context("connecting")?;
-        channels.push(LoyaltyServiceClient::new(channel));
+        let channel = Channel::from_shared(format!("http://{}", args.target))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", args.target))?;
+        clients.push(if args.floor { Client::Floor(EchoClient::new(channel)) } else { Client::Engine(LoyaltyServiceClient::new(channel)) });
     }
     if args.seed {
-        seed(&mut channels[0].clone(), &args).await?;
+        anyhow::ensure!(!args.floor, "--seed needs the engine, not the echo floor");
+        if let Client::Engine(client) = &clients[0] {
+            seed(&mut client.clone(), &args).await?;
+        }
     }
     let run = format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
     let started = Instant::now();
     let warmup_end = started + Duration::from_secs_f64(args.warmup);
-    let end = warmup_end + Duration::from_secs_f64(args.duration);
-    let total = Arc::new(Mutex::new(Tally::default()));
-    let mut workers = Vec::with_capacity(args.concurrency);
-    for worker in 0..args.concurrency {
-        let mut client = channels[worker % args.connections].clone();
-        let (program, workload, customers, run, total) =
-            (args.program.clone(), args.workload, args.customers, run.clone(), Arc::clone(&total));
-        workers.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
-            let mut tally = Tally::default();
-            let mut n = 0u64;
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                let receipt = format!("ld-{run}-{worker}-{n}");
-                n += 1;
-                let customer = card(rng.customer(customers));
-                let mut measured = (now >= warmup_end).then_some(&mut tally);
-                one_call(&mut client, workload, &program, &receipt, customer, &mut measured).await;
-            }
-            if let Ok(mut total) = total.lock() {
-                total.merge(tally);
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await?;
+    let plan = Arc::new(Plan {
+        warmup_end,
+        end: warmup_end + Duration::from_secs_f64(args.duration),
+        count: args.count,
+        issued: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let progress = Arc::new(Progress::default());
+    let ticker = spawn_progress(Arc::clone(&progress));
+    let tally = match args.rps {
+        Some(rate) => open(&args, &clients, plan, &run, rate, Arc::clone(&progress)).await?,
+        None => closed(&args, &clients, plan, &run, Arc::clone(&progress)).await?,
+    };
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprintln!();
     }
     let measured = Instant::now().saturating_duration_since(warmup_end);
-    let tally = total.lock().map_err(|_| anyhow::anyhow!("tally poisoned"))?;
     print!("{}", summary(&tally, measured, &args));
     if let Some(path) = &args.json {
         std::fs::write(path, json(&tally, measured, &args)).with_context(|| format!("writing {}", path.display()))?;
     }
-    let failed: u64 = tally.codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count).sum();
+    let failed = tally.failed();
     anyhow::ensure!(failed == 0, "{failed} calls failed");
     Ok(())
 }

@@ -10,5 +10,11 @@ pub mod v1 {
     tonic::include_proto!("loyalty.v1");
 }
 
+/// Package `loyalty.bench.v1`: the echo service the load tests use as their floor.
+pub mod bench {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("loyalty.bench.v1");
+}
+
 /// The encoded `FileDescriptorSet` of every file compiled here, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("loyalty_descriptor");
