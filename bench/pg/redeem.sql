@@ -30,7 +30,7 @@ WITH a AS (
 SELECT count(*) AS claimed, coalesce(max(receipt_id), '') AS receipt,
        coalesce(max(seq), 0) AS seq, coalesce(max(balance_after), 0) AS balance_after
 FROM c \gset
-\if :claimed && :seq > 0
+\if :claimed = 1 AND :seq > 0
 -- 2. Apply: one conditional balance update, one ledger row.
 UPDATE accounts SET balance = balance - 1, version = version + 1 WHERE account_id = :aid AND balance >= 1;
 INSERT INTO ledger (account_id, seq, kind, amount, balance_after, receipt_id)

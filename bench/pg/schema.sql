@@ -8,6 +8,7 @@
 -- Seeding: psql variable :customers (set by run.sh). Every customer starts with 1000 points,
 -- posted as ledger entry seq 1 so the ledger invariant holds from the start.
 
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS receipts, ledger, accounts;
 
 CREATE TABLE accounts (

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Regenerates bench/RESULTS.md and bench/plots/ from one run on this machine: every workload at 1, 16
+# and 64 clients and at half its peak rate against the release engine (embedded store, fsync on),
+# each beside the echo floor measured the same way in the same run; criterion; PostgreSQL via
+# pgbench; peak RSS. About 10-15 minutes. Raw results stay in bench/results/.
+#   DURATION=10 WARMUP=2 CUSTOMERS=2000 bash bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CUSTOMERS=${CUSTOMERS:-2000}
+results=bench/results
+rm -rf "$results" && mkdir -p "$results"
+
+cargo build --release --locked -p loyalty-engine -p loyalty-loadtest
+bin=./target/release
+work=$(mktemp -d)
+engine="" echo_server=""
+cleanup() {
+  [ -n "$engine" ] && kill "$engine" 2>/dev/null || true
+  [ -n "$echo_server" ] && kill "$echo_server" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_listening() { for _ in $(seq 1 200); do grep -q "listening on" "$1" && return 0; sleep 0.05; done; echo "no start: $1" >&2; cat "$1" >&2; return 1; }
+
+printf '[[programs]]\nid = "demo"\npending = "none"\n' > "$work/engine.toml"
+$bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" --listen 127.0.0.1:50700 \
+  --metrics-listen off --log warn > "$work/engine.out" 2>&1 &
+engine=$!
+$bin/loyalty-echo --listen 127.0.0.1:50701 > "$work/echo.out" 2>&1 &
+echo_server=$!
+wait_listening "$work/engine.out"
+wait_listening "$work/echo.out"
+
+{
+  echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu:     $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "memory:  $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "kernel:  $(uname -r)"
+  echo "rustc:   $(rustc --version)"
+  echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "run:     DURATION=$DURATION WARMUP=$WARMUP CUSTOMERS=$CUSTOMERS"
+} > "$results/machine.txt"
+
+load() { $bin/loyalty-load --customers "$CUSTOMERS" --connections 4 --duration "$DURATION" --warmup "$WARMUP" "$@"; }
+
+load --target 127.0.0.1:50700 --seed --workload authorize --count 1 --warmup 0 > /dev/null
+# Accrue before the spending workloads, so that hot customers have points to spend.
+for workload in authorize accrue redeem checkout; do
+  for clients in 1 16 64; do
+    load --target 127.0.0.1:50700 --workload $workload --concurrency $clients --json "$results/$workload-c$clients.json"
+    load --target 127.0.0.1:50701 --floor --workload $workload --concurrency $clients --json "$results/floor-$workload-c$clients.json"
+  done
+  peak=$(python3 -c "import json,sys; print(max(max(r['rps'] for r in json.load(open(f'$results/$workload-c{c}.json'))['rpcs'].values()) for c in (1,16,64)))")
+  rate=$(python3 -c "print(round($peak / 2 / (3 if '$workload' == 'checkout' else 1), 1))")
+  load --target 127.0.0.1:50700 --workload $workload --rps "$rate" --concurrency 1024 --json "$results/$workload-open.json"
+  load --target 127.0.0.1:50701 --floor --workload $workload --rps "$rate" --concurrency 1024 --json "$results/floor-$workload-open.json"
+done
+
+echo "$(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$engine/status)" > "$results/rss.txt"
+kill -TERM "$engine"; wait "$engine" || true; engine=""
+$bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" verify | tee "$results/verify.txt"
+
+cargo bench --locked -p loyalty-bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3
+if [ -f bench/pg/run.sh ]; then bash bench/pg/run.sh "$results/pg.json"; fi
+$bin/loyalty-report --results "$results" --out bench/RESULTS.md --plots bench/plots

@@ -1,0 +1,308 @@
+//! `loyalty-report`: turns one benchmark run (the JSON files `bench/run.sh` leaves in a results
+//! folder, criterion's estimates, pgbench's results) into `bench/RESULTS.md` and latency plots.
+//! It measures nothing itself.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use plotters::prelude::*;
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(name = "loyalty-report", about = "Renders bench/RESULTS.md and plots from a benchmark run")]
+struct Args {
+    /// Folder with the run's JSON files (written by bench/run.sh).
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+    /// criterion's output folder.
+    #[arg(long, default_value = "target/criterion")]
+    criterion: PathBuf,
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    out: PathBuf,
+    /// Folder for the SVG plots (linked relative to the report).
+    #[arg(long, default_value = "bench/plots")]
+    plots: PathBuf,
+}
+
+/// The workloads of the report: (file stem, title, the RPC whose numbers are the workload's).
+const WORKLOADS: &[(&str, &str, &str)] = &[
+    ("authorize", "Authorize (quote)", "Authorize"),
+    ("redeem", "Redeem (direct, durable)", "Redeem"),
+    ("accrue", "Accrue (durable)", "Accrue"),
+    ("checkout", "Checkout: authorize+hold → redeem → accrue", "Checkout"),
+];
+const CLIENTS: &[u32] = &[1, 16, 64];
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The numbers of one RPC in one run.
+struct Stats {
+    rps: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+    distribution: Vec<(f64, f64)>,
+}
+
+fn stats(run: &Value, rpc: &str) -> Option<Stats> {
+    let numbers = run.get("rpcs")?.get(rpc)?;
+    let us = |key: &str| numbers.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let errors = run
+        .get("codes")
+        .and_then(Value::as_object)
+        .map(|codes| codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count.as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0);
+    let distribution = numbers
+        .get("distribution")
+        .and_then(Value::as_array)
+        .map(|points| points.iter().filter_map(|point| Some((point.get(0)?.as_f64()?, point.get(1)?.as_f64()? / 1000.0))).collect())
+        .unwrap_or_default();
+    Some(Stats {
+        rps: us("rps"),
+        p50: us("p50_us") / 1000.0,
+        p90: us("p90_us") / 1000.0,
+        p99: us("p99_us") / 1000.0,
+        p999: us("p999_us") / 1000.0,
+        errors,
+        distribution,
+    })
+}
+
+fn load(results: &Path, name: &str, rpc: &str) -> Option<Stats> {
+    stats(&read_json(&results.join(format!("{name}.json")))?, rpc)
+}
+
+/// A percentile plot (x: 1/(1-q) on a log scale, as HdrHistogram plots do) of engine and floor.
+fn plot(path: &Path, title: &str, series: &[(&str, &Stats, RGBColor)]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (760, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let y_max = series.iter().flat_map(|(_, stats, _)| stats.distribution.iter().map(|point| point.1)).fold(0.1_f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d((1.0_f64..10_000.0).log_scale(), 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .x_label_formatter(&|x| format!("{:.4}%", 100.0 * (1.0 - 1.0 / x)).trim_end_matches('0').trim_end_matches('.').to_owned() + "")
+        .draw()?;
+    for (label, stats, color) in series {
+        let points: Vec<(f64, f64)> = stats
+            .distribution
+            .iter()
+            .filter(|(quantile, _)| *quantile < 0.9999)
+            .map(|(quantile, ms)| (1.0 / (1.0 - quantile), *ms))
+            .collect();
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn ms(value: f64) -> String {
+    if value.is_nan() { "–".into() } else { format!("{value:.2}") }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.plots).with_context(|| format!("creating {}", args.plots.display()))?;
+    let plots_rel =
+        args.plots.strip_prefix(args.out.parent().unwrap_or(Path::new(""))).map(Path::to_path_buf).unwrap_or_else(|_| args.plots.clone());
+    let mut md = String::new();
+    let machine = std::fs::read_to_string(args.results.join("machine.txt")).unwrap_or_default();
+    writeln!(md, "# Benchmark results\n")?;
+    writeln!(md, "Regenerate with `bash bench/run.sh` (about 10 minutes). Everything below was measured in one run of it.\n")?;
+    writeln!(md, "## Machine and setup\n\n```\n{}```\n", machine)?;
+    writeln!(
+        md,
+        "The engine is the release build on its embedded redb store with `durability = fsync` (every answer \
+         waits for the fsync of its group commit). The floor is `loyalty-echo`, a tonic server that only \
+         answers, driven by the same driver in the same run with requests and answers of the same encoded \
+         sizes (`loyalty-load --floor`). Driver, engine and floor share the machine's cores. 2,000 customers, \
+         10% of calls on 10 hot ones, 4 HTTP/2 connections, 10 s measured after 2 s of warm-up.\n"
+    )?;
+
+    writeln!(md, "## Closed model: N clients, each sending its next call when the last one answered\n")?;
+    writeln!(md, "| workload | clients | rps | p50 ms | p90 ms | p99 ms | p99.9 ms | floor rps | floor p99 ms | rps / floor | errors |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let mut peaks = Vec::new();
+    for (stem, title, rpc) in WORKLOADS {
+        let mut peak: f64 = 0.0;
+        for clients in CLIENTS {
+            let engine = load(&args.results, &format!("{stem}-c{clients}"), rpc);
+            let floor = load(&args.results, &format!("floor-{stem}-c{clients}"), rpc);
+            if let Some(engine) = &engine {
+                peak = peak.max(engine.rps);
+                let (floor_rps, floor_p99, ratio) = match &floor {
+                    Some(floor) => (format!("{:.0}", floor.rps), ms(floor.p99), format!("{:.0}%", 100.0 * engine.rps / floor.rps)),
+                    None => ("–".into(), "–".into(), "–".into()),
+                };
+                writeln!(
+                    md,
+                    "| {title} | {clients} | {:.0} | {} | {} | {} | {} | {floor_rps} | {floor_p99} | {ratio} | {} |",
+                    engine.rps,
+                    ms(engine.p50),
+                    ms(engine.p90),
+                    ms(engine.p99),
+                    ms(engine.p999),
+                    engine.errors
+                )?;
+            }
+            if *clients == 16
+                && let (Some(engine), Some(floor)) = (&engine, &floor)
+            {
+                let file = args.plots.join(format!("{stem}-c16.svg"));
+                plot(
+                    &file,
+                    &format!("{title}, 16 clients: latency by percentile"),
+                    &[("engine", engine, RED), ("echo floor", floor, BLUE)],
+                )?;
+            }
+        }
+        peaks.push((*stem, *title, *rpc, peak));
+    }
+
+    writeln!(md, "\n## Open model: a fixed rate of half the closed-model peak\n")?;
+    writeln!(md, "Latency counts from each call's intended start, so stalls cannot hide (no coordinated omission).\n")?;
+    writeln!(md, "| workload | rate /s | achieved rps | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms at the same rate | errors |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for (stem, title, rpc, peak) in &peaks {
+        if let Some(engine) = load(&args.results, &format!("{stem}-open"), rpc) {
+            let floor = load(&args.results, &format!("floor-{stem}-open"), rpc);
+            writeln!(
+                md,
+                "| {title} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                peak / 2.0,
+                engine.rps,
+                ms(engine.p50),
+                ms(engine.p90),
+                ms(engine.p99),
+                ms(engine.p999),
+                floor.as_ref().map_or("–".into(), |floor| ms(floor.p99)),
+                engine.errors
+            )?;
+        }
+    }
+
+    writeln!(md, "\n## Targets (16 clients, durable store)\n")?;
+    writeln!(md, "| target | measured | verdict |\n|---|---|---|")?;
+    let ratio_at_16 = |stem: &str, rpc: &str| -> Option<(f64, f64)> {
+        let engine = load(&args.results, &format!("{stem}-c16"), rpc)?;
+        let floor = load(&args.results, &format!("floor-{stem}-c16"), rpc)?;
+        Some((engine.rps / floor.rps, engine.p99))
+    };
+    for (stem, rpc, goal, label) in [
+        ("accrue", "Accrue", 0.70, "Accrue ≥ 70% of the floor's rps"),
+        ("authorize", "Authorize", 0.85, "Authorize ≥ 85% of the floor's rps"),
+    ] {
+        if let Some((ratio, _)) = ratio_at_16(stem, rpc) {
+            writeln!(md, "| {label} | {:.0}% | {} |", 100.0 * ratio, if ratio >= goal { "met" } else { "**missed**" })?;
+        }
+    }
+    for (stem, _, rpc) in WORKLOADS.iter().filter(|(stem, _, _)| *stem != "checkout") {
+        if let Some((_, p99)) = ratio_at_16(stem, rpc) {
+            writeln!(md, "| {rpc} p99 ≤ 5 ms | {p99:.2} ms | {} |", if p99 <= 5.0 { "met" } else { "**missed**" })?;
+        }
+    }
+    let errors: u64 = std::fs::read_dir(&args.results)?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json") && entry.file_name() != "pg.json")
+        .filter_map(|entry| read_json(&entry.path()))
+        .filter_map(|run| run.get("codes").and_then(Value::as_object).cloned())
+        .map(|codes| codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count.as_u64().unwrap_or(0)).sum::<u64>())
+        .sum();
+    writeln!(md, "| no errors | {errors} failed calls in the whole run | {} |", if errors == 0 { "met" } else { "**missed**" })?;
+
+    writeln!(md, "\n## Latency by percentile, 16 clients\n")?;
+    for (stem, title, _) in WORKLOADS {
+        if args.plots.join(format!("{stem}-c16.svg")).exists() {
+            writeln!(md, "![{title}]({}/{stem}-c16.svg)\n", plots_rel.display())?;
+        }
+    }
+
+    if let Some(pg) = read_json(&args.results.join("pg.json")) {
+        writeln!(md, "## Against PostgreSQL\n")?;
+        writeln!(
+            md,
+            "The same accrue and redeem transactions (idempotency row, balance update, ledger row; fsync and \
+             synchronous commit on) on PostgreSQL {} driven by pgbench on loopback (`bench/pg/`). pgbench \
+             is a C client without gRPC, so transport costs favour PostgreSQL.\n",
+            pg.get("postgres_version").and_then(Value::as_str).unwrap_or("?")
+        )?;
+        writeln!(
+            md,
+            "| transaction | clients | PostgreSQL tps | PostgreSQL p99 ms | engine rps | engine / PostgreSQL |\n|---|---:|---:|---:|---:|---:|"
+        )?;
+        for (stem, rpc) in [("accrue", "Accrue"), ("redeem", "Redeem")] {
+            for clients in CLIENTS {
+                let Some(numbers) =
+                    pg.get("workloads").and_then(|workloads| workloads.get(stem)).and_then(|by| by.get(clients.to_string()))
+                else {
+                    continue;
+                };
+                let tps = numbers.get("tps").and_then(Value::as_f64).unwrap_or(f64::NAN);
+                let p99 = numbers.get("p99_us").and_then(Value::as_f64).unwrap_or(f64::NAN) / 1000.0;
+                let engine = load(&args.results, &format!("{stem}-c{clients}"), rpc);
+                let (engine_rps, ratio) = match engine {
+                    Some(engine) => (format!("{:.0}", engine.rps), format!("{:.2}×", engine.rps / tps)),
+                    None => ("–".into(), "–".into()),
+                };
+                writeln!(md, "| {stem} | {clients} | {tps:.0} | {} | {engine_rps} | {ratio} |", ms(p99))?;
+            }
+        }
+        writeln!(md)?;
+    }
+
+    writeln!(md, "## Criterion: hot paths in isolation\n")?;
+    writeln!(md, "`cargo bench -p loyalty-bench --bench hot_paths` (mean, 95% interval).\n")?;
+    writeln!(md, "| benchmark | mean | interval |\n|---|---:|---:|")?;
+    let mut benches: Vec<(String, f64, f64, f64)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&args.criterion) {
+        for entry in entries.filter_map(|entry| entry.ok()) {
+            let base = entry.path();
+            let (Some(estimates), Some(meta)) = (read_json(&base.join("new/estimates.json")), read_json(&base.join("new/benchmark.json")))
+            else {
+                continue;
+            };
+            let mean = &estimates["mean"];
+            let name = meta.get("full_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let point = mean["point_estimate"].as_f64().unwrap_or(f64::NAN);
+            let low = mean["confidence_interval"]["lower_bound"].as_f64().unwrap_or(f64::NAN);
+            let high = mean["confidence_interval"]["upper_bound"].as_f64().unwrap_or(f64::NAN);
+            benches.push((name, point, low, high));
+        }
+    }
+    benches.sort_by(|a, b| a.0.cmp(&b.0));
+    let human = |ns: f64| {
+        if ns >= 1e6 {
+            format!("{:.2} ms", ns / 1e6)
+        } else if ns >= 1e3 {
+            format!("{:.2} µs", ns / 1e3)
+        } else {
+            format!("{ns:.0} ns")
+        }
+    };
+    for (name, point, low, high) in &benches {
+        writeln!(md, "| {name} | {} | {} – {} |", human(*point), human(*low), human(*high))?;
+    }
+
+    let rss = std::fs::read_to_string(args.results.join("rss.txt")).unwrap_or_default();
+    writeln!(md, "\n## Memory\n\nPeak resident set size of the engine over the whole run: {}.", rss.trim())?;
+    std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} and plots in {}", args.out.display(), args.plots.display());
+    Ok(())
+}
