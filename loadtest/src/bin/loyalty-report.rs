@@ -125,15 +125,16 @@ fn main() -> anyhow::Result<()> {
     let mut md = String::new();
     let machine = std::fs::read_to_string(args.results.join("machine.txt")).unwrap_or_default();
     writeln!(md, "# Benchmark results\n")?;
-    writeln!(md, "Regenerate with `bash bench/run.sh` (about 10 minutes). Everything below was measured in one run of it.\n")?;
+    writeln!(md, "Regenerate with `bash bench/run.sh` (about 15 minutes). Everything below was measured in one run of it.\n")?;
     writeln!(md, "## Machine and setup\n\n```\n{}```\n", machine)?;
     writeln!(
         md,
         "The engine is the release build on its embedded redb store with `durability = fsync` (every answer \
          waits for the fsync of its group commit). The floor is `loyalty-echo`, a tonic server that only \
          answers, driven by the same driver in the same run with requests and answers of the same encoded \
-         sizes (`loyalty-load --floor`). Driver, engine and floor share the machine's cores. 2,000 customers, \
-         10% of calls on 10 hot ones, 4 HTTP/2 connections, 10 s measured after 2 s of warm-up.\n"
+         sizes (`loyalty-load --floor`). Driver, engine and floor share the machine's cores. Customers, \
+         measured seconds and warm-up are in the `run` line above; 10% of calls go to 10 hot customers; \
+         4 HTTP/2 connections.\n"
     )?;
 
     writeln!(md, "## Closed model: N clients, each sending its next call when the last one answered\n")?;
@@ -210,7 +211,7 @@ fn main() -> anyhow::Result<()> {
         ("authorize", "Authorize", 0.85, "Authorize ≥ 85% of the floor's rps"),
     ] {
         if let Some((ratio, _)) = ratio_at_16(stem, rpc) {
-            writeln!(md, "| {label} | {:.0}% | {} |", 100.0 * ratio, if ratio >= goal { "met" } else { "**missed**" })?;
+            writeln!(md, "| {label} | {:.1}% | {} |", 100.0 * ratio, if ratio >= goal { "met" } else { "**missed**" })?;
         }
     }
     for (stem, _, rpc) in WORKLOADS.iter().filter(|(stem, _, _)| *stem != "checkout") {
