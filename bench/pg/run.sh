@@ -111,7 +111,7 @@ export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
 psql_q() { "$psql_bin" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 pg_version="$(psql_q -At -c 'SHOW server_version')"
-settings_json="$(psql_q -At -c "SELECT json_object_agg(name, setting ORDER BY name) FROM pg_settings
+settings_json="$(psql_q -At -c "SELECT json_object_agg(name, current_setting(name) ORDER BY name) FROM pg_settings
     WHERE name IN ('fsync','synchronous_commit','wal_sync_method','full_page_writes','commit_delay',
                    'shared_buffers','max_connections','wal_level','max_wal_size','checkpoint_timeout')")"
 log "settings: $settings_json"
