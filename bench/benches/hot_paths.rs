@@ -9,7 +9,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use loyalty_core::Origin;
 use loyalty_core::account::AccountState;
 use loyalty_core::basket::{BasketLimits, BasketLine};
-use loyalty_core::earn::FlatCashback;
+use loyalty_core::earn::{EarnEvaluator, EarnInput, FlatCashback};
 use loyalty_core::fingerprint::fingerprint;
 use loyalty_core::ops::{self, AccrueCmd, Checkout};
 use loyalty_core::program::ProgramPolicy;
@@ -63,6 +63,14 @@ fn domain(c: &mut Criterion) {
                 let outcome = ops::accrue(&checkout, &mut txn, &mut receipt, &cmd).expect("accrue");
                 (outcome, txn.finish().expect("invariants"))
             })
+        });
+    }
+    let account = account_with_buckets(&program, 1);
+    for lines in [1u32, 20, 200] {
+        let lines = basket(lines);
+        let bases: Vec<Decimal> = lines.iter().map(|line| line.line_total).collect();
+        c.bench_function(&format!("rule_evaluation/flat_cashback_{}_lines", lines.len()), |b| {
+            b.iter(|| earn.evaluate(&EarnInput { program: &program, account: &account, lines: &lines, bases: &bases, at: now }))
         });
     }
     let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(20) };
@@ -158,5 +166,46 @@ fn group_commit(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, domain, proto, group_commit);
+/// The idempotency check of a replayed call: read the receipt from the store and find its answer.
+fn idempotency_lookup(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = EmbeddedStore::open(EmbeddedConfig::in_dir(dir.path())).expect("open store");
+    let program = ProgramPolicy::with_defaults("p");
+    let earn = FlatCashback::new(Decimal::ONE);
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &program, earn: &earn, limits: &limits };
+    let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("time");
+    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(3) };
+    let print = fingerprint(OpKind::Accrue, &(&Origin::default(), &cmd));
+    let account = AccountState::new("acc".into(), true, now);
+    let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
+    let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());
+    let outcome = ops::accrue(&checkout, &mut txn, &mut receipt, &cmd).expect("accrue");
+    receipt.calls.push(loyalty_core::receipt::CallRecord {
+        op: OpKind::Accrue,
+        key: String::new(),
+        fingerprint: print,
+        response: loyalty_core::outcome::StoredResponse::Accrue(outcome),
+    });
+    let (state, ledger) = txn.finish().expect("invariants");
+    let commit = Commit {
+        program_id: "p".into(),
+        account: AccountWrite { expected_version: 0, state },
+        ledger,
+        receipt: Some(ReceiptWrite { expected_version: 0, state: receipt }),
+        identity_claims: Vec::new(),
+        request: None,
+    };
+    runtime.block_on(store.commit(commit)).expect("commit");
+    c.bench_function("idempotency/receipt_lookup_and_replay_check", |b| {
+        b.iter(|| {
+            let stored = runtime.block_on(store.receipt("p", "R")).expect("read").expect("receipt");
+            stored.value.call(OpKind::Accrue, "").is_some_and(|call| call.fingerprint == print)
+        })
+    });
+    runtime.block_on(store.shutdown());
+}
+
+criterion_group!(benches, domain, proto, group_commit, idempotency_lookup);
 criterion_main!(benches);

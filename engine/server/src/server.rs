@@ -49,19 +49,21 @@ pub async fn serve(
             }
         })
     };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1();
+    // Both reflection versions: grpcurl and current ghz speak v1, older ghz builds only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let api = LoyaltyServiceServer::new(LoyaltyApi::new(engine, limits.clone()))
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder();
     let router = builder.add_service(health).add_service(api);
-    let router = match reflection {
-        Ok(reflection) => router.add_service(reflection),
-        Err(error) => {
+    let router = match (reflection().build_v1(), reflection().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => router.add_service(v1).add_service(v1alpha),
+        (Err(error), _) | (_, Err(error)) => {
             tracing::warn!(%error, "server reflection unavailable");
             router
         }

@@ -93,7 +93,7 @@ fn plot(path: &Path, title: &str, series: &[(&str, &Stats, RGBColor)]) -> anyhow
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (ms)")
-        .x_label_formatter(&|x| format!("{:.4}%", 100.0 * (1.0 - 1.0 / x)).trim_end_matches('0').trim_end_matches('.').to_owned() + "")
+        .x_label_formatter(&|x| format!("{:.4}", 100.0 * (1.0 - 1.0 / x)).trim_end_matches('0').trim_end_matches('.').to_owned() + "%")
         .draw()?;
     for (label, stats, color) in series {
         let points: Vec<(f64, f64)> = stats
@@ -227,6 +227,11 @@ fn main() -> anyhow::Result<()> {
         .map(|codes| codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count.as_u64().unwrap_or(0)).sum::<u64>())
         .sum();
     writeln!(md, "| no errors | {errors} failed calls in the whole run | {} |", if errors == 0 { "met" } else { "**missed**" })?;
+
+    // The analysis of the last profile (written by hand, kept beside the script) follows the targets.
+    if let Ok(analysis) = std::fs::read_to_string(args.out.with_file_name("analysis.md")) {
+        writeln!(md, "\n{}", analysis.trim_end())?;
+    }
 
     writeln!(md, "\n## Latency by percentile, 16 clients\n")?;
     for (stem, title, _) in WORKLOADS {
