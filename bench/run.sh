@@ -24,7 +24,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_listening() { for _ in $(seq 1 200); do grep -q "listening on" "$1" && return 0; sleep 0.05; done; echo "no start: $1" >&2; cat "$1" >&2; return 1; }
+# Waits for a server's "listening on" line; fails if it exits or never gets there.
+wait_listening() {
+  for _ in $(seq 1 200); do
+    grep -q "listening on" "$2" && return 0
+    kill -0 "$1" 2>/dev/null || { echo "server $1 exited:" >&2; cat "$2" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "server $1 did not start:" >&2; cat "$2" >&2; return 1
+}
 
 printf '[[programs]]\nid = "demo"\npending = "none"\n' > "$work/engine.toml"
 $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" --listen 127.0.0.1:50700 \
@@ -32,8 +40,8 @@ $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" --liste
 engine=$!
 $bin/loyalty-echo --listen 127.0.0.1:50701 > "$work/echo.out" 2>&1 &
 echo_server=$!
-wait_listening "$work/engine.out"
-wait_listening "$work/echo.out"
+wait_listening "$engine" "$work/engine.out"
+wait_listening "$echo_server" "$work/echo.out"
 
 {
   echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
