@@ -8,7 +8,7 @@ use chrono::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountState, BalanceView, Hold};
+use crate::account::{AccountState, Hold};
 use crate::allocate::allocate;
 use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
 use crate::earn::{Earn, EarnEvaluator, EarnInput};
@@ -416,9 +416,4 @@ pub fn reverse(_ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState
         debt_created,
         balance: txn.account().balance_at(txn.now()),
     })
-}
-
-/// The balance view used in every answer.
-pub fn balance_of(account: &AccountState, now: chrono::DateTime<chrono::Utc>) -> BalanceView {
-    account.balance_at(now)
 }

@@ -66,17 +66,8 @@ impl<'p> Txn<'p> {
         &self.tx_id
     }
 
-    pub fn program(&self) -> &ProgramPolicy {
-        self.program
-    }
-
     pub fn account(&self) -> &AccountState {
         &self.account
-    }
-
-    /// For changes that do not touch points (registration, profile, identifiers).
-    pub fn account_mut(&mut self) -> &mut AccountState {
-        &mut self.account
     }
 
     /// Drops expired holds and records each expired bucket's remaining points in the ledger.

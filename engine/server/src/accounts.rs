@@ -60,12 +60,4 @@ impl AccountSlots {
         });
         metrics::counter!("loyalty_cache_evictions_total").increment(1);
     }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }

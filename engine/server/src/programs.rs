@@ -43,10 +43,6 @@ impl Programs {
         Ok(Programs { by_id })
     }
 
-    pub fn insert(&mut self, program: Program) {
-        self.by_id.insert(program.policy.program_id.clone(), Arc::new(program));
-    }
-
     pub fn get(&self, program_id: &str) -> Option<Arc<Program>> {
         self.by_id.get(program_id).cloned()
     }
