@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("loyalty_descriptor.bin")).compile_with_config(
         config,
-        &[PathBuf::from("loyalty/v1/loyalty.proto"), PathBuf::from("loyalty/bench/v1/echo.proto")],
+        &[
+            PathBuf::from("loyalty/v1/loyalty.proto"),
+            PathBuf::from("loyalty/admin/v1/admin.proto"),
+            PathBuf::from("loyalty/bench/v1/echo.proto"),
+        ],
         &[PathBuf::from("."), include],
     )?;
     Ok(())

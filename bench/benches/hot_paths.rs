@@ -1,5 +1,5 @@
-//! Hot paths of one checkout call, each measured alone: earn evaluation and ledger apply (the
-//! domain), the idempotency fingerprint, the stored-record codec, proto encoding, and a durable
+//! Hot paths of one checkout call, each measured alone: ledger apply (the domain; rule evaluation
+//! has its own bench, `rules`), the idempotency fingerprint, the stored-record codec, proto encoding, and a durable
 //! group commit of the embedded store.
 
 use std::sync::Arc;
@@ -9,11 +9,11 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use loyalty_core::Origin;
 use loyalty_core::account::AccountState;
 use loyalty_core::basket::{BasketLimits, BasketLine};
-use loyalty_core::earn::{EarnEvaluator, EarnInput, FlatCashback};
 use loyalty_core::fingerprint::fingerprint;
-use loyalty_core::ops::{self, AccrueCmd, Checkout};
+use loyalty_core::ops::{self, AccrueCmd, Checkout, SaleContext};
 use loyalty_core::program::ProgramPolicy;
 use loyalty_core::receipt::{OpKind, ReceiptState};
+use loyalty_core::rules::{compile, flat_cashback};
 use loyalty_core::txn::{Posting, Txn};
 use loyalty_store::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use loyalty_store::{AccountWrite, Commit, ReceiptWrite, Store};
@@ -26,6 +26,7 @@ fn basket(lines: u32) -> Vec<BasketLine> {
             line_no,
             sku: format!("sku-{line_no}"),
             category: "grocery".into(),
+            brand: String::new(),
             quantity: Decimal::from(2),
             unit_price: Decimal::new(45_050, 2),
             line_total: Decimal::new(90_100, 2),
@@ -41,7 +42,7 @@ fn account_with_buckets(program: &ProgramPolicy, days: i64) -> AccountState {
     let mut account = AccountState::new("acc-bench".into(), true, start);
     for day in 0..days {
         let mut txn = Txn::begin(program, &account, start + Duration::days(day), format!("tx{day}"), Origin::default());
-        txn.earn(Decimal::from(10), Posting { receipt_id: Some("r"), refund_id: None }, "seed".into());
+        txn.earn(Decimal::from(10), Posting { receipt_id: Some("r"), refund_id: None }, "seed".into(), Vec::new());
         account = txn.finish().expect("invariants").0;
     }
     account
@@ -49,13 +50,13 @@ fn account_with_buckets(program: &ProgramPolicy, days: i64) -> AccountState {
 
 fn domain(c: &mut Criterion) {
     let program = ProgramPolicy::with_defaults("p");
-    let earn = FlatCashback::new(Decimal::ONE);
+    let rules = compile(&flat_cashback(Decimal::ONE), 1, program.points_scale).expect("flat cashback compiles");
     let limits = BasketLimits::default();
-    let checkout = Checkout { program: &program, earn: &earn, limits: &limits };
+    let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("time");
     for (lines, buckets) in [(3, 1), (20, 100), (200, 100)] {
         let account = account_with_buckets(&program, buckets);
-        let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(lines) };
+        let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(lines), sale: SaleContext::default() };
         c.bench_function(&format!("ledger_apply/accrue_{lines}_lines_{buckets}_buckets"), |b| {
             b.iter(|| {
                 let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
@@ -65,15 +66,7 @@ fn domain(c: &mut Criterion) {
             })
         });
     }
-    let account = account_with_buckets(&program, 1);
-    for lines in [1u32, 20, 200] {
-        let lines = basket(lines);
-        let bases: Vec<Decimal> = lines.iter().map(|line| line.line_total).collect();
-        c.bench_function(&format!("rule_evaluation/flat_cashback_{}_lines", lines.len()), |b| {
-            b.iter(|| earn.evaluate(&EarnInput { program: &program, account: &account, lines: &lines, bases: &bases, at: now }))
-        });
-    }
-    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(20) };
+    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(20), sale: SaleContext::default() };
     c.bench_function("idempotency/fingerprint_accrue_20_lines", |b| b.iter(|| fingerprint(OpKind::Accrue, &(&Origin::default(), &cmd))));
     let account = account_with_buckets(&program, 100);
     c.bench_function("codec/encode_account_100_buckets", |b| {
@@ -103,8 +96,10 @@ fn proto(c: &mut Criterion) {
                 line_total: "901.00".into(),
                 excise: false,
                 promo_price: false,
+                brand: String::new(),
             })
             .collect(),
+        ..Default::default()
     };
     c.bench_function("proto/encode_accrue_20_lines", |b| b.iter(|| request.encode_to_vec()));
     let bytes = request.encode_to_vec();
@@ -131,7 +126,7 @@ fn group_commit(c: &mut Criterion) {
                             counter += 1;
                             let account = AccountState::new(format!("a{counter}"), true, now);
                             let mut txn = Txn::begin(&program, &account, now, format!("tx{counter}"), Origin::default());
-                            txn.earn(Decimal::from(10), Posting { receipt_id: Some("r"), refund_id: None }, "bench".into());
+                            txn.earn(Decimal::from(10), Posting { receipt_id: Some("r"), refund_id: None }, "bench".into(), Vec::new());
                             let (state, ledger) = txn.finish().expect("invariants");
                             let receipt = ReceiptState::new(format!("r{counter}"), state.account_id.clone(), now, Origin::default());
                             Commit {
@@ -141,6 +136,7 @@ fn group_commit(c: &mut Criterion) {
                                 receipt: Some(ReceiptWrite { expected_version: 0, state: receipt }),
                                 identity_claims: Vec::new(),
                                 request: None,
+                                events: Vec::new(),
                             }
                         })
                         .collect::<Vec<_>>()
@@ -172,11 +168,11 @@ fn idempotency_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let store = EmbeddedStore::open(EmbeddedConfig::in_dir(dir.path())).expect("open store");
     let program = ProgramPolicy::with_defaults("p");
-    let earn = FlatCashback::new(Decimal::ONE);
+    let rules = compile(&flat_cashback(Decimal::ONE), 1, program.points_scale).expect("flat cashback compiles");
     let limits = BasketLimits::default();
-    let checkout = Checkout { program: &program, earn: &earn, limits: &limits };
+    let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("time");
-    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(3) };
+    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(3), sale: SaleContext::default() };
     let print = fingerprint(OpKind::Accrue, &(&Origin::default(), &cmd));
     let account = AccountState::new("acc".into(), true, now);
     let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
@@ -196,6 +192,7 @@ fn idempotency_lookup(c: &mut Criterion) {
         receipt: Some(ReceiptWrite { expected_version: 0, state: receipt }),
         identity_claims: Vec::new(),
         request: None,
+        events: Vec::new(),
     };
     runtime.block_on(store.commit(commit)).expect("commit");
     c.bench_function("idempotency/receipt_lookup_and_replay_check", |b| {

@@ -104,6 +104,7 @@ fn basket() -> Vec<pb::BasketLine> {
         line_total: total.into(),
         excise: false,
         promo_price: false,
+        brand: String::new(),
     };
     vec![
         line(1, "milk-1l", "2", "450.00", "900.00"),
@@ -130,6 +131,7 @@ impl Requests<'_> {
             lines: basket(),
             spend_points: spend.into(),
             hold_ttl_seconds: 0,
+            ..Default::default()
         }
     }
 
@@ -141,6 +143,7 @@ impl Requests<'_> {
             receipt_id: self.receipt.into(),
             customer: self.customer.clone(),
             lines: basket(),
+            ..Default::default()
         }
     }
 
@@ -171,8 +174,16 @@ fn typical_response_bytes(rpc: &str) -> u32 {
         balance: "1234".into(),
         currency: "KZT".into(),
     });
-    let lines: Vec<pb::LineEarn> =
-        (1..=3).map(|line_no| pb::LineEarn { line_no, base: "900.00".into(), points: "9".into(), reason: "cashback 1%".into() }).collect();
+    let rule = |points: &str| pb::RulePoints { rule_id: "base".into(), label: "cashback 1%".into(), points: points.into() };
+    let lines: Vec<pb::LineEarn> = (1..=3)
+        .map(|line_no| pb::LineEarn {
+            line_no,
+            base: "900.00".into(),
+            points: "9".into(),
+            reason: "cashback 1%".into(),
+            applied: vec![rule("9")],
+        })
+        .collect();
     let at = Some(prost_types_timestamp());
     let bytes = match rpc {
         "Authorize" => pb::AuthorizeResponse {
@@ -184,6 +195,12 @@ fn typical_response_bytes(rpc: &str) -> u32 {
             balance,
             hold: Some(pb::Hold { hold_id: id.clone(), amount: "5".into(), expires_at: at }),
             transaction_id: id,
+            rules: vec![rule("30")],
+            spend_cap_percent: "100".into(),
+            spend_eligible_amount: "3000.00".into(),
+            spend_explanation: "the customer's 1229 spendable points".into(),
+            tier: "base".into(),
+            program_version: 1,
         }
         .encoded_len(),
         "Redeem" => pb::RedeemResponse { transaction_id: id.clone(), account_id: id, redeemed: "5".into(), released: "0".into(), balance }
@@ -199,6 +216,9 @@ fn typical_response_bytes(rpc: &str) -> u32 {
             expires_at: at,
             balance,
             hold_released: "0".into(),
+            rules: vec![rule("30")],
+            tier: "base".into(),
+            program_version: 1,
         }
         .encoded_len(),
     };
@@ -390,7 +410,9 @@ async fn seed(client: &mut LoyaltyServiceClient<Channel>, args: &Args) -> anyhow
                 line_total: "100000.00".into(),
                 excise: false,
                 promo_price: false,
+                brand: String::new(),
             }],
+            ..Default::default()
         };
         client.accrue(fund).await.context("seeding: fund")?;
     }

@@ -9,7 +9,7 @@ use loyalty_core::account::AccountState;
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::ledger::LedgerEntry;
 use loyalty_core::receipt::{CallRecord, ReceiptState};
-use loyalty_store::{Commit, CommitOutcome, Store, StoreError, Versioned};
+use loyalty_store::{Commit, CommitOutcome, OutboxRecord, Store, StoreError, StoredRules, Versioned};
 use loyalty_tests::*;
 use tokio::sync::RwLock;
 use tonic::Code;
@@ -51,6 +51,21 @@ impl Store for FaultyStore {
             return Err(StoreError::Io("injected write failure".into()));
         }
         self.inner.commit(commit).await
+    }
+    async fn latest_rules(&self, program_id: &str) -> Result<Option<StoredRules>, StoreError> {
+        self.inner.latest_rules(program_id).await
+    }
+    async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<StoredRules>, StoreError> {
+        self.inner.rules_version(program_id, version).await
+    }
+    async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected write failure".into()));
+        }
+        self.inner.put_rules(program_id, rules).await
+    }
+    async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.inner.outbox_page(program_id, after_seq, limit).await
     }
     fn is_writable(&self) -> bool {
         !self.failing.load(Ordering::SeqCst) && self.inner.is_writable()

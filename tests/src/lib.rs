@@ -11,6 +11,7 @@ use loyalty_engine::engine::Engine;
 use loyalty_engine::ids::UuidIds;
 use loyalty_engine::programs::Programs;
 use loyalty_proto::v1 as pb;
+use loyalty_proto::admin::program_admin_client::ProgramAdminClient;
 use loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use loyalty_store::Store;
 use loyalty_store::embedded::{Durability, EmbeddedStore};
@@ -65,6 +66,7 @@ impl TestServer {
         let store = wrap(embedded);
         let clock = Arc::new(ManualClock::new(start_time()));
         let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock.clone(), Arc::new(UuidIds), 100_000));
+        engine.bootstrap_rules().await.expect("rules load");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -76,6 +78,11 @@ impl TestServer {
 
     pub async fn client(&self) -> LoyaltyServiceClient<Channel> {
         connect(self.addr).await
+    }
+
+    pub async fn admin(&self) -> ProgramAdminClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect to engine");
+        ProgramAdminClient::new(channel)
     }
 
     /// Stops the server, drains calls and flushes the store.
@@ -119,6 +126,7 @@ pub fn line(line_no: u32, sku: &str, quantity: &str, unit_price: &str) -> pb::Ba
         line_total: total.to_string(),
         excise: false,
         promo_price: false,
+        brand: String::new(),
     }
 }
 
@@ -152,6 +160,7 @@ pub fn accrue(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec<pb
         receipt_id: receipt_id.into(),
         customer,
         lines,
+        ..Default::default()
     }
 }
 
@@ -165,6 +174,7 @@ pub fn authorize(receipt_id: &str, customer: Option<pb::CustomerRef>, lines: Vec
         lines,
         spend_points: spend.into(),
         hold_ttl_seconds: 0,
+        ..Default::default()
     }
 }
 

@@ -82,6 +82,49 @@ pub struct AccountState {
     pub ledger_seq: u64,
     /// Running sum of every ledger entry: equals the sum of buckets minus debt.
     pub ledger_sum: Decimal,
+    /// Segment tags set by the program ("pensioner", "large_family"); rules may target them.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Paid receipts so far (first-purchase rules) and when the last one was.
+    #[serde(default)]
+    pub purchases: u32,
+    #[serde(default)]
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// Spend by month and the tier floor, from which the tier is computed.
+    #[serde(default)]
+    pub tier_progress: TierProgress,
+    /// What rules with a per-customer budget gave in their current period.
+    #[serde(default)]
+    pub counters: Vec<RuleCounter>,
+}
+
+/// Spend per local calendar month, for tier thresholds over a sliding window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthSpend {
+    /// year * 12 + month index (0 = January), in the program's time zone.
+    pub month: i32,
+    pub amount: Decimal,
+}
+
+/// The state tiers are computed from: a tier never falls below `floor` before `review_due`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierProgress {
+    /// Months inside the window, oldest first.
+    pub months: Vec<MonthSpend>,
+    /// The tier fixed at the last review.
+    pub floor: Option<String>,
+    /// The end of the current review period.
+    pub review_due: Option<DateTime<Utc>>,
+}
+
+/// How much of a rule's per-customer budget the current period has used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCounter {
+    pub rule_id: String,
+    /// The period's key ("2026-11", "2026-W48", "ever").
+    pub period: String,
+    pub points: Decimal,
+    pub uses: u32,
 }
 
 /// An account's balances at one instant.
@@ -113,6 +156,11 @@ impl AccountState {
             next_bucket_id: 1,
             ledger_seq: 0,
             ledger_sum: Decimal::ZERO,
+            tags: Vec::new(),
+            purchases: 0,
+            last_purchase_at: None,
+            tier_progress: TierProgress::default(),
+            counters: Vec::new(),
         }
     }
 

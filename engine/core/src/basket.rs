@@ -12,6 +12,9 @@ pub struct BasketLine {
     pub line_no: u32,
     pub sku: String,
     pub category: String,
+    /// Empty when the till does not send it.
+    #[serde(default)]
+    pub brand: String,
     pub quantity: Decimal,
     pub unit_price: Decimal,
     /// What the line costs after line discounts.
@@ -62,6 +65,9 @@ pub fn validate_basket(lines: &[BasketLine], limits: &BasketLimits, money_scale:
         }
         if line.category.len() > limits.sku_len_max {
             return Err(Rejection::invalid(field("category"), format!("at most {} characters", limits.sku_len_max)));
+        }
+        if line.brand.len() > limits.sku_len_max {
+            return Err(Rejection::invalid(field("brand"), format!("at most {} characters", limits.sku_len_max)));
         }
         if line.quantity <= Decimal::ZERO || line.quantity > limits.quantity_max {
             return Err(Rejection::invalid(field("quantity"), format!("must be above 0 and at most {}", limits.quantity_max)));

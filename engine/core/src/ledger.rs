@@ -18,6 +18,10 @@ pub enum EntryKind {
     ReturnSpent,
     /// Earned points taken back by a reversal or a refund.
     Clawback,
+    /// Points given by an enrolment or event rule (welcome bonus, review bonus).
+    Bonus,
+    /// A manual change by the program's staff, always with a reason; either sign.
+    Adjustment,
 }
 
 /// One change to an account's balance.
@@ -42,4 +46,10 @@ pub struct LedgerEntry {
     /// For earn entries: the bucket's pending end and expiry.
     pub available_from: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The rules that gave the points (earn and bonus entries), so support can say why.
+    #[serde(default)]
+    pub rule_ids: Vec<String>,
+    /// The program version that was evaluated (earn and bonus entries).
+    #[serde(default)]
+    pub program_version: Option<u64>,
 }

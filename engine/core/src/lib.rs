@@ -12,13 +12,14 @@
 //! - [`receipt::ReceiptState`]: what one receipt did (hold, spend, accrual, refunds) and the first
 //!   responses of the calls made on it, for idempotent replays.
 //! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, enrol).
-//! - [`earn::EarnEvaluator`]: the replaceable earning rule; [`earn::FlatCashback`] is the default.
+//! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
+//!   evaluated in memory with an explanation per line.
 //! - [`rejection::Rejection`]: every reason an operation refuses, with a stable code.
 
 pub mod account;
 pub mod allocate;
 pub mod basket;
-pub mod earn;
+pub mod events;
 pub mod fingerprint;
 pub mod identity;
 pub mod ledger;
@@ -27,6 +28,7 @@ pub mod outcome;
 pub mod program;
 pub mod receipt;
 pub mod rejection;
+pub mod rules;
 pub mod txn;
 
 pub use rust_decimal::Decimal;

@@ -4,26 +4,39 @@
 //! till gets. On a rejection the caller drops both copies, so nothing half-written remains. The
 //! engine around them handles identity, locking, idempotency and persistence.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::Origin;
 use crate::account::{AccountState, Hold};
 use crate::allocate::allocate;
 use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
-use crate::earn::{Earn, EarnEvaluator, EarnInput};
-use crate::outcome::{AccrueOutcome, AuthorizeOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, SpendLimit};
+use crate::ledger::EntryKind;
+use crate::outcome::{
+    AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SpendLimit, SpendQuote,
+};
 use crate::program::ProgramPolicy;
 use crate::receipt::{Accrual, ClosedLine, HoldStatus, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
 use crate::rejection::Rejection;
+use crate::rules::evaluate::{Earn, PurchaseContext, evaluate_awards, evaluate_purchase};
+use crate::rules::{CompiledRules, budgets, spending, tiers};
 use crate::txn::{Posting, Txn};
 
-/// What every operation needs from the program.
+/// What every operation needs from the program: its policy and one version of its rules.
 #[derive(Clone, Copy, Debug)]
 pub struct Checkout<'a> {
     pub program: &'a ProgramPolicy,
-    pub earn: &'a dyn EarnEvaluator,
+    pub rules: &'a CompiledRules,
     pub limits: &'a BasketLimits,
+}
+
+/// Where and how the till sells: conditions of some rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleContext {
+    /// "pos" when the till does not say.
+    pub channel: String,
+    pub coupons: Vec<String>,
 }
 
 /// Quote a basket and, when `spend` is above zero, hold that many points.
@@ -34,6 +47,7 @@ pub struct AuthorizeCmd {
     pub spend: Decimal,
     /// Zero means the program's default.
     pub hold_ttl_seconds: u32,
+    pub sale: SaleContext,
 }
 
 /// Spend points on a receipt, capturing its hold or directly on `lines`.
@@ -50,6 +64,15 @@ pub struct RedeemCmd {
 pub struct AccrueCmd {
     pub receipt_id: String,
     pub lines: Vec<BasketLine>,
+    pub sale: SaleContext,
+}
+
+/// An event bonus (a rule pays for a named event) or a manual adjustment (staff give or take
+/// points, with a reason).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BonusCmd {
+    Event { event: String },
+    Manual { points: Decimal, reason: String },
 }
 
 /// Cancel a receipt entirely.
@@ -96,28 +119,41 @@ fn ensure_points_scale(program: &ProgramPolicy, field: &str, points: Decimal) ->
     Ok(())
 }
 
-/// The most points a receipt of `total` may spend, given what the account can put up.
-fn spend_limit(program: &ProgramPolicy, account: &AccountState, total: Decimal, puttable: Decimal) -> (Decimal, SpendLimit) {
-    if !account.registered {
-        return (Decimal::ZERO, SpendLimit::NotRegistered);
-    }
-    let cap = program.floor_points(total * program.redeem_cap_percent / Decimal::ONE_HUNDRED);
-    let puttable = program.floor_points(puttable);
-    if puttable < cap { (puttable, SpendLimit::Balance) } else { (cap, SpendLimit::ReceiptCap) }
+/// The most points a basket may spend given `puttable` points the account can put up.
+fn spend_quote(ck: &Checkout<'_>, account: &AccountState, lines: &[BasketLine], now: DateTime<Utc>, puttable: Decimal) -> SpendQuote {
+    let quote = spending::spend_quote(ck.rules, ck.program, account, lines, now, puttable);
+    assert!(quote.max >= Decimal::ZERO, "negative spend cap {}", quote.max);
+    quote
 }
 
-fn check_spend(limit: (Decimal, SpendLimit), requested: Decimal, spendable: Decimal) -> Result<(), Rejection> {
-    match limit.1 {
-        _ if requested <= limit.0 => Ok(()),
+fn check_spend(quote: &SpendQuote, requested: Decimal, spendable: Decimal, minimum: Decimal) -> Result<(), Rejection> {
+    match quote.limit {
+        _ if requested <= quote.max => Ok(()),
         SpendLimit::NotRegistered => Err(Rejection::CardNotRegistered),
-        SpendLimit::ReceiptCap => Err(Rejection::ExceedsReceiptCap { requested, cap: limit.0 }),
+        SpendLimit::MinimumBalance => Err(Rejection::BelowMinimumBalance { minimum, spendable }),
+        SpendLimit::ReceiptCap => Err(Rejection::ExceedsReceiptCap { requested, cap: quote.max }),
         SpendLimit::Balance => Err(Rejection::InsufficientPoints { requested, spendable }),
     }
 }
 
-fn evaluate(ck: &Checkout<'_>, account: &AccountState, lines: &[BasketLine], bases: &[Decimal], at: chrono::DateTime<chrono::Utc>) -> Earn {
-    let earn = ck.earn.evaluate(&EarnInput { program: ck.program, account, lines, bases, at });
+/// What a basket earns under the checkout's rules; never a negative amount.
+fn evaluate(ck: &Checkout<'_>, account: &AccountState, lines: &[BasketLine], bases: &[Decimal], at: DateTime<Utc>, origin: &Origin, sale: &SaleContext) -> Earn {
+    let earn = evaluate_purchase(
+        ck.rules,
+        &PurchaseContext {
+            program: ck.program,
+            account,
+            lines,
+            bases,
+            at,
+            store_id: &origin.store_id,
+            till_id: &origin.till_id,
+            channel: &sale.channel,
+            coupons: &sale.coupons,
+        },
+    );
     assert!(earn.total >= Decimal::ZERO && earn.lines.iter().all(|line| line.points >= Decimal::ZERO), "negative earn");
+    assert_eq!(earn.total, earn.lines.iter().map(|line| line.points).sum::<Decimal>(), "lines do not add up to the earn");
     earn
 }
 
@@ -130,23 +166,20 @@ fn hold_ttl(program: &ProgramPolicy, requested: u32) -> Result<Duration, Rejecti
 }
 
 /// Authorize without spending: a quote, no side effects.
-pub fn quote(
-    ck: &Checkout<'_>,
-    account: &AccountState,
-    cmd: &AuthorizeCmd,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<AuthorizeOutcome, Rejection> {
+pub fn quote(ck: &Checkout<'_>, account: &AccountState, cmd: &AuthorizeCmd, now: DateTime<Utc>, origin: &Origin) -> Result<AuthorizeOutcome, Rejection> {
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
     let ttl = hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     let bases: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
-    let earn = evaluate(ck, account, &cmd.lines, &bases, now);
-    let limit = spend_limit(ck.program, account, basket_total(&cmd.lines), account.holdable_at(now, now + ttl));
+    let earn = evaluate(ck, account, &cmd.lines, &bases, now, origin, &cmd.sale);
+    let spend = spend_quote(ck, account, &cmd.lines, now, account.holdable_at(now, now + ttl));
     Ok(AuthorizeOutcome {
         account_id: account.account_id.clone(),
         lines: earn.lines,
         earn_total: earn.total,
-        max_spend: limit.0,
-        max_spend_limit: limit.1,
+        rules: earn.rules,
+        spend,
+        tier: earn.tier,
+        program_version: earn.program_version,
         balance: account.balance_at(now),
         hold: None,
         tx_id: None,
@@ -168,9 +201,9 @@ pub fn authorize(
         return Err(Rejection::IdempotencyConflict { kind: "receipt", key: receipt.receipt_id.clone() });
     }
     let now = txn.now();
-    let mut outcome = quote(ck, txn.account(), cmd, now)?;
+    let mut outcome = quote(ck, txn.account(), cmd, now, &txn.origin().clone())?;
     let expires_at = now + hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
-    check_spend((outcome.max_spend, outcome.max_spend_limit), cmd.spend, outcome.balance.spendable)?;
+    check_spend(&outcome.spend, cmd.spend, outcome.balance.spendable, ck.rules.source().spending.min_balance_to_spend)?;
     txn.place_hold(Hold { hold_id: hold_id.clone(), receipt_id: cmd.receipt_id.clone(), amount: cmd.spend, expires_at });
     receipt.hold = Some(ReceiptHold { hold_id: hold_id.clone(), amount: cmd.spend, expires_at, status: HoldStatus::Active });
     outcome.hold = Some(HoldView { hold_id, amount: cmd.spend, expires_at });
@@ -226,8 +259,8 @@ pub fn redeem(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             }
             validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
             let spendable = txn.account().balance_at(now).spendable;
-            let limit = spend_limit(ck.program, txn.account(), basket_total(&cmd.lines), spendable);
-            check_spend(limit, cmd.points, spendable)?;
+            let quote = spend_quote(ck, txn.account(), &cmd.lines, now, spendable);
+            check_spend(&quote, cmd.points, spendable, ck.rules.source().spending.min_balance_to_spend)?;
             txn.spend(cmd.points, receipt_posting(receipt), reason)?
         }
     };
@@ -263,10 +296,25 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let totals: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
     let shares = allocate(receipt.spent, &totals, ck.program.share_scale());
     let bases: Vec<Decimal> = totals.iter().zip(&shares).map(|(total, share)| *total - *share).collect();
-    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, now);
+    let origin = txn.origin().clone();
+    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, now, &origin, &cmd.sale);
     let earning_lines = earn.lines.iter().filter(|line| line.points > Decimal::ZERO).count();
-    let reason = format!("earned on receipt {}: {} of {} lines", receipt.receipt_id, earning_lines, cmd.lines.len());
-    let terms = txn.earn(earn.total, receipt_posting(receipt), reason);
+    let rule_list = earn.rules.iter().map(|rule| format!("{} {}", rule.label, rule.points.normalize())).collect::<Vec<_>>().join(", ");
+    let reason = format!("earned on receipt {}: {} of {} lines ({rule_list})", receipt.receipt_id, earning_lines, cmd.lines.len());
+    let rule_ids = earn.rules.iter().map(|rule| rule.rule_id.clone()).collect();
+    txn.set_program_version(earn.program_version);
+    let terms = txn.earn(earn.total, receipt_posting(receipt), reason, rule_ids);
+    let local_day = now.with_timezone(&ck.program.time_zone).date_naive();
+    let tier_month = tiers::month_index(local_day);
+    let account = txn.account_mut();
+    let budget_charges = budgets::charge(ck.rules, account, &earn.rules, local_day);
+    account.purchases = account.purchases.saturating_add(1);
+    account.last_purchase_at = Some(now);
+    let change = tiers::record_spend(ck.rules, account, Some(tier_month), total, now, ck.program.time_zone);
+    let tier = account.tier.clone();
+    if let Some(change) = change {
+        txn.tier_changed(change);
+    }
     receipt.accrual = Some(Accrual {
         tx_id: txn.tx_id().to_owned(),
         lines: cmd
@@ -279,17 +327,24 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
                 line_total: line.line_total,
                 points: earned.points,
                 returned: Decimal::ZERO,
+                applied: earned.applied.clone(),
             })
             .collect(),
         total,
         earned: earn.total,
         bucket_id: terms.map(|terms| terms.id),
+        program_version: earn.program_version,
+        budget_charges,
+        tier_month: Some(tier_month),
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),
         account_id: txn.account().account_id.clone(),
         lines: earn.lines,
         earned: earn.total,
+        rules: earn.rules,
+        tier,
+        program_version: earn.program_version,
         paid_amount: total - receipt.spent,
         points_spent: receipt.spent,
         available_from: terms.map(|terms| terms.available_from),
@@ -297,6 +352,26 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         balance: txn.account().balance_at(now),
         hold_released,
     })
+}
+
+/// Per budget a receipt charged: the points of that rule its refunds have taken back so far.
+fn rule_points_returned(program: &ProgramPolicy, accrual: &Accrual, rule_id: &str) -> Decimal {
+    accrual
+        .lines
+        .iter()
+        .flat_map(|line| line.applied.iter().filter(|applied| applied.rule_id == rule_id).map(move |applied| (line, applied.points)))
+        .map(|(line, points)| if line.returned == line.quantity { points } else { program.floor_points(points * line.returned / line.quantity) })
+        .sum()
+}
+
+/// Gives back the budgets a receipt charged, in proportion to what its refunds returned
+/// (`before` is the accrual before this refund, `after` with it).
+fn give_back_budgets(program: &ProgramPolicy, account: &mut AccountState, before: &Accrual, after: &Accrual, reversed: bool) {
+    for charge in &after.budget_charges {
+        let returned_before = rule_points_returned(program, before, &charge.rule_id);
+        let returned_after = if reversed { charge.points } else { rule_points_returned(program, after, &charge.rule_id) };
+        budgets::give_back(account, charge, returned_after - returned_before, returned_after >= charge.points);
+    }
 }
 
 /// Cumulative amounts returned by refunds, derived from the returned quantities so that repeated
@@ -369,6 +444,14 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let reason = if cmd.reason.is_empty() { format!("refund {} of receipt {}", cmd.refund_id, cmd.receipt_id) } else { cmd.reason.clone() };
     txn.return_spent(&receipt.spent_slices, receipt.spent_returned, spent_back, posting, reason.clone());
     let debt_created = txn.clawback(clawback, posting, accrual.bucket_id, reason)?;
+    if let Some(before) = &receipt.accrual {
+        let now = txn.now();
+        let account = txn.account_mut();
+        give_back_budgets(ck.program, account, before, &accrual, false);
+        if let Some(change) = tiers::record_spend(ck.rules, account, accrual.tier_month, -refunded_amount, now, ck.program.time_zone) {
+            txn.tier_changed(change);
+        }
+    }
     receipt.accrual = Some(accrual);
     receipt.earn_clawed += clawback;
     receipt.spent_returned += spent_back;
@@ -387,7 +470,7 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
 
 /// Cancels a receipt: releases its hold, gives back what it spent and claws back what it earned,
 /// less whatever refunds already settled.
-pub fn reverse(_ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, cmd: &ReverseCmd) -> Result<ReverseOutcome, Rejection> {
+pub fn reverse(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, cmd: &ReverseCmd) -> Result<ReverseOutcome, Rejection> {
     if receipt.reversed {
         return Err(Rejection::ReceiptReversed { receipt_id: receipt.receipt_id.clone() });
     }
@@ -404,6 +487,15 @@ pub fn reverse(_ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState
     let clawback = earned - receipt.earn_clawed;
     let own_bucket = receipt.accrual.as_ref().and_then(|accrual| accrual.bucket_id);
     let debt_created = txn.clawback(clawback, posting, own_bucket, reason)?;
+    if let Some(accrual) = &receipt.accrual {
+        let now = txn.now();
+        let account = txn.account_mut();
+        give_back_budgets(ck.program, account, accrual, accrual, true);
+        let unreturned = accrual.total - receipt.money_returned;
+        if let Some(change) = tiers::record_spend(ck.rules, account, accrual.tier_month, -unreturned, now, ck.program.time_zone) {
+            txn.tier_changed(change);
+        }
+    }
     receipt.spent_returned += spent_back;
     receipt.earn_clawed += clawback;
     receipt.reversed = true;
@@ -414,6 +506,57 @@ pub fn reverse(_ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState
         spent_returned: spent_back,
         hold_released,
         debt_created,
+        balance: txn.account().balance_at(txn.now()),
+    })
+}
+
+/// Credits the welcome bonuses of enrolment rules to a new (or newly registered) account.
+pub fn enrollment_bonuses(ck: &Checkout<'_>, txn: &mut Txn<'_>) -> Vec<RulePoints> {
+    let awards = evaluate_awards(ck.rules, &ck.rules.enrollment, ck.program, txn.account(), txn.now(), &txn.origin().store_id);
+    credit_awards(ck, txn, &awards, "welcome bonus");
+    awards
+}
+
+fn credit_awards(ck: &Checkout<'_>, txn: &mut Txn<'_>, awards: &[RulePoints], what: &str) {
+    txn.set_program_version(ck.rules.version());
+    let posting = Posting { receipt_id: None, refund_id: None };
+    for award in awards {
+        txn.bonus(EntryKind::Bonus, award.points, posting, format!("{what}: {}", award.label), vec![award.rule_id.clone()]);
+    }
+    let local_day = txn.now().with_timezone(&ck.program.time_zone).date_naive();
+    budgets::charge(ck.rules, txn.account_mut(), awards, local_day);
+}
+
+/// An event bonus or a manual adjustment.
+pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<BonusOutcome, Rejection> {
+    let (points, rules) = match cmd {
+        BonusCmd::Event { event } => {
+            let positions = ck.rules.events.get(event).ok_or_else(|| Rejection::UnknownEvent { event: event.clone() })?;
+            let awards = evaluate_awards(ck.rules, positions, ck.program, txn.account(), txn.now(), &txn.origin().store_id);
+            credit_awards(ck, txn, &awards, &format!("bonus for {event}"));
+            (awards.iter().map(|award| award.points).sum(), awards)
+        }
+        BonusCmd::Manual { points, reason } => {
+            ensure_points_scale(ck.program, "points", *points)?;
+            if reason.trim().is_empty() {
+                return Err(Rejection::invalid("reason", "a manual adjustment always says why"));
+            }
+            let posting = Posting { receipt_id: None, refund_id: None };
+            if *points > Decimal::ZERO {
+                txn.bonus(EntryKind::Adjustment, *points, posting, reason.clone(), Vec::new());
+            } else if *points < Decimal::ZERO {
+                txn.adjust_down(-*points, posting, reason.clone())?;
+            } else {
+                return Err(Rejection::invalid("points", "must not be 0"));
+            }
+            (*points, Vec::new())
+        }
+    };
+    Ok(BonusOutcome {
+        tx_id: txn.tx_id().to_owned(),
+        account_id: txn.account().account_id.clone(),
+        points,
+        rules,
         balance: txn.account().balance_at(txn.now()),
     })
 }

@@ -7,14 +7,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::BalanceView;
 
+/// Points one rule gave (on a line, or on the whole receipt).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulePoints {
+    pub rule_id: String,
+    /// The rule's name, or its ID when it has none.
+    pub label: String,
+    pub points: Decimal,
+}
+
 /// What one line earns and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineEarn {
     pub line_no: u32,
-    /// The money the line earns on: its total less its share of spent points; zero when excluded.
+    /// The money the line earns on: its total less its share of spent points.
     pub base: Decimal,
     pub points: Decimal,
+    /// The labels of the rules that gave it points, or "no rule applies".
     pub reason: String,
+    /// The rules that gave it points, highest priority first; they add up to `points`.
+    #[serde(default)]
+    pub applied: Vec<RulePoints>,
 }
 
 /// What bounds the points a receipt may spend.
@@ -23,6 +36,20 @@ pub enum SpendLimit {
     ReceiptCap,
     Balance,
     NotRegistered,
+    /// The spendable balance is below the program's minimum for spending.
+    MinimumBalance,
+}
+
+/// The most a receipt may spend, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendQuote {
+    pub max: Decimal,
+    pub limit: SpendLimit,
+    /// The cap in force (the tier's, the rules', or the program's).
+    pub cap_percent: Decimal,
+    /// The part of the receipt points may pay for (lines not excluded from spending).
+    pub eligible: Decimal,
+    pub explanation: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +64,11 @@ pub struct AuthorizeOutcome {
     pub account_id: String,
     pub lines: Vec<LineEarn>,
     pub earn_total: Decimal,
-    pub max_spend: Decimal,
-    pub max_spend_limit: SpendLimit,
+    /// Per rule that would give points.
+    pub rules: Vec<RulePoints>,
+    pub spend: SpendQuote,
+    pub tier: String,
+    pub program_version: u64,
     pub balance: BalanceView,
     pub hold: Option<HoldView>,
     pub tx_id: Option<String>,
@@ -59,6 +89,11 @@ pub struct AccrueOutcome {
     pub account_id: String,
     pub lines: Vec<LineEarn>,
     pub earned: Decimal,
+    /// Per rule that gave points.
+    pub rules: Vec<RulePoints>,
+    /// The customer's tier after this receipt.
+    pub tier: String,
+    pub program_version: u64,
     pub paid_amount: Decimal,
     pub points_spent: Decimal,
     pub available_from: Option<DateTime<Utc>>,
@@ -95,6 +130,21 @@ pub struct EnrollOutcome {
     pub card_number: String,
     pub created: bool,
     pub balance: BalanceView,
+    /// Welcome bonuses credited by enrolment rules.
+    #[serde(default)]
+    pub bonuses: Vec<RulePoints>,
+}
+
+/// An event bonus or a manual adjustment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BonusOutcome {
+    pub tx_id: String,
+    pub account_id: String,
+    /// Signed: a manual adjustment may take points away.
+    pub points: Decimal,
+    /// The rules that paid (empty for a manual adjustment).
+    pub rules: Vec<RulePoints>,
+    pub balance: BalanceView,
 }
 
 /// A stored first answer.
@@ -106,6 +156,7 @@ pub enum StoredResponse {
     Reverse(ReverseOutcome),
     Refund(RefundOutcome),
     Enroll(EnrollOutcome),
+    Bonus(BonusOutcome),
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
@@ -131,4 +182,5 @@ from_stored! {
     Reverse => ReverseOutcome,
     Refund => RefundOutcome,
     Enroll => EnrollOutcome,
+    Bonus => BonusOutcome,
 }

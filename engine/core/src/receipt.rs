@@ -25,6 +25,7 @@ pub enum OpKind {
     Reverse,
     Refund,
     Enroll,
+    Bonus,
 }
 
 impl OpKind {
@@ -36,6 +37,7 @@ impl OpKind {
             OpKind::Reverse => "reverse",
             OpKind::Refund => "refund",
             OpKind::Enroll => "enroll",
+            OpKind::Bonus => "bonus",
         }
     }
 }
@@ -97,6 +99,9 @@ pub struct ClosedLine {
     pub points: Decimal,
     /// Quantity returned by refunds so far.
     pub returned: Decimal,
+    /// The rules that gave `points`; they add up to it.
+    #[serde(default)]
+    pub applied: Vec<crate::outcome::RulePoints>,
 }
 
 /// The accrual that closed the receipt.
@@ -108,6 +113,15 @@ pub struct Accrual {
     pub earned: Decimal,
     /// The bucket the earn went into (shared with the day's other earnings), if anything was earned.
     pub bucket_id: Option<u64>,
+    /// The program version the receipt was evaluated against.
+    #[serde(default)]
+    pub program_version: u64,
+    /// Per-customer budgets the receipt charged; refunds give back their share.
+    #[serde(default)]
+    pub budget_charges: Vec<crate::account::RuleCounter>,
+    /// The month the receipt's spend counted toward tiers in (see `rules::tiers`).
+    #[serde(default)]
+    pub tier_month: Option<i32>,
 }
 
 /// Everything one receipt did.
@@ -133,6 +147,9 @@ pub struct ReceiptState {
     pub reversed: bool,
     /// First responses, one per (op, key).
     pub calls: Vec<CallRecord>,
+    /// The program version the receipt's first call used; later calls evaluate against it too.
+    #[serde(default)]
+    pub program_version: Option<u64>,
 }
 
 impl ReceiptState {
@@ -152,6 +169,7 @@ impl ReceiptState {
             refunds: 0,
             reversed: false,
             calls: Vec::new(),
+            program_version: None,
         }
     }
 

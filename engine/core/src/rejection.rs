@@ -24,6 +24,12 @@ pub enum Rejection {
     /// The program caps the share of a receipt points may pay.
     #[error("requested {requested} points exceed this receipt's cap of {cap}")]
     ExceedsReceiptCap { requested: Decimal, cap: Decimal },
+    /// The spendable balance is below the program's minimum for spending.
+    #[error("spending starts at {minimum} points; {spendable} are spendable")]
+    BelowMinimumBalance { minimum: Decimal, spendable: Decimal },
+    /// No active rule pays for this event.
+    #[error("the program pays no bonus for the event '{event}'")]
+    UnknownEvent { event: String },
     /// Only a registered card may spend.
     #[error("the card is not registered: only registered cards may spend points")]
     CardNotRegistered,
@@ -73,6 +79,8 @@ impl Rejection {
             Rejection::InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
             Rejection::ExceedsReceiptCap { .. } => "EXCEEDS_RECEIPT_CAP",
             Rejection::CardNotRegistered => "CARD_NOT_REGISTERED",
+            Rejection::BelowMinimumBalance { .. } => "BELOW_MINIMUM_BALANCE",
+            Rejection::UnknownEvent { .. } => "UNKNOWN_EVENT",
             Rejection::HoldExpired { .. } => "HOLD_EXPIRED",
             Rejection::HoldClosed { .. } => "HOLD_CLOSED",
             Rejection::CaptureExceedsHold { .. } => "CAPTURE_EXCEEDS_HOLD",

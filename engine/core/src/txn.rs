@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 
 use crate::Origin;
 use crate::account::{AccountState, Bucket, Hold};
+use crate::events::{Event, EventKind};
 use crate::ledger::{EntryKind, LedgerEntry};
 use crate::program::{ProgramPolicy, RefundPolicy};
 use crate::receipt::Slice;
@@ -47,13 +48,17 @@ pub struct Txn<'p> {
     origin: Origin,
     account: AccountState,
     entries: Vec<LedgerEntry>,
+    /// Recorded on earn and bonus entries: the program version whose rules gave the points.
+    program_version: Option<u64>,
+    /// For the outbox, committed with the entries.
+    events: Vec<Event>,
 }
 
 impl<'p> Txn<'p> {
     /// Starts an operation on a copy of `account`. Holds and buckets that expired by `now` are
     /// settled first, so the operation and its ledger see exactly what the clock says.
     pub fn begin(program: &'p ProgramPolicy, account: &AccountState, now: DateTime<Utc>, tx_id: String, origin: Origin) -> Self {
-        let mut txn = Txn { program, now, tx_id, origin, account: account.clone(), entries: Vec::new() };
+        let mut txn = Txn { program, now, tx_id, origin, account: account.clone(), entries: Vec::new(), program_version: None, events: Vec::new() };
         txn.settle_expired();
         txn
     }
@@ -68,6 +73,21 @@ impl<'p> Txn<'p> {
 
     pub fn account(&self) -> &AccountState {
         &self.account
+    }
+
+    /// The account for changes that are not balances (tier progress, budgets, purchase count):
+    /// balances change only through postings, and [`Txn::finish`] checks that they still add up.
+    pub fn account_mut(&mut self) -> &mut AccountState {
+        &mut self.account
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Records which program version the operation evaluated, on the entries that credit points.
+    pub fn set_program_version(&mut self, version: u64) {
+        self.program_version = Some(version);
     }
 
     /// Drops expired holds and records each expired bucket's remaining points in the ledger.
@@ -85,11 +105,13 @@ impl<'p> Txn<'p> {
                 Posting { receipt_id: bucket.receipt_id.as_deref(), refund_id: None },
                 reason,
                 None,
+                Vec::new(),
             );
         }
     }
 
-    fn post(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String, terms: Option<BucketTerms>) {
+    fn post(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String, terms: Option<BucketTerms>, rule_ids: Vec<String>) {
+        let program_version = if rule_ids.is_empty() { None } else { self.program_version };
         self.account.ledger_seq += 1;
         self.account.ledger_sum += amount;
         self.entries.push(LedgerEntry {
@@ -106,6 +128,8 @@ impl<'p> Txn<'p> {
             reason,
             available_from: terms.map(|terms| terms.available_from),
             expires_at: terms.map(|terms| terms.expires_at),
+            rule_ids,
+            program_version,
         });
     }
 
@@ -138,13 +162,32 @@ impl<'p> Txn<'p> {
     /// terms as an existing bucket join it (all of one day's earnings, typically), so an account
     /// holds at most one bucket per day of purchases. Returns the bucket's terms, or `None` for a
     /// zero amount (no entry is written).
-    pub fn earn(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Option<BucketTerms> {
-        assert!(amount >= Decimal::ZERO, "earn of {amount}");
+    pub fn earn(&mut self, amount: Decimal, posting: Posting<'_>, reason: String, rule_ids: Vec<String>) -> Option<BucketTerms> {
+        let available_from = self.program.available_from(self.now);
+        self.credit(EntryKind::Earn, amount, available_from, posting, reason, rule_ids)
+    }
+
+    /// Credits a bonus (welcome, event) or a positive manual adjustment: spendable at once, with
+    /// the program's expiry.
+    pub fn bonus(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String, rule_ids: Vec<String>) -> Option<BucketTerms> {
+        assert!(matches!(kind, EntryKind::Bonus | EntryKind::Adjustment), "bonus of kind {kind:?}");
+        self.credit(kind, amount, self.now, posting, reason, rule_ids)
+    }
+
+    fn credit(
+        &mut self,
+        kind: EntryKind,
+        amount: Decimal,
+        available_from: DateTime<Utc>,
+        posting: Posting<'_>,
+        reason: String,
+        rule_ids: Vec<String>,
+    ) -> Option<BucketTerms> {
+        assert!(amount >= Decimal::ZERO, "credit of {amount}");
         if amount.is_zero() {
             return None;
         }
         let now = self.now;
-        let available_from = self.program.available_from(now);
         let expires_at = self.program.expires_at(now);
         // Buckets already spendable differ only in a past available_from: that no longer matters.
         let same_terms = |bucket: &Bucket| {
@@ -166,13 +209,34 @@ impl<'p> Txn<'p> {
             }
         };
         self.credit_bucket(amount, terms, posting.receipt_id);
-        self.post(EntryKind::Earn, amount, posting, reason, Some(terms));
+        let event_kind = if kind == EntryKind::Earn { EventKind::PointsEarned } else { EventKind::BonusCredited };
+        self.events.push(Event {
+            kind: event_kind,
+            account_id: self.account.account_id.clone(),
+            at: now,
+            points: amount,
+            receipt_id: posting.receipt_id.map(str::to_owned),
+            rule_ids: rule_ids.clone(),
+            available_from: Some(available_from),
+            tier_from: None,
+            tier_to: None,
+        });
+        self.post(kind, amount, posting, reason, Some(terms), rule_ids);
         Some(terms)
     }
 
     /// Spends `amount` of the spendable points (available less held), taking the buckets that
     /// expire first. Returns what it took from each bucket.
     pub fn spend(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<Vec<Slice>, Rejection> {
+        self.take_spendable(EntryKind::Spend, amount, posting, reason)
+    }
+
+    /// A manual adjustment down: takes spendable points like a spend, never into debt.
+    pub fn adjust_down(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<(), Rejection> {
+        self.take_spendable(EntryKind::Adjustment, amount, posting, reason).map(drop)
+    }
+
+    fn take_spendable(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<Vec<Slice>, Rejection> {
         assert!(amount > Decimal::ZERO, "spend of {amount}");
         let spendable = self.account.balance_at(self.now).spendable;
         if amount > spendable {
@@ -198,7 +262,7 @@ impl<'p> Txn<'p> {
         }
         assert!(left.is_zero(), "spendable {spendable} did not cover {amount}");
         self.account.buckets.retain(|bucket| bucket.remaining > Decimal::ZERO);
-        self.post(EntryKind::Spend, -amount, posting, reason, None);
+        self.post(kind, -amount, posting, reason, None, Vec::new());
         Ok(slices)
     }
 
@@ -225,7 +289,7 @@ impl<'p> Txn<'p> {
             left -= give;
         }
         assert!(left.is_zero(), "returned more than the receipt spent ({left} left)");
-        self.post(EntryKind::ReturnSpent, amount, posting, reason, None);
+        self.post(EntryKind::ReturnSpent, amount, posting, reason, None, Vec::new());
     }
 
     /// Takes back `amount` earned points: first from pending buckets (the receipt's own bucket first),
@@ -268,7 +332,7 @@ impl<'p> Txn<'p> {
                 }
             }
         }
-        self.post(EntryKind::Clawback, -amount, posting, reason, None);
+        self.post(EntryKind::Clawback, -amount, posting, reason, None, Vec::new());
         Ok(left)
     }
 
@@ -295,14 +359,34 @@ impl<'p> Txn<'p> {
         released
     }
 
+    /// Reports a tier change to the outbox.
+    pub fn tier_changed(&mut self, change: crate::rules::tiers::TierChange) {
+        self.events.push(Event {
+            kind: EventKind::TierChanged,
+            account_id: self.account.account_id.clone(),
+            at: self.now,
+            points: Decimal::ZERO,
+            receipt_id: None,
+            rule_ids: Vec::new(),
+            available_from: None,
+            tier_from: Some(change.from),
+            tier_to: Some(change.to),
+        });
+    }
+
+    /// [`Txn::finish_with_events`] without the events.
+    pub fn finish(self) -> Result<(AccountState, Vec<LedgerEntry>), InvariantBroken> {
+        self.finish_with_events().map(|(account, entries, _)| (account, entries))
+    }
+
     /// Ends the operation: settles anything that expired by now (a returned spend can restore points
     /// into a bucket past its expiry), checks the invariants and hands back the new state and the
     /// entries to append.
-    pub fn finish(mut self) -> Result<(AccountState, Vec<LedgerEntry>), InvariantBroken> {
+    pub fn finish_with_events(mut self) -> Result<(AccountState, Vec<LedgerEntry>, Vec<Event>), InvariantBroken> {
         self.settle_expired();
         self.account
             .check_invariants(self.now)
             .map_err(|detail| InvariantBroken { account_id: self.account.account_id.clone(), detail })?;
-        Ok((self.account, self.entries))
+        Ok((self.account, self.entries, self.events))
     }
 }

@@ -42,9 +42,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Months, TimeZone, Utc};
 use loyalty_core::account::AccountState;
 use loyalty_core::basket::{BasketLimits, BasketLine, basket_total};
-use loyalty_core::earn::FlatCashback;
+use loyalty_core::rules::{CompiledRules, compile, flat_cashback};
 use loyalty_core::ledger::{EntryKind, LedgerEntry};
-use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, Checkout, RedeemCmd, RefundCmd, RefundLine, ReverseCmd};
+use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, Checkout, RedeemCmd, RefundCmd, RefundLine, ReverseCmd, SaleContext};
 use loyalty_core::program::{PendingRule, PointsRounding, ProgramPolicy, RefundPolicy};
 use loyalty_core::receipt::{HoldStatus, ReceiptState};
 use loyalty_core::rejection::Rejection;
@@ -302,7 +302,8 @@ fn steps_strategy() -> impl Strategy<Value = Vec<Step>> {
 /// The program, as `Checkout` borrows it.
 struct Env {
     policy: ProgramPolicy,
-    earn: FlatCashback,
+    rules: CompiledRules,
+    cashback: Decimal,
     limits: BasketLimits,
 }
 
@@ -314,11 +315,12 @@ impl Env {
         policy.pending = setup.pending;
         policy.redeem_cap_percent = Decimal::from(setup.cap_percent);
         policy.rounding = setup.rounding;
-        Env { policy, earn: FlatCashback::new(setup.cashback), limits: BasketLimits::default() }
+        let rules = compile(&flat_cashback(setup.cashback), 1, policy.points_scale).expect("flat cashback compiles");
+        Env { policy, rules, cashback: setup.cashback, limits: BasketLimits::default() }
     }
 
     fn checkout(&self) -> Checkout<'_> {
-        Checkout { program: &self.policy, earn: &self.earn, limits: &self.limits }
+        Checkout { program: &self.policy, rules: &self.rules, limits: &self.limits }
     }
 
     fn unit(&self) -> Decimal {
@@ -433,6 +435,7 @@ fn build_lines(specs: &[LineSpec]) -> Vec<BasketLine> {
                 line_no: u32::try_from(index + 1).expect("few lines"),
                 sku: format!("sku-{index}"),
                 category: "grocery".into(),
+                brand: String::new(),
                 quantity: spec.quantity,
                 unit_price,
                 line_total,
@@ -556,7 +559,7 @@ fn sums_by_kind<'a>(entries: impl Iterator<Item = &'a LedgerEntry>, receipt_id: 
             EntryKind::Spend => sums.1 += entry.amount,
             EntryKind::ReturnSpent => sums.2 += entry.amount,
             EntryKind::Clawback => sums.3 += entry.amount,
-            EntryKind::Expire => {}
+            EntryKind::Expire | EntryKind::Bonus | EntryKind::Adjustment => {}
         }
     }
     sums
@@ -624,7 +627,7 @@ fn step_accrue(env: &Env, model: &mut Model, receipt: Target, specs: &[LineSpec]
     };
     let spent = model.receipts.get(&receipt_id).map_or(Decimal::ZERO, |state| state.spent);
     let now = model.now;
-    let cmd = AccrueCmd { receipt_id: receipt_id.clone(), lines: lines.clone() };
+    let cmd = AccrueCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), sale: SaleContext::default() };
     match apply(env, model, &receipt_id, |ck, txn, rc, _| ops::accrue(ck, txn, rc, &cmd))? {
         Ok(applied) => {
             check!(
@@ -649,7 +652,7 @@ fn step_accrue(env: &Env, model: &mut Model, receipt: Target, specs: &[LineSpec]
                 );
             }
             let eligible: Decimal = lines.iter().filter(|line| !line.excise && !line.promo_price).map(|line| line.line_total).sum();
-            let rate = env.earn.percent / Decimal::ONE_HUNDRED;
+            let rate = env.cashback / Decimal::ONE_HUNDRED;
             let high = eligible * rate;
             let low = (eligible - spent).max(Decimal::ZERO) * rate;
             let half = env.unit() / Decimal::TWO;
@@ -700,9 +703,9 @@ fn step_authorize(
         _ => build_lines(specs),
     };
     let now = model.now;
-    let quote_cmd = AuthorizeCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), spend: Decimal::ZERO, hold_ttl_seconds: ttl };
-    let quote = ops::quote(&env.checkout(), &model.account, &quote_cmd, now);
-    let max_spend = quote.as_ref().map_or(Decimal::ZERO, |quote| quote.max_spend);
+    let quote_cmd = AuthorizeCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), spend: Decimal::ZERO, hold_ttl_seconds: ttl, sale: SaleContext::default() };
+    let quote = ops::quote(&env.checkout(), &model.account, &quote_cmd, now, &Origin::default());
+    let max_spend = quote.as_ref().map_or(Decimal::ZERO, |quote| quote.spend.max);
     let points = resolve_amount(env, spend, max_spend);
     if points <= Decimal::ZERO {
         return Ok("skipped: no points".into());
@@ -1126,7 +1129,8 @@ fn check_ledger(model: &Model) -> Result<(), TestCaseError> {
         running += entry.amount;
         check!(entry.balance_after == running, "entry {} balance_after {} != running sum {running}", entry.seq, entry.balance_after);
         let sign_ok = match entry.kind {
-            EntryKind::Earn | EntryKind::ReturnSpent => entry.amount > Decimal::ZERO,
+            EntryKind::Earn | EntryKind::ReturnSpent | EntryKind::Bonus => entry.amount > Decimal::ZERO,
+            EntryKind::Adjustment => !entry.amount.is_zero(),
             EntryKind::Spend | EntryKind::Clawback | EntryKind::Expire => entry.amount < Decimal::ZERO,
         };
         check!(sign_ok, "entry {} {:?} of {}", entry.seq, entry.kind, entry.amount);
@@ -1450,7 +1454,7 @@ impl Shop {
     }
 
     fn accrue(&mut self, receipt_id: &str, lines: Vec<BasketLine>) -> loyalty_core::outcome::AccrueOutcome {
-        let cmd = AccrueCmd { receipt_id: receipt_id.into(), lines };
+        let cmd = AccrueCmd { receipt_id: receipt_id.into(), lines, sale: SaleContext::default() };
         let result =
             apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, _| ops::accrue(ck, txn, rc, &cmd)).expect("model invariants");
         self.checked();
@@ -1476,7 +1480,7 @@ impl Shop {
         spend: Decimal,
         lines: Vec<BasketLine>,
     ) -> Result<loyalty_core::outcome::AuthorizeOutcome, Rejection> {
-        let cmd = AuthorizeCmd { receipt_id: receipt_id.into(), lines, spend, hold_ttl_seconds: 0 };
+        let cmd = AuthorizeCmd { receipt_id: receipt_id.into(), lines, spend, hold_ttl_seconds: 0, sale: SaleContext::default() };
         let result = apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, hold_id| ops::authorize(ck, txn, rc, &cmd, hold_id))
             .expect("model invariants");
         self.checked();
@@ -1546,6 +1550,7 @@ fn line(line_no: u32, quantity: &str, line_total: &str, excise: bool) -> BasketL
         line_no,
         sku: format!("sku-{line_no}"),
         category: "grocery".into(),
+        brand: String::new(),
         quantity,
         unit_price: (line_total / quantity).round_dp(2),
         line_total,

@@ -135,6 +135,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(store_config.clone()).with_context(|| format!("opening {}", store_config.path.display()))?);
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
+    engine.bootstrap_rules().await.context("loading the programs' rules")?;
+    let refresh = crate::rule_admin::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, data = %store_config.path.display(), durability = ?store_config.durability, "loyalty engine started");
@@ -169,6 +171,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Err(error) => anyhow::anyhow!("server task failed: {error}"),
         }),
     };
+    refresh.abort();
     store.shutdown().await;
     tracing::info!("store flushed");
     outcome

@@ -35,6 +35,9 @@ pub struct Config {
     pub log: LogConfig,
     /// Longest wait for in-flight calls to finish after SIGTERM.
     pub shutdown_grace_seconds: u64,
+    /// How often each engine checks the store for a newer rules version (another engine's admin
+    /// change); changes made through this engine apply at once.
+    pub rules_refresh_ms: u64,
     pub programs: Vec<ProgramConfig>,
 }
 
@@ -48,6 +51,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_seconds: 20,
+            rules_refresh_ms: 2000,
             programs: Vec::new(),
         }
     }
@@ -160,6 +164,18 @@ pub struct ProgramConfig {
     pub phone_country_code: String,
     pub phone_national_digits: usize,
     pub phone_trunk_prefix: String,
+    /// The program's rules (TOML, YAML or JSON, by extension): the first rules version when the
+    /// store has none. Without it, the program starts with `cashback_percent` on every line
+    /// except excise and promo-price goods. Relative paths are relative to the working directory.
+    pub rules_file: Option<PathBuf>,
+}
+
+/// Reads a rule file; the error names the file and the problem.
+pub fn read_rule_file(path: &std::path::Path) -> Result<loyalty_core::rules::RuleSet, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let format = loyalty_core::rules::compile::format_of_path(&path.to_string_lossy())
+        .ok_or_else(|| format!("{}: use a .toml, .yaml, .yml or .json file", path.display()))?;
+    loyalty_core::rules::parse_rule_set(&text, format).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 impl Default for ProgramConfig {
@@ -182,6 +198,7 @@ impl Default for ProgramConfig {
             phone_country_code: policy.phone_plan.country_code,
             phone_national_digits: policy.phone_plan.national_digits,
             phone_trunk_prefix: policy.phone_plan.trunk_prefix,
+            rules_file: None,
         }
     }
 }
@@ -303,6 +320,9 @@ impl Config {
         }
         if limits.amount_max <= Decimal::ZERO || limits.amount_max > Decimal::from(1_000_000_000_000_i64) {
             problems.push("limits.amount_max: above 0 and at most 1000000000000".into());
+        }
+        if !(100..=600_000).contains(&self.rules_refresh_ms) {
+            problems.push("rules_refresh_ms: 100 to 600000".into());
         }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: required".into());

@@ -16,8 +16,10 @@ use loyalty_core::account::AccountState;
 use loyalty_core::fingerprint::{Fingerprint, fingerprint};
 use loyalty_core::identity::{IdentityKey, IdentityKind};
 use loyalty_core::ledger::LedgerEntry;
-use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, Checkout, RedeemCmd, RefundCmd, ReverseCmd};
-use loyalty_core::outcome::{AccrueOutcome, AuthorizeOutcome, EnrollOutcome, RedeemOutcome, RefundOutcome, ReverseOutcome, StoredResponse};
+use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, BonusCmd, Checkout, RedeemCmd, RefundCmd, ReverseCmd};
+use loyalty_core::outcome::{
+    AccrueOutcome, AuthorizeOutcome, BonusOutcome, EnrollOutcome, RedeemOutcome, RefundOutcome, ReverseOutcome, StoredResponse,
+};
 use loyalty_core::receipt::{CallRecord, OpKind, ReceiptState};
 use loyalty_core::rejection::Rejection;
 use loyalty_core::txn::Txn;
@@ -46,6 +48,8 @@ pub struct EnrollCmd {
     pub app_token: Option<String>,
     pub name: Option<String>,
     pub birth_date: Option<chrono::NaiveDate>,
+    /// Segment tags ("pensioner", "large_family") that rules may target.
+    pub tags: Vec<String>,
 }
 
 /// An account as read, with the time it was read at.
@@ -68,7 +72,7 @@ enum Route<'a> {
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<dyn Store>,
-    programs: Programs,
+    programs: Arc<Programs>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     accounts: AccountSlots,
@@ -83,7 +87,7 @@ impl Engine {
         ids: Arc<dyn IdSource>,
         cached_accounts_max: usize,
     ) -> Self {
-        Engine { store, programs, clock, ids, accounts: AccountSlots::new(cached_accounts_max), identities: DashMap::new() }
+        Engine { store, programs: Arc::new(programs), clock, ids, accounts: AccountSlots::new(cached_accounts_max), identities: DashMap::new() }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -92,6 +96,10 @@ impl Engine {
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
+    }
+
+    pub fn programs(&self) -> &Arc<Programs> {
+        &self.programs
     }
 
     pub fn program(&self, program_id: &str) -> EngineResult<Arc<Program>> {
@@ -180,13 +188,13 @@ impl Engine {
     /// Authorize: a quote without spending (no side effects), or a quote and a hold.
     pub async fn authorize(
         &self,
-        program: &Program,
+        program: &Arc<Program>,
         origin: &Origin,
         customer: &IdentityKey,
         cmd: AuthorizeCmd,
     ) -> EngineResult<AuthorizeOutcome> {
         if cmd.spend.is_zero() {
-            return self.quote(program, customer, &cmd).await;
+            return self.quote(program, origin, customer, &cmd).await;
         }
         let hold_id = self.ids.hold_id();
         let route = Route::Customer { key: customer, create_unknown_card: false };
@@ -198,7 +206,7 @@ impl Engine {
         stored_as(OpKind::Authorize, response)
     }
 
-    async fn quote(&self, program: &Program, customer: &IdentityKey, cmd: &AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
+    async fn quote(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: &AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
         let program_id = program.policy.program_id.as_str();
         let now = self.clock.now();
         let state = match self.resolve(program_id, customer).await? {
@@ -211,10 +219,10 @@ impl Engine {
             None if customer.kind == IdentityKind::Card => AccountState::new(String::new(), false, now),
             None => return Err(Rejection::CustomerNotFound.into()),
         };
-        Ok(ops::quote(&program.checkout(), &state, cmd, now)?)
+        Ok(ops::quote(&program.checkout(), &state, cmd, now, origin)?)
     }
 
-    pub async fn redeem(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: RedeemCmd) -> EngineResult<RedeemOutcome> {
+    pub async fn redeem(&self, program: &Arc<Program>, origin: &Origin, customer: &IdentityKey, cmd: RedeemCmd) -> EngineResult<RedeemOutcome> {
         let route = Route::Customer { key: customer, create_unknown_card: false };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Redeem, "", &cmd, |checkout, txn, receipt| {
@@ -224,7 +232,7 @@ impl Engine {
         stored_as(OpKind::Redeem, response)
     }
 
-    pub async fn accrue(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: AccrueCmd) -> EngineResult<AccrueOutcome> {
+    pub async fn accrue(&self, program: &Arc<Program>, origin: &Origin, customer: &IdentityKey, cmd: AccrueCmd) -> EngineResult<AccrueOutcome> {
         let route = Route::Customer { key: customer, create_unknown_card: true };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {
@@ -234,7 +242,7 @@ impl Engine {
         stored_as(OpKind::Accrue, response)
     }
 
-    pub async fn reverse(&self, program: &Program, origin: &Origin, cmd: ReverseCmd) -> EngineResult<ReverseOutcome> {
+    pub async fn reverse(&self, program: &Arc<Program>, origin: &Origin, cmd: ReverseCmd) -> EngineResult<ReverseOutcome> {
         let response = self
             .receipt_call(program, origin, Route::Receipt, &cmd.receipt_id, OpKind::Reverse, "", &cmd, |checkout, txn, receipt| {
                 ops::reverse(checkout, txn, receipt, &cmd).map(StoredResponse::Reverse)
@@ -243,7 +251,7 @@ impl Engine {
         stored_as(OpKind::Reverse, response)
     }
 
-    pub async fn refund(&self, program: &Program, origin: &Origin, cmd: RefundCmd) -> EngineResult<RefundOutcome> {
+    pub async fn refund(&self, program: &Arc<Program>, origin: &Origin, cmd: RefundCmd) -> EngineResult<RefundOutcome> {
         let key = cmd.refund_id.clone();
         let response = self
             .receipt_call(program, origin, Route::Receipt, &cmd.receipt_id, OpKind::Refund, &key, &cmd, |checkout, txn, receipt| {
@@ -253,11 +261,31 @@ impl Engine {
         stored_as(OpKind::Refund, response)
     }
 
+    /// An event bonus or a manual adjustment, idempotent by its request ID.
+    pub async fn bonus(
+        &self,
+        program: &Arc<Program>,
+        origin: &Origin,
+        customer: &IdentityKey,
+        request_id: &str,
+        cmd: BonusCmd,
+    ) -> EngineResult<BonusOutcome> {
+        let route = Route::Customer { key: customer, create_unknown_card: false };
+        // Request IDs never contain '/', so these keys cannot meet a till's receipt ID.
+        let key = format!("bonus/{request_id}");
+        let response = self
+            .receipt_call(program, origin, route, &key, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
+                ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
+            })
+            .await?;
+        stored_as(OpKind::Bonus, response)
+    }
+
     /// Runs one mutating call on a receipt exactly once (see the module documentation).
     #[allow(clippy::too_many_arguments)]
     async fn receipt_call<C: Serialize>(
         &self,
-        program: &Program,
+        program: &Arc<Program>,
         origin: &Origin,
         route: Route<'_>,
         receipt_id: &str,
@@ -310,9 +338,15 @@ impl Engine {
                 Some(stored) => (stored.version, stored.value),
                 None => (0, ReceiptState::new(receipt_id.to_owned(), account_id.clone(), now, origin.clone())),
             };
-            let response = apply(&program.checkout(), &mut txn, &mut receipt_state)?;
+            // A receipt is evaluated against the version its first call used, start to end.
+            let version = match receipt_state.program_version {
+                Some(version) => self.pinned(program, version).await?,
+                None => Arc::clone(program),
+            };
+            receipt_state.program_version = Some(version.rules.version());
+            let response = apply(&version.checkout(), &mut txn, &mut receipt_state)?;
             receipt_state.calls.push(CallRecord { op, key: key.to_owned(), fingerprint: print, response: response.clone() });
-            let (state, ledger) = txn.finish()?;
+            let (state, ledger, events) = txn.finish_with_events()?;
             receipt_state.check_invariants().map_err(EngineError::Internal)?;
             let commit = Commit {
                 program_id: program_id.to_owned(),
@@ -321,6 +355,7 @@ impl Engine {
                 receipt: Some(ReceiptWrite { expected_version: receipt_version, state: receipt_state }),
                 identity_claims: create_card.into_iter().collect(),
                 request: None,
+                events,
             };
             match self.commit(&mut guard, commit).await? {
                 CommitOutcome::Applied { .. } => return Ok(response),
@@ -386,15 +421,28 @@ impl Engine {
             state.profile.phone = Some(cmd.phone.clone());
             state.profile.name = cmd.name.clone();
             state.profile.birth_date = cmd.birth_date;
+            for tag in &cmd.tags {
+                if !state.tags.contains(tag) {
+                    state.tags.push(tag.clone());
+                }
+            }
             let mut claims = vec![phone.clone(), card.clone()];
             state.identities.push(phone.clone());
             if let Some(token) = &token {
                 state.identities.push(token.clone());
                 claims.push(token.clone());
             }
-            state.check_invariants(now).map_err(EngineError::Internal)?;
-            let outcome =
-                EnrollOutcome { account_id: account_id.clone(), card_number, created: existing.is_none(), balance: state.balance_at(now) };
+            // Welcome bonuses of the program's enrolment rules, in the same commit.
+            let mut txn = Txn::begin(&program.policy, &state, now, self.ids.transaction_id(), origin.clone());
+            let bonuses = ops::enrollment_bonuses(&program.checkout(), &mut txn);
+            let (state, ledger, events) = txn.finish_with_events()?;
+            let outcome = EnrollOutcome {
+                account_id: account_id.clone(),
+                card_number,
+                created: existing.is_none(),
+                balance: state.balance_at(now),
+                bonuses,
+            };
             let record = CallRecord {
                 op: OpKind::Enroll,
                 key: cmd.request_id.clone(),
@@ -404,10 +452,11 @@ impl Engine {
             let commit = Commit {
                 program_id: program_id.to_owned(),
                 account: AccountWrite { expected_version: version, state },
-                ledger: Vec::new(),
+                ledger,
                 receipt: None,
                 identity_claims: claims,
                 request: Some(RequestWrite { request_id: cmd.request_id.clone(), record }),
+                events,
             };
             if let CommitOutcome::Applied { .. } = self.commit(&mut guard, commit).await? {
                 return Ok(outcome);
@@ -444,6 +493,7 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
             StoredResponse::Reverse(_) => "reverse",
             StoredResponse::Refund(_) => "refund",
             StoredResponse::Enroll(_) => "enroll",
+            StoredResponse::Bonus(_) => "bonus",
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })

@@ -25,6 +25,15 @@ pub enum EngineError {
     /// Too many calls in flight.
     #[error("the engine is at its limit of {limit} calls in flight; retry shortly")]
     Overloaded { limit: usize },
+    /// A rules change was refused: every problem, with its path.
+    #[error(transparent)]
+    RulesInvalid(loyalty_core::rules::RuleSetError),
+    /// A rules change was made against a version that is no longer current.
+    #[error("program {program_id} is at rules version {current}; re-read and apply the change to it")]
+    RulesVersionConflict { program_id: String, current: u64 },
+    /// A rules change names a rule the program does not have.
+    #[error("no rule {0} in this program")]
+    RuleNotFound(String),
     /// Stored data of an unexpected shape: a bug or corruption.
     #[error("internal error: {0}")]
     Internal(String),

@@ -19,5 +19,6 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod programs;
+pub mod rule_admin;
 pub mod server;
 pub mod telemetry;

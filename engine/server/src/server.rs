@@ -1,4 +1,4 @@
-//! Assembles the gRPC server: the checkout service, health and reflection, with message-size
+//! Assembles the gRPC server: the checkout and admin services, health and reflection, with message-size
 //! limits, on a listener the caller provides, until the shutdown future resolves. Tests bind
 //! `127.0.0.1:0` and stop it cleanly; the binary binds the configured address and stops on SIGTERM.
 
@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loyalty_proto::admin::program_admin_server::ProgramAdminServer;
 use loyalty_proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -14,6 +15,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::LimitsConfig;
 use crate::engine::Engine;
+use crate::grpc::admin::AdminApi;
 use crate::grpc::service::LoyaltyApi;
 
 /// How often health follows the store's state.
@@ -55,12 +57,18 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let api = LoyaltyServiceServer::new(LoyaltyApi::new(engine, limits.clone()))
+    let checkout = LoyaltyApi::new(engine, limits.clone());
+    // Rule documents may be larger than checkout calls: the admin service takes up to 16 MiB.
+    let admin_bytes_max = limits.message_bytes_max.max(16 << 20);
+    let admin = ProgramAdminServer::new(AdminApi::new(checkout.clone()))
+        .max_decoding_message_size(admin_bytes_max)
+        .max_encoding_message_size(admin_bytes_max);
+    let api = LoyaltyServiceServer::new(checkout)
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder();
-    let router = builder.add_service(health).add_service(api);
+    let router = builder.add_service(health).add_service(api).add_service(admin);
     let router = match (reflection().build_v1(), reflection().build_v1alpha()) {
         (Ok(v1), Ok(v1alpha)) => router.add_service(v1).add_service(v1alpha),
         (Err(error), _) | (_, Err(error)) => {

@@ -28,7 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{decode, decode_versioned, encode, encode_versioned};
-use crate::{Commit, CommitOutcome, Conflict, Store, StoreError, Versioned};
+use crate::{Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
 
 /// (program, account) -> version + AccountState.
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
@@ -42,9 +42,18 @@ const IDENTITIES: TableDefinition<(&str, &str), &str> = TableDefinition::new("id
 const REQUESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("requests");
 /// Schema metadata.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (program, version) -> StoredRules.
+const RULES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("rules");
+/// program -> latest rules version.
+const RULES_HEAD: TableDefinition<&str, u64> = TableDefinition::new("rules_head");
+/// (program, seq) -> Event.
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// program -> last outbox seq.
+const OUTBOX_HEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_head");
 
-/// The on-disk schema this code reads and writes.
-const SCHEMA_VERSION: u64 = 1;
+/// The on-disk schema this code reads and writes. 2: rules, outbox, and stored responses with
+/// rule explanations.
+const SCHEMA_VERSION: u64 = 2;
 
 /// When an acknowledged commit is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -109,6 +118,7 @@ struct EncodedCommit {
     receipt: Option<(String, u64, Vec<u8>)>,
     identity_claims: Vec<(IdentityKey, String)>,
     request: Option<(String, Vec<u8>)>,
+    events: Vec<Vec<u8>>,
 }
 
 impl EncodedCommit {
@@ -145,6 +155,7 @@ impl EncodedCommit {
                 Some(request) => Some((request.request_id.clone(), encode(&request.record)?)),
                 None => None,
             },
+            events: commit.events.iter().map(encode).collect::<Result<_, StoreError>>()?,
             program_id: commit.program_id,
             account_id,
             expected_version,
@@ -165,6 +176,7 @@ pub struct EmbeddedStore {
     poisoned: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
+    durability: redb::Durability,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -195,7 +207,8 @@ impl EmbeddedStore {
             let config = config.clone();
             std::thread::Builder::new().name("store-writer".into()).spawn(move || write_loop(&db, inbox, &poisoned, &config)).map_err(io)?
         };
-        Ok(EmbeddedStore { db, queue, poisoned, writer: Mutex::new(Some(writer)), path: config.path })
+        let durability = redb_durability(config.durability);
+        Ok(EmbeddedStore { db, queue, poisoned, writer: Mutex::new(Some(writer)), path: config.path, durability })
     }
 
     fn prepare_schema(db: &Database) -> Result<(), StoreError> {
@@ -206,6 +219,10 @@ impl EmbeddedStore {
             txn.open_table(RECEIPTS).map_err(io)?;
             txn.open_table(IDENTITIES).map_err(io)?;
             txn.open_table(REQUESTS).map_err(io)?;
+            txn.open_table(RULES).map_err(io)?;
+            txn.open_table(RULES_HEAD).map_err(io)?;
+            txn.open_table(OUTBOX).map_err(io)?;
+            txn.open_table(OUTBOX_HEAD).map_err(io)?;
             let mut meta = txn.open_table(META).map_err(io)?;
             let stored = meta.get("schema_version").map_err(io)?.map(|guard| guard.value());
             match stored {
@@ -336,6 +353,69 @@ impl Store for EmbeddedStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn latest_rules(&self, program_id: &str) -> Result<Option<StoredRules>, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let head = read.open_table(RULES_HEAD).map_err(io)?;
+        let Some(version) = head.get(program_id).map_err(io)?.map(|guard| guard.value()) else {
+            return Ok(None);
+        };
+        let table = read.open_table(RULES).map_err(io)?;
+        match table.get((program_id, version)).map_err(io)? {
+            Some(guard) => Ok(Some(decode("rules", guard.value())?)),
+            None => Err(StoreError::Corrupt(format!("program {program_id}: rules version {version} missing"))),
+        }
+    }
+
+    async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<StoredRules>, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let table = read.open_table(RULES).map_err(io)?;
+        match table.get((program_id, version)).map_err(io)? {
+            Some(guard) => Ok(Some(decode("rules", guard.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        // Rare (an admin change): its own write transaction, which waits for the group-commit
+        // writer's current batch rather than joining it.
+        let db = Arc::clone(&self.db);
+        let program_id = program_id.to_owned();
+        let bytes = encode(&rules)?;
+        let durability = self.durability;
+        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let mut txn = db.begin_write().map_err(io)?;
+            txn.set_durability(durability).map_err(io)?;
+            {
+                let mut head = txn.open_table(RULES_HEAD).map_err(io)?;
+                let latest = head.get(program_id.as_str()).map_err(io)?.map_or(0, |guard| guard.value());
+                if latest + 1 != rules.version {
+                    return Ok(false);
+                }
+                head.insert(program_id.as_str(), rules.version).map_err(io)?;
+                let mut table = txn.open_table(RULES).map_err(io)?;
+                table.insert((program_id.as_str(), rules.version), bytes.as_slice()).map_err(io)?;
+            }
+            txn.commit().map_err(io)?;
+            Ok(true)
+        })
+        .await
+        .map_err(io)?
+    }
+
+    async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let table = read.open_table(OUTBOX).map_err(io)?;
+        let mut records = Vec::with_capacity(limit.min(1024));
+        for item in table.range((program_id, after_seq.saturating_add(1))..=(program_id, u64::MAX)).map_err(io)?.take(limit) {
+            let (key, value) = item.map_err(io)?;
+            records.push(OutboxRecord { seq: key.value().1, event: decode("outbox event", value.value())? });
+        }
+        Ok(records)
+    }
+
     fn is_writable(&self) -> bool {
         !self.poisoned.load(Ordering::Acquire) && !self.queue.is_closed()
     }
@@ -395,11 +475,7 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
     let started = Instant::now();
     let result = (|| -> Result<Vec<CommitOutcome>, StoreError> {
         let mut txn = db.begin_write().map_err(io)?;
-        txn.set_durability(match config.durability {
-            Durability::Fsync => redb::Durability::Immediate,
-            Durability::None => redb::Durability::None,
-        })
-        .map_err(io)?;
+        txn.set_durability(redb_durability(config.durability)).map_err(io)?;
         txn.set_quick_repair(config.quick_repair);
         let mut outcomes = Vec::with_capacity(batch.len());
         {
@@ -409,6 +485,8 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
                 identities: txn.open_table(IDENTITIES).map_err(io)?,
                 requests: txn.open_table(REQUESTS).map_err(io)?,
                 ledger: txn.open_table(LEDGER).map_err(io)?,
+                outbox: txn.open_table(OUTBOX).map_err(io)?,
+                outbox_head: txn.open_table(OUTBOX_HEAD).map_err(io)?,
             };
             for pending in batch.iter() {
                 outcomes.push(apply(&mut tables, &pending.commit)?);
@@ -439,6 +517,13 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
     }
 }
 
+fn redb_durability(durability: Durability) -> redb::Durability {
+    match durability {
+        Durability::Fsync => redb::Durability::Immediate,
+        Durability::None => redb::Durability::None,
+    }
+}
+
 /// The version of a versioned record, without decoding the rest.
 fn version_of(what: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     let raw: [u8; 8] =
@@ -453,6 +538,8 @@ struct Tables<'txn> {
     identities: redb::Table<'txn, (&'static str, &'static str), &'static str>,
     requests: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
     ledger: redb::Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
+    outbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    outbox_head: redb::Table<'txn, &'static str, u64>,
 }
 
 /// Checks every condition of one commit and, if all hold, writes it into the open transaction.
@@ -501,6 +588,14 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcom
     }
     if let Some((request_id, bytes)) = &commit.request {
         tables.requests.insert((program, request_id.as_str()), bytes.as_slice()).map_err(io)?;
+    }
+    if !commit.events.is_empty() {
+        let mut seq = tables.outbox_head.get(program).map_err(io)?.map_or(0, |guard| guard.value());
+        for bytes in &commit.events {
+            seq += 1;
+            tables.outbox.insert((program, seq), bytes.as_slice()).map_err(io)?;
+        }
+        tables.outbox_head.insert(program, seq).map_err(io)?;
     }
     Ok(CommitOutcome::Applied { account_version: stored_version + 1 })
 }

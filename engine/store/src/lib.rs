@@ -9,7 +9,12 @@
 //! - the receipt's new state, claimed for this account on first write (claim-once; ScyllaDB:
 //!   `INSERT ... IF NOT EXISTS`, then `IF version = ?`),
 //! - identifiers claimed once for the account (phone, card, app token),
-//! - an enrolment's idempotency record, claimed once.
+//! - an enrolment's idempotency record, claimed once,
+//! - the events the change produced, appended to the program's outbox.
+//!
+//! Program rule versions are stored apart from checkout data: each version is written once, only
+//! if it follows the latest one (compare-and-set on the program's version row), so two admins can
+//! never both create version N.
 //!
 //! Either every condition holds and everything is written durably, or nothing is written and the
 //! caller learns which condition failed ([`Conflict`]). An `Ok` is an acknowledgement: the commit
@@ -20,6 +25,7 @@ pub mod embedded;
 
 use async_trait::async_trait;
 use loyalty_core::account::AccountState;
+use loyalty_core::events::Event;
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::ledger::LedgerEntry;
 use loyalty_core::receipt::{CallRecord, ReceiptState};
@@ -65,6 +71,28 @@ pub struct Commit {
     /// Identifiers to bind to the account; each must be unbound (or already bound to it).
     pub identity_claims: Vec<IdentityKey>,
     pub request: Option<RequestWrite>,
+    /// Appended to the program's outbox, in order.
+    pub events: Vec<Event>,
+}
+
+/// One version of a program's rules, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRules {
+    pub version: u64,
+    /// The rule set as JSON (the admin API and rule files may use other formats; this one is canonical).
+    pub document: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Who made the change (the admin credential or "file:<path>").
+    pub author: String,
+    pub comment: String,
+}
+
+/// An outbox event with its position in the program's outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// 1, 2, 3... per program, in commit order.
+    pub seq: u64,
+    pub event: Event,
 }
 
 /// Why a commit was not applied. Nothing was written.
@@ -114,6 +142,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn ledger_page(&self, program_id: &str, account_id: &str, before_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError>;
     /// Applies a commit atomically and durably, or reports the conflict.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
+    /// The latest version of a program's rules, if any was stored.
+    async fn latest_rules(&self, program_id: &str) -> Result<Option<StoredRules>, StoreError>;
+    /// One version of a program's rules.
+    async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<StoredRules>, StoreError>;
+    /// Stores `rules` as the program's next version: only if the latest stored version is
+    /// `rules.version - 1` (durably, before answering). False: another writer got there first.
+    async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError>;
+    /// Up to `limit` outbox events with seq above `after_seq`, oldest first.
+    async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
     /// False once the store has stopped accepting writes (health reports NOT_SERVING).
     fn is_writable(&self) -> bool;
     /// Flushes and stops; later calls fail with [`StoreError::Closed`].

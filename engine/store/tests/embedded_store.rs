@@ -27,8 +27,8 @@ fn open(dir: &std::path::Path) -> EmbeddedStore {
 fn earn_commit(account: &AccountState, version: u64, receipt_id: &str, points: i64) -> Commit {
     let program = ProgramPolicy::with_defaults("p");
     let mut txn = Txn::begin(&program, account, now(), format!("tx-{receipt_id}"), Origin::default());
-    txn.earn(Decimal::from(points), Posting { receipt_id: Some(receipt_id), refund_id: None }, "test".into());
-    let (state, ledger) = txn.finish().expect("invariants");
+    txn.earn(Decimal::from(points), Posting { receipt_id: Some(receipt_id), refund_id: None }, "test".into(), vec!["base".into()]);
+    let (state, ledger, events) = txn.finish_with_events().expect("invariants");
     let receipt = ReceiptState::new(receipt_id.into(), account.account_id.clone(), now(), Origin::default());
     Commit {
         program_id: "p".into(),
@@ -37,6 +37,7 @@ fn earn_commit(account: &AccountState, version: u64, receipt_id: &str, points: i
         receipt: Some(ReceiptWrite { expected_version: 0, state: receipt }),
         identity_claims: vec![IdentityKey { kind: IdentityKind::Card, value: format!("CARD{}", account.account_id) }],
         request: None,
+        events,
     }
 }
 
@@ -110,4 +111,50 @@ async fn after_shutdown_commits_are_refused() {
     let account = AccountState::new("late".into(), true, now());
     assert!(store.commit(earn_commit(&account, 0, "r", 1)).await.is_err());
     assert!(!store.is_writable());
+}
+
+#[tokio::test]
+async fn outbox_events_follow_their_commits_in_order_and_only_applied_commits_write_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let account = AccountState::new("acc-outbox".into(), true, now());
+    let first = earn_commit(&account, 0, "R1", 10);
+    let after_first = first.account.state.clone();
+    assert_eq!(store.commit(first).await.expect("commit"), CommitOutcome::Applied { account_version: 1 });
+    // A conflicting commit (stale version) writes no event.
+    let stale = earn_commit(&account, 0, "R2", 20);
+    assert!(matches!(store.commit(stale).await.expect("commit"), CommitOutcome::Conflict(_)));
+    let second = earn_commit(&after_first, 1, "R3", 30);
+    assert_eq!(store.commit(second).await.expect("commit"), CommitOutcome::Applied { account_version: 2 });
+    let page = store.outbox_page("p", 0, 10).await.expect("outbox");
+    let seen: Vec<(u64, Option<String>, Decimal)> = page.iter().map(|record| (record.seq, record.event.receipt_id.clone(), record.event.points)).collect();
+    assert_eq!(seen, vec![(1, Some("R1".into()), Decimal::from(10)), (2, Some("R3".into()), Decimal::from(30))]);
+    assert_eq!(store.outbox_page("p", 1, 10).await.expect("outbox").len(), 1);
+    assert!(store.outbox_page("other", 0, 10).await.expect("outbox").is_empty());
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn rules_versions_are_written_once_each_in_sequence_and_survive_reopening() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path());
+    let version = |version: u64, comment: &str| loyalty_store::StoredRules {
+        version,
+        document: format!("{{\"rules\":[],\"v\":{version}}}"),
+        created_at: now(),
+        author: "test".into(),
+        comment: comment.into(),
+    };
+    assert_eq!(store.latest_rules("p").await.expect("read"), None);
+    assert!(!store.put_rules("p", version(2, "skips 1")).await.expect("put"), "version 2 before 1");
+    assert!(store.put_rules("p", version(1, "first")).await.expect("put"));
+    assert!(!store.put_rules("p", version(1, "again")).await.expect("put"), "version 1 twice");
+    assert!(store.put_rules("p", version(2, "second")).await.expect("put"));
+    store.shutdown().await;
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.latest_rules("p").await.expect("read").map(|rules| rules.comment), Some("second".into()));
+    assert_eq!(store.rules_version("p", 1).await.expect("read").map(|rules| rules.comment), Some("first".into()));
+    assert_eq!(store.latest_rules("q").await.expect("read"), None);
+    store.shutdown().await;
 }

@@ -7,8 +7,8 @@ use loyalty_core::account::BalanceView;
 use loyalty_core::basket::BasketLine;
 use loyalty_core::identity::{IdentityKey, IdentityKind, normalize_app_token, normalize_card, normalize_phone};
 use loyalty_core::ledger::{EntryKind, LedgerEntry};
-use loyalty_core::ops::RefundLine;
-use loyalty_core::outcome::{HoldView, LineEarn, SpendLimit};
+use loyalty_core::ops::{RefundLine, SaleContext};
+use loyalty_core::outcome::{BonusOutcome, HoldView, LineEarn, RulePoints, SpendLimit};
 use loyalty_core::program::ProgramPolicy;
 use loyalty_core::rejection::Rejection;
 use loyalty_proto::v1 as pb;
@@ -22,6 +22,12 @@ const DECIMAL_LEN_MAX: usize = 40;
 const REASON_LEN_MAX: usize = 256;
 /// Longest customer name.
 const NAME_LEN_MAX: usize = 128;
+/// Most coupon codes on one receipt.
+const COUPONS_MAX: usize = 16;
+/// Most segment tags on one customer.
+const TAGS_MAX: usize = 32;
+/// Longest tag, channel or coupon code.
+const TAG_LEN_MAX: usize = 64;
 
 /// Parses a decimal in the documented wire format: `-?digits(.digits)?`, no exponent.
 pub fn decimal(field: &str, raw: &str) -> Result<Decimal, Rejection> {
@@ -124,6 +130,7 @@ pub fn lines(lines: &[pb::BasketLine], lines_max: usize) -> Result<Vec<BasketLin
                 line_no: line.line_no,
                 sku: text(&field("sku"), &line.sku, 64)?,
                 category: text(&field("category"), &line.category, 64)?,
+                brand: text(&field("brand"), &line.brand, 64)?,
                 quantity: decimal(&field("quantity"), &line.quantity)?,
                 unit_price: decimal(&field("unit_price"), &line.unit_price)?,
                 line_total: decimal(&field("line_total"), &line.line_total)?,
@@ -203,8 +210,48 @@ pub fn line_earns(program: &ProgramPolicy, lines: &[LineEarn]) -> Vec<pb::LineEa
             base: money(program, line.base),
             points: points(program, line.points),
             reason: line.reason.clone(),
+            applied: rule_points(program, &line.applied),
         })
         .collect()
+}
+
+pub fn rule_points(program: &ProgramPolicy, rules: &[RulePoints]) -> Vec<pb::RulePoints> {
+    rules
+        .iter()
+        .map(|rule| pb::RulePoints { rule_id: rule.rule_id.clone(), label: rule.label.clone(), points: points(program, rule.points) })
+        .collect()
+}
+
+/// The channel of a sale ("pos" when the till does not say) and its coupons.
+pub fn sale(channel: &str, coupons: &[String]) -> Result<SaleContext, Rejection> {
+    if coupons.len() > COUPONS_MAX {
+        return Err(Rejection::invalid("coupon_codes", format!("at most {COUPONS_MAX}")));
+    }
+    let coupons = coupons
+        .iter()
+        .enumerate()
+        .map(|(index, coupon)| id(&format!("coupon_codes[{index}]"), coupon, TAG_LEN_MAX))
+        .collect::<Result<Vec<_>, _>>()?;
+    let channel = if channel.is_empty() { "pos".to_owned() } else { id("channel", channel, TAG_LEN_MAX)? };
+    Ok(SaleContext { channel, coupons })
+}
+
+/// Segment tags: IDs, at most `TAGS_MAX`.
+pub fn tags(field: &str, tags: &[String]) -> Result<Vec<String>, Rejection> {
+    if tags.len() > TAGS_MAX {
+        return Err(Rejection::invalid(field, format!("at most {TAGS_MAX} tags")));
+    }
+    tags.iter().enumerate().map(|(index, tag)| id(&format!("{field}[{index}]"), tag, TAG_LEN_MAX)).collect()
+}
+
+pub fn bonus(program: &ProgramPolicy, outcome: &BonusOutcome) -> pb::AwardBonusResponse {
+    pb::AwardBonusResponse {
+        transaction_id: outcome.tx_id.clone(),
+        account_id: outcome.account_id.clone(),
+        points: points(program, outcome.points),
+        rules: rule_points(program, &outcome.rules),
+        balance: Some(balance(program, &outcome.balance)),
+    }
 }
 
 pub fn hold(program: &ProgramPolicy, hold: &HoldView) -> pb::Hold {
@@ -216,6 +263,7 @@ pub fn spend_limit(limit: SpendLimit) -> pb::SpendLimit {
         SpendLimit::ReceiptCap => pb::SpendLimit::ReceiptCap,
         SpendLimit::Balance => pb::SpendLimit::Balance,
         SpendLimit::NotRegistered => pb::SpendLimit::NotRegistered,
+        SpendLimit::MinimumBalance => pb::SpendLimit::MinimumBalance,
     }
 }
 
@@ -226,6 +274,8 @@ pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerE
         EntryKind::Expire => pb::EntryKind::Expire,
         EntryKind::ReturnSpent => pb::EntryKind::ReturnSpent,
         EntryKind::Clawback => pb::EntryKind::Clawback,
+        EntryKind::Bonus => pb::EntryKind::Bonus,
+        EntryKind::Adjustment => pb::EntryKind::Adjustment,
     };
     pb::LedgerEntry {
         seq: entry.seq,
@@ -241,6 +291,8 @@ pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerE
         reason: entry.reason.clone(),
         available_from: entry.available_from.map(timestamp),
         expires_at: entry.expires_at.map(timestamp),
+        rule_ids: entry.rule_ids.clone(),
+        program_version: entry.program_version.unwrap_or_default(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The gRPC edge: wire conversions, the status mapping and the service implementation.
+//! The gRPC edge: wire conversions, the status mapping, and the checkout and admin services.
 
+pub mod admin;
 pub mod convert;
 pub mod service;
 pub mod status;

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, RedeemCmd, RefundCmd, ReverseCmd};
+use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, BonusCmd, RedeemCmd, RefundCmd, ReverseCmd};
 use loyalty_proto::v1 as pb;
 use loyalty_proto::v1::loyalty_service_server::LoyaltyService;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+
+use loyalty_core::rules::tiers;
 
 use crate::config::LimitsConfig;
 use crate::engine::{Engine, EnrollCmd};
@@ -35,11 +37,18 @@ pub struct LoyaltyApi {
 }
 
 /// IDs that identify a call in traces. Operational IDs only.
-struct CallIds<'a> {
+pub(crate) struct CallIds<'a> {
     program: &'a str,
     store: &'a str,
     till: &'a str,
     receipt: &'a str,
+}
+
+impl<'a> CallIds<'a> {
+    /// A call about a program as a whole (admin calls).
+    pub(crate) fn program(program: &'a str) -> Self {
+        CallIds { program, store: "", till: "", receipt: "" }
+    }
 }
 
 /// Caps an untrusted ID before it goes into a span.
@@ -57,7 +66,16 @@ impl LoyaltyApi {
         LoyaltyApi { engine, limits, in_flight }
     }
 
-    async fn handle<T>(
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
+    /// Runs one call under the in-flight limit, with its span, metrics and error mapping.
+    pub(crate) async fn handle<T>(
         &self,
         rpc: &'static str,
         ids: CallIds<'_>,
@@ -106,7 +124,7 @@ impl LoyaltyApi {
         response
     }
 
-    fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
+    pub(crate) fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
         convert::id("program_id", program_id, self.limits.id_len_max)?;
         self.engine.program(program_id)
     }
@@ -158,6 +176,7 @@ impl LoyaltyService for LoyaltyApi {
                 },
                 name: convert::name(&req.name)?,
                 birth_date: convert::birth_date(&req.birth_date, today)?,
+                tags: convert::tags("tags", &req.tags)?,
             };
             let outcome = self.engine.enroll(&program, &origin, cmd).await?;
             Ok(pb::EnrollResponse {
@@ -165,6 +184,7 @@ impl LoyaltyService for LoyaltyApi {
                 card_number: outcome.card_number,
                 created: outcome.created,
                 balance: Some(convert::balance(policy, &outcome.balance)),
+                bonuses: convert::rule_points(policy, &outcome.bonuses),
             })
         })
         .await
@@ -183,10 +203,11 @@ impl LoyaltyService for LoyaltyApi {
             Ok(pb::GetAccountResponse {
                 account_id: state.account_id.clone(),
                 registered: state.registered,
-                tier: state.tier.clone(),
+                tier: tiers::effective_tier(&program.rules, state, snapshot.now, policy.time_zone).to_owned(),
                 balance: Some(convert::balance(policy, &state.balance_at(snapshot.now))),
                 expiring_30d: convert::points(policy, expiring),
                 next_expiry_at: next_expiry.map(convert::timestamp),
+                tier_spend: convert::money(policy, tiers::tier_spend(&program.rules, state, snapshot.now, policy.time_zone)),
             })
         })
         .await
@@ -236,17 +257,24 @@ impl LoyaltyService for LoyaltyApi {
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
                 spend: convert::amount_or_zero("spend_points", &req.spend_points)?,
                 hold_ttl_seconds: req.hold_ttl_seconds,
+                sale: convert::sale(&req.channel, &req.coupon_codes)?,
             };
             let outcome = self.engine.authorize(&program, &origin, &customer, cmd).await?;
             Ok(pb::AuthorizeResponse {
                 account_id: outcome.account_id,
                 lines: convert::line_earns(policy, &outcome.lines),
                 earn_total: convert::points(policy, outcome.earn_total),
-                max_spend: convert::points(policy, outcome.max_spend),
-                max_spend_limit: convert::spend_limit(outcome.max_spend_limit) as i32,
+                max_spend: convert::points(policy, outcome.spend.max),
+                max_spend_limit: convert::spend_limit(outcome.spend.limit) as i32,
                 balance: Some(convert::balance(policy, &outcome.balance)),
                 hold: outcome.hold.as_ref().map(|hold| convert::hold(policy, hold)),
                 transaction_id: outcome.tx_id.unwrap_or_default(),
+                rules: convert::rule_points(policy, &outcome.rules),
+                spend_cap_percent: outcome.spend.cap_percent.normalize().to_string(),
+                spend_eligible_amount: convert::money(policy, outcome.spend.eligible),
+                spend_explanation: outcome.spend.explanation,
+                tier: outcome.tier,
+                program_version: outcome.program_version,
             })
         })
         .await
@@ -292,6 +320,7 @@ impl LoyaltyService for LoyaltyApi {
             let cmd = AccrueCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
+                sale: convert::sale(&req.channel, &req.coupon_codes)?,
             };
             let outcome = self.engine.accrue(&program, &origin, &customer, cmd).await?;
             Ok(pb::AccrueResponse {
@@ -305,6 +334,9 @@ impl LoyaltyService for LoyaltyApi {
                 expires_at: outcome.expires_at.map(convert::timestamp),
                 balance: Some(convert::balance(policy, &outcome.balance)),
                 hold_released: convert::points(policy, outcome.hold_released),
+                rules: convert::rule_points(policy, &outcome.rules),
+                tier: outcome.tier,
+                program_version: outcome.program_version,
             })
         })
         .await
@@ -358,6 +390,21 @@ impl LoyaltyService for LoyaltyApi {
                 refunded_amount: convert::money(policy, outcome.refunded_amount),
                 balance: Some(convert::balance(policy, &outcome.balance)),
             })
+        })
+        .await
+    }
+
+    async fn award_bonus(&self, request: Request<pb::AwardBonusRequest>) -> Result<Response<pb::AwardBonusResponse>, Status> {
+        let req = request.into_inner();
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
+        self.handle("AwardBonus", ids, async {
+            let program = self.program(&req.program_id)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
+            let request_id = convert::id("request_id", &req.request_id, self.limits.id_len_max)?;
+            let cmd = BonusCmd::Event { event: convert::id("event", &req.event, 64)? };
+            let outcome = self.engine.bonus(&program, &origin, &customer, &request_id, cmd).await?;
+            Ok(convert::bonus(&program.policy, &outcome))
         })
         .await
     }

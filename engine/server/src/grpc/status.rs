@@ -25,11 +25,19 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::Invariant(_) => (Code::Internal, "INVARIANT_BROKEN"),
         EngineError::Contention { .. } => (Code::Aborted, "CONTENTION"),
         EngineError::Overloaded { .. } => (Code::ResourceExhausted, "OVERLOADED"),
+        EngineError::RulesInvalid(_) => (Code::InvalidArgument, "RULES_INVALID"),
+        EngineError::RulesVersionConflict { .. } => (Code::Aborted, "RULES_VERSION_CONFLICT"),
+        EngineError::RuleNotFound(_) => (Code::NotFound, "RULE_NOT_FOUND"),
         EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
     if let EngineError::Rejected(Rejection::InvalidArgument { field, reason }) = error {
         details.add_bad_request_violation(field.clone(), reason.clone());
+    }
+    if let EngineError::RulesInvalid(invalid) = error {
+        for problem in &invalid.problems {
+            details.add_bad_request_violation(problem.at.clone(), problem.reason.clone());
+        }
     }
     Status::with_error_details(code, message, details)
 }
@@ -48,7 +56,9 @@ fn rejection_code(rejection: &Rejection) -> Code {
         | Rejection::ReceiptReversed { .. }
         | Rejection::ReceiptNotClosed { .. }
         | Rejection::RefundExceedsReceipt { .. }
-        | Rejection::ClawbackExceedsBalance { .. } => Code::FailedPrecondition,
+        | Rejection::ClawbackExceedsBalance { .. }
+        | Rejection::BelowMinimumBalance { .. } => Code::FailedPrecondition,
+        Rejection::UnknownEvent { .. } => Code::NotFound,
         Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {
             Code::AlreadyExists
         }
@@ -58,8 +68,13 @@ fn rejection_code(rejection: &Rejection) -> Code {
 /// Machine-readable facts of an error (amounts, IDs), never personal data.
 fn metadata(error: &EngineError) -> HashMap<String, String> {
     let mut map = HashMap::new();
-    let EngineError::Rejected(rejection) = error else {
-        return map;
+    let rejection = match error {
+        EngineError::Rejected(rejection) => rejection,
+        EngineError::RulesVersionConflict { current, .. } => {
+            map.insert("current_version".to_owned(), current.to_string());
+            return map;
+        }
+        _ => return map,
     };
     let mut put = |key: &str, value: String| {
         map.insert(key.to_owned(), value);
@@ -98,6 +113,11 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
             put("hold_id", hold_id.clone())
         }
         Rejection::InvalidArgument { field, .. } => put("field", field.clone()),
+        Rejection::BelowMinimumBalance { minimum, spendable } => {
+            put("minimum", minimum.to_string());
+            put("spendable", spendable.to_string());
+        }
+        Rejection::UnknownEvent { event } => put("event", event.clone()),
         Rejection::CustomerNotFound
         | Rejection::CardNotRegistered
         | Rejection::PhoneAlreadyRegistered

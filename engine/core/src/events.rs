@@ -1,0 +1,44 @@
+//! Events for the program's messaging integrations (SMS, push, messenger bots live outside the
+//! engine): written to an outbox in the same commit as the change they report, so an event exists
+//! exactly when its change does, and read from the outbox in order.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// Points earned on a receipt.
+    PointsEarned,
+    /// A welcome, event or manual bonus credited.
+    BonusCredited,
+    /// The customer's tier went up or down.
+    TierChanged,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::PointsEarned => "points_earned",
+            EventKind::BonusCredited => "bonus_credited",
+            EventKind::TierChanged => "tier_changed",
+        }
+    }
+}
+
+/// One event. Carries IDs and amounts only: integrations look up contact details themselves, so
+/// personal data never sits in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub account_id: String,
+    pub at: DateTime<Utc>,
+    /// Points credited (zero for tier changes).
+    pub points: Decimal,
+    pub receipt_id: Option<String>,
+    pub rule_ids: Vec<String>,
+    /// When the credited points become spendable.
+    pub available_from: Option<DateTime<Utc>>,
+    pub tier_from: Option<String>,
+    pub tier_to: Option<String>,
+}

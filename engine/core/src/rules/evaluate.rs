@@ -1,0 +1,379 @@
+//! Evaluation of a purchase against one program version: which rules apply to which lines, how
+//! many points each gives, and why. No I/O, no clock: the time of the receipt is an input.
+//!
+//! The order of work, and why:
+//! 1. **Candidates** come from the index: rules listed under a line's SKU, category or brand (with
+//!    that line), rules listed under the customer's tier or tags, and the general rules. A rule no
+//!    line or segment points at is never looked at.
+//! 2. **Receipt-level conditions** (validity window, store, till, channel, customer, coupon, receipt
+//!    total, budget left) are checked once per candidate, then its matching lines are collected.
+//! 3. **Stacking**, per line for line effects and per receipt for receipt effects, walks applicable
+//!    rules by priority (see [`super::definition::Stacking`]). Multipliers come last, on what the
+//!    percentage rules gave each line.
+//! 4. **Budgets** scale a rule's exact amounts down to what it may still give.
+//! 5. **Rounding** is per rule over the whole receipt (1% of ten 50-tenge lines is 5 points, not
+//!    0), then each rule's points are shared out over its lines exactly, so the lines add up to the
+//!    rule and the rules add up to the receipt.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use super::compile::{CompiledRule, CompiledRules, period_key};
+use super::definition::{Effect, Stacking};
+use super::tiers::effective_tier;
+use crate::account::AccountState;
+use crate::allocate::allocate;
+use crate::basket::BasketLine;
+use crate::outcome::{LineEarn, RulePoints};
+use crate::program::ProgramPolicy;
+
+/// Everything a purchase evaluation may look at.
+#[derive(Clone, Copy, Debug)]
+pub struct PurchaseContext<'a> {
+    pub program: &'a ProgramPolicy,
+    pub account: &'a AccountState,
+    pub lines: &'a [BasketLine],
+    /// Per line: the money it earns on (its total less its share of spent points).
+    pub bases: &'a [Decimal],
+    pub at: DateTime<Utc>,
+    pub store_id: &'a str,
+    pub till_id: &'a str,
+    pub channel: &'a str,
+    pub coupons: &'a [String],
+}
+
+/// What a basket earns: per line with the rules behind it, per rule, and the total.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Earn {
+    pub lines: Vec<LineEarn>,
+    /// Per rule that gave points, highest priority first.
+    pub rules: Vec<RulePoints>,
+    pub total: Decimal,
+    /// The customer's tier the evaluation used.
+    pub tier: String,
+    pub program_version: u64,
+}
+
+/// How far stacking has gone on one line (or on the receipt).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StackState {
+    Open,
+    Stacked,
+    Closed,
+}
+
+/// Whether a rule with `stacking` applies given what already applied, updating the state.
+fn admit(state: &mut StackState, stacking: Stacking) -> bool {
+    match (stacking, *state) {
+        (Stacking::Always, _) => true,
+        (Stacking::Exclusive, StackState::Open) => {
+            *state = StackState::Closed;
+            true
+        }
+        (Stacking::Exclusive, _) | (Stacking::Stackable, StackState::Closed) => false,
+        (Stacking::Stackable, _) => {
+            *state = StackState::Stacked;
+            true
+        }
+    }
+}
+
+/// One rule's exact (unrounded) points on one line.
+#[derive(Clone, Copy)]
+struct Cell {
+    slot: usize,
+    line: usize,
+    exact: Decimal,
+}
+
+/// A rule that passed its conditions, with its matching lines.
+struct Applicable<'r> {
+    rule: &'r CompiledRule,
+    lines: Vec<usize>,
+}
+
+/// The local calendar day of the birthday in `year`; 29 February falls on the 28th in other years.
+fn birthday_in(birth: NaiveDate, year: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(year, birth.month(), birth.day()).or_else(|| NaiveDate::from_ymd_opt(year, birth.month(), 28))
+}
+
+fn in_birthday_window(birth: NaiveDate, today: NaiveDate, before: u32, after: u32) -> bool {
+    (today.year() - 1..=today.year() + 1).filter_map(|year| birthday_in(birth, year)).any(|birthday| {
+        let days = (today - birthday).num_days();
+        days >= -i64::from(before) && days <= i64::from(after)
+    })
+}
+
+/// Points and uses a rule may still give this customer in its current period (None: no budget).
+pub(crate) fn budget_left(rule: &CompiledRule, account: &AccountState, today: NaiveDate) -> (Option<Decimal>, Option<u32>) {
+    let Some(limit) = &rule.limits.per_customer else {
+        return (None, None);
+    };
+    let period = period_key(limit.period, today);
+    let used = account.counters.iter().find(|counter| counter.rule_id == rule.id && counter.period == period);
+    let (points_used, uses_used) = used.map_or((Decimal::ZERO, 0), |counter| (counter.points, counter.uses));
+    (limit.points.map(|max| (max - points_used).max(Decimal::ZERO)), limit.uses.map(|max| max.saturating_sub(uses_used)))
+}
+
+/// Customer conditions shared by purchase, enrolment and event rules.
+pub(crate) fn customer_matches(rule: &CompiledRule, account: &AccountState, tier: &str, at: DateTime<Utc>, today: NaiveDate) -> bool {
+    let customer = &rule.customer;
+    (customer.tiers.is_empty() || customer.tiers.iter().any(|wanted| wanted == tier))
+        && (customer.tags_any.is_empty() || customer.tags_any.iter().any(|tag| account.tags.contains(tag)))
+        && !customer.tags_none.iter().any(|tag| account.tags.contains(tag))
+        && customer.registered.is_none_or(|wanted| wanted == account.registered)
+        && customer.first_purchase.is_none_or(|wanted| wanted == (account.purchases == 0))
+        && customer.inactive_days_min.is_none_or(|days| {
+            account.last_purchase_at.is_some_and(|last| (at - last).num_days() >= i64::from(days))
+        })
+        && customer.account_age_days_max.is_none_or(|days| (at - account.created_at).num_days() <= i64::from(days))
+        && customer.birthday.is_none_or(|window| {
+            account.profile.birth_date.is_some_and(|birth| in_birthday_window(birth, today, window.days_before, window.days_after))
+        })
+}
+
+fn receipt_level_matches(rule: &CompiledRule, ctx: &PurchaseContext<'_>, tier: &str, local: chrono::NaiveDateTime) -> bool {
+    rule.valid.contains(local)
+        && (rule.stores.is_empty() || rule.stores.contains(ctx.store_id))
+        && (rule.tills.is_empty() || rule.tills.contains(ctx.till_id))
+        && (rule.channels.is_empty() || rule.channels.contains(ctx.channel))
+        && rule.coupon.as_ref().is_none_or(|coupon| ctx.coupons.iter().any(|presented| presented == coupon))
+        && customer_matches(rule, ctx.account, tier, ctx.at, local.date())
+        && rule.min_total.is_none_or(|min| crate::basket::basket_total(ctx.lines) >= min)
+        && match budget_left(rule, ctx.account, local.date()) {
+            (Some(points), _) if points.is_zero() => false,
+            (_, Some(0)) => false,
+            _ => true,
+        }
+}
+
+/// The rules that apply to this receipt, in priority order, each with its matching lines.
+fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &str, local: chrono::NaiveDateTime) -> Vec<Applicable<'r>> {
+    let index = &rules.purchase;
+    // (rule position, line) pairs found through the line index; sorted, they group by rule.
+    let mut keyed: Vec<(u32, usize)> = Vec::new();
+    for (line_index, line) in ctx.lines.iter().enumerate() {
+        let hits = [index.by_sku.get(&line.sku), index.by_category.get(&line.category), index.by_brand.get(&line.brand)];
+        for position in hits.into_iter().flatten().flatten() {
+            keyed.push((*position, line_index));
+        }
+    }
+    keyed.sort_unstable();
+    keyed.dedup();
+    // Rules that look at every line: general ones and those of the customer's segment.
+    let mut scanned: Vec<u32> = index.general.clone();
+    if let Some(positions) = index.by_tier.get(tier) {
+        scanned.extend_from_slice(positions);
+    }
+    for tag in &ctx.account.tags {
+        if let Some(positions) = index.by_tag.get(tag) {
+            scanned.extend_from_slice(positions);
+        }
+    }
+    scanned.sort_unstable();
+    scanned.dedup();
+
+    let mut found = Vec::new();
+    let (mut next_keyed, mut next_scanned) = (0, 0);
+    loop {
+        let keyed_position = keyed.get(next_keyed).map(|pair| pair.0);
+        let scanned_position = scanned.get(next_scanned).copied();
+        let (position, from_keyed) = match (keyed_position, scanned_position) {
+            (None, None) => break,
+            (Some(k), Some(s)) if s < k => (s, false),
+            (Some(k), _) => (k, true),
+            (None, Some(s)) => (s, false),
+        };
+        let group_end = if from_keyed { keyed[next_keyed..].partition_point(|pair| pair.0 == position) + next_keyed } else { next_keyed };
+        let Some(rule) = usize::try_from(position).ok().and_then(|position| rules.rules.get(position)) else {
+            break;
+        };
+        let candidate_lines: Vec<usize> = if from_keyed {
+            let lines = keyed[next_keyed..group_end].iter().map(|pair| pair.1).collect();
+            next_keyed = group_end;
+            lines
+        } else {
+            next_scanned += 1;
+            (0..ctx.lines.len()).collect()
+        };
+        if !receipt_level_matches(rule, ctx, tier, local) {
+            continue;
+        }
+        let lines: Vec<usize> = candidate_lines.into_iter().filter(|&line| rule.lines.matches(&ctx.lines[line])).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        if rule.min_matching_total.is_some() || rule.min_matching_quantity.is_some() {
+            let total: Decimal = lines.iter().map(|&line| ctx.lines[line].line_total).sum();
+            let quantity: Decimal = lines.iter().map(|&line| ctx.lines[line].quantity).sum();
+            if rule.min_matching_total.is_some_and(|min| total < min) || rule.min_matching_quantity.is_some_and(|min| quantity < min) {
+                continue;
+            }
+        }
+        found.push(Applicable { rule, lines });
+    }
+    found
+}
+
+fn tier_percent(rules: &CompiledRules, tier: &str) -> Decimal {
+    rules
+        .tiers
+        .as_ref()
+        .and_then(|tiers| tiers.levels.iter().find(|level| level.id == tier))
+        .and_then(|level| level.cashback_percent)
+        .unwrap_or(Decimal::ZERO)
+}
+
+/// Evaluates a purchase: what each line earns under which rules.
+pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Earn {
+    assert_eq!(ctx.lines.len(), ctx.bases.len(), "one base per line");
+    let program = ctx.program;
+    let local = ctx.at.with_timezone(&program.time_zone).naive_local();
+    let tier = effective_tier(rules, ctx.account, ctx.at, program.time_zone);
+    let found = applicable(rules, ctx, tier, local);
+    let hundred = Decimal::ONE_HUNDRED;
+
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut line_state = vec![StackState::Open; ctx.lines.len()];
+    let mut percent_points = vec![Decimal::ZERO; ctx.lines.len()];
+    // Line effects, by priority.
+    for (slot, rule) in found.iter().enumerate() {
+        let percent = match &rule.rule.effect {
+            Effect::PercentOfLines { percent } => *percent,
+            Effect::TierPercent => tier_percent(rules, tier),
+            _ => continue,
+        };
+        for &line in &rule.lines {
+            if admit(&mut line_state[line], rule.rule.stacking) {
+                let exact = ctx.bases[line] * percent / hundred;
+                percent_points[line] += exact;
+                cells.push(Cell { slot, line, exact });
+            }
+        }
+    }
+    // Multipliers, on what the percentage rules gave each line.
+    let mut multiplier_state = vec![StackState::Open; ctx.lines.len()];
+    for (slot, rule) in found.iter().enumerate() {
+        let Effect::Multiplier { factor } = &rule.rule.effect else { continue };
+        for &line in &rule.lines {
+            if admit(&mut multiplier_state[line], rule.rule.stacking) && !percent_points[line].is_zero() {
+                cells.push(Cell { slot, line, exact: percent_points[line] * (*factor - Decimal::ONE) });
+            }
+        }
+    }
+    // Receipt effects, by priority.
+    let mut receipt_state = StackState::Open;
+    for (slot, rule) in found.iter().enumerate() {
+        match &rule.rule.effect {
+            Effect::PercentOfReceipt { percent } => {
+                if admit(&mut receipt_state, rule.rule.stacking) {
+                    for line in 0..ctx.lines.len() {
+                        cells.push(Cell { slot, line, exact: ctx.bases[line] * *percent / hundred });
+                    }
+                }
+            }
+            Effect::FixedPoints { points } => {
+                if admit(&mut receipt_state, rule.rule.stacking) {
+                    let weights: Vec<Decimal> = rule.lines.iter().map(|&line| ctx.bases[line]).collect();
+                    let weight_sum: Decimal = weights.iter().copied().sum();
+                    for (index, &line) in rule.lines.iter().enumerate() {
+                        let exact = if weight_sum.is_zero() {
+                            if index == 0 { *points } else { Decimal::ZERO }
+                        } else {
+                            *points * weights[index] / weight_sum
+                        };
+                        cells.push(Cell { slot, line, exact });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Budgets, rounding and sharing out, rule by rule.
+    cells.sort_by_key(|cell| cell.slot);
+    let mut line_points = vec![Decimal::ZERO; ctx.lines.len()];
+    let mut line_applied: Vec<Vec<RulePoints>> = vec![Vec::new(); ctx.lines.len()];
+    let mut per_rule = Vec::new();
+    let mut total = Decimal::ZERO;
+    let mut start = 0;
+    while start < cells.len() {
+        let slot = cells[start].slot;
+        let end = cells[start..].partition_point(|cell| cell.slot == slot) + start;
+        let group = &cells[start..end];
+        start = end;
+        let rule = found[slot].rule;
+        let exact: Decimal = group.iter().map(|cell| cell.exact).sum();
+        let (budget, _) = budget_left(rule, ctx.account, local.date());
+        let limit = [rule.limits.per_receipt_points, budget].into_iter().flatten().min();
+        let capped = limit.map_or(exact, |limit| exact.min(limit));
+        let rule_total = program.round_points(capped).max(Decimal::ZERO);
+        if rule_total.is_zero() {
+            continue;
+        }
+        let weights: Vec<Decimal> = group.iter().map(|cell| cell.exact).collect();
+        for (cell, points) in group.iter().zip(allocate(rule_total, &weights, program.points_scale)) {
+            if points.is_zero() {
+                continue;
+            }
+            line_points[cell.line] += points;
+            match line_applied[cell.line].iter_mut().find(|applied| applied.rule_id == rule.id) {
+                Some(applied) => applied.points += points,
+                None => line_applied[cell.line].push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points }),
+            }
+        }
+        total += rule_total;
+        per_rule.push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points: rule_total });
+    }
+
+    let lines = ctx
+        .lines
+        .iter()
+        .zip(ctx.bases)
+        .zip(line_points)
+        .zip(line_applied)
+        .map(|(((line, base), points), applied)| {
+            let reason = match (applied.is_empty(), line.excise, line.promo_price) {
+                (false, _, _) => applied.iter().map(|rule| rule.label.as_str()).collect::<Vec<_>>().join(" + "),
+                (true, true, _) => "no rule applies: excise goods".to_owned(),
+                (true, false, true) => "no rule applies: promo price".to_owned(),
+                (true, false, false) => "no rule applies".to_owned(),
+            };
+            LineEarn { line_no: line.line_no, base: *base, points, reason, applied }
+        })
+        .collect();
+    Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version }
+}
+
+/// Fixed awards of enrolment or event rules that apply to this customer now (budgets respected).
+pub fn evaluate_awards(
+    rules: &CompiledRules,
+    positions: &[u32],
+    program: &ProgramPolicy,
+    account: &AccountState,
+    at: DateTime<Utc>,
+    store_id: &str,
+) -> Vec<RulePoints> {
+    let local = at.with_timezone(&program.time_zone).naive_local();
+    let tier = effective_tier(rules, account, at, program.time_zone);
+    let mut state = StackState::Open;
+    let mut awards = Vec::new();
+    for rule in positions.iter().filter_map(|&position| usize::try_from(position).ok().and_then(|position| rules.rules.get(position))) {
+        let Effect::FixedPoints { points } = &rule.effect else { continue };
+        if !rule.valid.contains(local)
+            || !(rule.stores.is_empty() || rule.stores.contains(store_id))
+            || !customer_matches(rule, account, tier, at, local.date())
+        {
+            continue;
+        }
+        let (budget, uses) = budget_left(rule, account, local.date());
+        if uses == Some(0) || budget.is_some_and(|budget| budget.is_zero()) || !admit(&mut state, rule.stacking) {
+            continue;
+        }
+        let granted = program.round_points(budget.map_or(*points, |budget| budget.min(*points)));
+        if granted > Decimal::ZERO {
+            awards.push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points: granted });
+        }
+    }
+    awards
+}

@@ -1,0 +1,19 @@
+//! The rules engine: every earning and spending mechanic of a program, evaluated in memory.
+//!
+//! A program's rules are a document ([`definition::RuleSet`]) that [`compile::compile`] checks and
+//! indexes into an immutable [`compile::CompiledRules`], one per program version. Checkout
+//! evaluates a basket against exactly one version ([`evaluate::evaluate_purchase`],
+//! [`spending::spend_quote`]), with no I/O and no clock: the time of the receipt is an input.
+//! Tiers ([`tiers`]) and per-customer budgets ([`budgets`]) are computed from state kept on the
+//! account, so that refunds can take them back.
+
+pub mod budgets;
+pub mod compile;
+pub mod definition;
+pub mod evaluate;
+pub mod spending;
+pub mod tiers;
+
+pub use compile::{CompiledRules, RuleProblem, RuleSetError, compile, flat_cashback, parse_rule, parse_rule_set};
+pub use definition::{DocumentFormat, Rule, RuleSet};
+pub use evaluate::{Earn, PurchaseContext, evaluate_purchase};

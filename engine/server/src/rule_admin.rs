@@ -1,0 +1,190 @@
+//! Rules versions: the first version at start, changes through the admin API, and the refresh
+//! that brings changes made by other engine processes into this one's memory.
+//!
+//! Every change builds the whole new rule set, compiles it (a bad rule is refused here, with its
+//! path and the reason), stores it as the next version with a compare-and-set on the program's
+//! version row, and only then swaps it in. The store is the source of truth; memory follows it.
+
+use std::sync::Arc;
+
+use loyalty_core::rules::{Rule, RuleSet};
+use loyalty_store::StoredRules;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, EngineResult};
+use crate::programs::Program;
+
+/// One change to a program's rules.
+#[derive(Clone, Debug)]
+pub enum RuleEdit {
+    /// The whole rule set (from a file in git, say).
+    Replace(RuleSet),
+    /// Adds the rule, or replaces the rule with its ID.
+    Upsert(Rule),
+    SetActive { rule_id: String, active: bool },
+}
+
+/// Who changes what, against which version.
+#[derive(Clone, Debug)]
+pub struct RuleChange {
+    pub program_id: String,
+    /// The version the change was made against; another version is a conflict (re-read, retry).
+    pub expected_version: u64,
+    pub edit: RuleEdit,
+    pub author: String,
+    pub comment: String,
+}
+
+fn decode(program_id: &str, stored: &StoredRules) -> EngineResult<RuleSet> {
+    serde_json::from_str(&stored.document)
+        .map_err(|error| EngineError::Internal(format!("program {program_id}: stored rules version {} unreadable: {error}", stored.version)))
+}
+
+impl Engine {
+    /// At start: installs each program's latest stored rules, storing the configured ones as
+    /// version 1 when the store has none.
+    pub async fn bootstrap_rules(&self) -> EngineResult<()> {
+        for program_id in self.programs().ids() {
+            let stored = match self.store().latest_rules(&program_id).await? {
+                Some(stored) => stored,
+                None => {
+                    let setup = self.programs().setup(&program_id).ok_or_else(|| EngineError::ProgramNotFound(program_id.clone()))?;
+                    let first = StoredRules {
+                        version: 1,
+                        document: serde_json::to_string(&setup.initial_rules).map_err(|error| EngineError::Internal(error.to_string()))?,
+                        created_at: self.now(),
+                        author: setup.initial_source.clone(),
+                        comment: "initial rules".into(),
+                    };
+                    // Another engine starting at the same time may store version 1 first: use theirs.
+                    self.store().put_rules(&program_id, first).await?;
+                    self.store().latest_rules(&program_id).await?.ok_or_else(|| EngineError::Internal("rules vanished".into()))?
+                }
+            };
+            self.install_stored(&program_id, &stored)?;
+            if let Some(setup) = self.programs().setup(&program_id)
+                && setup.initial_source.starts_with("file:")
+                && decode(&program_id, &stored)? != setup.initial_rules
+            {
+                tracing::warn!(
+                    program = program_id.as_str(),
+                    version = stored.version,
+                    source = setup.initial_source.as_str(),
+                    "the rules file differs from the stored version; the stored version runs (apply the file through the admin API to change it)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn install_stored(&self, program_id: &str, stored: &StoredRules) -> EngineResult<Arc<Program>> {
+        let rule_set = decode(program_id, stored)?;
+        let compiled = self
+            .programs()
+            .compile(program_id, &rule_set, stored.version)
+            .ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))?
+            .map_err(EngineError::RulesInvalid)?;
+        self.programs().install(program_id, compiled).ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))
+    }
+
+    /// Brings every program up to the latest stored version; returns how many changed.
+    pub async fn refresh_rules(&self) -> EngineResult<usize> {
+        let mut changed = 0;
+        for program_id in self.programs().ids() {
+            let current = self.programs().get(&program_id).map_or(0, |program| program.rules.version());
+            if let Some(stored) = self.store().latest_rules(&program_id).await?
+                && stored.version > current
+            {
+                self.install_stored(&program_id, &stored)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Applies one change as a new version and makes it current here at once.
+    pub async fn change_rules(&self, change: RuleChange) -> EngineResult<Arc<Program>> {
+        let program_id = change.program_id.as_str();
+        let setup = self.programs().setup(program_id).ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))?;
+        let latest = self.store().latest_rules(program_id).await?;
+        let current_version = latest.as_ref().map_or(0, |stored| stored.version);
+        if change.expected_version != current_version {
+            return Err(EngineError::RulesVersionConflict { program_id: program_id.to_owned(), current: current_version });
+        }
+        let mut rule_set = match &latest {
+            Some(stored) => decode(program_id, stored)?,
+            None => setup.initial_rules.clone(),
+        };
+        match change.edit {
+            RuleEdit::Replace(replacement) => rule_set = replacement,
+            RuleEdit::Upsert(rule) => match rule_set.rules.iter_mut().find(|existing| existing.id == rule.id) {
+                Some(existing) => *existing = rule,
+                None => rule_set.rules.push(rule),
+            },
+            RuleEdit::SetActive { rule_id, active } => {
+                let rule = rule_set.rules.iter_mut().find(|rule| rule.id == rule_id).ok_or(EngineError::RuleNotFound(rule_id))?;
+                rule.active = active;
+            }
+        }
+        let version = current_version + 1;
+        let compiled = self
+            .programs()
+            .compile(program_id, &rule_set, version)
+            .ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))?
+            .map_err(EngineError::RulesInvalid)?;
+        let stored = StoredRules {
+            version,
+            document: serde_json::to_string(&rule_set).map_err(|error| EngineError::Internal(error.to_string()))?,
+            created_at: self.now(),
+            author: change.author,
+            comment: change.comment,
+        };
+        if !self.store().put_rules(program_id, stored).await? {
+            let current = self.store().latest_rules(program_id).await?.map_or(0, |stored| stored.version);
+            return Err(EngineError::RulesVersionConflict { program_id: program_id.to_owned(), current });
+        }
+        metrics::counter!("loyalty_rule_changes_total", "program" => program_id.to_owned()).increment(1);
+        self.programs().install(program_id, compiled).ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))
+    }
+
+    /// The program at the version a receipt is pinned to: from memory, or read from the store.
+    pub(crate) async fn pinned(&self, program: &Arc<Program>, version: u64) -> EngineResult<Arc<Program>> {
+        if program.rules.version() == version {
+            return Ok(Arc::clone(program));
+        }
+        if let Some(found) = self.programs().at_version(program.id(), version) {
+            return Ok(found);
+        }
+        let Some(stored) = self.store().rules_version(program.id(), version).await? else {
+            // Version 0 (initial rules never stored: a test engine) or a pruned version: evaluate
+            // against the current one rather than refuse the till.
+            return Ok(Arc::clone(program));
+        };
+        let rule_set = decode(program.id(), &stored)?;
+        let compiled = self
+            .programs()
+            .compile(program.id(), &rule_set, version)
+            .ok_or_else(|| EngineError::ProgramNotFound(program.id().to_owned()))?
+            .map_err(EngineError::RulesInvalid)?;
+        let pinned = Arc::new(Program { policy: program.policy.clone(), rules: Arc::new(compiled), limits: program.limits.clone() });
+        self.programs().remember(Arc::clone(&pinned));
+        Ok(pinned)
+    }
+}
+
+/// Checks the store for newer rules versions every `every`, for as long as the engine lives: how
+/// a change made through another engine process reaches this one.
+pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    let engine = Arc::downgrade(&engine);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(engine) = engine.upgrade() else { break };
+            if let Err(error) = engine.refresh_rules().await {
+                tracing::warn!(%error, "rules refresh failed; will retry");
+            }
+        }
+    })
+}
