@@ -64,6 +64,9 @@ impl Store for FaultyStore {
         }
         self.inner.put_rules(program_id, rules).await
     }
+    async fn account_ids(&self, program_id: &str, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.account_ids(program_id, after, limit).await
+    }
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.inner.outbox_page(program_id, after_seq, limit).await
     }

@@ -22,6 +22,19 @@ pub struct Bucket {
     pub expires_at: DateTime<Utc>,
     /// Always above zero: empty buckets are removed.
     pub remaining: Decimal,
+    /// Set when the bucket is a certificate: its points pay only a capped share of a receipt.
+    #[serde(default)]
+    pub certificate: Option<Certificate>,
+}
+
+/// The terms of a certificate (birthday, win-back): points with their own expiry and receipt cap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The rule that issued it.
+    pub rule_id: String,
+    pub label: String,
+    /// Share of a receipt (its part points may pay for) the certificate may pay, in percent.
+    pub cap_percent: Decimal,
 }
 
 impl Bucket {

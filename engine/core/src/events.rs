@@ -14,6 +14,8 @@ pub enum EventKind {
     BonusCredited,
     /// The customer's tier went up or down.
     TierChanged,
+    /// A certificate was issued (its value in `points`, its expiry in the account's ledger).
+    CertificateIssued,
 }
 
 impl EventKind {
@@ -22,6 +24,7 @@ impl EventKind {
             EventKind::PointsEarned => "points_earned",
             EventKind::BonusCredited => "bonus_credited",
             EventKind::TierChanged => "tier_changed",
+            EventKind::CertificateIssued => "certificate_issued",
         }
     }
 }

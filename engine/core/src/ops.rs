@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Origin;
-use crate::account::{AccountState, Hold};
+use crate::account::{AccountState, Certificate, Hold};
 use crate::allocate::allocate;
 use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
 use crate::ledger::EntryKind;
@@ -19,7 +19,7 @@ use crate::outcome::{
 use crate::program::ProgramPolicy;
 use crate::receipt::{Accrual, ClosedLine, HoldStatus, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
 use crate::rejection::Rejection;
-use crate::rules::evaluate::{Earn, PurchaseContext, evaluate_awards, evaluate_purchase};
+use crate::rules::evaluate::{Award, AwardKind, Earn, PurchaseContext, evaluate_awards, evaluate_purchase, evaluate_schedule};
 use crate::rules::{CompiledRules, budgets, spending, tiers};
 use crate::txn::{Posting, Txn};
 
@@ -73,6 +73,8 @@ pub struct AccrueCmd {
 pub enum BonusCmd {
     Event { event: String },
     Manual { points: Decimal, reason: String },
+    /// A schedule rule's award for one occasion (see `rules::evaluate::schedule_occasion`).
+    Schedule { rule_id: String, occasion: String },
 }
 
 /// Cancel a receipt entirely.
@@ -120,8 +122,15 @@ fn ensure_points_scale(program: &ProgramPolicy, field: &str, points: Decimal) ->
 }
 
 /// The most points a basket may spend given `puttable` points the account can put up.
-fn spend_quote(ck: &Checkout<'_>, account: &AccountState, lines: &[BasketLine], now: DateTime<Utc>, puttable: Decimal) -> SpendQuote {
-    let quote = spending::spend_quote(ck.rules, ck.program, account, lines, now, puttable);
+fn spend_quote(
+    ck: &Checkout<'_>,
+    account: &AccountState,
+    lines: &[BasketLine],
+    now: DateTime<Utc>,
+    puttable: Decimal,
+    lasting_until: DateTime<Utc>,
+) -> SpendQuote {
+    let quote = spending::spend_quote(ck.rules, ck.program, account, lines, now, puttable, lasting_until);
     assert!(quote.max >= Decimal::ZERO, "negative spend cap {}", quote.max);
     quote
 }
@@ -171,7 +180,7 @@ pub fn quote(ck: &Checkout<'_>, account: &AccountState, cmd: &AuthorizeCmd, now:
     let ttl = hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     let bases: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
     let earn = evaluate(ck, account, &cmd.lines, &bases, now, origin, &cmd.sale);
-    let spend = spend_quote(ck, account, &cmd.lines, now, account.holdable_at(now, now + ttl));
+    let spend = spend_quote(ck, account, &cmd.lines, now, account.holdable_at(now, now + ttl), now + ttl);
     Ok(AuthorizeOutcome {
         account_id: account.account_id.clone(),
         lines: earn.lines,
@@ -205,7 +214,13 @@ pub fn authorize(
     let expires_at = now + hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     check_spend(&outcome.spend, cmd.spend, outcome.balance.spendable, ck.rules.source().spending.min_balance_to_spend)?;
     txn.place_hold(Hold { hold_id: hold_id.clone(), receipt_id: cmd.receipt_id.clone(), amount: cmd.spend, expires_at });
-    receipt.hold = Some(ReceiptHold { hold_id: hold_id.clone(), amount: cmd.spend, expires_at, status: HoldStatus::Active });
+    receipt.hold = Some(ReceiptHold {
+        hold_id: hold_id.clone(),
+        amount: cmd.spend,
+        expires_at,
+        status: HoldStatus::Active,
+        certificate_limits: outcome.spend.certificate_limits.clone(),
+    });
     outcome.hold = Some(HoldView { hold_id, amount: cmd.spend, expires_at });
     outcome.tx_id = Some(txn.tx_id().to_owned());
     outcome.balance = txn.account().balance_at(now);
@@ -247,7 +262,7 @@ pub fn redeem(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             // The hold's points return to spendable, and the capture spends from them.
             txn.release_hold(&hold.hold_id);
             released = hold.amount - cmd.points;
-            let slices = txn.spend(cmd.points, receipt_posting(receipt), reason)?;
+            let slices = txn.spend(cmd.points, receipt_posting(receipt), reason, &hold.certificate_limits)?;
             if let Some(receipt_hold) = receipt.hold.as_mut() {
                 receipt_hold.status = HoldStatus::Captured;
             }
@@ -259,9 +274,9 @@ pub fn redeem(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             }
             validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
             let spendable = txn.account().balance_at(now).spendable;
-            let quote = spend_quote(ck, txn.account(), &cmd.lines, now, spendable);
+            let quote = spend_quote(ck, txn.account(), &cmd.lines, now, spendable, now);
             check_spend(&quote, cmd.points, spendable, ck.rules.source().spending.min_balance_to_spend)?;
-            txn.spend(cmd.points, receipt_posting(receipt), reason)?
+            txn.spend(cmd.points, receipt_posting(receipt), reason, &quote.certificate_limits)?
         }
     };
     receipt.spent += cmd.points;
@@ -513,18 +528,29 @@ pub fn reverse(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState,
 /// Credits the welcome bonuses of enrolment rules to a new (or newly registered) account.
 pub fn enrollment_bonuses(ck: &Checkout<'_>, txn: &mut Txn<'_>) -> Vec<RulePoints> {
     let awards = evaluate_awards(ck.rules, &ck.rules.enrollment, ck.program, txn.account(), txn.now(), &txn.origin().store_id);
-    credit_awards(ck, txn, &awards, "welcome bonus");
-    awards
+    credit_awards(ck, txn, &awards, "welcome bonus")
 }
 
-fn credit_awards(ck: &Checkout<'_>, txn: &mut Txn<'_>, awards: &[RulePoints], what: &str) {
+/// Credits awards (points or certificates) and charges their rules' budgets.
+fn credit_awards(ck: &Checkout<'_>, txn: &mut Txn<'_>, awards: &[Award], what: &str) -> Vec<RulePoints> {
     txn.set_program_version(ck.rules.version());
     let posting = Posting { receipt_id: None, refund_id: None };
     for award in awards {
-        txn.bonus(EntryKind::Bonus, award.points, posting, format!("{what}: {}", award.label), vec![award.rule_id.clone()]);
+        match &award.kind {
+            AwardKind::Points(points) => {
+                txn.bonus(EntryKind::Bonus, *points, posting, format!("{what}: {}", award.label), vec![award.rule_id.clone()]);
+            }
+            AwardKind::Certificate { value, valid_days, cap_percent } => {
+                let certificate = Certificate { rule_id: award.rule_id.clone(), label: award.label.clone(), cap_percent: *cap_percent };
+                let reason = format!("{what}: certificate {} ({} points, {valid_days} days, up to {}% of a receipt)", award.label, value.normalize(), cap_percent.normalize());
+                txn.issue_certificate(*value, *valid_days, certificate, posting, reason);
+            }
+        }
     }
+    let given: Vec<RulePoints> = awards.iter().map(Award::as_rule_points).collect();
     let local_day = txn.now().with_timezone(&ck.program.time_zone).date_naive();
-    budgets::charge(ck.rules, txn.account_mut(), awards, local_day);
+    budgets::charge(ck.rules, txn.account_mut(), &given, local_day);
+    given
 }
 
 /// An event bonus or a manual adjustment.
@@ -533,8 +559,19 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
         BonusCmd::Event { event } => {
             let positions = ck.rules.events.get(event).ok_or_else(|| Rejection::UnknownEvent { event: event.clone() })?;
             let awards = evaluate_awards(ck.rules, positions, ck.program, txn.account(), txn.now(), &txn.origin().store_id);
-            credit_awards(ck, txn, &awards, &format!("bonus for {event}"));
-            (awards.iter().map(|award| award.points).sum(), awards)
+            let given = credit_awards(ck, txn, &awards, &format!("bonus for {event}"));
+            (given.iter().map(|award| award.points).sum(), given)
+        }
+        BonusCmd::Schedule { rule_id, occasion } => {
+            // Re-evaluated on the account as it is now: the sweep's read may be stale.
+            let (now, account) = (txn.now(), txn.account());
+            let due: Vec<Award> = evaluate_schedule(ck.rules, ck.program, account, now)
+                .into_iter()
+                .filter(|(award, due)| award.rule_id == *rule_id && due == occasion)
+                .map(|(award, _)| award)
+                .collect();
+            let given = credit_awards(ck, txn, &due, "scheduled");
+            (given.iter().map(|award| award.points).sum(), given)
         }
         BonusCmd::Manual { points, reason } => {
             ensure_points_scale(ck.program, "points", *points)?;

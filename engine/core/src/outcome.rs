@@ -50,6 +50,8 @@ pub struct SpendQuote {
     /// The part of the receipt points may pay for (lines not excluded from spending).
     pub eligible: Decimal,
     pub explanation: String,
+    /// Per certificate (bucket ID): the most it may pay on this receipt.
+    pub certificate_limits: Vec<(u64, Decimal)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

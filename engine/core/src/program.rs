@@ -141,6 +141,13 @@ impl ProgramPolicy {
         self.start_of_local_day(last_day + Duration::days(1)).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
+    /// The start of the local day `days` days after the day of `at`: the end of something good for
+    /// `days` days counting today.
+    pub fn start_of_day_after(&self, at: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+        let day = at.with_timezone(&self.time_zone).date_naive() + Duration::days(i64::from(days));
+        self.start_of_local_day(day).unwrap_or(at + Duration::days(i64::from(days)))
+    }
+
     /// The first instant of a local date (DST gaps at midnight move it to the first valid instant).
     fn start_of_local_day(&self, day: chrono::NaiveDate) -> Option<DateTime<Utc>> {
         let midnight = day.and_time(NaiveTime::MIN);

@@ -77,6 +77,9 @@ pub struct ReceiptHold {
     pub amount: Decimal,
     pub expires_at: DateTime<Utc>,
     pub status: HoldStatus,
+    /// How much of each certificate the capture may use (the caps of the authorized basket).
+    #[serde(default)]
+    pub certificate_limits: Vec<(u64, Decimal)>,
 }
 
 /// Points taken from one bucket by a spend, so that a return restores them where they came from.
@@ -87,6 +90,9 @@ pub struct Slice {
     pub available_from: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub amount: Decimal,
+    /// The certificate the bucket was, so that a return restores it as one.
+    #[serde(default)]
+    pub certificate: Option<crate::account::Certificate>,
 }
 
 /// One line of the paid receipt, as accrued, with how much of it came back.

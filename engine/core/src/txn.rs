@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::Origin;
-use crate::account::{AccountState, Bucket, Hold};
+use crate::account::{AccountState, Bucket, Certificate, Hold};
 use crate::events::{Event, EventKind};
 use crate::ledger::{EntryKind, LedgerEntry};
 use crate::program::{ProgramPolicy, RefundPolicy};
@@ -136,7 +136,7 @@ impl<'p> Txn<'p> {
     /// Puts `amount` into the bucket described by `terms` after paying off debt first. Points for a
     /// bucket already past its expiry pay off nothing: they are restored only to expire again in
     /// [`Txn::finish`], because expired points are worth nothing.
-    fn credit_bucket(&mut self, amount: Decimal, terms: BucketTerms, bucket_receipt_id: Option<&str>) {
+    fn credit_bucket(&mut self, amount: Decimal, terms: BucketTerms, bucket_receipt_id: Option<&str>, certificate: Option<&Certificate>) {
         let repay = if self.now >= terms.expires_at { Decimal::ZERO } else { amount.min(self.account.debt) };
         self.account.debt -= repay;
         let rest = amount - repay;
@@ -153,6 +153,7 @@ impl<'p> Txn<'p> {
             available_from: terms.available_from,
             expires_at: terms.expires_at,
             remaining: rest,
+            certificate: certificate.cloned(),
         };
         let at = self.account.buckets.partition_point(|other| (other.expires_at, other.id) < (bucket.expires_at, bucket.id));
         self.account.buckets.insert(at, bucket);
@@ -191,7 +192,8 @@ impl<'p> Txn<'p> {
         let expires_at = self.program.expires_at(now);
         // Buckets already spendable differ only in a past available_from: that no longer matters.
         let same_terms = |bucket: &Bucket| {
-            bucket.expires_at == expires_at
+            bucket.certificate.is_none()
+                && bucket.expires_at == expires_at
                 && (bucket.available_from == available_from || (bucket.available_from <= now && available_from <= now))
         };
         let terms = match self.account.buckets.iter_mut().find(|bucket| same_terms(bucket)) {
@@ -208,7 +210,7 @@ impl<'p> Txn<'p> {
                 BucketTerms { id, available_from, expires_at }
             }
         };
-        self.credit_bucket(amount, terms, posting.receipt_id);
+        self.credit_bucket(amount, terms, posting.receipt_id, None);
         let event_kind = if kind == EntryKind::Earn { EventKind::PointsEarned } else { EventKind::BonusCredited };
         self.events.push(Event {
             kind: event_kind,
@@ -227,16 +229,33 @@ impl<'p> Txn<'p> {
 
     /// Spends `amount` of the spendable points (available less held), taking the buckets that
     /// expire first. Returns what it took from each bucket.
-    pub fn spend(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<Vec<Slice>, Rejection> {
-        self.take_spendable(EntryKind::Spend, amount, posting, reason)
+    ///
+    /// Certificates pay first, each up to its limit in `certificate_limits` (its cap on this
+    /// receipt), then ordinary points; certificates without a limit pay only if nothing else is
+    /// left (another receipt's capture took the points its quote counted on).
+    pub fn spend(
+        &mut self,
+        amount: Decimal,
+        posting: Posting<'_>,
+        reason: String,
+        certificate_limits: &[(u64, Decimal)],
+    ) -> Result<Vec<Slice>, Rejection> {
+        self.take_spendable(EntryKind::Spend, amount, posting, reason, certificate_limits)
     }
 
     /// A manual adjustment down: takes spendable points like a spend, never into debt.
     pub fn adjust_down(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<(), Rejection> {
-        self.take_spendable(EntryKind::Adjustment, amount, posting, reason).map(drop)
+        self.take_spendable(EntryKind::Adjustment, amount, posting, reason, &[]).map(drop)
     }
 
-    fn take_spendable(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String) -> Result<Vec<Slice>, Rejection> {
+    fn take_spendable(
+        &mut self,
+        kind: EntryKind,
+        amount: Decimal,
+        posting: Posting<'_>,
+        reason: String,
+        certificate_limits: &[(u64, Decimal)],
+    ) -> Result<Vec<Slice>, Rejection> {
         assert!(amount > Decimal::ZERO, "spend of {amount}");
         let spendable = self.account.balance_at(self.now).spendable;
         if amount > spendable {
@@ -245,20 +264,32 @@ impl<'p> Txn<'p> {
         let now = self.now;
         let mut left = amount;
         let mut slices = Vec::new();
-        for bucket in self.account.buckets.iter_mut().filter(|bucket| bucket.is_available(now)) {
-            if left.is_zero() {
-                break;
+        // Three passes: certificates within their limits, ordinary points, then anything left.
+        for pass in 0..3 {
+            for bucket in self.account.buckets.iter_mut().filter(|bucket| bucket.is_available(now)) {
+                if left.is_zero() {
+                    break;
+                }
+                let limit = match (pass, &bucket.certificate) {
+                    (0, Some(_)) => certificate_limits.iter().find(|(id, _)| *id == bucket.id).map_or(Decimal::ZERO, |(_, max)| *max),
+                    (1, None) | (2, _) => bucket.remaining,
+                    _ => Decimal::ZERO,
+                };
+                let take = left.min(bucket.remaining).min(limit);
+                if take.is_zero() {
+                    continue;
+                }
+                bucket.remaining -= take;
+                left -= take;
+                slices.push(Slice {
+                    bucket_id: bucket.id,
+                    bucket_receipt_id: bucket.receipt_id.clone(),
+                    available_from: bucket.available_from,
+                    expires_at: bucket.expires_at,
+                    amount: take,
+                    certificate: bucket.certificate.clone(),
+                });
             }
-            let take = left.min(bucket.remaining);
-            bucket.remaining -= take;
-            left -= take;
-            slices.push(Slice {
-                bucket_id: bucket.id,
-                bucket_receipt_id: bucket.receipt_id.clone(),
-                available_from: bucket.available_from,
-                expires_at: bucket.expires_at,
-                amount: take,
-            });
         }
         assert!(left.is_zero(), "spendable {spendable} did not cover {amount}");
         self.account.buckets.retain(|bucket| bucket.remaining > Decimal::ZERO);
@@ -285,7 +316,7 @@ impl<'p> Txn<'p> {
                 continue;
             }
             let terms = BucketTerms { id: slice.bucket_id, available_from: slice.available_from, expires_at: slice.expires_at };
-            self.credit_bucket(give, terms, slice.bucket_receipt_id.as_deref());
+            self.credit_bucket(give, terms, slice.bucket_receipt_id.as_deref(), slice.certificate.as_ref());
             left -= give;
         }
         assert!(left.is_zero(), "returned more than the receipt spent ({left} left)");
@@ -357,6 +388,32 @@ impl<'p> Txn<'p> {
             }
         });
         released
+    }
+
+    /// Issues a certificate: a bucket of its own (never merged), spendable at once, expiring at the
+    /// start of the local day `valid_days` after today (so it is good for `valid_days` days).
+    pub fn issue_certificate(&mut self, value: Decimal, valid_days: u32, certificate: Certificate, posting: Posting<'_>, reason: String) {
+        assert!(value > Decimal::ZERO, "certificate of {value}");
+        let now = self.now;
+        let expires_at = self.program.start_of_day_after(now, valid_days);
+        let id = self.account.next_bucket_id;
+        self.account.next_bucket_id += 1;
+        let terms = BucketTerms { id, available_from: now, expires_at };
+        let rule_ids = vec![certificate.rule_id.clone()];
+        self.events.push(Event {
+            kind: EventKind::CertificateIssued,
+            account_id: self.account.account_id.clone(),
+            at: now,
+            points: value,
+            receipt_id: posting.receipt_id.map(str::to_owned),
+            rule_ids: rule_ids.clone(),
+            available_from: Some(now),
+            tier_from: None,
+            tier_to: None,
+        });
+        // Debt is paid from certificates too: they are points like any other.
+        self.credit_bucket(value, terms, posting.receipt_id, Some(&certificate));
+        self.post(EntryKind::Bonus, value, posting, reason, Some(terms), rule_ids);
     }
 
     /// Reports a tier change to the outbox.

@@ -5,8 +5,15 @@
 //! what customers get fails here.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use loyalty_core::Decimal;
-use loyalty_core::account::{AccountState, RuleCounter};
+use loyalty_core::basket::BasketLimits;
+use loyalty_core::ops::{self, BonusCmd, Checkout, RedeemCmd};
+use loyalty_core::receipt::ReceiptState;
+use loyalty_core::rejection::Rejection;
+use loyalty_core::rules::evaluate::evaluate_schedule;
+use loyalty_core::rules::tiers;
+use loyalty_core::txn::Txn;
+use loyalty_core::{Decimal, Origin};
+use loyalty_core::account::{AccountState, Bucket, Certificate, RuleCounter};
 use loyalty_core::basket::BasketLine;
 use loyalty_core::outcome::SpendLimit;
 use loyalty_core::program::ProgramPolicy;
@@ -50,6 +57,23 @@ fn local_morning(year: i32, month: u32, day: u32) -> DateTime<Utc> {
 fn customer(birth: Option<NaiveDate>) -> AccountState {
     let mut account = AccountState::new("acc".into(), true, local_morning(2025, 1, 1));
     account.profile.birth_date = birth;
+    account
+}
+
+/// The account with a bucket of `points` spendable from 2025 to 2030 (a certificate if given).
+fn with_points(mut account: AccountState, points: &str, certificate: Option<Certificate>) -> AccountState {
+    let id = account.next_bucket_id;
+    account.next_bucket_id += 1;
+    let expires_at = if certificate.is_some() { local_morning(2026, 6, 10) } else { local_morning(2030, 1, 1) };
+    account.buckets.push(Bucket {
+        id,
+        receipt_id: None,
+        available_from: local_morning(2025, 1, 1),
+        expires_at,
+        remaining: dec(points),
+        certificate,
+    });
+    account.buckets.sort_by_key(|bucket| (bucket.expires_at, bucket.id));
     account
 }
 
@@ -160,12 +184,136 @@ fn supermarket_points_pay_at_most_20_percent_and_never_for_excise() {
     let program = ProgramPolicy::with_defaults("worked");
     let lines = [line(1, "meat", "", "10000.00", ""), line(2, "vodka", "", "5000.00", "x")];
     let now = local_morning(2026, 6, 1);
-    let quote = spend_quote(&rules, &program, &customer(None), &lines, now, dec("5000"));
+    let holder = with_points(customer(None), "5000", None);
+    let quote = spend_quote(&rules, &program, &holder, &lines, now, dec("5000"), now);
     assert_eq!((quote.max, quote.limit, quote.eligible), (dec("2000"), SpendLimit::ReceiptCap, dec("10000.00")));
-    let quote = spend_quote(&rules, &program, &customer(None), &lines, now, dec("1500"));
+    let quote = spend_quote(&rules, &program, &holder, &lines, now, dec("1500"), now);
     assert_eq!((quote.max, quote.limit), (dec("1500"), SpendLimit::Balance));
-    let mut anonymous = customer(None);
+    let mut anonymous = holder.clone();
     anonymous.registered = false;
-    let quote = spend_quote(&rules, &program, &anonymous, &lines, now, dec("5000"));
+    let quote = spend_quote(&rules, &program, &anonymous, &lines, now, dec("5000"), now);
     assert_eq!((quote.max, quote.limit), (Decimal::ZERO, SpendLimit::NotRegistered));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The café (deploy/programs/cafe.yaml)
+
+/// A café customer whose spend over the last months reaches `spend`.
+fn regular_with_spend(rules: &CompiledRules, spend: &str, at: DateTime<Utc>) -> AccountState {
+    let program = ProgramPolicy::with_defaults("worked");
+    let mut account = customer(None);
+    let month = tiers::month_index(at.with_timezone(&program.time_zone).date_naive());
+    tiers::record_spend(rules, &mut account, Some(month), dec(spend), at, program.time_zone);
+    account.purchases = 3;
+    account.last_purchase_at = Some(at);
+    account
+}
+
+#[test]
+fn cafe_pays_the_cashback_of_each_of_its_five_tiers() {
+    let rules = program_file("cafe.yaml");
+    let at = local_morning(2026, 6, 1);
+    let lines = [line(1, "latte", "", "2500.00", ""), line(2, "croissant", "", "1500.00", "")];
+    for (spend, tier, points) in
+        [("0", "friend", 200), ("30000", "regular", 280), ("80000", "silver", 400), ("200000", "gold", 600), ("500000", "platinum", 800)]
+    {
+        let account = regular_with_spend(&rules, spend, at);
+        assert_eq!(tiers::effective_tier(&rules, &account, at, chrono_tz::Asia::Almaty), tier);
+        let (_, per_rule, total) = earn(&rules, &account, &lines, at);
+        assert_eq!((per_rule, total), (rules_of(&[("tier-cashback", points)]), points), "{tier}");
+    }
+}
+
+#[test]
+fn cafe_caps_spending_by_tier_and_a_birthday_certificate_adds_at_most_7_percent() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let now = local_morning(2026, 6, 1);
+    let lines = [line(1, "cake", "", "10000.00", "")];
+    let gold = with_points(regular_with_spend(&rules, "250000", now), "5000", None);
+    let quote = spend_quote(&rules, &program, &gold, &lines, now, dec("5000"), now);
+    assert_eq!((quote.max, quote.cap_percent), (dec("1800"), dec("18")), "gold: 18%");
+    let certificate = Certificate { rule_id: "birthday-certificate".into(), label: "birthday certificate".into(), cap_percent: dec("7") };
+    let regular = with_points(with_points(regular_with_spend(&rules, "30000", now), "5000", None), "1000", Some(certificate.clone()));
+    let quote = spend_quote(&rules, &program, &regular, &lines, now, dec("6000"), now);
+    assert_eq!(quote.max, dec("1900"), "12% = 1,200 in points + 7% = 700 from the certificate");
+    assert_eq!(quote.certificate_limits.iter().map(|(_, max)| *max).collect::<Vec<_>>(), vec![dec("700")]);
+    let only_certificate = with_points(regular_with_spend(&rules, "30000", now), "1000", Some(certificate));
+    let quote = spend_quote(&rules, &program, &only_certificate, &lines, now, dec("1000"), now);
+    assert_eq!(quote.max, dec("700"), "a certificate alone pays at most its 7%");
+}
+
+#[test]
+fn cafe_spend_takes_the_certificate_up_to_its_cap_then_points() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let now = local_morning(2026, 6, 1);
+    let certificate = Certificate { rule_id: "birthday-certificate".into(), label: "birthday certificate".into(), cap_percent: dec("7") };
+    let mut account = with_points(with_points(regular_with_spend(&rules, "30000", now), "5000", None), "1000", Some(certificate));
+    account.ledger_sum = account.booked_balance();
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
+    let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
+    let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());
+    let cmd = RedeemCmd { receipt_id: "R".into(), points: dec("1901"), hold_id: None, lines: vec![line(1, "cake", "", "10000.00", "")] };
+    assert!(matches!(ops::redeem(&checkout, &mut txn, &mut receipt, &cmd), Err(Rejection::ExceedsReceiptCap { .. })));
+    let cmd = RedeemCmd { points: dec("1900"), ..cmd };
+    ops::redeem(&checkout, &mut txn, &mut receipt, &cmd).expect("within both caps");
+    let taken: Vec<(bool, Decimal)> = receipt.spent_slices.iter().map(|slice| (slice.certificate.is_some(), slice.amount)).collect();
+    assert_eq!(taken, vec![(true, dec("700")), (false, dec("1200"))]);
+    txn.finish().expect("invariants hold");
+}
+
+#[test]
+fn cafe_welcome_and_review_bonuses_are_paid_once() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let now = local_morning(2026, 6, 1);
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
+    let account = customer(None);
+    let mut txn = Txn::begin(&program, &account, now, "tx1".into(), Origin::default());
+    let welcome = ops::enrollment_bonuses(&checkout, &mut txn);
+    assert_eq!(welcome.iter().map(|award| (award.rule_id.as_str(), award.points)).collect::<Vec<_>>(), vec![("welcome", dec("5000"))]);
+    let (account, _) = txn.finish().expect("invariants");
+    assert_eq!(account.balance_at(now).spendable, dec("5000"), "welcome points are spendable at once");
+    let review = BonusCmd::Event { event: "review".into() };
+    let mut txn = Txn::begin(&program, &account, now, "tx2".into(), Origin::default());
+    assert_eq!(ops::bonus(&checkout, &mut txn, &review).expect("review").points, dec("1000"));
+    let (account, _) = txn.finish().expect("invariants");
+    let mut txn = Txn::begin(&program, &account, now, "tx3".into(), Origin::default());
+    assert_eq!(ops::bonus(&checkout, &mut txn, &review).expect("second review").points, Decimal::ZERO, "once per customer");
+    let mut txn = Txn::begin(&program, &account, now, "tx4".into(), Origin::default());
+    let unknown = ops::bonus(&checkout, &mut txn, &BonusCmd::Event { event: "selfie".into() });
+    assert!(matches!(unknown, Err(Rejection::UnknownEvent { .. })));
+}
+
+#[test]
+fn cafe_win_back_certificate_comes_15_days_after_the_last_purchase_once_per_absence() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let last_visit = local_morning(2026, 6, 1);
+    let account = regular_with_spend(&rules, "5000", last_visit);
+    let due = |days: i64| {
+        evaluate_schedule(&rules, &program, &account, last_visit + chrono::Duration::days(days))
+            .into_iter()
+            .map(|(award, occasion)| (award.rule_id.clone(), occasion, award.points()))
+            .collect::<Vec<_>>()
+    };
+    assert!(due(14).is_empty());
+    assert_eq!(due(15), vec![("win-back".to_owned(), "after-2026-06-01".to_owned(), dec("2000"))]);
+    assert_eq!(due(40), due(15), "the same occasion until the customer comes back");
+}
+
+#[test]
+fn cafe_birthday_certificate_is_due_on_the_birthday_and_keyed_by_its_year() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let mut account = customer(NaiveDate::from_ymd_opt(1990, 7, 20));
+    account.last_purchase_at = Some(local_morning(2026, 7, 19));
+    let on = |day: u32| evaluate_schedule(&rules, &program, &account, local_morning(2026, 7, day));
+    assert!(on(19).is_empty());
+    let due: Vec<(String, String)> = on(20).into_iter().map(|(award, occasion)| (award.rule_id, occasion)).collect();
+    assert_eq!(due, vec![("birthday-certificate".to_owned(), "birthday-2026".to_owned())]);
+    assert!(on(21).is_empty());
 }

@@ -66,6 +66,8 @@ enum Route<'a> {
     Customer { key: &'a IdentityKey, create_unknown_card: bool },
     /// By the receipt (refunds and reversals).
     Receipt,
+    /// By the account itself (the daily sweep).
+    Account(&'a str),
 }
 
 /// The engine. Shared by all gRPC handlers.
@@ -281,6 +283,49 @@ impl Engine {
         stored_as(OpKind::Bonus, response)
     }
 
+    /// The daily sweep of one program (funnels): pays every schedule rule due to each customer
+    /// (birthday and win-back certificates), once per occasion. Each award is keyed
+    /// `funnel/<rule>/<occasion>`, so a sweep that runs twice, or on two engines, pays once.
+    /// Returns how many awards were paid.
+    pub async fn sweep_schedules(&self, program: &Arc<Program>) -> EngineResult<usize> {
+        const PAGE: usize = 500;
+        if !program.rules.has_schedule() {
+            return Ok(0);
+        }
+        let program_id = program.id();
+        let origin = Origin { store_id: "schedule".to_owned(), till_id: "schedule".to_owned() };
+        let mut paid = 0;
+        let mut after = String::new();
+        loop {
+            let ids = self.store.account_ids(program_id, &after, PAGE).await?;
+            let Some(last) = ids.last().cloned() else { break };
+            for account_id in &ids {
+                let Some(stored) = self.store.account(program_id, account_id).await? else { continue };
+                let due = loyalty_core::rules::evaluate::evaluate_schedule(&program.rules, &program.policy, &stored.value, self.clock.now());
+                for (award, occasion) in due {
+                    let cmd = BonusCmd::Schedule { rule_id: award.rule_id.clone(), occasion: occasion.clone() };
+                    let key = format!("funnel/{}/{occasion}", award.rule_id);
+                    if self.store.receipt(program_id, &key).await?.is_some() {
+                        continue;
+                    }
+                    let response = self
+                        .receipt_call(program, &origin, Route::Account(account_id), &key, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
+                            ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
+                        })
+                        .await?;
+                    if let StoredResponse::Bonus(outcome) = response
+                        && !outcome.points.is_zero()
+                    {
+                        paid += 1;
+                    }
+                }
+            }
+            after = last;
+        }
+        metrics::counter!("loyalty_schedule_awards_total").increment(paid as u64);
+        Ok(paid)
+    }
+
     /// Runs one mutating call on a receipt exactly once (see the module documentation).
     #[allow(clippy::too_many_arguments)]
     async fn receipt_call<C: Serialize>(
@@ -307,6 +352,7 @@ impl Engine {
                     Some(receipt) => (receipt.value.account_id, None),
                     None => return Err(Rejection::ReceiptNotFound { receipt_id: receipt_id.to_owned() }.into()),
                 },
+                Route::Account(account_id) => (account_id.to_owned(), None),
             };
             let slot = self.accounts.slot(program_id, &account_id);
             let mut guard = slot.lock().await;

@@ -405,6 +405,23 @@ impl Store for EmbeddedStore {
         .map_err(io)?
     }
 
+    async fn account_ids(&self, program_id: &str, after_account_id: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let table = read.open_table(ACCOUNTS).map_err(io)?;
+        let mut ids = Vec::with_capacity(limit.min(1024));
+        for item in table.range((program_id, after_account_id)..).map_err(io)? {
+            let (key, _) = item.map_err(io)?;
+            let (program, account_id) = key.value();
+            if program != program_id || ids.len() >= limit {
+                break;
+            }
+            if account_id != after_account_id {
+                ids.push(account_id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(OUTBOX).map_err(io)?;

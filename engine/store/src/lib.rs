@@ -149,6 +149,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores `rules` as the program's next version: only if the latest stored version is
     /// `rules.version - 1` (durably, before answering). False: another writer got there first.
     async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError>;
+    /// Up to `limit` account IDs of a program after `after_account_id` (empty: from the first), in
+    /// ID order: the daily sweep pages through every account with it.
+    async fn account_ids(&self, program_id: &str, after_account_id: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` outbox events with seq above `after_seq`, oldest first.
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
     /// False once the store has stopped accepting writes (health reports NOT_SERVING).

@@ -221,6 +221,7 @@ pub struct CompiledRules {
     pub(crate) purchase: RuleIndex,
     pub(crate) enrollment: Vec<u32>,
     pub(crate) events: HashMap<String, Vec<u32>>,
+    pub(crate) schedule: Vec<u32>,
     pub(crate) tiers: Option<CompiledTiers>,
     pub(crate) spending: SpendingRules,
     /// `spending.exclude`, compiled.
@@ -251,6 +252,11 @@ impl CompiledRules {
     /// Event names some active rule pays for.
     pub fn has_event(&self, event: &str) -> bool {
         self.events.contains_key(event)
+    }
+
+    /// Whether the daily sweep has anything to do for this program.
+    pub fn has_schedule(&self) -> bool {
+        !self.schedule.is_empty()
     }
 }
 
@@ -469,23 +475,44 @@ impl Checker {
                     self.push(&format!("{at}.effect"), "tier_percent needs tiers with cashback_percent");
                 }
             }
+            Effect::IssueCertificate { value, valid_days, cap_percent } => {
+                self.points(&format!("{at}.effect.value"), *value, points_scale);
+                if !(1..=3650).contains(valid_days) {
+                    self.push(&format!("{at}.effect.valid_days"), "1 to 3650");
+                }
+                if *cap_percent <= Decimal::ZERO || *cap_percent > Decimal::ONE_HUNDRED {
+                    self.push(&format!("{at}.effect.cap_percent"), format!("above 0 and at most 100, not {cap_percent}"));
+                }
+            }
         }
         let per_purchase = matches!(rule.trigger, Trigger::Purchase);
+        if per_purchase && matches!(rule.effect, Effect::IssueCertificate { .. }) {
+            self.push(&format!("{at}.effect"), "issue_certificate is for enrollment, event and schedule rules");
+        }
         match (rule.trigger, &rule.event) {
             (Trigger::Event, None) => self.push(&format!("{at}.event"), "required with trigger = \"event\""),
             (Trigger::Event, Some(event)) if !valid_name(event) => {
                 self.push(&format!("{at}.event"), format!("1 to {NAME_LEN_MAX} letters, digits, '_' or '-'"));
             }
-            (Trigger::Purchase | Trigger::Enrollment, Some(_)) => self.push(&format!("{at}.event"), "only with trigger = \"event\""),
+            (Trigger::Purchase | Trigger::Enrollment | Trigger::Schedule, Some(_)) => {
+                self.push(&format!("{at}.event"), "only with trigger = \"event\"");
+            }
             _ => {}
         }
+        if rule.trigger == Trigger::Schedule
+            && customer.inactive_days_min.is_none()
+            && customer.birthday.is_none()
+            && rule.limits.per_customer.as_ref().is_none_or(|limit| limit.uses.is_none())
+        {
+            self.push(&format!("{at}.limits.per_customer.uses"), "a schedule rule without inactivity or birthday conditions needs a use limit per period");
+        }
         if !per_purchase {
-            if !matches!(rule.effect, Effect::FixedPoints { .. }) {
-                self.push(&format!("{at}.effect"), "enrolment and event rules give fixed_points");
+            if !matches!(rule.effect, Effect::FixedPoints { .. } | Effect::IssueCertificate { .. }) {
+                self.push(&format!("{at}.effect"), "enrolment, event and schedule rules give fixed_points or issue_certificate");
             }
             let has_line_conditions = when.lines != LineFilter::default() || *receipt != Default::default();
             if has_line_conditions || !when.tills.is_empty() || !when.channels.is_empty() || when.coupon.is_some() {
-                self.push(&format!("{at}.when"), "enrolment and event rules have no receipt, line, till, channel or coupon conditions");
+                self.push(&format!("{at}.when"), "enrolment, event and schedule rules have no receipt, line, till, channel or coupon conditions");
             }
             if rule.limits.per_receipt_points.is_some() {
                 self.push(&format!("{at}.limits.per_receipt_points"), "only for purchase rules");
@@ -574,16 +601,18 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
     let mut purchase = RuleIndex::default();
     let mut enrollment = Vec::new();
     let mut events: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut schedule = Vec::new();
     for (position, (_, trigger, event, rule)) in compiled.into_iter().enumerate() {
         let position = u32::try_from(position).map_err(|_| RuleSetError::one("rules", "too many rules"))?;
         match trigger {
             Trigger::Purchase => index_rule(&mut purchase, position, &rule),
             Trigger::Enrollment => enrollment.push(position),
             Trigger::Event => events.entry(event.unwrap_or_default()).or_default().push(position),
+            Trigger::Schedule => schedule.push(position),
         }
         rules.push(rule);
     }
-    Ok(CompiledRules { version, source: rule_set.clone(), rules, purchase, enrollment, events, tiers, spending: rule_set.spending.clone(), spending_exclude })
+    Ok(CompiledRules { version, source: rule_set.clone(), rules, purchase, enrollment, events, schedule, tiers, spending: rule_set.spending.clone(), spending_exclude })
 }
 
 /// The rule set of a program that has only a flat cashback percentage (excise and promo-price

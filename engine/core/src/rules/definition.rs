@@ -148,6 +148,10 @@ pub enum Trigger {
     Enrollment,
     /// A named event reported through the API (a review on a maps service).
     Event,
+    /// The engine's daily sweep over all customers (funnels): birthday and win-back awards. Each
+    /// rule pays a customer once per occasion: once per inactivity spell for `inactive_days_min`,
+    /// once per birthday for `birthday`, otherwise once per `limits.per_customer` period.
+    Schedule,
 }
 
 /// Conditions; all that are given must hold.
@@ -265,6 +269,9 @@ pub enum Effect {
     Multiplier { factor: Decimal },
     /// The cashback percentage of the customer's tier, on each matching line.
     TierPercent,
+    /// Issues a certificate: `value` points, spendable at once, expiring after `valid_days`, and
+    /// usable for at most `cap_percent` of a receipt (domain.md: 1,000 points, 15 days, 7%).
+    IssueCertificate { value: Decimal, valid_days: u32, cap_percent: Decimal },
 }
 
 /// Budgets of one rule.

@@ -97,11 +97,16 @@ fn birthday_in(birth: NaiveDate, year: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, birth.month(), birth.day()).or_else(|| NaiveDate::from_ymd_opt(year, birth.month(), 28))
 }
 
-fn in_birthday_window(birth: NaiveDate, today: NaiveDate, before: u32, after: u32) -> bool {
-    (today.year() - 1..=today.year() + 1).filter_map(|year| birthday_in(birth, year)).any(|birthday| {
-        let days = (today - birthday).num_days();
+/// The birthday whose window (`before` days before through `after` days after) contains `today`.
+fn birthday_around(birth: NaiveDate, today: NaiveDate, before: u32, after: u32) -> Option<NaiveDate> {
+    (today.year() - 1..=today.year() + 1).filter_map(|year| birthday_in(birth, year)).find(|birthday| {
+        let days = (today - *birthday).num_days();
         days >= -i64::from(before) && days <= i64::from(after)
     })
+}
+
+fn in_birthday_window(birth: NaiveDate, today: NaiveDate, before: u32, after: u32) -> bool {
+    birthday_around(birth, today, before, after).is_some()
 }
 
 /// Points and uses a rule may still give this customer in its current period (None: no budget).
@@ -345,7 +350,35 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
     Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version }
 }
 
-/// Fixed awards of enrolment or event rules that apply to this customer now (budgets respected).
+/// What an enrolment, event or schedule rule gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwardKind {
+    Points(Decimal),
+    Certificate { value: Decimal, valid_days: u32, cap_percent: Decimal },
+}
+
+/// One award of one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Award {
+    pub rule_id: String,
+    pub label: String,
+    pub kind: AwardKind,
+}
+
+impl Award {
+    /// The points it is worth (a certificate's value).
+    pub fn points(&self) -> Decimal {
+        match self.kind {
+            AwardKind::Points(points) | AwardKind::Certificate { value: points, .. } => points,
+        }
+    }
+
+    pub fn as_rule_points(&self) -> RulePoints {
+        RulePoints { rule_id: self.rule_id.clone(), label: self.label.clone(), points: self.points() }
+    }
+}
+
+/// Awards of enrolment, event or schedule rules that apply to this customer now, budgets respected.
 pub fn evaluate_awards(
     rules: &CompiledRules,
     positions: &[u32],
@@ -353,27 +386,63 @@ pub fn evaluate_awards(
     account: &AccountState,
     at: DateTime<Utc>,
     store_id: &str,
-) -> Vec<RulePoints> {
+) -> Vec<Award> {
     let local = at.with_timezone(&program.time_zone).naive_local();
     let tier = effective_tier(rules, account, at, program.time_zone);
     let mut state = StackState::Open;
     let mut awards = Vec::new();
     for rule in positions.iter().filter_map(|&position| usize::try_from(position).ok().and_then(|position| rules.rules.get(position))) {
-        let Effect::FixedPoints { points } = &rule.effect else { continue };
         if !rule.valid.contains(local)
-            || !(rule.stores.is_empty() || rule.stores.contains(store_id))
+            || !(rule.stores.is_empty() || store_id.is_empty() || rule.stores.contains(store_id))
             || !customer_matches(rule, account, tier, at, local.date())
         {
             continue;
         }
         let (budget, uses) = budget_left(rule, account, local.date());
-        if uses == Some(0) || budget.is_some_and(|budget| budget.is_zero()) || !admit(&mut state, rule.stacking) {
+        if uses == Some(0) || budget.is_some_and(|budget| budget.is_zero()) {
             continue;
         }
-        let granted = program.round_points(budget.map_or(*points, |budget| budget.min(*points)));
-        if granted > Decimal::ZERO {
-            awards.push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points: granted });
+        let kind = match &rule.effect {
+            Effect::FixedPoints { points } => AwardKind::Points(program.round_points(budget.map_or(*points, |budget| budget.min(*points)))),
+            Effect::IssueCertificate { value, valid_days, cap_percent } => {
+                if budget.is_some_and(|budget| budget < *value) {
+                    continue;
+                }
+                AwardKind::Certificate { value: *value, valid_days: *valid_days, cap_percent: *cap_percent }
+            }
+            _ => continue,
+        };
+        if !admit(&mut state, rule.stacking) {
+            continue;
+        }
+        let award = Award { rule_id: rule.id.clone(), label: rule.label().to_owned(), kind };
+        if award.points() > Decimal::ZERO {
+            awards.push(award);
         }
     }
     awards
+}
+
+/// The occasion a schedule rule pays once for: the inactivity spell (by its last purchase), the
+/// birthday, or the period of its use limit. Used as the idempotency key of the award.
+pub fn schedule_occasion(rules: &CompiledRules, rule_id: &str, program: &ProgramPolicy, account: &AccountState, at: DateTime<Utc>) -> Option<String> {
+    let rule = rules.rules.iter().find(|rule| rule.id == rule_id)?;
+    let today = at.with_timezone(&program.time_zone).date_naive();
+    if rule.customer.inactive_days_min.is_some() {
+        let last = account.last_purchase_at?.with_timezone(&program.time_zone).date_naive();
+        return Some(format!("after-{last}"));
+    }
+    if let Some(window) = rule.customer.birthday {
+        let birthday = birthday_around(account.profile.birth_date?, today, window.days_before, window.days_after)?;
+        return Some(format!("birthday-{}", birthday.year()));
+    }
+    rule.limits.per_customer.as_ref().map(|limit| period_key(limit.period, today))
+}
+
+/// The schedule awards due to this customer now, each with its occasion.
+pub fn evaluate_schedule(rules: &CompiledRules, program: &ProgramPolicy, account: &AccountState, at: DateTime<Utc>) -> Vec<(Award, String)> {
+    evaluate_awards(rules, &rules.schedule, program, account, at, "")
+        .into_iter()
+        .filter_map(|award| schedule_occasion(rules, &award.rule_id, program, account, at).map(|occasion| (award, occasion)))
+        .collect()
 }

@@ -11,8 +11,12 @@ use crate::basket::BasketLine;
 use crate::outcome::{SpendLimit, SpendQuote};
 use crate::program::ProgramPolicy;
 
-/// The most points this basket may spend, given `puttable` points the account can put up (its
-/// spendable balance, or what a new hold may reserve), with what bounds it and why in words.
+/// The most points this basket may spend, with what bounds it and why in words.
+///
+/// `puttable` is what the account can put up (its spendable balance, or what a new hold may
+/// reserve); points must still be valid at `lasting_until` (the hold's expiry, or now). Ordinary
+/// points pay up to the program's (or tier's) cap of the eligible amount; each certificate pays up
+/// to its own cap on top, so a 7% birthday certificate adds at most 7% of the receipt.
 pub fn spend_quote(
     rules: &CompiledRules,
     program: &ProgramPolicy,
@@ -20,19 +24,35 @@ pub fn spend_quote(
     lines: &[BasketLine],
     now: DateTime<Utc>,
     puttable: Decimal,
+    lasting_until: DateTime<Utc>,
 ) -> SpendQuote {
     let spending = &rules.spending;
     let tier = effective_tier(rules, account, now, program.time_zone);
     let tier_cap = rules.tiers.as_ref().and_then(|tiers| tiers.levels.iter().find(|level| level.id == tier)).and_then(|level| level.spend_cap_percent);
     let cap_percent = tier_cap.or(spending.cap_percent).unwrap_or(program.redeem_cap_percent);
-    let eligible: Decimal = lines
+    let eligible: Decimal =
+        lines.iter().filter(|line| rules.spending_exclude.as_ref().is_none_or(|exclude| !exclude.matches(line))).map(|line| line.line_total).sum();
+    let share = |percent: Decimal| program.floor_points(eligible * percent / Decimal::ONE_HUNDRED);
+    let lasting = |bucket: &&crate::account::Bucket| bucket.is_available(now) && bucket.expires_at > lasting_until;
+    let certificate_limits: Vec<(u64, Decimal)> = account
+        .buckets
         .iter()
-        .filter(|line| rules.spending_exclude.as_ref().is_none_or(|exclude| !exclude.matches(line)))
-        .map(|line| line.line_total)
-        .sum();
-    let quote = |max: Decimal, limit: SpendLimit, explanation: String| SpendQuote { max, limit, cap_percent, eligible, explanation };
+        .filter(lasting)
+        .filter_map(|bucket| bucket.certificate.as_ref().map(|certificate| (bucket.id, bucket.remaining.min(share(certificate.cap_percent)))))
+        .filter(|(_, max)| *max > Decimal::ZERO)
+        .collect();
+    let from_certificates: Decimal = certificate_limits.iter().map(|(_, max)| *max).sum();
+    let ordinary: Decimal = account.buckets.iter().filter(lasting).filter(|bucket| bucket.certificate.is_none()).map(|bucket| bucket.remaining).sum();
+    let quote = |max: Decimal, limit: SpendLimit, explanation: String, certificate_limits: Vec<(u64, Decimal)>| SpendQuote {
+        max,
+        limit,
+        cap_percent,
+        eligible,
+        explanation,
+        certificate_limits,
+    };
     if spending.registered_only && !account.registered {
-        return quote(Decimal::ZERO, SpendLimit::NotRegistered, "only registered cards may spend points".to_owned());
+        return quote(Decimal::ZERO, SpendLimit::NotRegistered, "only registered cards may spend points".to_owned(), Vec::new());
     }
     let puttable = program.floor_points(puttable.max(Decimal::ZERO));
     if puttable < spending.min_balance_to_spend {
@@ -40,13 +60,19 @@ pub fn spend_quote(
             Decimal::ZERO,
             SpendLimit::MinimumBalance,
             format!("spending starts at {} points; {} can be used now", spending.min_balance_to_spend.normalize(), puttable.normalize()),
+            Vec::new(),
         );
     }
-    let cap = program.floor_points(eligible * cap_percent / Decimal::ONE_HUNDRED);
+    let cap = share(cap_percent);
+    let capacity = cap.min(program.floor_points(ordinary)) + from_certificates;
     let source = if tier_cap.is_some() { format!("tier {tier}") } else { "program".to_owned() };
-    if puttable < cap {
-        quote(puttable, SpendLimit::Balance, format!("the customer's {} spendable points", puttable.normalize()))
+    let certificates =
+        if from_certificates.is_zero() { String::new() } else { format!(" plus {} from certificates", from_certificates.normalize()) };
+    if puttable < capacity {
+        quote(puttable, SpendLimit::Balance, format!("the customer's {} spendable points", puttable.normalize()), certificate_limits)
     } else {
-        quote(cap, SpendLimit::ReceiptCap, format!("{}% of the {} points may pay for ({source} cap)", cap_percent.normalize(), eligible.normalize()))
+        let explanation =
+            format!("{}% of the {} points may pay for ({source} cap){certificates}", cap_percent.normalize(), eligible.normalize());
+        quote(capacity, SpendLimit::ReceiptCap, explanation, certificate_limits)
     }
 }

@@ -68,6 +68,7 @@ fn summary(rule: &Rule, format: DocumentFormat) -> EngineResult<pb::RuleSummary>
         Trigger::Purchase => "purchase",
         Trigger::Enrollment => "enrollment",
         Trigger::Event => "event",
+        Trigger::Schedule => "schedule",
     };
     let effect = match rule.effect {
         Effect::PercentOfLines { .. } => "percent_of_lines",
@@ -75,6 +76,7 @@ fn summary(rule: &Rule, format: DocumentFormat) -> EngineResult<pb::RuleSummary>
         Effect::FixedPoints { .. } => "fixed_points",
         Effect::Multiplier { .. } => "multiplier",
         Effect::TierPercent => "tier_percent",
+        Effect::IssueCertificate { .. } => "issue_certificate",
     };
     Ok(pb::RuleSummary {
         id: rule.id.clone(),
