@@ -7,6 +7,7 @@ mod crash_recovery;
 mod errors;
 mod faults;
 mod idempotency;
+mod rules;
 mod time;
 
 use tonic::Code;

@@ -137,6 +137,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
     engine.bootstrap_rules().await.context("loading the programs' rules")?;
     let refresh = crate::rule_admin::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
+    let sweep = (config.schedule_sweep_minutes > 0)
+        .then(|| crate::rule_admin::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, data = %store_config.path.display(), durability = ?store_config.durability, "loyalty engine started");
@@ -172,6 +174,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }),
     };
     refresh.abort();
+    if let Some(sweep) = sweep {
+        sweep.abort();
+    }
     store.shutdown().await;
     tracing::info!("store flushed");
     outcome

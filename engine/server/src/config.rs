@@ -38,6 +38,10 @@ pub struct Config {
     /// How often each engine checks the store for a newer rules version (another engine's admin
     /// change); changes made through this engine apply at once.
     pub rules_refresh_ms: u64,
+    /// How often the daily sweep of schedule rules (birthday and win-back certificates) runs; 0
+    /// turns it off on this engine (with many engines, one sweeping is enough, though any number
+    /// pays each award once).
+    pub schedule_sweep_minutes: u64,
     pub programs: Vec<ProgramConfig>,
 }
 
@@ -52,6 +56,7 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown_grace_seconds: 20,
             rules_refresh_ms: 2000,
+            schedule_sweep_minutes: 60,
             programs: Vec::new(),
         }
     }
@@ -320,6 +325,9 @@ impl Config {
         }
         if limits.amount_max <= Decimal::ZERO || limits.amount_max > Decimal::from(1_000_000_000_000_i64) {
             problems.push("limits.amount_max: above 0 and at most 1000000000000".into());
+        }
+        if self.schedule_sweep_minutes > 24 * 60 {
+            problems.push("schedule_sweep_minutes: 0 (off) to 1440".into());
         }
         if !(100..=600_000).contains(&self.rules_refresh_ms) {
             problems.push("rules_refresh_ms: 100 to 600000".into());

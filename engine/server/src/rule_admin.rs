@@ -188,3 +188,25 @@ pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::
         }
     })
 }
+
+/// Runs the sweep of schedule rules for every program every `every`, for as long as the engine
+/// lives. A failed sweep is logged and tried again next time (awards are idempotent).
+pub fn spawn_schedule_sweep(engine: Arc<Engine>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    let engine = Arc::downgrade(&engine);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(engine) = engine.upgrade() else { break };
+            for program_id in engine.programs().ids() {
+                let Some(program) = engine.programs().get(&program_id) else { continue };
+                match engine.sweep_schedules(&program).await {
+                    Ok(0) => {}
+                    Ok(paid) => tracing::info!(program = program_id.as_str(), paid, "schedule awards paid"),
+                    Err(error) => tracing::warn!(program = program_id.as_str(), %error, "schedule sweep failed; will retry"),
+                }
+            }
+        }
+    })
+}

@@ -64,12 +64,14 @@ pub fn spend_quote(
         );
     }
     let cap = share(cap_percent);
-    let capacity = cap.min(program.floor_points(ordinary)) + from_certificates;
+    let ordinary = program.floor_points(ordinary);
+    let capacity = cap.min(ordinary) + from_certificates;
     let source = if tier_cap.is_some() { format!("tier {tier}") } else { "program".to_owned() };
     let certificates =
         if from_certificates.is_zero() { String::new() } else { format!(" plus {} from certificates", from_certificates.normalize()) };
-    if puttable < capacity {
-        quote(puttable, SpendLimit::Balance, format!("the customer's {} spendable points", puttable.normalize()), certificate_limits)
+    if puttable < capacity || ordinary < cap {
+        let max = puttable.min(capacity);
+        quote(max, SpendLimit::Balance, format!("the customer's {} spendable points{certificates}", max.normalize()), certificate_limits)
     } else {
         let explanation =
             format!("{}% of the {} points may pay for ({source} cap){certificates}", cap_percent.normalize(), eligible.normalize());

@@ -98,8 +98,18 @@ pub fn record_spend(
         account.tier = BASE_TIER.to_owned();
         return None;
     };
-    let before = account.tier.clone();
+    // The tier as it stood (computed, not as last stored: a review may have fallen due since).
+    let before = tiers.levels[effective_level(tiers, account, now, tz)].id.clone();
     let today = local_day(now, tz);
+    // A review that fell due fixes the floor from the spend before this change: the receipt that
+    // triggers the review must not become part of the floor, or refunding it could not undo it.
+    let first = month_index(today) - i32::try_from(tiers.window_months).unwrap_or(12) + 1;
+    account.tier_progress.months.retain(|entry| entry.month >= first && !entry.amount.is_zero());
+    if account.tier_progress.review_due.is_none_or(|due| now >= due) {
+        let reached = qualified(tiers, window_spend(tiers, account, now, tz));
+        account.tier_progress.floor = Some(tiers.levels[reached].id.clone());
+        account.tier_progress.review_due = next_review(tiers.review, today, tz);
+    }
     let progress = &mut account.tier_progress;
     if let Some(month) = month {
         match progress.months.iter_mut().find(|entry| entry.month == month) {
@@ -111,13 +121,7 @@ pub fn record_spend(
             None => {}
         }
     }
-    let first = month_index(today) - i32::try_from(tiers.window_months).unwrap_or(12) + 1;
-    progress.months.retain(|entry| entry.month >= first && !entry.amount.is_zero());
-    if progress.review_due.is_none_or(|due| now >= due) {
-        let reached = qualified(tiers, window_spend(tiers, account, now, tz));
-        account.tier_progress.floor = Some(tiers.levels[reached].id.clone());
-        account.tier_progress.review_due = next_review(tiers.review, today, tz);
-    }
+    progress.months.retain(|entry| !entry.amount.is_zero());
     account.tier = tiers.levels[effective_level(tiers, account, now, tz)].id.clone();
     (account.tier != before).then(|| TierChange { from: before, to: account.tier.clone() })
 }
@@ -152,7 +156,8 @@ mod tests {
         let tz = chrono_tz::Asia::Almaty;
         let mut account = AccountState::new("a".into(), true, at(2026, 1, 5));
         let jan = month_index(local_day(at(2026, 1, 5), tz));
-        assert_eq!(record_spend(&rules, &mut account, Some(jan), Decimal::from(999), at(2026, 1, 5), tz), Some(TierChange { from: "base".into(), to: "t1".into() }));
+        assert_eq!(record_spend(&rules, &mut account, Some(jan), Decimal::from(999), at(2026, 1, 5), tz), None, "t1 from the start");
+        assert_eq!(account.tier, "t1");
         let change = record_spend(&rules, &mut account, Some(jan), Decimal::from(1), at(2026, 1, 6), tz);
         assert_eq!(change, Some(TierChange { from: "t1".into(), to: "t2".into() }));
         // A refund of that receipt in the same quarter takes the upgrade back.

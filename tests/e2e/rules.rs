@@ -1,0 +1,251 @@
+//! The rules engine end to end: the example programs loaded from their files, explanations on the
+//! wire and in the ledger, rule changes through the admin service (versions, conflicts, bad rules),
+//! receipts pinned to a version, engines converging on a change, the daily sweep and the outbox.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use loyalty_engine::clock::ManualClock;
+use loyalty_engine::engine::Engine;
+use loyalty_engine::ids::UuidIds;
+use loyalty_engine::programs::Programs;
+use loyalty_proto::admin as admin_pb;
+use loyalty_proto::v1 as pb;
+use loyalty_tests::*;
+use tonic::Code;
+
+use crate::{bad_field, expect_error};
+
+fn program_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy").join("programs").join(name)
+}
+
+async fn server_with(file: &str) -> TestServer {
+    let path = program_file(file);
+    TestServer::start_with(move |config| config.programs[0].rules_file = Some(path), |store| store).await
+}
+
+fn applied(line: &pb::LineEarn) -> Vec<(String, String)> {
+    line.applied.iter().map(|rule| (rule.rule_id.clone(), rule.points.clone())).collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+fn branded(mut line: pb::BasketLine, brand: &str) -> pb::BasketLine {
+    line.brand = brand.into();
+    line
+}
+
+#[tokio::test]
+async fn supermarket_receipt_explains_every_line_and_the_ledger_names_rules_and_version() {
+    let server = server_with("supermarket.toml").await;
+    let mut client = server.client().await;
+    let customer = card("CARD1001");
+    let lines = vec![line(1, "milk", "2", "450.00"), excise(line(2, "vodka", "1", "3000.00")), branded(line(3, "cheese", "1", "2000.00"), "Dala")];
+    let quote = client.authorize(authorize("Q1", customer.clone(), lines.clone(), "")).await.expect("quote").into_inner();
+    assert_eq!((quote.earn_total.as_str(), quote.program_version), ("109", 1));
+    let receipt = client.accrue(accrue("S1", customer.clone(), lines)).await.expect("accrue").into_inner();
+    assert_eq!(receipt.earned, "109");
+    assert_eq!(applied(&receipt.lines[0]), pairs(&[("base", "9")]));
+    assert_eq!((applied(&receipt.lines[1]), receipt.lines[1].reason.as_str()), (vec![], "no rule applies: excise goods"));
+    assert_eq!((applied(&receipt.lines[2]), receipt.lines[2].reason.as_str()), (pairs(&[("own-brand-5", "100")]), "own brand 5%"));
+    let per_rule: Vec<(String, String)> = receipt.rules.iter().map(|rule| (rule.rule_id.clone(), rule.points.clone())).collect();
+    assert_eq!(per_rule, pairs(&[("own-brand-5", "100"), ("base", "9")]));
+    let ledger = full_ledger(&mut client, customer).await;
+    let earn = ledger.iter().find(|entry| entry.kind == pb::EntryKind::Earn as i32).expect("earn entry");
+    assert_eq!((earn.rule_ids.clone(), earn.program_version), (vec!["own-brand-5".to_owned(), "base".to_owned()], 1));
+    assert!(earn.reason.contains("own brand 5% 100") && earn.reason.contains("cashback 1% 9"), "{}", earn.reason);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_changes_make_versions_refuse_bad_rules_and_stale_versions_and_apply_at_once() {
+    let server = server_with("supermarket.toml").await;
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    let listed = admin.list_rules(admin_pb::ListRulesRequest { program_id: PROGRAM.into(), format: 0 }).await.expect("list").into_inner();
+    assert_eq!(listed.version, 1);
+    assert_eq!(listed.rules.iter().map(|rule| rule.id.as_str()).collect::<Vec<_>>(), vec!["birthday-14", "own-brand-5", "big-basket-2", "base"]);
+
+    let upsert = |expected_version: u64, document: &str| admin_pb::UpsertRuleRequest {
+        program_id: PROGRAM.into(),
+        expected_version,
+        format: admin_pb::DocumentFormat::Toml as i32,
+        document: document.into(),
+        comment: "test".into(),
+    };
+    let bad = "id = \"coffee\"\npriority = 150\nstacking = \"exclusive\"\nwhen.lines = { categories = [\"coffee\"] }\neffect = { kind = \"percent_of_lines\", percent = \"150\" }\n";
+    let status = expect_error(admin.upsert_rule(upsert(1, bad)).await, Code::InvalidArgument, "RULES_INVALID");
+    assert_eq!(bad_field(&status), "rules[4] (coffee).effect.percent");
+    let typo = "id = \"coffee\"\neffect = { kind = \"percent_of_lines\", pecent = \"5\" }\n";
+    let status = expect_error(admin.upsert_rule(upsert(1, typo)).await, Code::InvalidArgument, "RULES_INVALID");
+    assert!(bad_field(&status).starts_with("effect"), "{status:?}");
+
+    let good = bad.replace("\"150\"", "\"3\"");
+    let status = expect_error(admin.upsert_rule(upsert(0, &good)).await, Code::Aborted, "RULES_VERSION_CONFLICT");
+    assert!(status.message().contains("version 1"), "{status:?}");
+    let changed = admin.upsert_rule(upsert(1, &good)).await.expect("upsert").into_inner();
+    assert_eq!((changed.version, changed.active_rules), (2, 5));
+
+    let mut coffee = line(1, "arabica", "1", "1000.00");
+    coffee.category = "coffee".into();
+    let receipt = client.accrue(accrue("C1", card("CARD2001"), vec![coffee.clone()])).await.expect("accrue").into_inner();
+    assert_eq!((receipt.earned.as_str(), receipt.program_version), ("30", 2), "3% from the new rule, at once");
+
+    let deactivate = admin_pb::SetRuleActiveRequest {
+        program_id: PROGRAM.into(),
+        expected_version: 2,
+        rule_id: "coffee".into(),
+        active: false,
+        comment: "campaign over".into(),
+    };
+    assert_eq!(admin.set_rule_active(deactivate).await.expect("deactivate").into_inner().version, 3);
+    let receipt = client.accrue(accrue("C2", card("CARD2001"), vec![coffee.clone()])).await.expect("accrue").into_inner();
+    assert_eq!((receipt.earned.as_str(), receipt.program_version), ("10", 3), "back to the base 1%");
+
+    // A dry run tries a candidate rule set without applying it.
+    let candidate = "[[rules]]\nid = \"all-5\"\neffect = { kind = \"percent_of_lines\", percent = \"5\" }\n";
+    let dry = admin
+        .dry_run(admin_pb::DryRunRequest {
+            program_id: PROGRAM.into(),
+            format: admin_pb::DocumentFormat::Toml as i32,
+            document: candidate.into(),
+            lines: vec![coffee.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!((dry.earn_total.as_str(), dry.version), ("50", 0));
+    let listed = admin.list_rules(admin_pb::ListRulesRequest { program_id: PROGRAM.into(), format: 2 }).await.expect("list").into_inner();
+    assert_eq!(listed.version, 3, "a dry run changes nothing");
+    assert!(listed.document.contains("coffee"), "YAML document lists the rule:\n{}", listed.document);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_receipt_keeps_the_version_its_authorization_used() {
+    let server = server_with("supermarket.toml").await;
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    client.enroll(enroll("e1", "+77010000901", "CARD3001")).await.expect("enroll");
+    let customer = card("CARD3001");
+    client.accrue(accrue("fund", customer.clone(), vec![line(1, "tv", "1", "100000.00")])).await.expect("fund");
+    server.clock.advance(Duration::days(1));
+    let lines = vec![line(1, "meat", "1", "5000.00")];
+    let held = client.authorize(authorize("P1", customer.clone(), lines.clone(), "100")).await.expect("hold").into_inner();
+    assert_eq!((held.earn_total.as_str(), held.program_version), ("50", 1));
+    let rules = admin.list_rules(admin_pb::ListRulesRequest { program_id: PROGRAM.into(), format: 0 }).await.expect("list").into_inner();
+    let raised = rules.document.replace("percent = \"1\"", "percent = \"3\"");
+    let applied = admin
+        .apply_rules(admin_pb::ApplyRulesRequest {
+            program_id: PROGRAM.into(),
+            expected_version: 1,
+            format: admin_pb::DocumentFormat::Toml as i32,
+            document: raised,
+            comment: "base 3%".into(),
+        })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(applied.version, 2);
+    let closed = client.accrue(accrue("P1", customer.clone(), lines.clone())).await.expect("accrue").into_inner();
+    assert_eq!((closed.program_version, closed.earned.as_str()), (1, "50"), "version 1 from authorize to accrue (the hold was released)");
+    let fresh = client.accrue(accrue("P2", customer.clone(), lines)).await.expect("accrue").into_inner();
+    assert_eq!((fresh.program_version, fresh.earned.as_str()), (2, "150"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_engine_over_the_same_store_converges_on_a_change_within_seconds() {
+    let server = server_with("supermarket.toml").await;
+    let mut admin = server.admin().await;
+    let mut config = loyalty_engine::config::Config { data_dir: server.dir.path().to_path_buf(), programs: vec![shop_program()], ..Default::default() };
+    config.programs[0].rules_file = Some(program_file("supermarket.toml"));
+    let other = Arc::new(Engine::new(
+        Arc::clone(&server.store),
+        Programs::from_config(&config).expect("config"),
+        Arc::new(ManualClock::new(start_time())),
+        Arc::new(UuidIds),
+        1000,
+    ));
+    other.bootstrap_rules().await.expect("bootstrap");
+    let version = |engine: &Engine| engine.programs().get(PROGRAM).map(|program| program.rules.version());
+    assert_eq!(version(&other), Some(1));
+    let refresh = loyalty_engine::rule_admin::spawn_refresh(Arc::clone(&other), StdDuration::from_millis(100));
+    let deactivate = admin_pb::SetRuleActiveRequest {
+        program_id: PROGRAM.into(),
+        expected_version: 1,
+        rule_id: "big-basket-2".into(),
+        active: false,
+        comment: String::new(),
+    };
+    admin.set_rule_active(deactivate).await.expect("deactivate");
+    let started = std::time::Instant::now();
+    while version(&other) != Some(2) {
+        assert!(started.elapsed() < StdDuration::from_secs(5), "the other engine did not pick up version 2");
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    let active: Vec<String> = other.programs().get(PROGRAM).expect("program").rules.active_rule_ids().map(str::to_owned).collect();
+    assert!(!active.contains(&"big-basket-2".to_owned()));
+    refresh.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the_outbox() {
+    let server = server_with("cafe.yaml").await;
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    let enrolled = client.enroll(enroll("e1", "+77010000902", "CAFE0001")).await.expect("enroll").into_inner();
+    assert_eq!(enrolled.bonuses.iter().map(|b| (b.rule_id.as_str(), b.points.as_str())).collect::<Vec<_>>(), vec![("welcome", "5000")]);
+    assert_eq!(enrolled.balance.expect("balance").spendable, "5000", "welcome points spend at once");
+    let customer = card("CAFE0001");
+
+    // 30,000 of coffee: 5% as a friend; the receipt lifts the customer to "regular" at once.
+    let receipt = client.accrue(accrue("K1", customer.clone(), vec![line(1, "beans", "10", "3000.00")])).await.expect("accrue").into_inner();
+    assert_eq!((receipt.earned.as_str(), receipt.tier.as_str()), ("1500", "regular"));
+    // A refund of half takes the tier back down (tier progress follows refunds).
+    client.refund(refund("K1", "K1-r1", &[(1, "5")])).await.expect("refund");
+    let account = client.get_account(get_account(customer.clone())).await.expect("account").into_inner();
+    assert_eq!((account.tier.as_str(), account.tier_spend.as_str()), ("friend", "15000.00"));
+
+    let review = pb::AwardBonusRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: "review-1".into(),
+        customer: customer.clone(),
+        event: "review".into(),
+    };
+    assert_eq!(client.award_bonus(review.clone()).await.expect("review").into_inner().points, "1000");
+    assert_eq!(client.award_bonus(review.clone()).await.expect("replay").into_inner().points, "1000", "a replay answers the same");
+    let again = pb::AwardBonusRequest { request_id: "review-2".into(), ..review };
+    assert_eq!(client.award_bonus(again).await.expect("second review").into_inner().points, "0", "once per customer");
+
+    // 15 days after the last purchase the sweep issues the win-back certificate, once.
+    server.clock.advance(Duration::days(15));
+    let program = server.engine.programs().get(PROGRAM).expect("program");
+    assert_eq!(server.engine.sweep_schedules(&program).await.expect("sweep"), 1);
+    assert_eq!(server.engine.sweep_schedules(&program).await.expect("sweep again"), 0);
+    let before = balance_of(&mut client, customer.clone()).await;
+    // The certificate pays at most 50% of a receipt; the points at most the friend tier's 10%.
+    let quote = client.authorize(authorize("K2", customer.clone(), vec![line(1, "cake", "1", "2000.00")], "")).await.expect("quote");
+    let quote = quote.into_inner();
+    assert_eq!(quote.max_spend, "1200", "10% = 200 in points + 50% = 1,000 from the certificate: {}", quote.spend_explanation);
+
+    let events = admin
+        .read_events(admin_pb::ReadEventsRequest { program_id: PROGRAM.into(), after_seq: 0, limit: 0 })
+        .await
+        .expect("events")
+        .into_inner();
+    let kinds: Vec<&str> = events.events.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["bonus_credited", "points_earned", "tier_changed", "tier_changed", "bonus_credited", "certificate_issued"]);
+    let certificate = events.events.last().expect("certificate event");
+    assert_eq!((certificate.points.as_str(), certificate.rule_ids.clone()), ("2000", vec!["win-back".to_owned()]));
+    assert_eq!(before.available, "8750", "5,000 welcome + 1,500 earned - 750 clawed back + 1,000 review + 2,000 certificate");
+    server.stop().await;
+}
