@@ -137,6 +137,7 @@ fn group_commit(c: &mut Criterion) {
                                 identity_claims: Vec::new(),
                                 request: None,
                                 events: Vec::new(),
+                                credits: Vec::new(),
                             }
                         })
                         .collect::<Vec<_>>()
@@ -193,6 +194,7 @@ fn idempotency_lookup(c: &mut Criterion) {
         identity_claims: Vec::new(),
         request: None,
         events: Vec::new(),
+        credits: Vec::new(),
     };
     runtime.block_on(store.commit(commit)).expect("commit");
     c.bench_function("idempotency/receipt_lookup_and_replay_check", |b| {

@@ -67,6 +67,12 @@ impl Store for FaultyStore {
     async fn account_ids(&self, program_id: &str, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner.account_ids(program_id, after, limit).await
     }
+    async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<loyalty_core::events::PendingCredit>, StoreError> {
+        self.inner.pending_credits(program_id, limit).await
+    }
+    async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError> {
+        self.inner.delete_credit(program_id, credit_id).await
+    }
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.inner.outbox_page(program_id, after_seq, limit).await
     }

@@ -249,3 +249,52 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
     assert_eq!(before.available, "8750", "5,000 welcome + 1,500 earned - 750 clawed back + 1,000 review + 2,000 certificate");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn cafe_referrals_credit_three_levels_up_and_a_refund_takes_their_share_back() {
+    let server = server_with("cafe.yaml").await;
+    let mut client = server.client().await;
+    let phones = ["+77010000911", "+77010000912", "+77010000913", "+77010000914"];
+    for (index, phone_number) in phones.iter().enumerate() {
+        let mut request = enroll(&format!("ref-{index}"), phone_number, &format!("REF000{index}"));
+        if index > 0 {
+            request.referrer = phone(phones[index - 1]);
+        }
+        client.enroll(request).await.expect("enroll");
+    }
+    let balances = |client: &mut loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>| {
+        let mut client = client.clone();
+        async move {
+            let mut all = Vec::new();
+            for phone_number in phones {
+                let balance = balance_of(&mut client, phone(phone_number)).await;
+                all.push(balance.balance);
+            }
+            all
+        }
+    };
+    // The fourth customer buys 10,000: 3% to the third, 1% to the second and the first.
+    client.accrue(accrue("REF-R1", phone(phones[3]), vec![line(1, "beans", "1", "10000.00")])).await.expect("accrue");
+    let expected = vec!["5100".to_owned(), "5100".to_owned(), "5300".to_owned(), "5500".to_owned()];
+    let started = std::time::Instant::now();
+    while balances(&mut client).await != expected {
+        assert!(started.elapsed() < StdDuration::from_secs(5), "referral credits not applied: {:?}", balances(&mut client).await);
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    let ledger = full_ledger(&mut client, phone(phones[2])).await;
+    let reward = ledger.iter().find(|entry| entry.reason.starts_with("referral reward")).expect("reward entry");
+    assert_eq!((reward.amount.as_str(), reward.rule_ids.clone()), ("300", vec!["referral".to_owned()]));
+    // Returning half the receipt takes half of each reward back.
+    client.refund(refund("REF-R1", "REF-R1-1", &[(1, "0.5")])).await.expect("refund");
+    let expected = vec!["5050".to_owned(), "5050".to_owned(), "5150".to_owned(), "5250".to_owned()];
+    let started = std::time::Instant::now();
+    while balances(&mut client).await != expected {
+        assert!(started.elapsed() < StdDuration::from_secs(5), "referral clawbacks not applied: {:?}", balances(&mut client).await);
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    assert!(server.store.pending_credits(PROGRAM, 10).await.expect("credits").is_empty(), "every credit applied and forgotten");
+    let bad = pb::EnrollRequest { referrer: phone("+77010000999"), ..enroll("ref-x", "+77010000915", "") };
+    let status = expect_error(client.enroll(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(bad_field(&status), "referrer");
+    server.stop().await;
+}

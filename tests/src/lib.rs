@@ -47,6 +47,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    credits: JoinHandle<()>,
 }
 
 impl TestServer {
@@ -67,13 +68,14 @@ impl TestServer {
         let clock = Arc::new(ManualClock::new(start_time()));
         let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock.clone(), Arc::new(UuidIds), 100_000));
         engine.bootstrap_rules().await.expect("rules load");
+        let credits = loyalty_engine::credits::spawn_credit_applier(Arc::clone(&engine), std::time::Duration::from_millis(200));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(loyalty_engine::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
             let _ = stopped.await;
         }));
-        TestServer { addr, clock, engine, store, dir, stop: Some(stop), task: Some(task) }
+        TestServer { addr, clock, engine, store, dir, stop: Some(stop), task: Some(task), credits }
     }
 
     pub async fn client(&self) -> LoyaltyServiceClient<Channel> {
@@ -93,6 +95,7 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.credits.abort();
         self.store.shutdown().await;
     }
 }

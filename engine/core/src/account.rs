@@ -109,7 +109,14 @@ pub struct AccountState {
     /// What rules with a per-customer budget gave in their current period.
     #[serde(default)]
     pub counters: Vec<RuleCounter>,
+    /// Who referred this customer: the referrer's account first, then theirs, up to
+    /// `REFERRAL_LEVELS_MAX`. Fixed at enrolment.
+    #[serde(default)]
+    pub referral_chain: Vec<String>,
 }
+
+/// Most levels of a referral chain.
+pub const REFERRAL_LEVELS_MAX: usize = 5;
 
 /// Spend per local calendar month, for tier thresholds over a sliding window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +181,7 @@ impl AccountState {
             last_purchase_at: None,
             tier_progress: TierProgress::default(),
             counters: Vec::new(),
+            referral_chain: Vec::new(),
         }
     }
 

@@ -45,3 +45,18 @@ pub struct Event {
     pub tier_from: Option<String>,
     pub tier_to: Option<String>,
 }
+
+/// Points owed to (or owed back by) another account: written in the same commit as the change that
+/// owes them, then applied exactly once under the receiving account's own lock, keyed by
+/// `credit_id` on that account. This is how a purchase pays the buyer's referrers without ever
+/// writing two accounts in one commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCredit {
+    /// `referral/<receipt>/<level>`, with `/<refund>` for what a refund takes back.
+    pub credit_id: String,
+    pub account_id: String,
+    /// Signed: negative takes back a reward after a refund or reversal.
+    pub points: Decimal,
+    pub rule_id: String,
+    pub reason: String,
+}

@@ -12,6 +12,7 @@ use crate::Origin;
 use crate::account::{AccountState, Certificate, Hold};
 use crate::allocate::allocate;
 use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
+use crate::events::PendingCredit;
 use crate::ledger::EntryKind;
 use crate::outcome::{
     AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SpendLimit, SpendQuote,
@@ -75,6 +76,8 @@ pub enum BonusCmd {
     Manual { points: Decimal, reason: String },
     /// A schedule rule's award for one occasion (see `rules::evaluate::schedule_occasion`).
     Schedule { rule_id: String, occasion: String },
+    /// Points another account's receipt owes this one (a referral reward or its refund).
+    Credit(PendingCredit),
 }
 
 /// Cancel a receipt entirely.
@@ -330,6 +333,15 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     if let Some(change) = change {
         txn.tier_changed(change);
     }
+    for reward in &earn.referrals {
+        txn.owe(PendingCredit {
+            credit_id: format!("referral/{}/{}", receipt.receipt_id, reward.level),
+            account_id: reward.account_id.clone(),
+            points: reward.points,
+            rule_id: reward.rule_id.clone(),
+            reason: format!("referral reward, level {}, receipt {}", reward.level, receipt.receipt_id),
+        });
+    }
     receipt.accrual = Some(Accrual {
         tx_id: txn.tx_id().to_owned(),
         lines: cmd
@@ -351,6 +363,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         program_version: earn.program_version,
         budget_charges,
         tier_month: Some(tier_month),
+        referrals: earn.referrals.clone(),
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),
@@ -367,6 +380,26 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         balance: txn.account().balance_at(now),
         hold_released,
     })
+}
+
+/// The share of each referral reward that returned money takes back: what `returned_after` of
+/// the receipt's total owes back, less what earlier refunds already took.
+fn owe_back_referrals(program: &ProgramPolicy, txn: &mut Txn<'_>, receipt: &ReceiptState, accrual: &Accrual, returned_after: Decimal, key: &str) {
+    let share = |points: Decimal, returned: Decimal| {
+        if accrual.total.is_zero() || returned >= accrual.total { points } else { program.floor_points(points * returned / accrual.total) }
+    };
+    for reward in &accrual.referrals {
+        let owed_back = share(reward.points, returned_after) - share(reward.points, receipt.money_returned);
+        if owed_back > Decimal::ZERO {
+            txn.owe(PendingCredit {
+                credit_id: format!("referral/{}/{}/{key}", receipt.receipt_id, reward.level),
+                account_id: reward.account_id.clone(),
+                points: -owed_back,
+                rule_id: reward.rule_id.clone(),
+                reason: format!("referral reward taken back, level {}, receipt {} ({key})", reward.level, receipt.receipt_id),
+            });
+        }
+    }
 }
 
 /// Per budget a receipt charged: the points of that rule its refunds have taken back so far.
@@ -467,6 +500,7 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             txn.tier_changed(change);
         }
     }
+    owe_back_referrals(ck.program, txn, receipt, &accrual, receipt.money_returned + refunded_amount, &cmd.refund_id);
     receipt.accrual = Some(accrual);
     receipt.earn_clawed += clawback;
     receipt.spent_returned += spent_back;
@@ -502,6 +536,9 @@ pub fn reverse(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState,
     let clawback = earned - receipt.earn_clawed;
     let own_bucket = receipt.accrual.as_ref().and_then(|accrual| accrual.bucket_id);
     let debt_created = txn.clawback(clawback, posting, own_bucket, reason)?;
+    if let Some(accrual) = receipt.accrual.clone() {
+        owe_back_referrals(ck.program, txn, receipt, &accrual, accrual.total, "reverse");
+    }
     if let Some(accrual) = &receipt.accrual {
         let now = txn.now();
         let account = txn.account_mut();
@@ -572,6 +609,27 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
                 .collect();
             let given = credit_awards(ck, txn, &due, "scheduled");
             (given.iter().map(|award| award.points).sum(), given)
+        }
+        BonusCmd::Credit(credit) => {
+            let posting = Posting { receipt_id: None, refund_id: None };
+            txn.set_program_version(ck.rules.version());
+            if credit.points > Decimal::ZERO {
+                txn.earn(credit.points, posting, credit.reason.clone(), vec![credit.rule_id.clone()]);
+            } else if credit.points < Decimal::ZERO {
+                // Under the reject policy a referrer who spent the reward keeps what cannot be taken.
+                let wanted = -credit.points;
+                match txn.clawback(wanted, posting, None, credit.reason.clone()) {
+                    Err(Rejection::ClawbackExceedsBalance { coverable, .. }) if coverable > Decimal::ZERO => {
+                        txn.clawback(coverable, posting, None, credit.reason.clone())?;
+                    }
+                    Err(Rejection::ClawbackExceedsBalance { .. }) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            let rule = RulePoints { rule_id: credit.rule_id.clone(), label: "referral".to_owned(), points: credit.points };
+            (credit.points, vec![rule])
         }
         BonusCmd::Manual { points, reason } => {
             ensure_points_scale(ck.program, "points", *points)?;

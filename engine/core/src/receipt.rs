@@ -128,6 +128,9 @@ pub struct Accrual {
     /// The month the receipt's spend counted toward tiers in (see `rules::tiers`).
     #[serde(default)]
     pub tier_month: Option<i32>,
+    /// What the buyer's referrers were owed for this receipt.
+    #[serde(default)]
+    pub referrals: Vec<crate::rules::evaluate::ReferralReward>,
 }
 
 /// Everything one receipt did.

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 
 use crate::Origin;
 use crate::account::{AccountState, Bucket, Certificate, Hold};
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, PendingCredit};
 use crate::ledger::{EntryKind, LedgerEntry};
 use crate::program::{ProgramPolicy, RefundPolicy};
 use crate::receipt::Slice;
@@ -52,13 +52,24 @@ pub struct Txn<'p> {
     program_version: Option<u64>,
     /// For the outbox, committed with the entries.
     events: Vec<Event>,
+    /// Owed to other accounts, committed with the entries.
+    credits: Vec<PendingCredit>,
+}
+
+/// What a finished operation hands to the store.
+#[derive(Debug)]
+pub struct Finished {
+    pub account: AccountState,
+    pub entries: Vec<LedgerEntry>,
+    pub events: Vec<Event>,
+    pub credits: Vec<PendingCredit>,
 }
 
 impl<'p> Txn<'p> {
     /// Starts an operation on a copy of `account`. Holds and buckets that expired by `now` are
     /// settled first, so the operation and its ledger see exactly what the clock says.
     pub fn begin(program: &'p ProgramPolicy, account: &AccountState, now: DateTime<Utc>, tx_id: String, origin: Origin) -> Self {
-        let mut txn = Txn { program, now, tx_id, origin, account: account.clone(), entries: Vec::new(), program_version: None, events: Vec::new() };
+        let mut txn = Txn { program, now, tx_id, origin, account: account.clone(), entries: Vec::new(), program_version: None, events: Vec::new(), credits: Vec::new() };
         txn.settle_expired();
         txn
     }
@@ -431,19 +442,24 @@ impl<'p> Txn<'p> {
         });
     }
 
-    /// [`Txn::finish_with_events`] without the events.
+    /// Records points owed to another account (see [`PendingCredit`]).
+    pub fn owe(&mut self, credit: PendingCredit) {
+        self.credits.push(credit);
+    }
+
+    /// [`Txn::finish_all`] without the events and credits.
     pub fn finish(self) -> Result<(AccountState, Vec<LedgerEntry>), InvariantBroken> {
-        self.finish_with_events().map(|(account, entries, _)| (account, entries))
+        self.finish_all().map(|finished| (finished.account, finished.entries))
     }
 
     /// Ends the operation: settles anything that expired by now (a returned spend can restore points
     /// into a bucket past its expiry), checks the invariants and hands back the new state and the
     /// entries to append.
-    pub fn finish_with_events(mut self) -> Result<(AccountState, Vec<LedgerEntry>, Vec<Event>), InvariantBroken> {
+    pub fn finish_all(mut self) -> Result<Finished, InvariantBroken> {
         self.settle_expired();
         self.account
             .check_invariants(self.now)
             .map_err(|detail| InvariantBroken { account_id: self.account.account_id.clone(), detail })?;
-        Ok((self.account, self.entries, self.events))
+        Ok(Finished { account: self.account, entries: self.entries, events: self.events, credits: self.credits })
     }
 }

@@ -317,3 +317,31 @@ fn cafe_birthday_certificate_is_due_on_the_birthday_and_keyed_by_its_year() {
     assert_eq!(due, vec![("birthday-certificate".to_owned(), "birthday-2026".to_owned())]);
     assert!(on(21).is_empty());
 }
+
+#[test]
+fn cafe_referrals_pay_3_1_1_percent_up_the_chain_and_nothing_without_one() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let at = local_morning(2026, 6, 1);
+    let mut referred = regular_with_spend(&rules, "0", at);
+    referred.referral_chain = vec!["parent".into(), "grandparent".into(), "great".into(), "beyond".into()];
+    let lines = [line(1, "beans", "", "10000.00", "")];
+    let bases: Vec<Decimal> = lines.iter().map(|line| line.line_total).collect();
+    let ctx = PurchaseContext {
+        program: &program,
+        account: &referred,
+        lines: &lines,
+        bases: &bases,
+        at,
+        store_id: "s",
+        till_id: "t",
+        channel: "pos",
+        coupons: &[],
+    };
+    let earn = evaluate_purchase(&rules, &ctx);
+    let rewards: Vec<(u32, &str, Decimal)> = earn.referrals.iter().map(|r| (r.level, r.account_id.as_str(), r.points)).collect();
+    assert_eq!(rewards, vec![(1, "parent", dec("300")), (2, "grandparent", dec("100")), (3, "great", dec("100"))]);
+    assert_eq!(earn.total, dec("500"), "the buyer's own 5% is unchanged");
+    let alone = regular_with_spend(&rules, "0", at);
+    assert!(evaluate_purchase(&rules, &PurchaseContext { account: &alone, ..ctx }).referrals.is_empty());
+}

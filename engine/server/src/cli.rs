@@ -137,6 +137,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
     engine.bootstrap_rules().await.context("loading the programs' rules")?;
     let refresh = crate::rule_admin::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
+    let credits = crate::credits::spawn_credit_applier(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let sweep = (config.schedule_sweep_minutes > 0)
         .then(|| crate::rule_admin::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -174,6 +175,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }),
     };
     refresh.abort();
+    credits.abort();
     if let Some(sweep) = sweep {
         sweep.abort();
     }

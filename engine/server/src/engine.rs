@@ -50,6 +50,8 @@ pub struct EnrollCmd {
     pub birth_date: Option<chrono::NaiveDate>,
     /// Segment tags ("pensioner", "large_family") that rules may target.
     pub tags: Vec<String>,
+    /// The customer who referred this one, if any.
+    pub referrer: Option<IdentityKey>,
 }
 
 /// An account as read, with the time it was read at.
@@ -61,7 +63,7 @@ pub struct AccountSnapshot {
 
 /// How a receipt call finds its account.
 #[derive(Clone, Copy, Debug)]
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// By the customer's identifier; an unknown card may be created as an anonymous account.
     Customer { key: &'a IdentityKey, create_unknown_card: bool },
     /// By the receipt (refunds and reversals).
@@ -79,6 +81,8 @@ pub struct Engine {
     ids: Arc<dyn IdSource>,
     accounts: AccountSlots,
     identities: DashMap<String, String>,
+    /// Woken when a commit wrote credits owed to other accounts (see `credits`).
+    pub(crate) credits_due: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -89,7 +93,15 @@ impl Engine {
         ids: Arc<dyn IdSource>,
         cached_accounts_max: usize,
     ) -> Self {
-        Engine { store, programs: Arc::new(programs), clock, ids, accounts: AccountSlots::new(cached_accounts_max), identities: DashMap::new() }
+        Engine {
+            store,
+            programs: Arc::new(programs),
+            clock,
+            ids,
+            accounts: AccountSlots::new(cached_accounts_max),
+            identities: DashMap::new(),
+            credits_due: tokio::sync::Notify::new(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -283,6 +295,20 @@ impl Engine {
         stored_as(OpKind::Bonus, response)
     }
 
+    /// The referral chain a new customer referred by `referrer` gets: the referrer's account, then
+    /// the referrer's own chain, up to the most levels any chain keeps.
+    async fn referral_chain(&self, program: &Program, referrer: &IdentityKey) -> EngineResult<Vec<String>> {
+        let program_id = program.policy.program_id.as_str();
+        let referrer_id = self.resolve(program_id, referrer).await?.ok_or_else(|| Rejection::invalid("referrer", "no such customer"))?;
+        let stored = self.store.account(program_id, &referrer_id).await?.ok_or_else(|| dangling(&referrer_id))?;
+        if !stored.value.registered {
+            return Err(Rejection::invalid("referrer", "only a registered customer can refer another").into());
+        }
+        let mut chain = vec![referrer_id];
+        chain.extend(stored.value.referral_chain.iter().take(loyalty_core::account::REFERRAL_LEVELS_MAX - 1).cloned());
+        Ok(chain)
+    }
+
     /// The daily sweep of one program (funnels): pays every schedule rule due to each customer
     /// (birthday and win-back certificates), once per occasion. Each award is keyed
     /// `funnel/<rule>/<occasion>`, so a sweep that runs twice, or on two engines, pays once.
@@ -328,7 +354,7 @@ impl Engine {
 
     /// Runs one mutating call on a receipt exactly once (see the module documentation).
     #[allow(clippy::too_many_arguments)]
-    async fn receipt_call<C: Serialize>(
+    pub(crate) async fn receipt_call<C: Serialize>(
         &self,
         program: &Arc<Program>,
         origin: &Origin,
@@ -392,19 +418,26 @@ impl Engine {
             receipt_state.program_version = Some(version.rules.version());
             let response = apply(&version.checkout(), &mut txn, &mut receipt_state)?;
             receipt_state.calls.push(CallRecord { op, key: key.to_owned(), fingerprint: print, response: response.clone() });
-            let (state, ledger, events) = txn.finish_with_events()?;
+            let finished = txn.finish_all()?;
             receipt_state.check_invariants().map_err(EngineError::Internal)?;
+            let owes_credits = !finished.credits.is_empty();
             let commit = Commit {
                 program_id: program_id.to_owned(),
-                account: AccountWrite { expected_version: account_version, state },
-                ledger,
+                account: AccountWrite { expected_version: account_version, state: finished.account },
+                ledger: finished.entries,
                 receipt: Some(ReceiptWrite { expected_version: receipt_version, state: receipt_state }),
                 identity_claims: create_card.into_iter().collect(),
                 request: None,
-                events,
+                events: finished.events,
+                credits: finished.credits,
             };
             match self.commit(&mut guard, commit).await? {
-                CommitOutcome::Applied { .. } => return Ok(response),
+                CommitOutcome::Applied { .. } => {
+                    if owes_credits {
+                        self.credits_due.notify_one();
+                    }
+                    return Ok(response);
+                }
                 // Someone else wrote first: re-read everything and decide again (it may now be a
                 // replay, a conflict, or simply a newer balance).
                 CommitOutcome::Conflict(
@@ -439,6 +472,10 @@ impl Engine {
             {
                 return Err(Rejection::IdentifierTaken { kind: "app token" }.into());
             }
+            let referral_chain = match &cmd.referrer {
+                Some(referrer) => self.referral_chain(program, referrer).await?,
+                None => Vec::new(),
+            };
             let card_number = cmd.card_number.clone().unwrap_or_else(|| self.ids.virtual_card_number());
             let card = IdentityKey { kind: IdentityKind::Card, value: card_number.clone() };
             let existing = match &cmd.card_number {
@@ -467,6 +504,9 @@ impl Engine {
             state.profile.phone = Some(cmd.phone.clone());
             state.profile.name = cmd.name.clone();
             state.profile.birth_date = cmd.birth_date;
+            if state.referral_chain.is_empty() && !referral_chain.contains(&account_id) {
+                state.referral_chain = referral_chain.clone();
+            }
             for tag in &cmd.tags {
                 if !state.tags.contains(tag) {
                     state.tags.push(tag.clone());
@@ -481,7 +521,8 @@ impl Engine {
             // Welcome bonuses of the program's enrolment rules, in the same commit.
             let mut txn = Txn::begin(&program.policy, &state, now, self.ids.transaction_id(), origin.clone());
             let bonuses = ops::enrollment_bonuses(&program.checkout(), &mut txn);
-            let (state, ledger, events) = txn.finish_with_events()?;
+            let finished = txn.finish_all()?;
+            let state = finished.account;
             let outcome = EnrollOutcome {
                 account_id: account_id.clone(),
                 card_number,
@@ -498,11 +539,12 @@ impl Engine {
             let commit = Commit {
                 program_id: program_id.to_owned(),
                 account: AccountWrite { expected_version: version, state },
-                ledger,
+                ledger: finished.entries,
                 receipt: None,
                 identity_claims: claims,
                 request: Some(RequestWrite { request_id: cmd.request_id.clone(), record }),
-                events,
+                events: finished.events,
+                credits: Vec::new(),
             };
             if let CommitOutcome::Applied { .. } = self.commit(&mut guard, commit).await? {
                 return Ok(outcome);

@@ -28,6 +28,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{decode, decode_versioned, encode, encode_versioned};
+use loyalty_core::events::PendingCredit;
+
 use crate::{Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
 
 /// (program, account) -> version + AccountState.
@@ -48,6 +50,8 @@ const RULES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("rules")
 const RULES_HEAD: TableDefinition<&str, u64> = TableDefinition::new("rules_head");
 /// (program, seq) -> Event.
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// (program, credit ID) -> PendingCredit.
+const CREDITS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("credits");
 /// program -> last outbox seq.
 const OUTBOX_HEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_head");
 
@@ -119,6 +123,7 @@ struct EncodedCommit {
     identity_claims: Vec<(IdentityKey, String)>,
     request: Option<(String, Vec<u8>)>,
     events: Vec<Vec<u8>>,
+    credits: Vec<(String, Vec<u8>)>,
 }
 
 impl EncodedCommit {
@@ -156,6 +161,7 @@ impl EncodedCommit {
                 None => None,
             },
             events: commit.events.iter().map(encode).collect::<Result<_, StoreError>>()?,
+            credits: commit.credits.iter().map(|credit| Ok((credit.credit_id.clone(), encode(credit)?))).collect::<Result<_, StoreError>>()?,
             program_id: commit.program_id,
             account_id,
             expected_version,
@@ -223,6 +229,7 @@ impl EmbeddedStore {
             txn.open_table(RULES_HEAD).map_err(io)?;
             txn.open_table(OUTBOX).map_err(io)?;
             txn.open_table(OUTBOX_HEAD).map_err(io)?;
+            txn.open_table(CREDITS).map_err(io)?;
             let mut meta = txn.open_table(META).map_err(io)?;
             let stored = meta.get("schema_version").map_err(io)?.map(|guard| guard.value());
             match stored {
@@ -422,6 +429,37 @@ impl Store for EmbeddedStore {
         Ok(ids)
     }
 
+    async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<PendingCredit>, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let table = read.open_table(CREDITS).map_err(io)?;
+        let mut credits = Vec::new();
+        for item in table.range((program_id, "")..).map_err(io)? {
+            let (key, value) = item.map_err(io)?;
+            if key.value().0 != program_id || credits.len() >= limit {
+                break;
+            }
+            credits.push(decode("pending credit", value.value())?);
+        }
+        Ok(credits)
+    }
+
+    async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        let db = Arc::clone(&self.db);
+        let (program_id, credit_id) = (program_id.to_owned(), credit_id.to_owned());
+        let durability = self.durability;
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut txn = db.begin_write().map_err(io)?;
+            txn.set_durability(durability).map_err(io)?;
+            txn.open_table(CREDITS).map_err(io)?.remove((program_id.as_str(), credit_id.as_str())).map_err(io)?;
+            txn.commit().map_err(io)
+        })
+        .await
+        .map_err(io)?
+    }
+
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(OUTBOX).map_err(io)?;
@@ -504,6 +542,7 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
                 ledger: txn.open_table(LEDGER).map_err(io)?,
                 outbox: txn.open_table(OUTBOX).map_err(io)?,
                 outbox_head: txn.open_table(OUTBOX_HEAD).map_err(io)?,
+                credits: txn.open_table(CREDITS).map_err(io)?,
             };
             for pending in batch.iter() {
                 outcomes.push(apply(&mut tables, &pending.commit)?);
@@ -557,6 +596,7 @@ struct Tables<'txn> {
     ledger: redb::Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
     outbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     outbox_head: redb::Table<'txn, &'static str, u64>,
+    credits: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
 }
 
 /// Checks every condition of one commit and, if all hold, writes it into the open transaction.
@@ -613,6 +653,9 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcom
             tables.outbox.insert((program, seq), bytes.as_slice()).map_err(io)?;
         }
         tables.outbox_head.insert(program, seq).map_err(io)?;
+    }
+    for (credit_id, bytes) in &commit.credits {
+        tables.credits.insert((program, credit_id.as_str()), bytes.as_slice()).map_err(io)?;
     }
     Ok(CommitOutcome::Applied { account_version: stored_version + 1 })
 }

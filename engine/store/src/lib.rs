@@ -10,7 +10,8 @@
 //!   `INSERT ... IF NOT EXISTS`, then `IF version = ?`),
 //! - identifiers claimed once for the account (phone, card, app token),
 //! - an enrolment's idempotency record, claimed once,
-//! - the events the change produced, appended to the program's outbox.
+//! - the events the change produced, appended to the program's outbox,
+//! - points the change owes other accounts (referral rewards), kept until applied.
 //!
 //! Program rule versions are stored apart from checkout data: each version is written once, only
 //! if it follows the latest one (compare-and-set on the program's version row), so two admins can
@@ -25,7 +26,7 @@ pub mod embedded;
 
 use async_trait::async_trait;
 use loyalty_core::account::AccountState;
-use loyalty_core::events::Event;
+use loyalty_core::events::{Event, PendingCredit};
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::ledger::LedgerEntry;
 use loyalty_core::receipt::{CallRecord, ReceiptState};
@@ -73,6 +74,8 @@ pub struct Commit {
     pub request: Option<RequestWrite>,
     /// Appended to the program's outbox, in order.
     pub events: Vec<Event>,
+    /// Points owed to other accounts, kept until they are applied (see [`PendingCredit`]).
+    pub credits: Vec<PendingCredit>,
 }
 
 /// One version of a program's rules, as stored.
@@ -152,6 +155,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` account IDs of a program after `after_account_id` (empty: from the first), in
     /// ID order: the daily sweep pages through every account with it.
     async fn account_ids(&self, program_id: &str, after_account_id: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` credits owed to accounts and not yet applied.
+    async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<PendingCredit>, StoreError>;
+    /// Forgets an applied credit (durably). Deleting an unknown credit is not an error.
+    async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError>;
     /// Up to `limit` outbox events with seq above `after_seq`, oldest first.
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
     /// False once the store has stopped accepting writes (health reports NOT_SERVING).

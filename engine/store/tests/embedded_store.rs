@@ -28,7 +28,8 @@ fn earn_commit(account: &AccountState, version: u64, receipt_id: &str, points: i
     let program = ProgramPolicy::with_defaults("p");
     let mut txn = Txn::begin(&program, account, now(), format!("tx-{receipt_id}"), Origin::default());
     txn.earn(Decimal::from(points), Posting { receipt_id: Some(receipt_id), refund_id: None }, "test".into(), vec!["base".into()]);
-    let (state, ledger, events) = txn.finish_with_events().expect("invariants");
+    let finished = txn.finish_all().expect("invariants");
+    let (state, ledger, events) = (finished.account, finished.entries, finished.events);
     let receipt = ReceiptState::new(receipt_id.into(), account.account_id.clone(), now(), Origin::default());
     Commit {
         program_id: "p".into(),
@@ -38,6 +39,7 @@ fn earn_commit(account: &AccountState, version: u64, receipt_id: &str, points: i
         identity_claims: vec![IdentityKey { kind: IdentityKind::Card, value: format!("CARD{}", account.account_id) }],
         request: None,
         events,
+        credits: Vec::new(),
     }
 }
 

@@ -475,6 +475,14 @@ impl Checker {
                     self.push(&format!("{at}.effect"), "tier_percent needs tiers with cashback_percent");
                 }
             }
+            Effect::Referral { percents } => {
+                if percents.is_empty() || percents.len() > crate::account::REFERRAL_LEVELS_MAX {
+                    self.push(&format!("{at}.effect.percents"), format!("1 to {} levels", crate::account::REFERRAL_LEVELS_MAX));
+                }
+                for (level, percent) in percents.iter().enumerate() {
+                    self.percent(&format!("{at}.effect.percents[{level}]"), *percent);
+                }
+            }
             Effect::IssueCertificate { value, valid_days, cap_percent } => {
                 self.points(&format!("{at}.effect.value"), *value, points_scale);
                 if !(1..=3650).contains(valid_days) {
@@ -486,6 +494,9 @@ impl Checker {
             }
         }
         let per_purchase = matches!(rule.trigger, Trigger::Purchase);
+        if !per_purchase && matches!(rule.effect, Effect::Referral { .. }) {
+            self.push(&format!("{at}.effect"), "referral rewards are paid on purchases");
+        }
         if per_purchase && matches!(rule.effect, Effect::IssueCertificate { .. }) {
             self.push(&format!("{at}.effect"), "issue_certificate is for enrollment, event and schedule rules");
         }

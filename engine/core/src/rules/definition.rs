@@ -272,6 +272,10 @@ pub enum Effect {
     /// Issues a certificate: `value` points, spendable at once, expiring after `valid_days`, and
     /// usable for at most `cap_percent` of a receipt (domain.md: 1,000 points, 15 days, 7%).
     IssueCertificate { value: Decimal, valid_days: u32, cap_percent: Decimal },
+    /// Pays the customers who referred the buyer: `percents[0]` of the receipt's base to the
+    /// referrer, `percents[1]` to the referrer's referrer, and so on (domain.md: 3%, 1%, 1%).
+    /// The buyer's own earn is unchanged.
+    Referral { percents: Vec<Decimal> },
 }
 
 /// Budgets of one rule.

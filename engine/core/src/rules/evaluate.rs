@@ -52,6 +52,18 @@ pub struct Earn {
     /// The customer's tier the evaluation used.
     pub tier: String,
     pub program_version: u64,
+    /// What the customers up the buyer's referral chain get (not part of `total`).
+    pub referrals: Vec<ReferralReward>,
+}
+
+/// Points for one referrer, from one referral rule.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReferralReward {
+    /// 1 for the direct referrer.
+    pub level: u32,
+    pub account_id: String,
+    pub rule_id: String,
+    pub points: Decimal,
 }
 
 /// How far stacking has gone on one line (or on the receipt).
@@ -331,6 +343,29 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         per_rule.push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points: rule_total });
     }
 
+    // Referral rewards: on the receipt's base, for the chain above the buyer, after budgets.
+    let mut referrals = Vec::new();
+    let base_total: Decimal = ctx.bases.iter().copied().sum();
+    let mut referral_state = StackState::Open;
+    for rule in &found {
+        let Effect::Referral { percents } = &rule.rule.effect else { continue };
+        if ctx.account.referral_chain.is_empty() || !admit(&mut referral_state, rule.rule.stacking) {
+            continue;
+        }
+        let matching: Decimal = rule.lines.iter().map(|&line| ctx.bases[line]).sum();
+        let base = if rule.lines.len() == ctx.lines.len() { base_total } else { matching };
+        for ((level, percent), account_id) in percents.iter().enumerate().zip(&ctx.account.referral_chain) {
+            let mut points = program.round_points(base * *percent / hundred);
+            if let Some(max) = rule.rule.limits.per_receipt_points {
+                points = points.min(max);
+            }
+            if points > Decimal::ZERO {
+                let level = u32::try_from(level + 1).unwrap_or(u32::MAX);
+                referrals.push(ReferralReward { level, account_id: account_id.clone(), rule_id: rule.rule.id.clone(), points });
+            }
+        }
+    }
+
     let lines = ctx
         .lines
         .iter()
@@ -347,7 +382,7 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
             LineEarn { line_no: line.line_no, base: *base, points, reason, applied }
         })
         .collect();
-    Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version }
+    Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version, referrals }
 }
 
 /// What an enrolment, event or schedule rule gives.

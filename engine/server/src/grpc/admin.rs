@@ -77,6 +77,7 @@ fn summary(rule: &Rule, format: DocumentFormat) -> EngineResult<pb::RuleSummary>
         Effect::Multiplier { .. } => "multiplier",
         Effect::TierPercent => "tier_percent",
         Effect::IssueCertificate { .. } => "issue_certificate",
+        Effect::Referral { .. } => "referral",
     };
     Ok(pb::RuleSummary {
         id: rule.id.clone(),

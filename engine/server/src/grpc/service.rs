@@ -177,6 +177,15 @@ impl LoyaltyService for LoyaltyApi {
                 name: convert::name(&req.name)?,
                 birth_date: convert::birth_date(&req.birth_date, today)?,
                 tags: convert::tags("tags", &req.tags)?,
+                referrer: match &req.referrer {
+                    Some(referrer) => Some(convert::customer(Some(referrer), policy).map_err(|rejection| match rejection {
+                        loyalty_core::rejection::Rejection::InvalidArgument { field, reason } => {
+                            loyalty_core::rejection::Rejection::invalid(field.replacen("customer", "referrer", 1), reason)
+                        }
+                        other => other,
+                    })?),
+                    None => None,
+                },
             };
             let outcome = self.engine.enroll(&program, &origin, cmd).await?;
             Ok(pb::EnrollResponse {
