@@ -229,8 +229,8 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
     // 15 days after the last purchase the sweep issues the win-back certificate, once.
     server.clock.advance(Duration::days(15));
     let program = server.engine.programs().get(PROGRAM).expect("program");
-    assert_eq!(server.engine.sweep_schedules(&program).await.expect("sweep"), 1);
-    assert_eq!(server.engine.sweep_schedules(&program).await.expect("sweep again"), 0);
+    assert_eq!(server.engine.sweep(&program).await.expect("sweep").awards, 1);
+    assert_eq!(server.engine.sweep(&program).await.expect("sweep again").awards, 0);
     let before = balance_of(&mut client, customer.clone()).await;
     // The certificate pays at most 50% of a receipt; the points at most the friend tier's 10%.
     let quote = client.authorize(authorize("K2", customer.clone(), vec![line(1, "cake", "1", "2000.00")], "")).await.expect("quote");
@@ -243,8 +243,10 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
         .expect("events")
         .into_inner();
     let kinds: Vec<&str> = events.events.iter().map(|event| event.kind.as_str()).collect();
-    assert_eq!(kinds, vec!["bonus_credited", "points_earned", "tier_changed", "tier_changed", "bonus_credited", "certificate_issued"]);
-    let certificate = events.events.last().expect("certificate event");
+    // The sweep that issued the 14-day certificate also noticed it expires within 30 days.
+    let expected = ["bonus_credited", "points_earned", "tier_changed", "tier_changed", "bonus_credited", "certificate_issued", "points_expiring"];
+    assert_eq!(kinds, expected);
+    let certificate = &events.events[5];
     assert_eq!((certificate.points.as_str(), certificate.rule_ids.clone()), ("2000", vec!["win-back".to_owned()]));
     assert_eq!(before.available, "8750", "5,000 welcome + 1,500 earned - 750 clawed back + 1,000 review + 2,000 certificate");
     server.stop().await;
@@ -296,5 +298,30 @@ async fn cafe_referrals_credit_three_levels_up_and_a_refund_takes_their_share_ba
     let bad = pb::EnrollRequest { referrer: phone("+77010000999"), ..enroll("ref-x", "+77010000915", "") };
     let status = expect_error(client.enroll(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(bad_field(&status), "referrer");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweep_tells_the_outbox_about_points_expiring_within_30_days_once() {
+    let server = server_with("supermarket.toml").await;
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    client.accrue(accrue("X1", card("EXP00001"), vec![line(1, "tv", "1", "50000.00")])).await.expect("accrue");
+    let program = server.engine.programs().get(PROGRAM).expect("program");
+    assert_eq!(server.engine.sweep(&program).await.expect("sweep").expiry_notices, 0, "24 months to go");
+    // 2026-03-10 + 24 months: the points expire at the end of 2028-03-10; 20 days before, a notice.
+    server.clock.advance(Duration::days(731 - 20));
+    let report = server.engine.sweep(&program).await.expect("sweep");
+    assert_eq!((report.accounts, report.expiry_notices), (1, 1));
+    assert_eq!(server.engine.sweep(&program).await.expect("sweep again").expiry_notices, 0, "once");
+    let events = admin
+        .read_events(admin_pb::ReadEventsRequest { program_id: PROGRAM.into(), after_seq: 0, limit: 10 })
+        .await
+        .expect("events")
+        .into_inner();
+    let notice = events.events.last().expect("notice");
+    assert_eq!((notice.kind.as_str(), notice.points.as_str()), ("points_expiring", "1000"), "2% of 50,000");
+    let expires = notice.expires_at.as_ref().expect("expiry").seconds;
+    assert_eq!(chrono::DateTime::from_timestamp(expires, 0).expect("time").to_rfc3339(), "2028-03-10T19:00:00+00:00");
     server.stop().await;
 }

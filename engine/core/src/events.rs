@@ -14,8 +14,10 @@ pub enum EventKind {
     BonusCredited,
     /// The customer's tier went up or down.
     TierChanged,
-    /// A certificate was issued (its value in `points`, its expiry in the account's ledger).
+    /// A certificate was issued (its value in `points`).
     CertificateIssued,
+    /// Points (in `points`) expire soon; the first of them at `expires_at`.
+    PointsExpiring,
 }
 
 impl EventKind {
@@ -25,6 +27,7 @@ impl EventKind {
             EventKind::BonusCredited => "bonus_credited",
             EventKind::TierChanged => "tier_changed",
             EventKind::CertificateIssued => "certificate_issued",
+            EventKind::PointsExpiring => "points_expiring",
         }
     }
 }
@@ -44,6 +47,9 @@ pub struct Event {
     pub available_from: Option<DateTime<Utc>>,
     pub tier_from: Option<String>,
     pub tier_to: Option<String>,
+    /// For expiry notices and certificates: when the points expire.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Points owed to (or owed back by) another account: written in the same commit as the change that

@@ -78,6 +78,8 @@ pub enum BonusCmd {
     Schedule { rule_id: String, occasion: String },
     /// Points another account's receipt owes this one (a referral reward or its refund).
     Credit(PendingCredit),
+    /// Not a bonus: tells the outbox about points expiring within `window_days`.
+    ExpiryNotice { window_days: u32 },
 }
 
 /// Cancel a receipt entirely.
@@ -609,6 +611,10 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
                 .collect();
             let given = credit_awards(ck, txn, &due, "scheduled");
             (given.iter().map(|award| award.points).sum(), given)
+        }
+        BonusCmd::ExpiryNotice { window_days } => {
+            txn.expiry_notice(*window_days);
+            (Decimal::ZERO, Vec::new())
         }
         BonusCmd::Credit(credit) => {
             let posting = Posting { receipt_id: None, refund_id: None };

@@ -233,6 +233,7 @@ impl<'p> Txn<'p> {
             available_from: Some(available_from),
             tier_from: None,
             tier_to: None,
+            expires_at: Some(expires_at),
         });
         self.post(kind, amount, posting, reason, Some(terms), rule_ids);
         Some(terms)
@@ -421,6 +422,7 @@ impl<'p> Txn<'p> {
             available_from: Some(now),
             tier_from: None,
             tier_to: None,
+            expires_at: Some(expires_at),
         });
         // Debt is paid from certificates too: they are points like any other.
         self.credit_bucket(value, terms, posting.receipt_id, Some(&certificate));
@@ -439,7 +441,29 @@ impl<'p> Txn<'p> {
             available_from: None,
             tier_from: Some(change.from),
             tier_to: Some(change.to),
+            expires_at: None,
         });
+    }
+
+    /// Reports points expiring within `window_days` to the outbox; returns how many (no change
+    /// to the balance: the notice is only an event).
+    pub fn expiry_notice(&mut self, window_days: u32) -> Decimal {
+        let (amount, next) = self.account.expiring_within(self.now, chrono::Duration::days(i64::from(window_days)));
+        if amount > Decimal::ZERO {
+            self.events.push(Event {
+                kind: EventKind::PointsExpiring,
+                account_id: self.account.account_id.clone(),
+                at: self.now,
+                points: amount,
+                receipt_id: None,
+                rule_ids: Vec::new(),
+                available_from: None,
+                tier_from: None,
+                tier_to: None,
+                expires_at: next,
+            });
+        }
+        amount
     }
 
     /// Records points owed to another account (see [`PendingCredit`]).

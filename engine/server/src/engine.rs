@@ -309,49 +309,6 @@ impl Engine {
         Ok(chain)
     }
 
-    /// The daily sweep of one program (funnels): pays every schedule rule due to each customer
-    /// (birthday and win-back certificates), once per occasion. Each award is keyed
-    /// `funnel/<rule>/<occasion>`, so a sweep that runs twice, or on two engines, pays once.
-    /// Returns how many awards were paid.
-    pub async fn sweep_schedules(&self, program: &Arc<Program>) -> EngineResult<usize> {
-        const PAGE: usize = 500;
-        if !program.rules.has_schedule() {
-            return Ok(0);
-        }
-        let program_id = program.id();
-        let origin = Origin { store_id: "schedule".to_owned(), till_id: "schedule".to_owned() };
-        let mut paid = 0;
-        let mut after = String::new();
-        loop {
-            let ids = self.store.account_ids(program_id, &after, PAGE).await?;
-            let Some(last) = ids.last().cloned() else { break };
-            for account_id in &ids {
-                let Some(stored) = self.store.account(program_id, account_id).await? else { continue };
-                let due = loyalty_core::rules::evaluate::evaluate_schedule(&program.rules, &program.policy, &stored.value, self.clock.now());
-                for (award, occasion) in due {
-                    let cmd = BonusCmd::Schedule { rule_id: award.rule_id.clone(), occasion: occasion.clone() };
-                    let key = format!("funnel/{}/{occasion}", award.rule_id);
-                    if self.store.receipt(program_id, &key).await?.is_some() {
-                        continue;
-                    }
-                    let response = self
-                        .receipt_call(program, &origin, Route::Account(account_id), &key, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
-                            ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
-                        })
-                        .await?;
-                    if let StoredResponse::Bonus(outcome) = response
-                        && !outcome.points.is_zero()
-                    {
-                        paid += 1;
-                    }
-                }
-            }
-            after = last;
-        }
-        metrics::counter!("loyalty_schedule_awards_total").increment(paid as u64);
-        Ok(paid)
-    }
-
     /// Runs one mutating call on a receipt exactly once (see the module documentation).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn receipt_call<C: Serialize>(

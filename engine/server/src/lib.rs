@@ -22,4 +22,5 @@ pub mod ids;
 pub mod programs;
 pub mod rule_admin;
 pub mod server;
+pub mod sweep;
 pub mod telemetry;

@@ -201,9 +201,14 @@ pub fn spawn_schedule_sweep(engine: Arc<Engine>, every: std::time::Duration) -> 
             let Some(engine) = engine.upgrade() else { break };
             for program_id in engine.programs().ids() {
                 let Some(program) = engine.programs().get(&program_id) else { continue };
-                match engine.sweep_schedules(&program).await {
-                    Ok(0) => {}
-                    Ok(paid) => tracing::info!(program = program_id.as_str(), paid, "schedule awards paid"),
+                match engine.sweep(&program).await {
+                    Ok(report) => tracing::info!(
+                        program = program_id.as_str(),
+                        accounts = report.accounts,
+                        awards = report.awards,
+                        expiry_notices = report.expiry_notices,
+                        "sweep done"
+                    ),
                     Err(error) => tracing::warn!(program = program_id.as_str(), %error, "schedule sweep failed; will retry"),
                 }
             }

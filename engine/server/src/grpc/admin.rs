@@ -285,6 +285,7 @@ impl ProgramAdmin for AdminApi {
                                 available_from: event.available_from.map(convert::timestamp),
                                 tier_from: event.tier_from.unwrap_or_default(),
                                 tier_to: event.tier_to.unwrap_or_default(),
+                                expires_at: event.expires_at.map(convert::timestamp),
                             }
                         })
                         .collect(),

@@ -1,0 +1,79 @@
+//! The sweep over every customer of a program, run periodically: the awards of schedule rules
+//! (birthday and win-back certificates: funnels) and "points expiring soon" notices for the
+//! outbox. Each award or notice is a receipt-keyed call on the account (`funnel/<rule>/<occasion>`,
+//! `expiring/<month>`), so a sweep that runs twice, or on two engines at once, does each once.
+
+use std::sync::Arc;
+
+use loyalty_core::Origin;
+use loyalty_core::ops::{self, BonusCmd};
+use loyalty_core::outcome::StoredResponse;
+use loyalty_core::receipt::OpKind;
+use loyalty_core::rules::evaluate::evaluate_schedule;
+
+use crate::engine::{Engine, Route};
+use crate::error::EngineResult;
+use crate::programs::Program;
+
+/// Accounts read per page.
+const PAGE: usize = 500;
+/// Customers hear about points that expire within this many days.
+pub const EXPIRY_NOTICE_DAYS: u32 = 30;
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub accounts: usize,
+    pub awards: usize,
+    pub expiry_notices: usize,
+}
+
+impl Engine {
+    /// Sweeps every account of one program once.
+    pub async fn sweep(&self, program: &Arc<Program>) -> EngineResult<SweepReport> {
+        let program_id = program.id();
+        let origin = Origin { store_id: "schedule".to_owned(), till_id: "schedule".to_owned() };
+        let mut report = SweepReport::default();
+        let mut after = String::new();
+        loop {
+            let ids = self.store().account_ids(program_id, &after, PAGE).await?;
+            let Some(last) = ids.last().cloned() else { break };
+            for account_id in &ids {
+                let Some(stored) = self.store().account(program_id, account_id).await? else { continue };
+                report.accounts += 1;
+                let now = self.now();
+                let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)
+                    .into_iter()
+                    .map(|(award, occasion)| {
+                        (format!("funnel/{}/{occasion}", award.rule_id), BonusCmd::Schedule { rule_id: award.rule_id, occasion })
+                    })
+                    .collect();
+                let (expiring, next) = stored.value.expiring_within(now, chrono::Duration::days(i64::from(EXPIRY_NOTICE_DAYS)));
+                if let Some(next) = next.filter(|_| expiring > loyalty_core::Decimal::ZERO) {
+                    let month = next.with_timezone(&program.policy.time_zone).format("%Y-%m");
+                    due.push((format!("expiring/{month}"), BonusCmd::ExpiryNotice { window_days: EXPIRY_NOTICE_DAYS }));
+                }
+                for (key, cmd) in due {
+                    // Done before: skip without taking the account's lock.
+                    if self.store().receipt(program_id, &key).await?.is_some() {
+                        continue;
+                    }
+                    let response = self
+                        .receipt_call(program, &origin, Route::Account(account_id), &key, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
+                            ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
+                        })
+                        .await?;
+                    match (&cmd, response) {
+                        (BonusCmd::ExpiryNotice { .. }, _) => report.expiry_notices += 1,
+                        (_, StoredResponse::Bonus(outcome)) if !outcome.points.is_zero() => report.awards += 1,
+                        _ => {}
+                    }
+                }
+            }
+            after = last;
+        }
+        metrics::counter!("loyalty_schedule_awards_total").increment(report.awards as u64);
+        metrics::counter!("loyalty_expiry_notices_total").increment(report.expiry_notices as u64);
+        Ok(report)
+    }
+}
