@@ -54,8 +54,17 @@ async fn supermarket_receipt_explains_every_line_and_the_ledger_names_rules_and_
     assert_eq!((applied(&receipt.lines[2]), receipt.lines[2].reason.as_str()), (pairs(&[("own-brand-5", "100")]), "own brand 5%"));
     let per_rule: Vec<(String, String)> = receipt.rules.iter().map(|rule| (rule.rule_id.clone(), rule.points.clone())).collect();
     assert_eq!(per_rule, pairs(&[("own-brand-5", "100"), ("base", "9")]));
+    // Change kept as points: spendable at once, and a cancelled receipt takes it back with the earn.
+    let kept = pb::AccrueRequest { change_to_points: "75.50".into(), ..accrue("S2", customer.clone(), vec![line(1, "gum", "1", "224.50")]) };
+    let kept = client.accrue(kept).await.expect("accrue with change").into_inner();
+    assert_eq!((kept.earned.as_str(), kept.change_points.as_str()), ("2", "75"));
+    assert_eq!(kept.balance.expect("balance").available, "75");
+    let too_much = pb::AccrueRequest { change_to_points: "500".into(), ..accrue("S3", customer.clone(), vec![line(1, "gum", "1", "224.50")]) };
+    assert_eq!(client.accrue(too_much).await.expect("accrue").into_inner().change_points, "100", "at most 100");
+    let reversed = client.reverse(reverse("S2")).await.expect("reverse").into_inner();
+    assert_eq!(reversed.earn_clawed_back, "77");
     let ledger = full_ledger(&mut client, customer).await;
-    let earn = ledger.iter().find(|entry| entry.kind == pb::EntryKind::Earn as i32).expect("earn entry");
+    let earn = ledger.iter().rev().find(|entry| entry.kind == pb::EntryKind::Earn as i32).expect("earn entry");
     assert_eq!((earn.rule_ids.clone(), earn.program_version), (vec!["own-brand-5".to_owned(), "base".to_owned()], 1));
     assert!(earn.reason.contains("own brand 5% 100") && earn.reason.contains("cashback 1% 9"), "{}", earn.reason);
     server.stop().await;
@@ -68,7 +77,7 @@ async fn admin_changes_make_versions_refuse_bad_rules_and_stale_versions_and_app
     let mut admin = server.admin().await;
     let listed = admin.list_rules(admin_pb::ListRulesRequest { program_id: PROGRAM.into(), format: 0 }).await.expect("list").into_inner();
     assert_eq!(listed.version, 1);
-    assert_eq!(listed.rules.iter().map(|rule| rule.id.as_str()).collect::<Vec<_>>(), vec!["birthday-14", "own-brand-5", "big-basket-2", "base"]);
+    assert_eq!(listed.rules.iter().map(|rule| rule.id.as_str()).collect::<Vec<_>>(), vec!["birthday-14", "own-brand-5", "big-basket-2", "base", "change-safe"]);
 
     let upsert = |expected_version: u64, document: &str| admin_pb::UpsertRuleRequest {
         program_id: PROGRAM.into(),
@@ -79,7 +88,7 @@ async fn admin_changes_make_versions_refuse_bad_rules_and_stale_versions_and_app
     };
     let bad = "id = \"coffee\"\npriority = 150\nstacking = \"exclusive\"\nwhen.lines = { categories = [\"coffee\"] }\neffect = { kind = \"percent_of_lines\", percent = \"150\" }\n";
     let status = expect_error(admin.upsert_rule(upsert(1, bad)).await, Code::InvalidArgument, "RULES_INVALID");
-    assert_eq!(bad_field(&status), "rules[4] (coffee).effect.percent");
+    assert_eq!(bad_field(&status), "rules[5] (coffee).effect.percent");
     let typo = "id = \"coffee\"\neffect = { kind = \"percent_of_lines\", pecent = \"5\" }\n";
     let status = expect_error(admin.upsert_rule(upsert(1, typo)).await, Code::InvalidArgument, "RULES_INVALID");
     assert!(bad_field(&status).starts_with("effect"), "{status:?}");
@@ -88,7 +97,7 @@ async fn admin_changes_make_versions_refuse_bad_rules_and_stale_versions_and_app
     let status = expect_error(admin.upsert_rule(upsert(0, &good)).await, Code::Aborted, "RULES_VERSION_CONFLICT");
     assert!(status.message().contains("version 1"), "{status:?}");
     let changed = admin.upsert_rule(upsert(1, &good)).await.expect("upsert").into_inner();
-    assert_eq!((changed.version, changed.active_rules), (2, 5));
+    assert_eq!((changed.version, changed.active_rules), (2, 6));
 
     let mut coffee = line(1, "arabica", "1", "1000.00");
     coffee.category = "coffee".into();

@@ -66,6 +66,8 @@ pub struct AccrueCmd {
     pub receipt_id: String,
     pub lines: Vec<BasketLine>,
     pub sale: SaleContext,
+    /// Change the customer keeps as points (money; zero for none).
+    pub change: Decimal,
 }
 
 /// An event bonus (a rule pays for a named event) or a manual adjustment (staff give or take
@@ -151,7 +153,17 @@ fn check_spend(quote: &SpendQuote, requested: Decimal, spendable: Decimal, minim
 }
 
 /// What a basket earns under the checkout's rules; never a negative amount.
-fn evaluate(ck: &Checkout<'_>, account: &AccountState, lines: &[BasketLine], bases: &[Decimal], at: DateTime<Utc>, origin: &Origin, sale: &SaleContext) -> Earn {
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    ck: &Checkout<'_>,
+    account: &AccountState,
+    lines: &[BasketLine],
+    bases: &[Decimal],
+    at: DateTime<Utc>,
+    origin: &Origin,
+    sale: &SaleContext,
+    change: Decimal,
+) -> Earn {
     let earn = evaluate_purchase(
         ck.rules,
         &PurchaseContext {
@@ -164,6 +176,7 @@ fn evaluate(ck: &Checkout<'_>, account: &AccountState, lines: &[BasketLine], bas
             till_id: &origin.till_id,
             channel: &sale.channel,
             coupons: &sale.coupons,
+            change,
         },
     );
     assert!(earn.total >= Decimal::ZERO && earn.lines.iter().all(|line| line.points >= Decimal::ZERO), "negative earn");
@@ -184,7 +197,7 @@ pub fn quote(ck: &Checkout<'_>, account: &AccountState, cmd: &AuthorizeCmd, now:
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
     let ttl = hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     let bases: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
-    let earn = evaluate(ck, account, &cmd.lines, &bases, now, origin, &cmd.sale);
+    let earn = evaluate(ck, account, &cmd.lines, &bases, now, origin, &cmd.sale, Decimal::ZERO);
     let spend = spend_quote(ck, account, &cmd.lines, now, account.holdable_at(now, now + ttl), now + ttl);
     Ok(AuthorizeOutcome {
         account_id: account.account_id.clone(),
@@ -317,13 +330,20 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let shares = allocate(receipt.spent, &totals, ck.program.share_scale());
     let bases: Vec<Decimal> = totals.iter().zip(&shares).map(|(total, share)| *total - *share).collect();
     let origin = txn.origin().clone();
-    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, now, &origin, &cmd.sale);
+    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, now, &origin, &cmd.sale, cmd.change);
+    if cmd.change > Decimal::ZERO && earn.change.is_none() {
+        return Err(Rejection::invalid("change_to_points", "this program takes no change as points here"));
+    }
     let earning_lines = earn.lines.iter().filter(|line| line.points > Decimal::ZERO).count();
     let rule_list = earn.rules.iter().map(|rule| format!("{} {}", rule.label, rule.points.normalize())).collect::<Vec<_>>().join(", ");
     let reason = format!("earned on receipt {}: {} of {} lines ({rule_list})", receipt.receipt_id, earning_lines, cmd.lines.len());
     let rule_ids = earn.rules.iter().map(|rule| rule.rule_id.clone()).collect();
     txn.set_program_version(earn.program_version);
     let terms = txn.earn(earn.total, receipt_posting(receipt), reason, rule_ids);
+    if let Some(change) = &earn.change {
+        let reason = format!("change from receipt {} kept as points ({})", receipt.receipt_id, change.label);
+        txn.bonus(EntryKind::Bonus, change.points, receipt_posting(receipt), reason, vec![change.rule_id.clone()]);
+    }
     let local_day = now.with_timezone(&ck.program.time_zone).date_naive();
     let tier_month = tiers::month_index(local_day);
     let account = txn.account_mut();
@@ -366,6 +386,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         budget_charges,
         tier_month: Some(tier_month),
         referrals: earn.referrals.clone(),
+        change_points: earn.change.as_ref().map_or(Decimal::ZERO, |change| change.points),
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),
@@ -381,6 +402,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         expires_at: terms.map(|terms| terms.expires_at),
         balance: txn.account().balance_at(now),
         hold_released,
+        change_points: earn.change.map_or(Decimal::ZERO, |change| change.points),
     })
 }
 
@@ -534,7 +556,8 @@ pub fn reverse(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState,
     let reason = if cmd.reason.is_empty() { format!("receipt {} cancelled", receipt.receipt_id) } else { cmd.reason.clone() };
     let spent_back = receipt.spent - receipt.spent_returned;
     txn.return_spent(&receipt.spent_slices, receipt.spent_returned, spent_back, posting, reason.clone());
-    let earned = receipt.accrual.as_ref().map_or(Decimal::ZERO, |accrual| accrual.earned);
+    // Change kept as points goes back with the receipt: the sale it came from did not happen.
+    let earned = receipt.accrual.as_ref().map_or(Decimal::ZERO, |accrual| accrual.earned + accrual.change_points);
     let clawback = earned - receipt.earn_clawed;
     let own_bucket = receipt.accrual.as_ref().and_then(|accrual| accrual.bucket_id);
     let debt_created = txn.clawback(clawback, posting, own_bucket, reason)?;

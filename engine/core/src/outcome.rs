@@ -102,6 +102,8 @@ pub struct AccrueOutcome {
     pub expires_at: Option<DateTime<Utc>>,
     pub balance: BalanceView,
     pub hold_released: Decimal,
+    /// Change kept as points (credited at once, apart from `earned`).
+    pub change_points: Decimal,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

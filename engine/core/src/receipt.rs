@@ -131,6 +131,9 @@ pub struct Accrual {
     /// What the buyer's referrers were owed for this receipt.
     #[serde(default)]
     pub referrals: Vec<crate::rules::evaluate::ReferralReward>,
+    /// Change kept as points on this receipt (credited apart from `earned`).
+    #[serde(default)]
+    pub change_points: Decimal,
 }
 
 /// Everything one receipt did.
@@ -198,7 +201,7 @@ impl ReceiptState {
         }
         match &self.accrual {
             Some(accrual) => {
-                if self.earn_clawed > accrual.earned || self.earn_clawed < Decimal::ZERO {
+                if self.earn_clawed > accrual.earned + accrual.change_points || self.earn_clawed < Decimal::ZERO {
                     return Err(format!("receipt {}: clawed {} of {} earned", self.receipt_id, self.earn_clawed, accrual.earned));
                 }
                 if self.money_returned > accrual.total {

@@ -475,6 +475,7 @@ impl Checker {
                     self.push(&format!("{at}.effect"), "tier_percent needs tiers with cashback_percent");
                 }
             }
+            Effect::ChangeToPoints { max_points } => self.points(&format!("{at}.effect.max_points"), *max_points, points_scale),
             Effect::Referral { percents } => {
                 if percents.is_empty() || percents.len() > crate::account::REFERRAL_LEVELS_MAX {
                     self.push(&format!("{at}.effect.percents"), format!("1 to {} levels", crate::account::REFERRAL_LEVELS_MAX));
@@ -494,8 +495,8 @@ impl Checker {
             }
         }
         let per_purchase = matches!(rule.trigger, Trigger::Purchase);
-        if !per_purchase && matches!(rule.effect, Effect::Referral { .. }) {
-            self.push(&format!("{at}.effect"), "referral rewards are paid on purchases");
+        if !per_purchase && matches!(rule.effect, Effect::Referral { .. } | Effect::ChangeToPoints { .. }) {
+            self.push(&format!("{at}.effect"), "referral and change_to_points rules work on purchases");
         }
         if per_purchase && matches!(rule.effect, Effect::IssueCertificate { .. }) {
             self.push(&format!("{at}.effect"), "issue_certificate is for enrollment, event and schedule rules");

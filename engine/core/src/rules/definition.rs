@@ -276,6 +276,9 @@ pub enum Effect {
     /// referrer, `percents[1]` to the referrer's referrer, and so on (domain.md: 3%, 1%, 1%).
     /// The buyer's own earn is unchanged.
     Referral { percents: Vec<Decimal> },
+    /// Takes the receipt's small change as points, one point per unit of currency, at most
+    /// `max_points` (the "safe" service of domain.md); spendable at once.
+    ChangeToPoints { max_points: Decimal },
 }
 
 /// Budgets of one rule.

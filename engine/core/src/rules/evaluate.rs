@@ -40,6 +40,8 @@ pub struct PurchaseContext<'a> {
     pub till_id: &'a str,
     pub channel: &'a str,
     pub coupons: &'a [String],
+    /// Change the customer asks to keep as points (money; zero for none).
+    pub change: Decimal,
 }
 
 /// What a basket earns: per line with the rules behind it, per rule, and the total.
@@ -54,6 +56,9 @@ pub struct Earn {
     pub program_version: u64,
     /// What the customers up the buyer's referral chain get (not part of `total`).
     pub referrals: Vec<ReferralReward>,
+    /// The change taken as points, and the rule that took it (not part of `total`). `None` when
+    /// change was offered and no rule takes it.
+    pub change: Option<RulePoints>,
 }
 
 /// Points for one referrer, from one referral rule.
@@ -366,6 +371,16 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         }
     }
 
+    // Change to points: the highest-priority rule that takes it.
+    let change = found.iter().find_map(|rule| match &rule.rule.effect {
+        Effect::ChangeToPoints { max_points } if ctx.change > Decimal::ZERO => Some(RulePoints {
+            rule_id: rule.rule.id.clone(),
+            label: rule.rule.label().to_owned(),
+            points: program.floor_points(ctx.change).min(*max_points),
+        }),
+        _ => None,
+    });
+
     let lines = ctx
         .lines
         .iter()
@@ -382,7 +397,7 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
             LineEarn { line_no: line.line_no, base: *base, points, reason, applied }
         })
         .collect();
-    Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version, referrals }
+    Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version, referrals, change }
 }
 
 /// What an enrolment, event or schedule rule gives.

@@ -78,6 +78,7 @@ fn summary(rule: &Rule, format: DocumentFormat) -> EngineResult<pb::RuleSummary>
         Effect::TierPercent => "tier_percent",
         Effect::IssueCertificate { .. } => "issue_certificate",
         Effect::Referral { .. } => "referral",
+        Effect::ChangeToPoints { .. } => "change_to_points",
     };
     Ok(pb::RuleSummary {
         id: rule.id.clone(),

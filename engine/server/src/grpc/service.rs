@@ -330,6 +330,7 @@ impl LoyaltyService for LoyaltyApi {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
                 sale: convert::sale(&req.channel, &req.coupon_codes)?,
+                change: convert::amount_or_zero("change_to_points", &req.change_to_points)?,
             };
             let outcome = self.engine.accrue(&program, &origin, &customer, cmd).await?;
             Ok(pb::AccrueResponse {
@@ -346,6 +347,7 @@ impl LoyaltyService for LoyaltyApi {
                 rules: convert::rule_points(policy, &outcome.rules),
                 tier: outcome.tier,
                 program_version: outcome.program_version,
+                change_points: convert::points(policy, outcome.change_points),
             })
         })
         .await
