@@ -219,6 +219,7 @@ fn typical_response_bytes(rpc: &str) -> u32 {
             rules: vec![rule("30")],
             tier: "base".into(),
             program_version: 1,
+            change_points: "0".into(),
         }
         .encoded_len(),
     };

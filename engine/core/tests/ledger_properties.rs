@@ -703,7 +703,7 @@ fn step_authorize(
         _ => build_lines(specs),
     };
     let now = model.now;
-    let quote_cmd = AuthorizeCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), spend: Decimal::ZERO, hold_ttl_seconds: ttl, sale: SaleContext::default(), change: Decimal::ZERO };
+    let quote_cmd = AuthorizeCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), spend: Decimal::ZERO, hold_ttl_seconds: ttl, sale: SaleContext::default() };
     let quote = ops::quote(&env.checkout(), &model.account, &quote_cmd, now, &Origin::default());
     let max_spend = quote.as_ref().map_or(Decimal::ZERO, |quote| quote.spend.max);
     let points = resolve_amount(env, spend, max_spend);
@@ -1480,7 +1480,7 @@ impl Shop {
         spend: Decimal,
         lines: Vec<BasketLine>,
     ) -> Result<loyalty_core::outcome::AuthorizeOutcome, Rejection> {
-        let cmd = AuthorizeCmd { receipt_id: receipt_id.into(), lines, spend, hold_ttl_seconds: 0, sale: SaleContext::default(), change: Decimal::ZERO };
+        let cmd = AuthorizeCmd { receipt_id: receipt_id.into(), lines, spend, hold_ttl_seconds: 0, sale: SaleContext::default() };
         let result = apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, hold_id| ops::authorize(ck, txn, rc, &cmd, hold_id))
             .expect("model invariants");
         self.checked();
