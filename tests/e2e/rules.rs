@@ -110,6 +110,7 @@ async fn admin_changes_make_versions_refuse_bad_rules_and_stale_versions_and_app
         rule_id: "coffee".into(),
         active: false,
         comment: "campaign over".into(),
+        ..Default::default()
     };
     assert_eq!(admin.set_rule_active(deactivate).await.expect("deactivate").into_inner().version, 3);
     let receipt = client.accrue(accrue("C2", card("CARD2001"), vec![coffee.clone()])).await.expect("accrue").into_inner();
@@ -188,9 +189,9 @@ async fn a_second_engine_over_the_same_store_converges_on_a_change_within_second
     let deactivate = admin_pb::SetRuleActiveRequest {
         program_id: PROGRAM.into(),
         expected_version: 1,
-        rule_id: "big-basket-2".into(),
+        campaign: "big-basket".into(),
         active: false,
-        comment: String::new(),
+        ..Default::default()
     };
     admin.set_rule_active(deactivate).await.expect("deactivate");
     let started = std::time::Instant::now();

@@ -22,6 +22,8 @@ pub enum RuleEdit {
     /// Adds the rule, or replaces the rule with its ID.
     Upsert(Rule),
     SetActive { rule_id: String, active: bool },
+    /// Every rule of a campaign at once.
+    SetCampaignActive { campaign: String, active: bool },
 }
 
 /// Who changes what, against which version.
@@ -124,6 +126,16 @@ impl Engine {
             RuleEdit::SetActive { rule_id, active } => {
                 let rule = rule_set.rules.iter_mut().find(|rule| rule.id == rule_id).ok_or(EngineError::RuleNotFound(rule_id))?;
                 rule.active = active;
+            }
+            RuleEdit::SetCampaignActive { campaign, active } => {
+                let mut found = false;
+                for rule in rule_set.rules.iter_mut().filter(|rule| rule.campaign.as_deref() == Some(campaign.as_str())) {
+                    rule.active = active;
+                    found = true;
+                }
+                if !found {
+                    return Err(EngineError::RuleNotFound(format!("campaign {campaign}")));
+                }
             }
         }
         let version = current_version + 1;

@@ -162,8 +162,11 @@ impl ProgramAdmin for AdminApi {
         let req = request.into_inner();
         self.api
             .handle("SetRuleActive", CallIds::program(&req.program_id), async {
-                let rule_id = convert::id("rule_id", &req.rule_id, 64)?;
-                let edit = RuleEdit::SetActive { rule_id, active: req.active };
+                let edit = match (req.rule_id.is_empty(), req.campaign.is_empty()) {
+                    (false, true) => RuleEdit::SetActive { rule_id: convert::id("rule_id", &req.rule_id, 64)?, active: req.active },
+                    (true, false) => RuleEdit::SetCampaignActive { campaign: convert::id("campaign", &req.campaign, 64)?, active: req.active },
+                    _ => return Err(Rejection::invalid("rule_id", "give exactly one of rule_id and campaign").into()),
+                };
                 self.change(&req.program_id, req.expected_version, edit, &req.comment).await
             })
             .await
