@@ -35,7 +35,10 @@ async fn enrol_earn_hold_redeem_accrue_refund_reverse() {
     assert_eq!(r1.earned, "50");
     assert_eq!(r1.paid_amount, "8200.00");
     let per_line: Vec<(&str, &str)> = r1.lines.iter().map(|line| (line.points.as_str(), line.reason.as_str())).collect();
-    assert_eq!(per_line, vec![("10", "cashback 1%"), ("0", "no rule applies: excise goods"), ("0", "no rule applies: promo price"), ("40", "cashback 1%")]);
+    assert_eq!(
+        per_line,
+        vec![("10", "cashback 1%"), ("0", "no rule applies: excise goods"), ("0", "no rule applies: promo price"), ("40", "cashback 1%")]
+    );
     let balance = r1.balance.expect("balance");
     assert_eq!((balance.pending.as_str(), balance.available.as_str()), ("50", "0"), "earned points are pending until tomorrow");
 

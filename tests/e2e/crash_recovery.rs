@@ -41,6 +41,8 @@ async fn start_engine(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
     (child, addr)
 }
 
+// A test's record of acknowledged calls: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Acked {
     Accrue(pb::AccrueRequest, pb::AccrueResponse),

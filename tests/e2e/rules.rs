@@ -44,7 +44,8 @@ async fn supermarket_receipt_explains_every_line_and_the_ledger_names_rules_and_
     let server = server_with("supermarket.toml").await;
     let mut client = server.client().await;
     let customer = card("CARD1001");
-    let lines = vec![line(1, "milk", "2", "450.00"), excise(line(2, "vodka", "1", "3000.00")), branded(line(3, "cheese", "1", "2000.00"), "Dala")];
+    let lines =
+        vec![line(1, "milk", "2", "450.00"), excise(line(2, "vodka", "1", "3000.00")), branded(line(3, "cheese", "1", "2000.00"), "Dala")];
     let quote = client.authorize(authorize("Q1", customer.clone(), lines.clone(), "")).await.expect("quote").into_inner();
     assert_eq!((quote.earn_total.as_str(), quote.program_version), ("109", 1));
     let receipt = client.accrue(accrue("S1", customer.clone(), lines)).await.expect("accrue").into_inner();
@@ -55,11 +56,13 @@ async fn supermarket_receipt_explains_every_line_and_the_ledger_names_rules_and_
     let per_rule: Vec<(String, String)> = receipt.rules.iter().map(|rule| (rule.rule_id.clone(), rule.points.clone())).collect();
     assert_eq!(per_rule, pairs(&[("own-brand-5", "100"), ("base", "9")]));
     // Change kept as points: spendable at once, and a cancelled receipt takes it back with the earn.
-    let kept = pb::AccrueRequest { change_to_points: "75.50".into(), ..accrue("S2", customer.clone(), vec![line(1, "gum", "1", "224.50")]) };
+    let kept =
+        pb::AccrueRequest { change_to_points: "75.50".into(), ..accrue("S2", customer.clone(), vec![line(1, "gum", "1", "224.50")]) };
     let kept = client.accrue(kept).await.expect("accrue with change").into_inner();
     assert_eq!((kept.earned.as_str(), kept.change_points.as_str()), ("2", "75"));
     assert_eq!(kept.balance.expect("balance").available, "75");
-    let too_much = pb::AccrueRequest { change_to_points: "500".into(), ..accrue("S3", customer.clone(), vec![line(1, "gum", "1", "224.50")]) };
+    let too_much =
+        pb::AccrueRequest { change_to_points: "500".into(), ..accrue("S3", customer.clone(), vec![line(1, "gum", "1", "224.50")]) };
     assert_eq!(client.accrue(too_much).await.expect("accrue").into_inner().change_points, "100", "at most 100");
     let reversed = client.reverse(reverse("S2")).await.expect("reverse").into_inner();
     assert_eq!(reversed.earn_clawed_back, "77");
@@ -77,7 +80,10 @@ async fn admin_changes_make_versions_refuse_bad_rules_and_stale_versions_and_app
     let mut admin = server.admin().await;
     let listed = admin.list_rules(admin_pb::ListRulesRequest { program_id: PROGRAM.into(), format: 0 }).await.expect("list").into_inner();
     assert_eq!(listed.version, 1);
-    assert_eq!(listed.rules.iter().map(|rule| rule.id.as_str()).collect::<Vec<_>>(), vec!["birthday-14", "own-brand-5", "big-basket-2", "base", "change-safe"]);
+    assert_eq!(
+        listed.rules.iter().map(|rule| rule.id.as_str()).collect::<Vec<_>>(),
+        vec!["birthday-14", "own-brand-5", "big-basket-2", "base", "change-safe"]
+    );
 
     let upsert = |expected_version: u64, document: &str| admin_pb::UpsertRuleRequest {
         program_id: PROGRAM.into(),
@@ -173,7 +179,8 @@ async fn a_receipt_keeps_the_version_its_authorization_used() {
 async fn a_second_engine_over_the_same_store_converges_on_a_change_within_seconds() {
     let server = server_with("supermarket.toml").await;
     let mut admin = server.admin().await;
-    let mut config = loyalty_engine::config::Config { data_dir: server.dir.path().to_path_buf(), programs: vec![shop_program()], ..Default::default() };
+    let mut config =
+        loyalty_engine::config::Config { data_dir: server.dir.path().to_path_buf(), programs: vec![shop_program()], ..Default::default() };
     config.programs[0].rules_file = Some(program_file("supermarket.toml"));
     let other = Arc::new(Engine::new(
         Arc::clone(&server.store),
@@ -216,7 +223,8 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
     let customer = card("CAFE0001");
 
     // 30,000 of coffee: 5% as a friend; the receipt lifts the customer to "regular" at once.
-    let receipt = client.accrue(accrue("K1", customer.clone(), vec![line(1, "beans", "10", "3000.00")])).await.expect("accrue").into_inner();
+    let receipt =
+        client.accrue(accrue("K1", customer.clone(), vec![line(1, "beans", "10", "3000.00")])).await.expect("accrue").into_inner();
     assert_eq!((receipt.earned.as_str(), receipt.tier.as_str()), ("1500", "regular"));
     // A refund of half takes the tier back down (tier progress follows refunds).
     client.refund(refund("K1", "K1-r1", &[(1, "5")])).await.expect("refund");
@@ -254,7 +262,8 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
         .into_inner();
     let kinds: Vec<&str> = events.events.iter().map(|event| event.kind.as_str()).collect();
     // The sweep that issued the 14-day certificate also noticed it expires within 30 days.
-    let expected = ["bonus_credited", "points_earned", "tier_changed", "tier_changed", "bonus_credited", "certificate_issued", "points_expiring"];
+    let expected =
+        ["bonus_credited", "points_earned", "tier_changed", "tier_changed", "bonus_credited", "certificate_issued", "points_expiring"];
     assert_eq!(kinds, expected);
     let certificate = &events.events[5];
     assert_eq!((certificate.points.as_str(), certificate.rule_ids.clone()), ("2000", vec!["win-back".to_owned()]));

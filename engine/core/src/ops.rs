@@ -15,7 +15,8 @@ use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
 use crate::events::PendingCredit;
 use crate::ledger::EntryKind;
 use crate::outcome::{
-    AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SpendLimit, SpendQuote,
+    AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SpendLimit,
+    SpendQuote,
 };
 use crate::program::ProgramPolicy;
 use crate::receipt::{Accrual, ClosedLine, HoldStatus, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
@@ -74,14 +75,24 @@ pub struct AccrueCmd {
 /// points, with a reason).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BonusCmd {
-    Event { event: String },
-    Manual { points: Decimal, reason: String },
+    Event {
+        event: String,
+    },
+    Manual {
+        points: Decimal,
+        reason: String,
+    },
     /// A schedule rule's award for one occasion (see `rules::evaluate::schedule_occasion`).
-    Schedule { rule_id: String, occasion: String },
+    Schedule {
+        rule_id: String,
+        occasion: String,
+    },
     /// Points another account's receipt owes this one (a referral reward or its refund).
     Credit(PendingCredit),
     /// Not a bonus: tells the outbox about points expiring within `window_days`.
-    ExpiryNotice { window_days: u32 },
+    ExpiryNotice {
+        window_days: u32,
+    },
 }
 
 /// Cancel a receipt entirely.
@@ -193,7 +204,13 @@ fn hold_ttl(program: &ProgramPolicy, requested: u32) -> Result<Duration, Rejecti
 }
 
 /// Authorize without spending: a quote, no side effects.
-pub fn quote(ck: &Checkout<'_>, account: &AccountState, cmd: &AuthorizeCmd, now: DateTime<Utc>, origin: &Origin) -> Result<AuthorizeOutcome, Rejection> {
+pub fn quote(
+    ck: &Checkout<'_>,
+    account: &AccountState,
+    cmd: &AuthorizeCmd,
+    now: DateTime<Utc>,
+    origin: &Origin,
+) -> Result<AuthorizeOutcome, Rejection> {
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
     let ttl = hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     let bases: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
@@ -408,7 +425,14 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
 
 /// The share of each referral reward that returned money takes back: what `returned_after` of
 /// the receipt's total owes back, less what earlier refunds already took.
-fn owe_back_referrals(program: &ProgramPolicy, txn: &mut Txn<'_>, receipt: &ReceiptState, accrual: &Accrual, returned_after: Decimal, key: &str) {
+fn owe_back_referrals(
+    program: &ProgramPolicy,
+    txn: &mut Txn<'_>,
+    receipt: &ReceiptState,
+    accrual: &Accrual,
+    returned_after: Decimal,
+    key: &str,
+) {
     let share = |points: Decimal, returned: Decimal| {
         if accrual.total.is_zero() || returned >= accrual.total { points } else { program.floor_points(points * returned / accrual.total) }
     };
@@ -432,7 +456,11 @@ fn rule_points_returned(program: &ProgramPolicy, accrual: &Accrual, rule_id: &st
         .lines
         .iter()
         .flat_map(|line| line.applied.iter().filter(|applied| applied.rule_id == rule_id).map(move |applied| (line, applied.points)))
-        .map(|(line, points)| if line.returned == line.quantity { points } else { program.floor_points(points * line.returned / line.quantity) })
+        .map(
+            |(line, points)| {
+                if line.returned == line.quantity { points } else { program.floor_points(points * line.returned / line.quantity) }
+            },
+        )
         .sum()
 }
 
@@ -604,7 +632,12 @@ fn credit_awards(ck: &Checkout<'_>, txn: &mut Txn<'_>, awards: &[Award], what: &
             }
             AwardKind::Certificate { value, valid_days, cap_percent } => {
                 let certificate = Certificate { rule_id: award.rule_id.clone(), label: award.label.clone(), cap_percent: *cap_percent };
-                let reason = format!("{what}: certificate {} ({} points, {valid_days} days, up to {}% of a receipt)", award.label, value.normalize(), cap_percent.normalize());
+                let reason = format!(
+                    "{what}: certificate {} ({} points, {valid_days} days, up to {}% of a receipt)",
+                    award.label,
+                    value.normalize(),
+                    cap_percent.normalize()
+                );
                 txn.issue_certificate(*value, *valid_days, certificate, posting, reason);
             }
         }

@@ -69,7 +69,17 @@ impl<'p> Txn<'p> {
     /// Starts an operation on a copy of `account`. Holds and buckets that expired by `now` are
     /// settled first, so the operation and its ledger see exactly what the clock says.
     pub fn begin(program: &'p ProgramPolicy, account: &AccountState, now: DateTime<Utc>, tx_id: String, origin: Origin) -> Self {
-        let mut txn = Txn { program, now, tx_id, origin, account: account.clone(), entries: Vec::new(), program_version: None, events: Vec::new(), credits: Vec::new() };
+        let mut txn = Txn {
+            program,
+            now,
+            tx_id,
+            origin,
+            account: account.clone(),
+            entries: Vec::new(),
+            program_version: None,
+            events: Vec::new(),
+            credits: Vec::new(),
+        };
         txn.settle_expired();
         txn
     }
@@ -121,7 +131,15 @@ impl<'p> Txn<'p> {
         }
     }
 
-    fn post(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String, terms: Option<BucketTerms>, rule_ids: Vec<String>) {
+    fn post(
+        &mut self,
+        kind: EntryKind,
+        amount: Decimal,
+        posting: Posting<'_>,
+        reason: String,
+        terms: Option<BucketTerms>,
+        rule_ids: Vec<String>,
+    ) {
         let program_version = if rule_ids.is_empty() { None } else { self.program_version };
         self.account.ledger_seq += 1;
         self.account.ledger_sum += amount;
@@ -181,7 +199,14 @@ impl<'p> Txn<'p> {
 
     /// Credits a bonus (welcome, event) or a positive manual adjustment: spendable at once, with
     /// the program's expiry.
-    pub fn bonus(&mut self, kind: EntryKind, amount: Decimal, posting: Posting<'_>, reason: String, rule_ids: Vec<String>) -> Option<BucketTerms> {
+    pub fn bonus(
+        &mut self,
+        kind: EntryKind,
+        amount: Decimal,
+        posting: Posting<'_>,
+        reason: String,
+        rule_ids: Vec<String>,
+    ) -> Option<BucketTerms> {
         assert!(matches!(kind, EntryKind::Bonus | EntryKind::Adjustment), "bonus of kind {kind:?}");
         self.credit(kind, amount, self.now, posting, reason, rule_ids)
     }

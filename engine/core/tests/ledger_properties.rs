@@ -42,12 +42,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Months, TimeZone, Utc};
 use loyalty_core::account::AccountState;
 use loyalty_core::basket::{BasketLimits, BasketLine, basket_total};
-use loyalty_core::rules::{CompiledRules, compile, flat_cashback};
 use loyalty_core::ledger::{EntryKind, LedgerEntry};
 use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, Checkout, RedeemCmd, RefundCmd, RefundLine, ReverseCmd, SaleContext};
 use loyalty_core::program::{PendingRule, PointsRounding, ProgramPolicy, RefundPolicy};
 use loyalty_core::receipt::{HoldStatus, ReceiptState};
 use loyalty_core::rejection::Rejection;
+use loyalty_core::rules::{CompiledRules, compile, flat_cashback};
 use loyalty_core::txn::Txn;
 use loyalty_core::{Decimal, Origin};
 use proptest::prelude::*;
@@ -703,7 +703,13 @@ fn step_authorize(
         _ => build_lines(specs),
     };
     let now = model.now;
-    let quote_cmd = AuthorizeCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), spend: Decimal::ZERO, hold_ttl_seconds: ttl, sale: SaleContext::default() };
+    let quote_cmd = AuthorizeCmd {
+        receipt_id: receipt_id.clone(),
+        lines: lines.clone(),
+        spend: Decimal::ZERO,
+        hold_ttl_seconds: ttl,
+        sale: SaleContext::default(),
+    };
     let quote = ops::quote(&env.checkout(), &model.account, &quote_cmd, now, &Origin::default());
     let max_spend = quote.as_ref().map_or(Decimal::ZERO, |quote| quote.spend.max);
     let points = resolve_amount(env, spend, max_spend);

@@ -5,22 +5,22 @@
 //! what customers get fails here.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use loyalty_core::basket::BasketLimits;
-use loyalty_core::ops::{self, BonusCmd, Checkout, RedeemCmd};
-use loyalty_core::receipt::ReceiptState;
-use loyalty_core::rejection::Rejection;
-use loyalty_core::rules::evaluate::evaluate_schedule;
-use loyalty_core::rules::tiers;
-use loyalty_core::txn::Txn;
-use loyalty_core::{Decimal, Origin};
 use loyalty_core::account::{AccountState, Bucket, Certificate, RuleCounter};
+use loyalty_core::basket::BasketLimits;
 use loyalty_core::basket::BasketLine;
+use loyalty_core::ops::{self, BonusCmd, Checkout, RedeemCmd};
 use loyalty_core::outcome::SpendLimit;
 use loyalty_core::program::ProgramPolicy;
+use loyalty_core::receipt::ReceiptState;
+use loyalty_core::rejection::Rejection;
 use loyalty_core::rules::compile::format_of_path;
+use loyalty_core::rules::evaluate::evaluate_schedule;
 use loyalty_core::rules::evaluate::{PurchaseContext, evaluate_purchase};
 use loyalty_core::rules::spending::spend_quote;
+use loyalty_core::rules::tiers;
 use loyalty_core::rules::{CompiledRules, compile, parse_rule_set};
+use loyalty_core::txn::Txn;
+use loyalty_core::{Decimal, Origin};
 
 fn program_file(name: &str) -> CompiledRules {
     let path = format!("{}/../../deploy/programs/{name}", env!("CARGO_MANIFEST_DIR"));

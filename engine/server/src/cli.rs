@@ -109,7 +109,14 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
+            // Reads and compiles every rule file too, so a bad rule fails here, not at start.
+            let programs = Programs::from_config(&config)?;
             println!("{config:#?}");
+            for program_id in programs.ids() {
+                if let Some(program) = programs.get(&program_id) {
+                    println!("program {program_id}: {} active rules", program.rules.active_rule_ids().count());
+                }
+            }
             Ok(())
         }
         Command::Verify => {

@@ -32,7 +32,9 @@ impl Engine {
             for credit in self.store().pending_credits(&program_id, CREDITS_PER_ROUND).await? {
                 match self.apply_credit(&program, &credit).await {
                     Ok(()) => applied += 1,
-                    Err(error) => tracing::warn!(program = program_id.as_str(), credit = credit.credit_id.as_str(), %error, "credit not applied; will retry"),
+                    Err(error) => {
+                        tracing::warn!(program = program_id.as_str(), credit = credit.credit_id.as_str(), %error, "credit not applied; will retry")
+                    }
                 }
             }
         }

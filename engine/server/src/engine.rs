@@ -220,7 +220,13 @@ impl Engine {
         stored_as(OpKind::Authorize, response)
     }
 
-    async fn quote(&self, program: &Program, origin: &Origin, customer: &IdentityKey, cmd: &AuthorizeCmd) -> EngineResult<AuthorizeOutcome> {
+    async fn quote(
+        &self,
+        program: &Program,
+        origin: &Origin,
+        customer: &IdentityKey,
+        cmd: &AuthorizeCmd,
+    ) -> EngineResult<AuthorizeOutcome> {
         let program_id = program.policy.program_id.as_str();
         let now = self.clock.now();
         let state = match self.resolve(program_id, customer).await? {
@@ -236,7 +242,13 @@ impl Engine {
         Ok(ops::quote(&program.checkout(), &state, cmd, now, origin)?)
     }
 
-    pub async fn redeem(&self, program: &Arc<Program>, origin: &Origin, customer: &IdentityKey, cmd: RedeemCmd) -> EngineResult<RedeemOutcome> {
+    pub async fn redeem(
+        &self,
+        program: &Arc<Program>,
+        origin: &Origin,
+        customer: &IdentityKey,
+        cmd: RedeemCmd,
+    ) -> EngineResult<RedeemOutcome> {
         let route = Route::Customer { key: customer, create_unknown_card: false };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Redeem, "", &cmd, |checkout, txn, receipt| {
@@ -246,7 +258,13 @@ impl Engine {
         stored_as(OpKind::Redeem, response)
     }
 
-    pub async fn accrue(&self, program: &Arc<Program>, origin: &Origin, customer: &IdentityKey, cmd: AccrueCmd) -> EngineResult<AccrueOutcome> {
+    pub async fn accrue(
+        &self,
+        program: &Arc<Program>,
+        origin: &Origin,
+        customer: &IdentityKey,
+        cmd: AccrueCmd,
+    ) -> EngineResult<AccrueOutcome> {
         let route = Route::Customer { key: customer, create_unknown_card: true };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {

@@ -18,12 +18,18 @@ use crate::programs::Program;
 #[derive(Clone, Debug)]
 pub enum RuleEdit {
     /// The whole rule set (from a file in git, say).
-    Replace(RuleSet),
+    Replace(Box<RuleSet>),
     /// Adds the rule, or replaces the rule with its ID.
-    Upsert(Rule),
-    SetActive { rule_id: String, active: bool },
+    Upsert(Box<Rule>),
+    SetActive {
+        rule_id: String,
+        active: bool,
+    },
     /// Every rule of a campaign at once.
-    SetCampaignActive { campaign: String, active: bool },
+    SetCampaignActive {
+        campaign: String,
+        active: bool,
+    },
 }
 
 /// Who changes what, against which version.
@@ -38,8 +44,9 @@ pub struct RuleChange {
 }
 
 fn decode(program_id: &str, stored: &StoredRules) -> EngineResult<RuleSet> {
-    serde_json::from_str(&stored.document)
-        .map_err(|error| EngineError::Internal(format!("program {program_id}: stored rules version {} unreadable: {error}", stored.version)))
+    serde_json::from_str(&stored.document).map_err(|error| {
+        EngineError::Internal(format!("program {program_id}: stored rules version {} unreadable: {error}", stored.version))
+    })
 }
 
 impl Engine {
@@ -118,10 +125,10 @@ impl Engine {
             None => setup.initial_rules.clone(),
         };
         match change.edit {
-            RuleEdit::Replace(replacement) => rule_set = replacement,
+            RuleEdit::Replace(replacement) => rule_set = *replacement,
             RuleEdit::Upsert(rule) => match rule_set.rules.iter_mut().find(|existing| existing.id == rule.id) {
-                Some(existing) => *existing = rule,
-                None => rule_set.rules.push(rule),
+                Some(existing) => *existing = *rule,
+                None => rule_set.rules.push(*rule),
             },
             RuleEdit::SetActive { rule_id, active } => {
                 let rule = rule_set.rules.iter_mut().find(|rule| rule.id == rule_id).ok_or(EngineError::RuleNotFound(rule_id))?;

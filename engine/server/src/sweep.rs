@@ -59,9 +59,16 @@ impl Engine {
                         continue;
                     }
                     let response = self
-                        .receipt_call(program, &origin, Route::Account(account_id), &key, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
-                            ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
-                        })
+                        .receipt_call(
+                            program,
+                            &origin,
+                            Route::Account(account_id),
+                            &key,
+                            OpKind::Bonus,
+                            "",
+                            &cmd,
+                            |checkout, txn, _receipt| ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus),
+                        )
                         .await?;
                     match (&cmd, response) {
                         (BonusCmd::ExpiryNotice { .. }, _) => report.expiry_notices += 1,

@@ -161,7 +161,11 @@ impl EncodedCommit {
                 None => None,
             },
             events: commit.events.iter().map(encode).collect::<Result<_, StoreError>>()?,
-            credits: commit.credits.iter().map(|credit| Ok((credit.credit_id.clone(), encode(credit)?))).collect::<Result<_, StoreError>>()?,
+            credits: commit
+                .credits
+                .iter()
+                .map(|credit| Ok((credit.credit_id.clone(), encode(credit)?)))
+                .collect::<Result<_, StoreError>>()?,
             program_id: commit.program_id,
             account_id,
             expected_version,

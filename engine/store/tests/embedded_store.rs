@@ -129,7 +129,8 @@ async fn outbox_events_follow_their_commits_in_order_and_only_applied_commits_wr
     let second = earn_commit(&after_first, 1, "R3", 30);
     assert_eq!(store.commit(second).await.expect("commit"), CommitOutcome::Applied { account_version: 2 });
     let page = store.outbox_page("p", 0, 10).await.expect("outbox");
-    let seen: Vec<(u64, Option<String>, Decimal)> = page.iter().map(|record| (record.seq, record.event.receipt_id.clone(), record.event.points)).collect();
+    let seen: Vec<(u64, Option<String>, Decimal)> =
+        page.iter().map(|record| (record.seq, record.event.receipt_id.clone(), record.event.points)).collect();
     assert_eq!(seen, vec![(1, Some("R1".into()), Decimal::from(10)), (2, Some("R3".into()), Decimal::from(30))]);
     assert_eq!(store.outbox_page("p", 1, 10).await.expect("outbox").len(), 1);
     assert!(store.outbox_page("other", 0, 10).await.expect("outbox").is_empty());

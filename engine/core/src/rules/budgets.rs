@@ -13,7 +13,12 @@ use crate::outcome::RulePoints;
 /// have a budget are dropped, so the account keeps at most one counter per budgeted rule.
 pub fn charge(rules: &CompiledRules, account: &mut AccountState, given: &[RulePoints], today: NaiveDate) -> Vec<RuleCounter> {
     let current = |rule_id: &str| {
-        rules.rules.iter().find(|rule| rule.id == rule_id).and_then(|rule| rule.limits.per_customer.as_ref()).map(|limit| period_key(limit.period, today))
+        rules
+            .rules
+            .iter()
+            .find(|rule| rule.id == rule_id)
+            .and_then(|rule| rule.limits.per_customer.as_ref())
+            .map(|limit| period_key(limit.period, today))
     };
     account.counters.retain(|counter| current(&counter.rule_id).is_some_and(|period| period == counter.period));
     let mut charged = Vec::new();
@@ -24,7 +29,9 @@ pub fn charge(rules: &CompiledRules, account: &mut AccountState, given: &[RulePo
                 counter.points += given.points;
                 counter.uses += 1;
             }
-            None => account.counters.push(RuleCounter { rule_id: given.rule_id.clone(), period: period.clone(), points: given.points, uses: 1 }),
+            None => {
+                account.counters.push(RuleCounter { rule_id: given.rule_id.clone(), period: period.clone(), points: given.points, uses: 1 })
+            }
         }
         charged.push(RuleCounter { rule_id: given.rule_id.clone(), period, points: given.points, uses: 1 });
     }
@@ -34,7 +41,8 @@ pub fn charge(rules: &CompiledRules, account: &mut AccountState, given: &[RulePo
 /// Gives back `points` of a charge (and its use, when the whole charge came back). A counter of a
 /// period that has ended is gone, and nothing is given back to it.
 pub fn give_back(account: &mut AccountState, charge: &RuleCounter, points: Decimal, whole: bool) {
-    if let Some(counter) = account.counters.iter_mut().find(|counter| counter.rule_id == charge.rule_id && counter.period == charge.period) {
+    if let Some(counter) = account.counters.iter_mut().find(|counter| counter.rule_id == charge.rule_id && counter.period == charge.period)
+    {
         counter.points = (counter.points - points).max(Decimal::ZERO);
         if whole {
             counter.uses = counter.uses.saturating_sub(charge.uses);

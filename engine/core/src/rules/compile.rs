@@ -9,7 +9,7 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Weekday};
 use rust_decimal::Decimal;
 
 use super::definition::{
-    BirthdayWindow, DocumentFormat, Effect, LineFilter, Limits, Period, Rule, RuleSet, SpendingRules, Stacking, TierTable, Trigger,
+    BirthdayWindow, DocumentFormat, Effect, Limits, LineFilter, Period, Rule, RuleSet, SpendingRules, Stacking, TierTable, Trigger,
 };
 
 /// Most rules in one program.
@@ -114,10 +114,11 @@ impl CompiledFilter {
             || self.skus.contains(&line.sku)
             || self.categories.contains(&line.category)
             || (!line.brand.is_empty() && self.brands.contains(&line.brand));
+        let excluded = self.exclude_skus.contains(&line.sku)
+            || self.exclude_categories.contains(&line.category)
+            || (!line.brand.is_empty() && self.exclude_brands.contains(&line.brand));
         listed
-            && !self.exclude_skus.contains(&line.sku)
-            && !self.exclude_categories.contains(&line.category)
-            && !(!line.brand.is_empty() && self.exclude_brands.contains(&line.brand))
+            && !excluded
             && self.excise.is_none_or(|wanted| wanted == line.excise)
             && self.promo_price.is_none_or(|wanted| wanted == line.promo_price)
     }
@@ -455,15 +456,19 @@ impl Checker {
             self.push(&format!("{at}.when.coupon"), format!("1 to {NAME_LEN_MAX} characters"));
         }
         let receipt = &when.receipt;
-        for (name, value) in
-            [("min_total", receipt.min_total), ("min_matching_total", receipt.min_matching_total), ("min_matching_quantity", receipt.min_matching_quantity)]
-        {
+        for (name, value) in [
+            ("min_total", receipt.min_total),
+            ("min_matching_total", receipt.min_matching_total),
+            ("min_matching_quantity", receipt.min_matching_quantity),
+        ] {
             if value.is_some_and(|value| value < Decimal::ZERO) {
                 self.push(&format!("{at}.when.receipt.{name}"), "must not be negative");
             }
         }
         match &rule.effect {
-            Effect::PercentOfLines { percent } | Effect::PercentOfReceipt { percent } => self.percent(&format!("{at}.effect.percent"), *percent),
+            Effect::PercentOfLines { percent } | Effect::PercentOfReceipt { percent } => {
+                self.percent(&format!("{at}.effect.percent"), *percent)
+            }
             Effect::FixedPoints { points } => self.points(&format!("{at}.effect.points"), *points, points_scale),
             Effect::Multiplier { factor } => {
                 if *factor <= Decimal::ONE || *factor > Decimal::ONE_HUNDRED {
@@ -516,7 +521,10 @@ impl Checker {
             && customer.birthday.is_none()
             && rule.limits.per_customer.as_ref().is_none_or(|limit| limit.uses.is_none())
         {
-            self.push(&format!("{at}.limits.per_customer.uses"), "a schedule rule without inactivity or birthday conditions needs a use limit per period");
+            self.push(
+                &format!("{at}.limits.per_customer.uses"),
+                "a schedule rule without inactivity or birthday conditions needs a use limit per period",
+            );
         }
         if !per_purchase {
             if !matches!(rule.effect, Effect::FixedPoints { .. } | Effect::IssueCertificate { .. }) {
@@ -524,7 +532,10 @@ impl Checker {
             }
             let has_line_conditions = when.lines != LineFilter::default() || *receipt != Default::default();
             if has_line_conditions || !when.tills.is_empty() || !when.channels.is_empty() || when.coupon.is_some() {
-                self.push(&format!("{at}.when"), "enrolment, event and schedule rules have no receipt, line, till, channel or coupon conditions");
+                self.push(
+                    &format!("{at}.when"),
+                    "enrolment, event and schedule rules have no receipt, line, till, channel or coupon conditions",
+                );
             }
             if rule.limits.per_receipt_points.is_some() {
                 self.push(&format!("{at}.limits.per_receipt_points"), "only for purchase rules");
@@ -624,7 +635,18 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
         }
         rules.push(rule);
     }
-    Ok(CompiledRules { version, source: rule_set.clone(), rules, purchase, enrollment, events, schedule, tiers, spending: rule_set.spending.clone(), spending_exclude })
+    Ok(CompiledRules {
+        version,
+        source: rule_set.clone(),
+        rules,
+        purchase,
+        enrollment,
+        events,
+        schedule,
+        tiers,
+        spending: rule_set.spending.clone(),
+        spending_exclude,
+    })
 }
 
 /// The rule set of a program that has only a flat cashback percentage (excise and promo-price

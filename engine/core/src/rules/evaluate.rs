@@ -145,9 +145,9 @@ pub(crate) fn customer_matches(rule: &CompiledRule, account: &AccountState, tier
         && !customer.tags_none.iter().any(|tag| account.tags.contains(tag))
         && customer.registered.is_none_or(|wanted| wanted == account.registered)
         && customer.first_purchase.is_none_or(|wanted| wanted == (account.purchases == 0))
-        && customer.inactive_days_min.is_none_or(|days| {
-            account.last_purchase_at.is_some_and(|last| (at - last).num_days() >= i64::from(days))
-        })
+        && customer
+            .inactive_days_min
+            .is_none_or(|days| account.last_purchase_at.is_some_and(|last| (at - last).num_days() >= i64::from(days)))
         && customer.account_age_days_max.is_none_or(|days| (at - account.created_at).num_days() <= i64::from(days))
         && customer.birthday.is_none_or(|window| {
             account.profile.birth_date.is_some_and(|birth| in_birthday_window(birth, today, window.days_before, window.days_after))
@@ -286,26 +286,26 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
     // Receipt effects, by priority.
     let mut receipt_state = StackState::Open;
     for (slot, rule) in found.iter().enumerate() {
+        let receipt_effect = matches!(rule.rule.effect, Effect::PercentOfReceipt { .. } | Effect::FixedPoints { .. });
+        if !receipt_effect || !admit(&mut receipt_state, rule.rule.stacking) {
+            continue;
+        }
         match &rule.rule.effect {
             Effect::PercentOfReceipt { percent } => {
-                if admit(&mut receipt_state, rule.rule.stacking) {
-                    for line in 0..ctx.lines.len() {
-                        cells.push(Cell { slot, line, exact: ctx.bases[line] * *percent / hundred });
-                    }
+                for line in 0..ctx.lines.len() {
+                    cells.push(Cell { slot, line, exact: ctx.bases[line] * *percent / hundred });
                 }
             }
             Effect::FixedPoints { points } => {
-                if admit(&mut receipt_state, rule.rule.stacking) {
-                    let weights: Vec<Decimal> = rule.lines.iter().map(|&line| ctx.bases[line]).collect();
-                    let weight_sum: Decimal = weights.iter().copied().sum();
-                    for (index, &line) in rule.lines.iter().enumerate() {
-                        let exact = if weight_sum.is_zero() {
-                            if index == 0 { *points } else { Decimal::ZERO }
-                        } else {
-                            *points * weights[index] / weight_sum
-                        };
-                        cells.push(Cell { slot, line, exact });
-                    }
+                let weights: Vec<Decimal> = rule.lines.iter().map(|&line| ctx.bases[line]).collect();
+                let weight_sum: Decimal = weights.iter().copied().sum();
+                for (index, &line) in rule.lines.iter().enumerate() {
+                    let exact = if weight_sum.is_zero() {
+                        if index == 0 { *points } else { Decimal::ZERO }
+                    } else {
+                        *points * weights[index] / weight_sum
+                    };
+                    cells.push(Cell { slot, line, exact });
                 }
             }
             _ => {}
@@ -475,7 +475,13 @@ pub fn evaluate_awards(
 
 /// The occasion a schedule rule pays once for: the inactivity spell (by its last purchase), the
 /// birthday, or the period of its use limit. Used as the idempotency key of the award.
-pub fn schedule_occasion(rules: &CompiledRules, rule_id: &str, program: &ProgramPolicy, account: &AccountState, at: DateTime<Utc>) -> Option<String> {
+pub fn schedule_occasion(
+    rules: &CompiledRules,
+    rule_id: &str,
+    program: &ProgramPolicy,
+    account: &AccountState,
+    at: DateTime<Utc>,
+) -> Option<String> {
     let rule = rules.rules.iter().find(|rule| rule.id == rule_id)?;
     let today = at.with_timezone(&program.time_zone).date_naive();
     if rule.customer.inactive_days_min.is_some() {
@@ -490,7 +496,12 @@ pub fn schedule_occasion(rules: &CompiledRules, rule_id: &str, program: &Program
 }
 
 /// The schedule awards due to this customer now, each with its occasion.
-pub fn evaluate_schedule(rules: &CompiledRules, program: &ProgramPolicy, account: &AccountState, at: DateTime<Utc>) -> Vec<(Award, String)> {
+pub fn evaluate_schedule(
+    rules: &CompiledRules,
+    program: &ProgramPolicy,
+    account: &AccountState,
+    at: DateTime<Utc>,
+) -> Vec<(Award, String)> {
     evaluate_awards(rules, &rules.schedule, program, account, at, "")
         .into_iter()
         .filter_map(|award| schedule_occasion(rules, &award.rule_id, program, account, at).map(|occasion| (award, occasion)))

@@ -28,21 +28,28 @@ pub fn spend_quote(
 ) -> SpendQuote {
     let spending = &rules.spending;
     let tier = effective_tier(rules, account, now, program.time_zone);
-    let tier_cap = rules.tiers.as_ref().and_then(|tiers| tiers.levels.iter().find(|level| level.id == tier)).and_then(|level| level.spend_cap_percent);
+    let tier_cap =
+        rules.tiers.as_ref().and_then(|tiers| tiers.levels.iter().find(|level| level.id == tier)).and_then(|level| level.spend_cap_percent);
     let cap_percent = tier_cap.or(spending.cap_percent).unwrap_or(program.redeem_cap_percent);
-    let eligible: Decimal =
-        lines.iter().filter(|line| rules.spending_exclude.as_ref().is_none_or(|exclude| !exclude.matches(line))).map(|line| line.line_total).sum();
+    let eligible: Decimal = lines
+        .iter()
+        .filter(|line| rules.spending_exclude.as_ref().is_none_or(|exclude| !exclude.matches(line)))
+        .map(|line| line.line_total)
+        .sum();
     let share = |percent: Decimal| program.floor_points(eligible * percent / Decimal::ONE_HUNDRED);
     let lasting = |bucket: &&crate::account::Bucket| bucket.is_available(now) && bucket.expires_at > lasting_until;
     let certificate_limits: Vec<(u64, Decimal)> = account
         .buckets
         .iter()
         .filter(lasting)
-        .filter_map(|bucket| bucket.certificate.as_ref().map(|certificate| (bucket.id, bucket.remaining.min(share(certificate.cap_percent)))))
+        .filter_map(|bucket| {
+            bucket.certificate.as_ref().map(|certificate| (bucket.id, bucket.remaining.min(share(certificate.cap_percent))))
+        })
         .filter(|(_, max)| *max > Decimal::ZERO)
         .collect();
     let from_certificates: Decimal = certificate_limits.iter().map(|(_, max)| *max).sum();
-    let ordinary: Decimal = account.buckets.iter().filter(lasting).filter(|bucket| bucket.certificate.is_none()).map(|bucket| bucket.remaining).sum();
+    let ordinary: Decimal =
+        account.buckets.iter().filter(lasting).filter(|bucket| bucket.certificate.is_none()).map(|bucket| bucket.remaining).sum();
     let quote = |max: Decimal, limit: SpendLimit, explanation: String, certificate_limits: Vec<(u64, Decimal)>| SpendQuote {
         max,
         limit,

@@ -142,7 +142,7 @@ impl ProgramAdmin for AdminApi {
             .handle("ApplyRules", CallIds::program(&req.program_id), async {
                 document("document", &req.document)?;
                 let rule_set = parse_rule_set(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
-                self.change(&req.program_id, req.expected_version, RuleEdit::Replace(rule_set), &req.comment).await
+                self.change(&req.program_id, req.expected_version, RuleEdit::Replace(Box::new(rule_set)), &req.comment).await
             })
             .await
     }
@@ -153,7 +153,7 @@ impl ProgramAdmin for AdminApi {
             .handle("UpsertRule", CallIds::program(&req.program_id), async {
                 document("document", &req.document)?;
                 let rule = parse_rule(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
-                self.change(&req.program_id, req.expected_version, RuleEdit::Upsert(rule), &req.comment).await
+                self.change(&req.program_id, req.expected_version, RuleEdit::Upsert(Box::new(rule)), &req.comment).await
             })
             .await
     }
@@ -164,7 +164,9 @@ impl ProgramAdmin for AdminApi {
             .handle("SetRuleActive", CallIds::program(&req.program_id), async {
                 let edit = match (req.rule_id.is_empty(), req.campaign.is_empty()) {
                     (false, true) => RuleEdit::SetActive { rule_id: convert::id("rule_id", &req.rule_id, 64)?, active: req.active },
-                    (true, false) => RuleEdit::SetCampaignActive { campaign: convert::id("campaign", &req.campaign, 64)?, active: req.active },
+                    (true, false) => {
+                        RuleEdit::SetCampaignActive { campaign: convert::id("campaign", &req.campaign, 64)?, active: req.active }
+                    }
                     _ => return Err(Rejection::invalid("rule_id", "give exactly one of rule_id and campaign").into()),
                 };
                 self.change(&req.program_id, req.expected_version, edit, &req.comment).await
@@ -211,7 +213,11 @@ impl ProgramAdmin for AdminApi {
                 };
                 let limits = self.api.limits();
                 let origin = Origin {
-                    store_id: if req.store_id.is_empty() { String::new() } else { convert::id("store_id", &req.store_id, limits.id_len_max)? },
+                    store_id: if req.store_id.is_empty() {
+                        String::new()
+                    } else {
+                        convert::id("store_id", &req.store_id, limits.id_len_max)?
+                    },
                     till_id: if req.till_id.is_empty() { String::new() } else { convert::id("till_id", &req.till_id, limits.id_len_max)? },
                 };
                 let cmd = AuthorizeCmd {
@@ -254,7 +260,8 @@ impl ProgramAdmin for AdminApi {
                 }
                 let reason = convert::reason(&req.reason)?;
                 let origin = Origin { store_id: "admin".to_owned(), till_id: "admin".to_owned() };
-                let outcome = self.api.engine().bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason }).await?;
+                let outcome =
+                    self.api.engine().bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason }).await?;
                 Ok(convert::bonus(&program.policy, &outcome))
             })
             .await
