@@ -191,9 +191,13 @@ impl Engine {
     }
 }
 
-/// Checks the store for newer rules versions every `every`, for as long as the engine lives: how
-/// a change made through another engine process reaches this one.
-pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+/// Runs `work` every `every` for as long as the engine lives (the task holds only a weak
+/// reference, so dropping the engine ends it).
+fn spawn_every<F, Fut>(engine: Arc<Engine>, every: std::time::Duration, work: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Arc<Engine>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let engine = Arc::downgrade(&engine);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
@@ -201,35 +205,36 @@ pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::
         loop {
             ticker.tick().await;
             let Some(engine) = engine.upgrade() else { break };
-            if let Err(error) = engine.refresh_rules().await {
-                tracing::warn!(%error, "rules refresh failed; will retry");
-            }
+            work(engine).await;
         }
     })
 }
 
-/// Runs the sweep of schedule rules for every program every `every`, for as long as the engine
-/// lives. A failed sweep is logged and tried again next time (awards are idempotent).
+/// Checks the store for newer rules versions every `every`: how a change made through another
+/// engine process reaches this one.
+pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    spawn_every(engine, every, |engine| async move {
+        if let Err(error) = engine.refresh_rules().await {
+            tracing::warn!(%error, "rules refresh failed; will retry");
+        }
+    })
+}
+
+/// Sweeps every program every `every` (see `sweep`). A failed sweep is logged and tried again next
+/// time (what it does is idempotent).
 pub fn spawn_schedule_sweep(engine: Arc<Engine>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    let engine = Arc::downgrade(&engine);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(engine) = engine.upgrade() else { break };
-            for program_id in engine.programs().ids() {
-                let Some(program) = engine.programs().get(&program_id) else { continue };
-                match engine.sweep(&program).await {
-                    Ok(report) => tracing::info!(
-                        program = program_id.as_str(),
-                        accounts = report.accounts,
-                        awards = report.awards,
-                        expiry_notices = report.expiry_notices,
-                        "sweep done"
-                    ),
-                    Err(error) => tracing::warn!(program = program_id.as_str(), %error, "schedule sweep failed; will retry"),
-                }
+    spawn_every(engine, every, |engine| async move {
+        for program_id in engine.programs().ids() {
+            let Some(program) = engine.programs().get(&program_id) else { continue };
+            match engine.sweep(&program).await {
+                Ok(report) => tracing::info!(
+                    program = program_id.as_str(),
+                    accounts = report.accounts,
+                    awards = report.awards,
+                    expiry_notices = report.expiry_notices,
+                    "sweep done"
+                ),
+                Err(error) => tracing::warn!(program = program_id.as_str(), %error, "sweep failed; will retry"),
             }
         }
     })
