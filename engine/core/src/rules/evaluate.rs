@@ -154,14 +154,20 @@ pub(crate) fn customer_matches(rule: &CompiledRule, account: &AccountState, tier
         })
 }
 
-fn receipt_level_matches(rule: &CompiledRule, ctx: &PurchaseContext<'_>, tier: &str, local: chrono::NaiveDateTime) -> bool {
+fn receipt_level_matches(
+    rule: &CompiledRule,
+    ctx: &PurchaseContext<'_>,
+    tier: &str,
+    local: chrono::NaiveDateTime,
+    receipt_total: Decimal,
+) -> bool {
     rule.valid.contains(local)
         && (rule.stores.is_empty() || rule.stores.contains(ctx.store_id))
         && (rule.tills.is_empty() || rule.tills.contains(ctx.till_id))
         && (rule.channels.is_empty() || rule.channels.contains(ctx.channel))
         && rule.coupon.as_ref().is_none_or(|coupon| ctx.coupons.iter().any(|presented| presented == coupon))
         && customer_matches(rule, ctx.account, tier, ctx.at, local.date())
-        && rule.min_total.is_none_or(|min| crate::basket::basket_total(ctx.lines) >= min)
+        && rule.min_total.is_none_or(|min| receipt_total >= min)
         && match budget_left(rule, ctx.account, local.date()) {
             (Some(points), _) if points.is_zero() => false,
             (_, Some(0)) => false,
@@ -195,6 +201,7 @@ fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &st
     scanned.sort_unstable();
     scanned.dedup();
 
+    let receipt_total = crate::basket::basket_total(ctx.lines);
     let mut found = Vec::new();
     let (mut next_keyed, mut next_scanned) = (0, 0);
     loop {
@@ -218,7 +225,7 @@ fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &st
             next_scanned += 1;
             (0..ctx.lines.len()).collect()
         };
-        if !receipt_level_matches(rule, ctx, tier, local) {
+        if !receipt_level_matches(rule, ctx, tier, local, receipt_total) {
             continue;
         }
         let lines: Vec<usize> = candidate_lines.into_iter().filter(|&line| rule.lines.matches(&ctx.lines[line])).collect();
