@@ -78,7 +78,12 @@ pub fn spend_quote(
         if from_certificates.is_zero() { String::new() } else { format!(" plus {} from certificates", from_certificates.normalize()) };
     if puttable < capacity || ordinary < cap {
         let max = puttable.min(capacity);
-        quote(max, SpendLimit::Balance, format!("the customer's {} spendable points{certificates}", max.normalize()), certificate_limits)
+        quote(
+            max,
+            SpendLimit::Balance,
+            format!("the customer's {} spendable points (certificates included)", max.normalize()),
+            certificate_limits,
+        )
     } else {
         let explanation =
             format!("{}% of the {} points may pay for ({source} cap){certificates}", cap_percent.normalize(), eligible.normalize());
