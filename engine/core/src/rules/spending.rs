@@ -81,7 +81,11 @@ pub fn spend_quote(
         quote(
             max,
             SpendLimit::Balance,
-            format!("the customer's {} spendable points (certificates included)", max.normalize()),
+            format!(
+                "the customer's {} spendable points{}",
+                max.normalize(),
+                if from_certificates.is_zero() { "" } else { " (certificates included)" }
+            ),
             certificate_limits,
         )
     } else {
