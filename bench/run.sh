@@ -73,7 +73,7 @@ kill -TERM "$engine"; wait "$engine" || true; engine=""
 $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" verify | tee "$results/verify.txt"
 
 if [ -z "${SKIP_CRITERION:-}" ]; then
-  cargo bench --locked -p loyalty-bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3
+  cargo bench --locked -p loyalty-bench --bench hot_paths --bench rules -- --warm-up-time 1 --measurement-time 3
 fi
 if [ -z "${SKIP_PG:-}" ]; then bash bench/pg/run.sh "$results/pg.json"; fi
 $bin/loyalty-report --results "$results" --out bench/RESULTS.md --plots bench/plots
