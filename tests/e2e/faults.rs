@@ -64,7 +64,10 @@ impl Store for FaultyStore {
         }
         self.inner.put_rules(program_id, rules).await
     }
-    async fn account_ids(&self, program_id: &str, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn rules_head(&self, program_id: &str) -> Result<u64, StoreError> {
+        self.inner.rules_head(program_id).await
+    }
+    async fn account_ids(&self, program_id: &str, after: &str, limit: usize) -> Result<loyalty_store::AccountPage, StoreError> {
         self.inner.account_ids(program_id, after, limit).await
     }
     async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<loyalty_core::events::PendingCredit>, StoreError> {

@@ -1,5 +1,6 @@
 //! End-to-end tests: a real tonic client over a real loopback socket against the real server on
-//! the real embedded store (fsync on). One binary, one module per concern.
+//! the real embedded store (fsync on), and on the ScyllaDB backend over the CQL stand-in (`scylla`).
+//! One binary, one module per concern.
 
 mod checkout_flow;
 mod concurrency;
@@ -8,6 +9,7 @@ mod errors;
 mod faults;
 mod idempotency;
 mod rules;
+mod scylla;
 mod time;
 
 use tonic::Code;

@@ -62,9 +62,20 @@ impl TestServer {
         let mut config = Config { data_dir: dir.path().to_path_buf(), programs: vec![shop_program()], ..Config::default() };
         config.storage.durability = Durability::Fsync;
         configure(&mut config);
-        let programs = Programs::from_config(&config).expect("valid test config");
         let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(config.embedded_store()).expect("open store"));
-        let store = wrap(embedded);
+        TestServer::serve(config, dir, wrap(embedded)).await
+    }
+
+    /// The engine with the test program on a store the test made (e.g. ScyllaDB through a proxy).
+    pub async fn start_on(store: Arc<dyn Store>, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config { data_dir: dir.path().to_path_buf(), programs: vec![shop_program()], ..Config::default() };
+        configure(&mut config);
+        TestServer::serve(config, dir, store).await
+    }
+
+    async fn serve(config: Config, dir: tempfile::TempDir, store: Arc<dyn Store>) -> TestServer {
+        let programs = Programs::from_config(&config).expect("valid test config");
         let clock = Arc::new(ManualClock::new(start_time()));
         let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock.clone(), Arc::new(UuidIds), 100_000));
         engine.bootstrap_rules().await.expect("rules load");

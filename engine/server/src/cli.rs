@@ -12,7 +12,7 @@ use loyalty_store::Store;
 use loyalty_store::embedded::{Durability, EmbeddedStore};
 
 use crate::clock::SystemClock;
-use crate::config::{Config, LogFormat};
+use crate::config::{Backend, Config, LogFormat};
 use crate::engine::Engine;
 use crate::ids::UuidIds;
 use crate::programs::Programs;
@@ -42,6 +42,24 @@ pub struct Cli {
     /// fsync (acknowledged = on disk; default) or none (benchmarks only).
     #[arg(long, env = "LOYALTY_DURABILITY", value_enum, global = true)]
     pub durability: Option<DurabilityArg>,
+    /// Storage backend: embedded (default) or scylla.
+    #[arg(long, env = "LOYALTY_STORAGE_BACKEND", value_enum, global = true)]
+    pub storage_backend: Option<Backend>,
+    /// ScyllaDB contact points, comma-separated host:port.
+    #[arg(long, env = "LOYALTY_SCYLLA_NODES", value_name = "HOST:PORT,...", value_delimiter = ',', global = true)]
+    pub scylla_nodes: Option<Vec<String>>,
+    /// ScyllaDB data center this engine runs in.
+    #[arg(long, env = "LOYALTY_SCYLLA_LOCAL_DC", value_name = "DC", global = true)]
+    pub scylla_local_dc: Option<String>,
+    /// ScyllaDB keyspace [default: loyalty].
+    #[arg(long, env = "LOYALTY_SCYLLA_KEYSPACE", value_name = "NAME", global = true)]
+    pub scylla_keyspace: Option<String>,
+    /// ScyllaDB user (PasswordAuthenticator).
+    #[arg(long, env = "LOYALTY_SCYLLA_USERNAME", value_name = "USER", global = true)]
+    pub scylla_username: Option<String>,
+    /// ScyllaDB password: only from the environment, never a flag (flags show in `ps`).
+    #[arg(skip)]
+    pub scylla_password: Option<String>,
     /// Log filter, e.g. info or loyalty_engine=debug [default: info].
     #[arg(long, env = "LOYALTY_LOG", value_name = "FILTER", global = true)]
     pub log: Option<String>,
@@ -60,6 +78,12 @@ pub enum Command {
     Verify,
     /// Validate the configuration and print it, then exit.
     CheckConfig,
+    /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet, then exit.
+    Migrate {
+        /// The versioned CQL files.
+        #[arg(long, env = "LOYALTY_SCHEMA_DIR", value_name = "PATH", default_value = "deploy/cql")]
+        schema_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -93,6 +117,23 @@ impl Cli {
                 DurabilityArg::None => Durability::None,
             };
         }
+        if let Some(backend) = self.storage_backend {
+            config.storage.backend = backend;
+        }
+        let scylla = &mut config.storage.scylla;
+        if let Some(nodes) = &self.scylla_nodes {
+            scylla.nodes = nodes.iter().map(|node| node.trim().to_owned()).filter(|node| !node.is_empty()).collect();
+        }
+        if let Some(dc) = &self.scylla_local_dc {
+            scylla.local_dc = dc.clone();
+        }
+        if let Some(keyspace) = &self.scylla_keyspace {
+            scylla.keyspace = keyspace.clone();
+        }
+        if let Some(user) = &self.scylla_username {
+            scylla.username = user.clone();
+        }
+        scylla.password = self.scylla_password.clone().or_else(|| std::env::var("LOYALTY_SCYLLA_PASSWORD").ok());
         if let Some(filter) = &self.log {
             config.log.filter = filter.clone();
         }
@@ -119,7 +160,19 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Migrate { schema_dir } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let applied = runtime.block_on(loyalty_store::scylla::migrate(&config.scylla_store(), &schema_dir))?;
+            let keyspace = &config.storage.scylla.keyspace;
+            if applied.is_empty() {
+                println!("keyspace {keyspace} is up to date");
+            } else {
+                println!("keyspace {keyspace}: applied {}", applied.join(", "));
+            }
+            Ok(())
+        }
         Command::Verify => {
+            anyhow::ensure!(config.storage.backend == Backend::Embedded, "verify reads the embedded store's file; it has no ScyllaDB mode");
             let store = EmbeddedStore::open(config.embedded_store())?;
             let (accounts, entries) = store.verify_ledgers()?;
             println!("ok: {accounts} accounts, {entries} ledger entries agree with their balances");
@@ -138,18 +191,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         crate::telemetry::init_metrics(metrics)?;
     }
     let programs = Programs::from_config(&config)?;
-    let store_config = config.embedded_store();
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(store_config.clone()).with_context(|| format!("opening {}", store_config.path.display()))?);
+    let store = open_store(&config).await?;
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
     engine.bootstrap_rules().await.context("loading the programs' rules")?;
     let refresh = crate::rule_admin::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let credits = crate::credits::spawn_credit_applier(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
+    let relay = crate::credits::spawn_relay_recovery(Arc::clone(&engine), Duration::from_secs(10));
     let sweep = (config.schedule_sweep_minutes > 0)
         .then(|| crate::rule_admin::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, data = %store_config.path.display(), durability = ?store_config.durability, "loyalty engine started");
+    tracing::info!(listen = %local, store = ?store, "loyalty engine started");
     // A line on stdout that scripts and tests wait for (it carries the port when --listen used :0).
     println!("loyalty-engine listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -183,12 +235,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     refresh.abort();
     credits.abort();
+    relay.abort();
     if let Some(sweep) = sweep {
         sweep.abort();
     }
     store.shutdown().await;
     tracing::info!("store flushed");
     outcome
+}
+
+/// The configured store: the embedded file, or a ScyllaDB session (migrated first if configured).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.storage.backend {
+        Backend::Embedded => {
+            let store_config = config.embedded_store();
+            let store = EmbeddedStore::open(store_config.clone()).with_context(|| format!("opening {}", store_config.path.display()))?;
+            Ok(Arc::new(store))
+        }
+        Backend::Scylla => {
+            let scylla = config.scylla_store();
+            if config.storage.scylla.migrate_on_start {
+                let dir = std::env::var_os("LOYALTY_SCHEMA_DIR").map_or_else(|| PathBuf::from("deploy/cql"), PathBuf::from);
+                loyalty_store::scylla::migrate(&scylla, &dir).await.context("migrating the ScyllaDB schema")?;
+            }
+            let store = loyalty_store::scylla::ScyllaStore::connect(scylla)
+                .await
+                .with_context(|| format!("connecting to ScyllaDB at {}", config.storage.scylla.nodes.join(",")))?;
+            Ok(store)
+        }
+    }
 }
 
 /// SIGTERM or Ctrl-C.

@@ -62,10 +62,23 @@ impl Default for Config {
     }
 }
 
-/// The embedded store's settings.
+/// Which store holds the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// One process, one redb file in `data_dir` (the default).
+    #[default]
+    Embedded,
+    /// Any number of engine processes over one ScyllaDB cluster (`[storage.scylla]`).
+    Scylla,
+}
+
+/// The storage settings: the backend, the embedded store's settings, and ScyllaDB's.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    pub backend: Backend,
+    pub scylla: ScyllaSection,
     /// `fsync` (default): acknowledged means on disk. `none`: for benchmarks only.
     pub durability: Durability,
     /// Most calls that share one commit and fsync.
@@ -81,11 +94,67 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: Backend::Embedded,
+            scylla: ScyllaSection::default(),
             durability: Durability::Fsync,
             group_commit_batch_max: 256,
             group_commit_queue_max: 4096,
             cache_mib: 256,
             quick_repair: false,
+        }
+    }
+}
+
+/// The ScyllaDB backend's settings (`[storage.scylla]`); see `deploy/loyalty-scylla.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaSection {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// This engine's data center: requests stay in it (LOCAL_QUORUM, LOCAL_SERIAL).
+    pub local_dc: String,
+    pub keyspace: String,
+    /// Replicas per data center, for `migrate`.
+    pub replication: std::collections::BTreeMap<String, u32>,
+    /// `migrate` creates the keyspace with tablets on (true) or off (false); absent: the server's
+    /// default (servers before 6.0 reject the option). Lightweight transactions need them off on
+    /// ScyllaDB 2025.x.
+    pub tablets: Option<bool>,
+    /// PasswordAuthenticator user; the password comes from LOYALTY_SCYLLA_PASSWORD.
+    pub username: String,
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// PEM CA bundle; non-empty turns TLS on.
+    pub tls_ca_file: Option<PathBuf>,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// A read not answered after this long is also sent to a second replica; 0: never.
+    pub speculative_delay_ms: u64,
+    /// Outbox events become readable this long after their relay.
+    pub relay_settle_ms: u64,
+    /// How long a commit's own relay may take before the recovery pass relays for it.
+    pub relay_grace_ms: u64,
+    /// Apply `deploy/cql` migrations at start (otherwise `loyalty-engine migrate` does).
+    pub migrate_on_start: bool,
+}
+
+impl Default for ScyllaSection {
+    fn default() -> Self {
+        ScyllaSection {
+            nodes: vec!["127.0.0.1:9042".into()],
+            local_dc: "datacenter1".into(),
+            keyspace: "loyalty".into(),
+            replication: std::collections::BTreeMap::from([("datacenter1".to_owned(), 3)]),
+            tablets: None,
+            username: String::new(),
+            password: None,
+            tls_ca_file: None,
+            request_timeout_ms: 1000,
+            connect_timeout_ms: 5000,
+            speculative_delay_ms: 20,
+            relay_settle_ms: 5000,
+            relay_grace_ms: 30_000,
+            migrate_on_start: false,
         }
     }
 }
@@ -335,7 +404,47 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: required".into());
         }
+        if self.storage.backend == Backend::Scylla {
+            let scylla = &self.storage.scylla;
+            if scylla.nodes.is_empty() || scylla.nodes.iter().any(|node| !node.contains(':')) {
+                problems.push("storage.scylla.nodes: one or more host:port".into());
+            }
+            let keyspace_ok = scylla.keyspace.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && scylla.keyspace.len() <= 48
+                && scylla.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !keyspace_ok {
+                problems.push("storage.scylla.keyspace: a letter, then up to 47 letters, digits or '_'".into());
+            }
+            if scylla.replication.is_empty() || scylla.replication.values().any(|count| !(1..=9).contains(count)) {
+                problems.push("storage.scylla.replication: 1 to 9 replicas for each data center".into());
+            }
+            if !(10..=60_000).contains(&scylla.request_timeout_ms) {
+                problems.push("storage.scylla.request_timeout_ms: 10 to 60000".into());
+            }
+            if scylla.relay_settle_ms > 600_000 || scylla.relay_grace_ms > 3_600_000 {
+                problems.push("storage.scylla.relay_settle_ms: at most 600000; relay_grace_ms: at most 3600000".into());
+            }
+        }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+
+    /// The ScyllaDB backend's settings.
+    pub fn scylla_store(&self) -> loyalty_store::scylla::ScyllaConfig {
+        use std::time::Duration;
+        let section = &self.storage.scylla;
+        let mut config = loyalty_store::scylla::ScyllaConfig::new(section.nodes.clone(), &section.keyspace);
+        config.local_dc = (!section.local_dc.is_empty()).then(|| section.local_dc.clone());
+        config.replication = section.replication.clone();
+        config.tablets = section.tablets;
+        config.username = (!section.username.is_empty()).then(|| section.username.clone());
+        config.password = section.password.clone();
+        config.tls_ca_file = section.tls_ca_file.clone().filter(|path| !path.as_os_str().is_empty());
+        config.request_timeout = Duration::from_millis(section.request_timeout_ms);
+        config.connect_timeout = Duration::from_millis(section.connect_timeout_ms);
+        config.speculative_delay = (section.speculative_delay_ms > 0).then(|| Duration::from_millis(section.speculative_delay_ms));
+        config.relay_settle = Duration::from_millis(section.relay_settle_ms);
+        config.relay_grace = Duration::from_millis(section.relay_grace_ms);
+        config
     }
 
     /// The embedded store's settings.

@@ -79,3 +79,29 @@ pub fn spawn_credit_applier(engine: Arc<Engine>, every: Duration) -> tokio::task
         }
     })
 }
+
+/// Runs the store's relay recovery (see `Store::relay`) for every program every `every`: side
+/// effects of commits whose engine crashed before relaying them reach the outbox and the credits
+/// table within the store's grace period plus `every`.
+pub fn spawn_relay_recovery(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(&engine);
+    drop(engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(engine) = weak.upgrade() else { break };
+            for program_id in engine.programs().ids() {
+                match engine.store().relay(&program_id).await {
+                    Ok(0) => {}
+                    Ok(relayed) => {
+                        tracing::info!(program = program_id.as_str(), relayed, "relayed side effects of interrupted commits");
+                        engine.credits_due.notify_one();
+                    }
+                    Err(error) => tracing::warn!(program = program_id.as_str(), %error, "relay recovery failed; will retry"),
+                }
+            }
+        }
+    })
+}

@@ -143,7 +143,9 @@ impl Engine {
         program_id: &str,
         account_id: &str,
     ) -> EngineResult<Option<Versioned<AccountState>>> {
-        if let Some(cached) = &slot.cached {
+        // Over a store other processes write too, a cached state may be stale: read it every time
+        // (a stale version would only cost a lost compare-and-set, but a stale balance would be shown).
+        if let Some(cached) = slot.cached.as_ref().filter(|_| !self.store.shared()) {
             metrics::counter!("loyalty_cache_hits_total").increment(1);
             return Ok(Some(cached.clone()));
         }
@@ -346,7 +348,9 @@ impl Engine {
             let (account_id, create_card) = match route {
                 Route::Customer { key: customer, create_unknown_card } => match self.resolve(program_id, customer).await? {
                     Some(account_id) => (account_id, None),
-                    None if create_unknown_card && customer.kind == IdentityKind::Card => (self.ids.account_id(), Some(customer.clone())),
+                    None if create_unknown_card && customer.kind == IdentityKind::Card => {
+                        (self.ids.account_id(&format!("card/{program_id}/{}", customer.value)), Some(customer.clone()))
+                    }
                     None => return Err(Rejection::CustomerNotFound.into()),
                 },
                 Route::Receipt => match self.store.receipt(program_id, receipt_id).await? {
@@ -418,6 +422,9 @@ impl Engine {
                 CommitOutcome::Conflict(
                     Conflict::AccountVersion { .. } | Conflict::ReceiptVersion { .. } | Conflict::IdentityTaken { .. },
                 ) => {}
+                CommitOutcome::Conflict(Conflict::ReceiptTaken { .. }) => {
+                    return Err(Rejection::IdempotencyConflict { kind: "receipt_id", key: receipt_id.to_owned() }.into());
+                }
                 CommitOutcome::Conflict(Conflict::RequestTaken) => {
                     return Err(EngineError::Internal("request conflict on a receipt call".into()));
                 }
@@ -451,13 +458,14 @@ impl Engine {
                 Some(referrer) => self.referral_chain(program, referrer).await?,
                 None => Vec::new(),
             };
-            let card_number = cmd.card_number.clone().unwrap_or_else(|| self.ids.virtual_card_number());
+            let origin_key = format!("enroll/{program_id}/{}", cmd.request_id);
+            let card_number = cmd.card_number.clone().unwrap_or_else(|| self.ids.virtual_card_number(&origin_key));
             let card = IdentityKey { kind: IdentityKind::Card, value: card_number.clone() };
             let existing = match &cmd.card_number {
                 Some(_) => self.resolve(program_id, &card).await?,
                 None => None,
             };
-            let account_id = existing.clone().unwrap_or_else(|| self.ids.account_id());
+            let account_id = existing.clone().unwrap_or_else(|| self.ids.account_id(&origin_key));
             let slot = self.accounts.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
             let now = self.clock.now();
@@ -568,5 +576,6 @@ fn conflict_kind(conflict: &Conflict) -> &'static str {
         Conflict::ReceiptVersion { .. } => "receipt_version",
         Conflict::IdentityTaken { .. } => "identity_taken",
         Conflict::RequestTaken => "request_taken",
+        Conflict::ReceiptTaken { .. } => "receipt_taken",
     }
 }

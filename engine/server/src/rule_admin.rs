@@ -101,6 +101,10 @@ impl Engine {
         let mut changed = 0;
         for program_id in self.programs().ids() {
             let current = self.programs().get(&program_id).map_or(0, |program| program.rules.version());
+            // Watch the head row; read the document only when it moved.
+            if self.store().rules_head(&program_id).await? <= current {
+                continue;
+            }
             if let Some(stored) = self.store().latest_rules(&program_id).await?
                 && stored.version > current
             {

@@ -34,11 +34,10 @@ impl Engine {
         let program_id = program.id();
         let origin = Origin { store_id: "schedule".to_owned(), till_id: "schedule".to_owned() };
         let mut report = SweepReport::default();
-        let mut after = String::new();
+        let mut cursor = String::new();
         loop {
-            let ids = self.store().account_ids(program_id, &after, PAGE).await?;
-            let Some(last) = ids.last().cloned() else { break };
-            for account_id in &ids {
+            let page = self.store().account_ids(program_id, &cursor, PAGE).await?;
+            for account_id in &page.ids {
                 let Some(stored) = self.store().account(program_id, account_id).await? else { continue };
                 report.accounts += 1;
                 let now = self.now();
@@ -77,7 +76,10 @@ impl Engine {
                     }
                 }
             }
-            after = last;
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
         }
         metrics::counter!("loyalty_schedule_awards_total").increment(report.awards as u64);
         metrics::counter!("loyalty_expiry_notices_total").increment(report.expiry_notices as u64);

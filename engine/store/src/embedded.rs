@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{decode, decode_versioned, encode, encode_versioned};
 use loyalty_core::events::PendingCredit;
 
-use crate::{Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
+use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
 
 /// (program, account) -> version + AccountState.
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
@@ -129,16 +129,11 @@ struct EncodedCommit {
 impl EncodedCommit {
     /// Checks the ledger invariants right before the data is written, then encodes it.
     fn new(commit: Commit) -> Result<Self, StoreError> {
-        let state = &commit.account.state;
-        let account_id = state.account_id.clone();
-        let first_seq = (state.ledger_seq + 1).checked_sub(commit.ledger.len() as u64);
-        let in_sequence = first_seq.is_some_and(|first| commit.ledger.iter().enumerate().all(|(i, entry)| entry.seq == first + i as u64));
-        if !in_sequence || state.ledger_sum != state.booked_balance() {
-            return Err(StoreError::Corrupt(format!("commit for account {account_id} breaks the ledger invariants")));
-        }
+        commit.check_invariants()?;
+        let account_id = commit.account.state.account_id.clone();
         let expected_version = commit.account.expected_version;
         Ok(EncodedCommit {
-            account: encode_versioned(expected_version + 1, state)?,
+            account: encode_versioned(expected_version + 1, &commit.account.state)?,
             ledger: commit.ledger.iter().map(|entry| Ok((entry.seq, encode(entry)?))).collect::<Result<_, StoreError>>()?,
             receipt: match &commit.receipt {
                 Some(receipt) => Some((
@@ -184,6 +179,8 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     queue: mpsc::Sender<Message>,
     poisoned: Arc<AtomicBool>,
+    /// Set by `shutdown`: every later write is refused.
+    closed: AtomicBool,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
     durability: redb::Durability,
@@ -218,7 +215,15 @@ impl EmbeddedStore {
             std::thread::Builder::new().name("store-writer".into()).spawn(move || write_loop(&db, inbox, &poisoned, &config)).map_err(io)?
         };
         let durability = redb_durability(config.durability);
-        Ok(EmbeddedStore { db, queue, poisoned, writer: Mutex::new(Some(writer)), path: config.path, durability })
+        Ok(EmbeddedStore {
+            db,
+            queue,
+            poisoned,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(Some(writer)),
+            path: config.path,
+            durability,
+        })
     }
 
     fn prepare_schema(db: &Database) -> Result<(), StoreError> {
@@ -245,6 +250,16 @@ impl EmbeddedStore {
             }
         }
         txn.commit().map_err(io)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
     }
 
     /// Checks every account against its ledger: entries numbered 1..=last with no gap, their sum
@@ -353,9 +368,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Poisoned);
-        }
+        self.check_writable()?;
         let commit = EncodedCommit::new(commit)?;
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Commit(Box::new(Pending { commit, reply }))).await.map_err(|_| StoreError::Closed)?;
@@ -377,6 +390,12 @@ impl Store for EmbeddedStore {
         }
     }
 
+    async fn rules_head(&self, program_id: &str) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let head = read.open_table(RULES_HEAD).map_err(io)?;
+        Ok(head.get(program_id).map_err(io)?.map_or(0, |guard| guard.value()))
+    }
+
     async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<StoredRules>, StoreError> {
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(RULES).map_err(io)?;
@@ -387,9 +406,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Poisoned);
-        }
+        self.check_writable()?;
         // Rare (an admin change): its own write transaction, which waits for the group-commit
         // writer's current batch rather than joining it.
         let db = Arc::clone(&self.db);
@@ -416,21 +433,22 @@ impl Store for EmbeddedStore {
         .map_err(io)?
     }
 
-    async fn account_ids(&self, program_id: &str, after_account_id: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(ACCOUNTS).map_err(io)?;
         let mut ids = Vec::with_capacity(limit.min(1024));
-        for item in table.range((program_id, after_account_id)..).map_err(io)? {
+        for item in table.range((program_id, cursor)..).map_err(io)? {
             let (key, _) = item.map_err(io)?;
             let (program, account_id) = key.value();
             if program != program_id || ids.len() >= limit {
                 break;
             }
-            if account_id != after_account_id {
+            if account_id != cursor {
                 ids.push(account_id.to_owned());
             }
         }
-        Ok(ids)
+        let next = if ids.len() < limit { None } else { ids.last().cloned() };
+        Ok(AccountPage { ids, next })
     }
 
     async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<PendingCredit>, StoreError> {
@@ -448,9 +466,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Poisoned);
-        }
+        self.check_writable()?;
         let db = Arc::clone(&self.db);
         let (program_id, credit_id) = (program_id.to_owned(), credit_id.to_owned());
         let durability = self.durability;
@@ -470,16 +486,18 @@ impl Store for EmbeddedStore {
         let mut records = Vec::with_capacity(limit.min(1024));
         for item in table.range((program_id, after_seq.saturating_add(1))..=(program_id, u64::MAX)).map_err(io)?.take(limit) {
             let (key, value) = item.map_err(io)?;
-            records.push(OutboxRecord { seq: key.value().1, event: decode("outbox event", value.value())? });
+            let seq = key.value().1;
+            records.push(OutboxRecord { seq, event_id: seq.to_string(), event: decode("outbox event", value.value())? });
         }
         Ok(records)
     }
 
     fn is_writable(&self) -> bool {
-        !self.poisoned.load(Ordering::Acquire) && !self.queue.is_closed()
+        !self.poisoned.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) && !self.queue.is_closed()
     }
 
     async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
         let (done, finished) = oneshot::channel();
         if self.queue.send(Message::Shutdown(done)).await.is_ok() {
             let _ = finished.await;
@@ -532,7 +550,7 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
         return;
     }
     let started = Instant::now();
-    let result = (|| -> Result<Vec<CommitOutcome>, StoreError> {
+    let result = (|| -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
         let mut txn = db.begin_write().map_err(io)?;
         txn.set_durability(redb_durability(config.durability)).map_err(io)?;
         txn.set_quick_repair(config.quick_repair);
@@ -551,6 +569,7 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
             for pending in batch.iter() {
                 outcomes.push(apply(&mut tables, &pending.commit)?);
             }
+            // Refused commits wrote nothing; the others go to disk.
         }
         txn.commit().map_err(io)?;
         Ok(outcomes)
@@ -562,7 +581,7 @@ fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, c
         Ok(outcomes) => {
             metrics::counter!("loyalty_store_commits_total").increment(batch.len() as u64);
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = pending.reply.send(Ok(outcome));
+                let _ = pending.reply.send(outcome);
             }
         }
         Err(error) => {
@@ -604,8 +623,9 @@ struct Tables<'txn> {
 }
 
 /// Checks every condition of one commit and, if all hold, writes it into the open transaction.
-/// Reads see earlier commits of the same batch.
-fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcome, StoreError> {
+/// Reads see earlier commits of the same batch. The outer error is the transaction's (fatal for
+/// the batch); the inner one refuses this commit alone, which then wrote nothing.
+fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<Result<CommitOutcome, StoreError>, StoreError> {
     let program = commit.program_id.as_str();
     let account_id = commit.account_id.as_str();
     let stored_version = match tables.accounts.get((program, account_id)).map_err(io)? {
@@ -613,7 +633,7 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcom
         None => 0,
     };
     if stored_version != commit.expected_version {
-        return Ok(CommitOutcome::Conflict(Conflict::AccountVersion { actual: stored_version }));
+        return Ok(Ok(CommitOutcome::Conflict(Conflict::AccountVersion { actual: stored_version })));
     }
     if let Some((receipt_id, expected, _)) = &commit.receipt {
         let stored = match tables.receipts.get((program, receipt_id.as_str())).map_err(io)? {
@@ -621,20 +641,38 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcom
             None => 0,
         };
         if stored != *expected {
-            return Ok(CommitOutcome::Conflict(Conflict::ReceiptVersion { actual: stored }));
+            return Ok(Ok(CommitOutcome::Conflict(Conflict::ReceiptVersion { actual: stored })));
+        }
+        // A receipt belongs to the account that claimed it, whatever version another one names.
+        if stored > 0
+            && let Some(guard) = tables.receipts.get((program, receipt_id.as_str())).map_err(io)?
+        {
+            let (_, receipt): (u64, ReceiptState) = decode_versioned("receipt", guard.value())?;
+            if receipt.account_id != account_id {
+                return Ok(Ok(CommitOutcome::Conflict(Conflict::ReceiptTaken { account_id: receipt.account_id })));
+            }
+        }
+    }
+    // The entries must continue the stored ledger: no gap before them, nothing under them.
+    if let Some((first, _)) = commit.ledger.first() {
+        let follows = *first == 1 || tables.ledger.get((program, account_id, first - 1)).map_err(io)?.is_some();
+        if !follows || tables.ledger.get((program, account_id, *first)).map_err(io)?.is_some() {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "commit for account {account_id} does not continue its stored ledger at entry {first}"
+            ))));
         }
     }
     for (key, storage_key) in &commit.identity_claims {
         if let Some(owner) = tables.identities.get((program, storage_key.as_str())).map_err(io)?
             && owner.value() != account_id
         {
-            return Ok(CommitOutcome::Conflict(Conflict::IdentityTaken { key: key.clone(), account_id: owner.value().to_owned() }));
+            return Ok(Ok(CommitOutcome::Conflict(Conflict::IdentityTaken { key: key.clone(), account_id: owner.value().to_owned() })));
         }
     }
     if let Some((request_id, _)) = &commit.request
         && tables.requests.get((program, request_id.as_str())).map_err(io)?.is_some()
     {
-        return Ok(CommitOutcome::Conflict(Conflict::RequestTaken));
+        return Ok(Ok(CommitOutcome::Conflict(Conflict::RequestTaken)));
     }
 
     tables.accounts.insert((program, account_id), commit.account.as_slice()).map_err(io)?;
@@ -661,5 +699,5 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<CommitOutcom
     for (credit_id, bytes) in &commit.credits {
         tables.credits.insert((program, credit_id.as_str()), bytes.as_slice()).map_err(io)?;
     }
-    Ok(CommitOutcome::Applied { account_version: stored_version + 1 })
+    Ok(Ok(CommitOutcome::Applied { account_version: stored_version + 1 }))
 }

@@ -23,6 +23,7 @@
 
 pub mod codec;
 pub mod embedded;
+pub mod scylla;
 
 use async_trait::async_trait;
 use loyalty_core::account::AccountState;
@@ -78,6 +79,24 @@ pub struct Commit {
     pub credits: Vec<PendingCredit>,
 }
 
+impl Commit {
+    /// The ledger invariants a commit can check by itself, right before any backend writes: the
+    /// new entries are numbered without a gap up to the account's last seq (from 1 for a new
+    /// account), and the account's ledger sum is its booked balance. Backends check against the
+    /// stored ledger too: the entries must continue it.
+    pub fn check_invariants(&self) -> Result<(), StoreError> {
+        let state = &self.account.state;
+        let first_seq = (state.ledger_seq + 1).checked_sub(self.ledger.len() as u64).filter(|first| *first >= 1);
+        let in_sequence = first_seq.is_some_and(|first| self.ledger.iter().enumerate().all(|(i, entry)| entry.seq == first + i as u64));
+        // A new account's ledger starts at 1.
+        let starts_right = self.account.expected_version > 0 || state.ledger_seq == self.ledger.len() as u64;
+        if !in_sequence || !starts_right || state.ledger_sum != state.booked_balance() {
+            return Err(StoreError::Corrupt(format!("commit for account {} breaks the ledger invariants", state.account_id)));
+        }
+        Ok(())
+    }
+}
+
 /// One version of a program's rules, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredRules {
@@ -93,9 +112,22 @@ pub struct StoredRules {
 /// An outbox event with its position in the program's outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRecord {
-    /// 1, 2, 3... per program, in commit order.
+    /// The reading position: increasing within a program, with gaps. Embedded: 1, 2, 3... in
+    /// commit order. ScyllaDB: the relay time in microseconds, shared by the events relayed
+    /// together.
     pub seq: u64,
+    /// Unique per program and stable: a reader that may see an event twice (ScyllaDB's relay is
+    /// at-least-once) drops the second by this ID.
+    pub event_id: String,
     pub event: Event,
+}
+
+/// One page of a program's account IDs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountPage {
+    pub ids: Vec<String>,
+    /// Where the next page starts; `None` when this was the last one.
+    pub next: Option<String>,
 }
 
 /// Why a commit was not applied. Nothing was written.
@@ -109,6 +141,9 @@ pub enum Conflict {
     IdentityTaken { key: IdentityKey, account_id: String },
     /// The enrolment request ID was used already.
     RequestTaken,
+    /// The receipt ID was claimed for another account (ScyllaDB: by a call whose commit failed
+    /// after the claim; the ID stays with that account).
+    ReceiptTaken { account_id: String },
 }
 
 /// The result of a commit that reached the store.
@@ -147,22 +182,37 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
     /// The latest version of a program's rules, if any was stored.
     async fn latest_rules(&self, program_id: &str) -> Result<Option<StoredRules>, StoreError>;
+    /// The latest rules version of a program (0: none), without the rules: what engines poll.
+    async fn rules_head(&self, program_id: &str) -> Result<u64, StoreError>;
     /// One version of a program's rules.
     async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<StoredRules>, StoreError>;
     /// Stores `rules` as the program's next version: only if the latest stored version is
     /// `rules.version - 1` (durably, before answering). False: another writer got there first.
     async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError>;
-    /// Up to `limit` account IDs of a program after `after_account_id` (empty: from the first), in
-    /// ID order: the daily sweep pages through every account with it.
-    async fn account_ids(&self, program_id: &str, after_account_id: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` account IDs of a program, from `cursor` (empty: from the start; otherwise a
+    /// previous page's `next`): the schedule sweep pages through every account with it. The order
+    /// is the backend's own.
+    async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError>;
     /// Up to `limit` credits owed to accounts and not yet applied.
     async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<PendingCredit>, StoreError>;
     /// Forgets an applied credit (durably). Deleting an unknown credit is not an error.
     async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError>;
-    /// Up to `limit` outbox events with seq above `after_seq`, oldest first.
+    /// Up to `limit` outbox events with seq above `after_seq`, oldest first (a page may run past
+    /// `limit` to end on a whole seq).
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
     /// False once the store has stopped accepting writes (health reports NOT_SERVING).
     fn is_writable(&self) -> bool;
+    /// True when other engine processes write to the same data, so that nothing read earlier may
+    /// be served from memory.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Moves side effects of acknowledged commits that the backend keeps with the account first
+    /// (ScyllaDB: outbox events and credits) to the program-wide tables, for commits whose own
+    /// relay did not finish (a crash). Returns how many were moved; others have nothing to do.
+    async fn relay(&self, _program_id: &str) -> Result<usize, StoreError> {
+        Ok(0)
+    }
     /// Flushes and stops; later calls fail with [`StoreError::Closed`].
     async fn shutdown(&self);
 }

@@ -1,0 +1,616 @@
+//! The ScyllaDB backend: any number of stateless engine processes over one cluster, with the
+//! embedded store's guarantees. `docs/scylla.md` has the data model and why it is correct; in short:
+//!
+//! - Everything one checkout call changes in an account lives in the account's partition (the
+//!   account row, its ledger, its receipts, the call's events and credits), so one single-partition
+//!   conditional batch, one Paxos round, commits the whole call: the account row is written only
+//!   `IF version = <read version>` (and the receipt row only `IF version = <read version>`), which
+//!   is what stops two engine processes from spending the same points.
+//! - What must be unique across accounts (a receipt ID, a phone or card, an enrolment request) is
+//!   claimed once with `INSERT ... IF NOT EXISTS` in the `claims` table, before the batch, and only
+//!   when a call first uses it: a receipt's first call costs two lightweight transactions, every
+//!   later call on it one.
+//! - Events and credits owed to other accounts are written in the batch, inside the account's
+//!   partition, and then relayed to the program-wide `outbox` and `credits` tables
+//!   ([`relay`]): atomic with the money, delivered at least once.
+
+mod migrate;
+mod relay;
+mod session;
+mod statements;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use loyalty_core::account::AccountState;
+use loyalty_core::events::PendingCredit;
+use loyalty_core::identity::IdentityKey;
+use loyalty_core::ledger::LedgerEntry;
+use loyalty_core::receipt::{CallRecord, ReceiptState};
+use scylla::client::session::Session;
+use scylla::response::query_result::QueryResult;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+
+pub use self::migrate::{SCHEMA_VERSION, migrate, schema_version};
+pub use self::session::ScyllaConfig;
+use self::statements::{Profiles, Statements, claim, kind};
+use crate::codec::{decode, encode};
+use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
+
+/// Buckets of the account index: the sweep reads them one after another.
+const INDEX_BUCKETS: i32 = 64;
+
+pub(crate) fn io<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |error| StoreError::Io(format!("{what}: {error}"))
+}
+
+/// The ScyllaDB-backed store. Cheap to share behind an `Arc`.
+pub struct ScyllaStore {
+    session: Arc<Session>,
+    statements: Statements,
+    profiles: Profiles,
+    config: ScyllaConfig,
+    closed: AtomicBool,
+    /// This store, for background relays.
+    me: std::sync::Weak<ScyllaStore>,
+    /// Per program, the first minute of relay marks the recovery pass has not cleared yet.
+    relay_watermarks: dashmap::DashMap<String, u64>,
+}
+
+impl std::fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaStore").field("nodes", &self.config.nodes).field("keyspace", &self.config.keyspace).finish_non_exhaustive()
+    }
+}
+
+/// Who holds a claim after trying to take it.
+enum ClaimResult {
+    Ours,
+    Theirs(String),
+}
+
+impl ScyllaStore {
+    /// Connects, checks that the keyspace has the schema this build writes (see [`migrate`]) and
+    /// prepares every statement.
+    pub async fn connect(config: ScyllaConfig) -> Result<Arc<Self>, StoreError> {
+        let profiles = session::profiles(&config);
+        let session = session::connect(&config, &profiles, Some(&config.keyspace)).await?;
+        let found = schema_version(&session).await?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "keyspace {} has schema version {found}, this build needs {SCHEMA_VERSION}: run `loyalty-engine migrate`",
+                config.keyspace
+            )));
+        }
+        let statements = Statements::prepare(&session, &profiles).await?;
+        let session = Arc::new(session);
+        session::spawn_metrics_export(&session, std::time::Duration::from_secs(5));
+        Ok(Arc::new_cyclic(|me| ScyllaStore {
+            session,
+            statements,
+            profiles,
+            config,
+            closed: AtomicBool::new(false),
+            me: me.clone(),
+            relay_watermarks: dashmap::DashMap::new(),
+        }))
+    }
+
+    /// Whether requests are routed to the replicas that own their data: every statement knows
+    /// its partition key, and the driver knows the keyspace's replication.
+    pub fn token_aware(&self) -> bool {
+        self.statements.account_row.is_token_aware()
+            && self.statements.claim.is_token_aware()
+            && self.session.get_cluster_state().get_keyspace(&self.config.keyspace).is_some()
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) { Err(StoreError::Closed) } else { Ok(()) }
+    }
+
+    async fn run(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<QueryResult, StoreError> {
+        self.check_open()?;
+        self.session.execute_unpaged(statement, values).await.map_err(io("scylla request"))
+    }
+
+    /// The rows a statement returns, as untyped values.
+    async fn rows(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<Vec<Row>, StoreError> {
+        let result = self.run(statement, values).await?;
+        let rows = result.into_rows_result().map_err(io("scylla result"))?;
+        rows.rows::<Row>().map_err(io("scylla rows"))?.collect::<Result<Vec<_>, _>>().map_err(io("scylla row"))
+    }
+
+    /// One row of the account's partition: (version, value).
+    async fn row(&self, program_id: &str, account_id: &str, kind: i8, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind), CqlValue::BigInt(0), text(key)];
+        let rows = self.rows(&self.statements.account_row, values).await?;
+        match rows.into_iter().next() {
+            None => Ok(None),
+            Some(row) => {
+                let version = column(&row, 0).map(as_u64).transpose()?.unwrap_or(0);
+                let value = column(&row, 1).map(as_blob).transpose()?.ok_or_else(|| StoreError::Corrupt("row without value".into()))?;
+                Ok(Some((version, value)))
+            }
+        }
+    }
+
+    /// The account a claim belongs to, if any.
+    async fn claim_owner(&self, program_id: &str, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.rows(&self.statements.claim_owner, vec![text(program_id), text(kind), text(id)]).await?;
+        rows.into_iter().next().and_then(|row| column(&row, 0).map(as_text)).transpose()
+    }
+
+    /// Is `owner`'s claim on `id` backed by its partition (the account lists the identifier, the
+    /// enrolment answer is stored)? `serial`: read by LOCAL_SERIAL, which first completes any
+    /// Paxos round left half-done on the partition, so a commit in flight is seen or lost for good.
+    async fn claim_is_live(&self, program_id: &str, kind: &str, id: &str, owner: &str, serial: bool) -> Result<bool, StoreError> {
+        let statement = if serial { &self.statements.account_row_serial } else { &self.statements.account_row };
+        let (row_kind, key) = match kind {
+            claim::IDENTITY => (kind::ACCOUNT, ""),
+            claim::REQUEST => (kind::REQUEST, id),
+            _ => (kind::RECEIPT, id),
+        };
+        let values = vec![text(program_id), text(owner), CqlValue::TinyInt(row_kind), CqlValue::BigInt(0), text(key)];
+        let Some(row) = self.rows(statement, values).await?.into_iter().next() else {
+            return Ok(false);
+        };
+        if kind != claim::IDENTITY {
+            return Ok(true);
+        }
+        let bytes = column(&row, 1).map(as_blob).transpose()?.unwrap_or_default();
+        let state: AccountState = decode("account", &bytes)?;
+        Ok(state.identities.iter().any(|identity| identity.storage_key() == id))
+    }
+
+    /// Claims `id` for `account_id` once. A claim already held by the same account is ours (a
+    /// retry). One whose owner's partition does not back it (the commit that made it failed after
+    /// the claim) is taken over for identities and enrolment requests, never for receipts (see
+    /// `docs/scylla.md`).
+    async fn claim(&self, program_id: &str, kind: &'static str, id: &str, account_id: &str) -> Result<ClaimResult, StoreError> {
+        let values = vec![text(program_id), text(kind), text(id), text(account_id)];
+        let mut current = match lwt(self.run(&self.statements.claim, values).await?)? {
+            Lwt::Applied => return Ok(ClaimResult::Ours),
+            // The failed claim returns the current row: its owner, unless it vanished meanwhile.
+            Lwt::NotApplied(current) => match current.get("account_id").map(as_text).transpose()? {
+                Some(owner) => Some(owner),
+                None => self.claim_owner(program_id, kind, id).await?,
+            },
+        };
+        for _ in 0..3 {
+            let Some(owner) = current else {
+                return Err(StoreError::Io(format!("claim {kind} {id}: not applied and no owner")));
+            };
+            if owner == account_id {
+                return Ok(ClaimResult::Ours);
+            }
+            if kind == claim::RECEIPT || self.claim_is_live(program_id, kind, id, &owner, true).await? {
+                return Ok(ClaimResult::Theirs(owner));
+            }
+            let values = vec![text(account_id), text(program_id), text(kind), text(id), text(&owner)];
+            current = match lwt(self.run(&self.statements.claim_takeover, values).await?)? {
+                Lwt::Applied => {
+                    metrics::counter!("loyalty_scylla_claim_takeovers_total", "kind" => kind).increment(1);
+                    return Ok(ClaimResult::Ours);
+                }
+                Lwt::NotApplied(_) => self.claim_owner(program_id, kind, id).await?,
+            };
+        }
+        Err(StoreError::Io(format!("claim {kind} {id}: owner keeps changing")))
+    }
+
+    /// Takes every claim the commit needs; the first one held by another account is the conflict.
+    async fn take_claims(&self, commit: &Commit) -> Result<Option<Conflict>, StoreError> {
+        let program_id = commit.program_id.as_str();
+        let account_id = commit.account.state.account_id.as_str();
+        let storage_keys: Vec<String> = commit.identity_claims.iter().map(IdentityKey::storage_key).collect();
+        let receipt = commit.receipt.as_ref().filter(|receipt| receipt.expected_version == 0);
+        let (identities, receipt, request) = futures_util::future::join3(
+            try_join_all(storage_keys.iter().map(|key| self.claim(program_id, claim::IDENTITY, key, account_id))),
+            async {
+                match receipt {
+                    Some(receipt) => self.claim(program_id, claim::RECEIPT, &receipt.state.receipt_id, account_id).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            async {
+                match &commit.request {
+                    Some(request) => self.claim(program_id, claim::REQUEST, &request.request_id, account_id).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+        )
+        .await;
+        for (key, result) in commit.identity_claims.iter().zip(identities?) {
+            if let ClaimResult::Theirs(owner) = result {
+                return Ok(Some(Conflict::IdentityTaken { key: key.clone(), account_id: owner }));
+            }
+        }
+        if let Some(ClaimResult::Theirs(owner)) = receipt? {
+            return Ok(Some(Conflict::ReceiptTaken { account_id: owner }));
+        }
+        if let Some(ClaimResult::Theirs(_)) = request? {
+            return Ok(Some(Conflict::RequestTaken));
+        }
+        Ok(None)
+    }
+
+    /// The single-partition conditional batch of a commit, and its values.
+    fn commit_batch(&self, commit: &Commit) -> Result<(scylla::statement::batch::Batch, Vec<Vec<CqlValue>>), StoreError> {
+        let st = &self.statements;
+        let program = commit.program_id.as_str();
+        let state = &commit.account.state;
+        let account = state.account_id.as_str();
+        let new_version = commit.account.expected_version + 1;
+        let mut batch = Statements::batch(&self.profiles);
+        let mut values = Vec::new();
+        let pk = |kind: i8, seq: u64, key: &str| vec![text(program), text(account), CqlValue::TinyInt(kind), big(seq), text(key)];
+        let account_seq = state.ledger_seq;
+        let previous_seq = account_seq.saturating_sub(commit.ledger.len() as u64);
+        if commit.account.expected_version == 0 {
+            batch.append_statement(st.create_account.clone());
+            let mut row = pk(kind::ACCOUNT, 0, "");
+            row.extend([big(1), CqlValue::Blob(encode(state)?), big(account_seq)]);
+            values.push(row);
+        } else {
+            // The ledger's last seq is part of the condition: the entries can only continue it.
+            batch.append_statement(st.update_account.clone());
+            let mut row = vec![big(new_version), CqlValue::Blob(encode(state)?), big(account_seq)];
+            row.extend(pk(kind::ACCOUNT, 0, ""));
+            row.extend([big(commit.account.expected_version), big(previous_seq)]);
+            values.push(row);
+        }
+        let mut conditional = |batch: &mut scylla::statement::batch::Batch, kind: i8, key: &str, expected: u64, value: Vec<u8>| {
+            if expected == 0 {
+                batch.append_statement(st.insert_row_if_absent.clone());
+                let mut row = pk(kind, 0, key);
+                row.extend([big(1), CqlValue::Blob(value)]);
+                values.push(row);
+            } else {
+                batch.append_statement(st.update_row_if_version.clone());
+                let mut row = vec![big(expected + 1), CqlValue::Blob(value)];
+                row.extend(pk(kind, 0, key));
+                row.push(big(expected));
+                values.push(row);
+            }
+        };
+        if let Some(receipt) = &commit.receipt {
+            conditional(&mut batch, kind::RECEIPT, &receipt.state.receipt_id, receipt.expected_version, encode(&receipt.state)?);
+        }
+        // An enrolment's answer is written once: a second commit with the request ID is refused.
+        if let Some(request) = &commit.request {
+            conditional(&mut batch, kind::REQUEST, &request.request_id, 0, encode(&request.record)?);
+        }
+        let mut plain = |kind: i8, seq: u64, key: &str, value: Vec<u8>| {
+            batch.append_statement(st.insert_row.clone());
+            let mut row = pk(kind, seq, key);
+            row.push(CqlValue::Blob(value));
+            values.push(row);
+        };
+        for entry in &commit.ledger {
+            plain(kind::LEDGER, entry.seq, "", encode(entry)?);
+        }
+        for (index, event) in commit.events.iter().enumerate() {
+            plain(kind::EVENT, new_version, &relay::event_key(index), encode(event)?);
+        }
+        for credit in &commit.credits {
+            plain(kind::CREDIT, new_version, &credit.credit_id, encode(credit)?);
+        }
+        Ok((batch, values))
+    }
+
+    /// After a batch that did not apply: which condition failed.
+    async fn conflict_after(&self, commit: &Commit) -> Result<Conflict, StoreError> {
+        let program = commit.program_id.as_str();
+        let account = commit.account.state.account_id.as_str();
+        let stored = self.account(program, account).await?;
+        let actual = stored.as_ref().map_or(0, |stored| stored.version);
+        if actual != commit.account.expected_version {
+            return Ok(Conflict::AccountVersion { actual });
+        }
+        if let Some(stored) = &stored {
+            let previous_seq = commit.account.state.ledger_seq.saturating_sub(commit.ledger.len() as u64);
+            if stored.value.ledger_seq != previous_seq {
+                return Err(StoreError::Corrupt(format!(
+                    "commit for account {account} continues ledger entry {previous_seq}, the stored ledger ends at {}",
+                    stored.value.ledger_seq
+                )));
+            }
+        }
+        if let Some(receipt) = &commit.receipt {
+            let actual = self.row(program, account, kind::RECEIPT, &receipt.state.receipt_id).await?.map_or(0, |(version, _)| version);
+            if actual != receipt.expected_version {
+                return Ok(Conflict::ReceiptVersion { actual });
+            }
+        }
+        if let Some(request) = &commit.request
+            && self.row(program, account, kind::REQUEST, &request.request_id).await?.is_some()
+        {
+            return Ok(Conflict::RequestTaken);
+        }
+        // Everything matches again (a competing commit came and went?): the caller re-reads.
+        Ok(Conflict::AccountVersion { actual })
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn account(&self, program_id: &str, account_id: &str) -> Result<Option<Versioned<AccountState>>, StoreError> {
+        let Some((version, bytes)) = self.row(program_id, account_id, kind::ACCOUNT, "").await? else {
+            return Ok(None);
+        };
+        let value: AccountState = decode("account", &bytes)?;
+        if value.ledger_sum != value.booked_balance() {
+            return Err(StoreError::Corrupt(format!(
+                "account {account_id}: ledger sum {} != booked {}",
+                value.ledger_sum,
+                value.booked_balance()
+            )));
+        }
+        Ok(Some(Versioned { version, value }))
+    }
+
+    async fn identity(&self, program_id: &str, key: &IdentityKey) -> Result<Option<String>, StoreError> {
+        let Some(owner) = self.claim_owner(program_id, claim::IDENTITY, &key.storage_key()).await? else {
+            return Ok(None);
+        };
+        // A claim the owner's account does not back (its commit failed after the claim) binds nothing.
+        let live = self.claim_is_live(program_id, claim::IDENTITY, &key.storage_key(), &owner, false).await?;
+        Ok(live.then_some(owner))
+    }
+
+    async fn receipt(&self, program_id: &str, receipt_id: &str) -> Result<Option<Versioned<ReceiptState>>, StoreError> {
+        let Some(owner) = self.claim_owner(program_id, claim::RECEIPT, receipt_id).await? else {
+            return Ok(None);
+        };
+        match self.row(program_id, &owner, kind::RECEIPT, receipt_id).await? {
+            Some((version, bytes)) => Ok(Some(Versioned { version, value: decode("receipt", &bytes)? })),
+            None => Ok(None),
+        }
+    }
+
+    async fn request(&self, program_id: &str, request_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let Some(owner) = self.claim_owner(program_id, claim::REQUEST, request_id).await? else {
+            return Ok(None);
+        };
+        match self.row(program_id, &owner, kind::REQUEST, request_id).await? {
+            Some((_, bytes)) => Ok(Some(decode("request", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn ledger_page(&self, program_id: &str, account_id: &str, before_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        if before_seq <= 1 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind::LEDGER), big(before_seq), CqlValue::Int(limit)];
+        let rows = self.rows(&self.statements.ledger_page, values).await?;
+        rows.iter().map(|row| decode("ledger entry", &column(row, 0).map(as_blob).transpose()?.unwrap_or_default())).collect()
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.check_open()?;
+        commit.check_invariants()?;
+        let started = std::time::Instant::now();
+        if let Some(conflict) = self.take_claims(&commit).await? {
+            return Ok(CommitOutcome::Conflict(conflict));
+        }
+        let (batch, values) = self.commit_batch(&commit)?;
+        let program = commit.program_id.as_str();
+        let account = commit.account.state.account_id.as_str();
+        let new_version = commit.account.expected_version + 1;
+        let relays = !commit.events.is_empty() || !commit.credits.is_empty();
+        let mark = relays.then(|| relay::Mark::now(account, new_version));
+        // The relay mark and the index entry go out with the batch, not before it: an
+        // acknowledgement waits for all three, and a mark or index entry left by a batch that did
+        // not apply is harmless (see `relay`).
+        let side_writes = async {
+            if let Some(mark) = &mark {
+                mark.write(self, program).await?;
+            }
+            if commit.account.expected_version == 0 {
+                let values = vec![text(program), CqlValue::Int(bucket_of(account)), text(account)];
+                self.run(&self.statements.index_account, values).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        let batch_write = async { self.session.batch(&batch, values).await.map_err(io("scylla commit batch")) };
+        let (written, side) = futures_util::future::join(batch_write, side_writes).await;
+        let applied = lwt(written?)?;
+        metrics::histogram!("loyalty_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        match applied {
+            Lwt::Applied => {
+                // The batch applied; if a side write failed, the call is not acknowledged (its retry
+                // is answered from the stored receipt).
+                side?;
+                metrics::counter!("loyalty_store_commits_total").increment(1);
+                if let Some(mark) = mark {
+                    relay::after_commit(self, &commit, mark).await;
+                }
+                Ok(CommitOutcome::Applied { account_version: new_version })
+            }
+            Lwt::NotApplied(_) => Ok(CommitOutcome::Conflict(self.conflict_after(&commit).await?)),
+        }
+    }
+
+    async fn latest_rules(&self, program_id: &str) -> Result<Option<StoredRules>, StoreError> {
+        match self.rules_head(program_id).await? {
+            0 => Ok(None),
+            version => match self.rules_version(program_id, version).await? {
+                Some(rules) => Ok(Some(rules)),
+                None => Err(StoreError::Corrupt(format!("program {program_id}: rules version {version} missing"))),
+            },
+        }
+    }
+
+    async fn rules_head(&self, program_id: &str) -> Result<u64, StoreError> {
+        let rows = self.rows(&self.statements.rules_head, vec![text(program_id), big(0)]).await?;
+        Ok(rows.first().and_then(|row| column(row, 0)).map(as_u64).transpose()?.unwrap_or(0))
+    }
+
+    async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<StoredRules>, StoreError> {
+        if version == 0 {
+            return Ok(None);
+        }
+        let rows = self.rows(&self.statements.rules_version, vec![text(program_id), big(version)]).await?;
+        match rows.first().and_then(|row| column(row, 0)).map(as_blob).transpose()? {
+            Some(bytes) => Ok(Some(decode("rules", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError> {
+        self.check_open()?;
+        if rules.version == 0 {
+            return Ok(false);
+        }
+        let st = &self.statements;
+        let mut batch = Statements::batch(&self.profiles);
+        let mut values = Vec::new();
+        if rules.version == 1 {
+            batch.append_statement(st.rules_head_create.clone());
+            values.push(vec![text(program_id), big(0), big(1)]);
+        } else {
+            batch.append_statement(st.rules_head_move.clone());
+            values.push(vec![big(rules.version), text(program_id), big(0), big(rules.version - 1)]);
+        }
+        batch.append_statement(st.rules_insert.clone());
+        values.push(vec![text(program_id), big(rules.version), CqlValue::Blob(encode(&rules)?)]);
+        let result = self.session.batch(&batch, values).await.map_err(io("scylla rules batch"))?;
+        Ok(matches!(lwt(result)?, Lwt::Applied))
+    }
+
+    async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
+        let (mut bucket, mut after) = match cursor.split_once(':') {
+            Some((bucket, after)) => {
+                (bucket.parse::<i32>().map_err(|_| StoreError::Io(format!("bad account cursor {cursor:?}")))?, after.to_owned())
+            }
+            None => (0, String::new()),
+        };
+        let mut ids = Vec::new();
+        while bucket < INDEX_BUCKETS && ids.len() < limit {
+            let want = i32::try_from(limit - ids.len()).unwrap_or(i32::MAX);
+            let values = vec![text(program_id), CqlValue::Int(bucket), text(&after), CqlValue::Int(want)];
+            let rows = self.rows(&self.statements.index_page, values).await?;
+            let got = rows.len();
+            for row in &rows {
+                if let Some(id) = column(row, 0).map(as_text).transpose()? {
+                    ids.push(id);
+                }
+            }
+            if got < usize::try_from(want).unwrap_or(usize::MAX) {
+                bucket += 1;
+                after.clear();
+            } else if let Some(last) = ids.last() {
+                after.clone_from(last);
+            }
+        }
+        let next = (bucket < INDEX_BUCKETS).then(|| format!("{bucket}:{after}"));
+        Ok(AccountPage { ids, next })
+    }
+
+    async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<PendingCredit>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = self.rows(&self.statements.credits, vec![text(program_id), CqlValue::Int(limit)]).await?;
+        rows.iter().map(|row| decode("pending credit", &column(row, 0).map(as_blob).transpose()?.unwrap_or_default())).collect()
+    }
+
+    async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError> {
+        self.run(&self.statements.credit_delete, vec![text(program_id), text(credit_id)]).await.map(|_| ())
+    }
+
+    async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        relay::outbox_page(self, program_id, after_seq, limit).await
+    }
+
+    fn is_writable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn relay(&self, program_id: &str) -> Result<usize, StoreError> {
+        relay::recover(self, program_id).await
+    }
+
+    async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// The outcome of a lightweight transaction.
+enum Lwt {
+    Applied,
+    /// Not applied; the current values the server returned with `[applied] = false`, by column
+    /// name (of the first row: a batch returns one per conditional row).
+    NotApplied(std::collections::HashMap<String, CqlValue>),
+}
+
+/// Reads `[applied]` (the first column of a conditional statement's result) and, when it is false,
+/// the current values that come with it.
+fn lwt(result: QueryResult) -> Result<Lwt, StoreError> {
+    let rows = result.into_rows_result().map_err(io("scylla LWT result"))?;
+    let names: Vec<String> = rows.column_specs().iter().map(|spec| spec.name().to_owned()).collect();
+    let first = rows
+        .rows::<Row>()
+        .map_err(io("scylla LWT rows"))?
+        .next()
+        .transpose()
+        .map_err(io("scylla LWT row"))?
+        .ok_or_else(|| StoreError::Io("LWT result without rows".into()))?;
+    match (names.first().map(String::as_str), column(&first, 0)) {
+        (Some("[applied]"), Some(CqlValue::Boolean(true))) => Ok(Lwt::Applied),
+        (Some("[applied]"), Some(CqlValue::Boolean(false))) => {
+            Ok(Lwt::NotApplied(names.into_iter().zip(first.columns).filter_map(|(name, value)| value.map(|value| (name, value))).collect()))
+        }
+        (name, value) => Err(StoreError::Io(format!("LWT result without [applied]: {name:?} = {value:?}"))),
+    }
+}
+
+fn column(row: &Row, index: usize) -> Option<&CqlValue> {
+    row.columns.get(index).and_then(Option::as_ref)
+}
+
+fn as_u64(value: &CqlValue) -> Result<u64, StoreError> {
+    match value {
+        CqlValue::BigInt(number) => u64::try_from(*number).map_err(|_| StoreError::Corrupt(format!("negative version {number}"))),
+        other => Err(StoreError::Corrupt(format!("expected bigint, got {other:?}"))),
+    }
+}
+
+fn as_blob(value: &CqlValue) -> Result<Vec<u8>, StoreError> {
+    match value {
+        CqlValue::Blob(bytes) => Ok(bytes.clone()),
+        other => Err(StoreError::Corrupt(format!("expected blob, got {other:?}"))),
+    }
+}
+
+fn as_text(value: &CqlValue) -> Result<String, StoreError> {
+    match value {
+        CqlValue::Text(text) | CqlValue::Ascii(text) => Ok(text.clone()),
+        other => Err(StoreError::Corrupt(format!("expected text, got {other:?}"))),
+    }
+}
+
+fn text(value: &str) -> CqlValue {
+    CqlValue::Text(value.to_owned())
+}
+
+/// A u64 as CQL bigint (versions, seqs and micros stay far below 2^63).
+fn big(value: u64) -> CqlValue {
+    CqlValue::BigInt(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// FNV-1a: a hash that stays the same across builds and processes.
+fn fnv1a(value: &str) -> u64 {
+    value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn bucket_of(account_id: &str) -> i32 {
+    i32::try_from(fnv1a(account_id) % INDEX_BUCKETS as u64).unwrap_or(0)
+}

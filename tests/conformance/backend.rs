@@ -1,0 +1,184 @@
+//! The backends under test, each behind `Arc<dyn Store>`, with fresh data for every test.
+//!
+//! - Embedded: `EmbeddedStore` in a temporary directory, fsync on (the production default).
+//! - ScyllaDB: a fresh keyspace `conf_<random>`, migrated with `deploy/cql`, on the CQL stand-in
+//!   (started per test, on 127.0.0.1:0) or, when `SCYLLA_NODES` is set (`host:port,host:port`), on
+//!   that cluster: `SCYLLA_DC` (default datacenter1) and `SCYLLA_RF` (default 3) give the keyspace's
+//!   replication, `SCYLLA_TABLETS` (`false` by default, `true`, or `default` for the server's
+//!   choice) whether it uses tablets. Keyspaces on a real cluster are dropped after a passing test
+//!   and kept after a failing one, for a look.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cql_standin::StandIn;
+use loyalty_store::Store;
+use loyalty_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use loyalty_store::scylla::{ScyllaConfig, ScyllaStore, migrate};
+use tempfile::TempDir;
+
+/// How long outbox events stay hidden after their relay on ScyllaDB (production: 5 s).
+pub const RELAY_SETTLE: Duration = Duration::from_millis(200);
+
+enum Kind {
+    Embedded { dir: TempDir },
+    Scylla { config: Box<ScyllaConfig>, real_cluster: bool, _standin: Option<StandIn> },
+}
+
+/// One backend with fresh data: the store the test uses, and more instances on the same data
+/// where the backend can have them.
+pub struct Backend {
+    kind: Kind,
+    current: Mutex<Option<Arc<dyn Store>>>,
+    /// Further instances handed out (other "engine processes"), shut down at the end.
+    others: Mutex<Vec<Arc<dyn Store>>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Backend {
+    pub async fn embedded() -> Backend {
+        let dir = tempfile::tempdir().expect("temporary directory for the embedded store");
+        let store = open_embedded(dir.path()).await;
+        Backend { kind: Kind::Embedded { dir }, current: Mutex::new(Some(store)), others: Mutex::new(Vec::new()) }
+    }
+
+    pub async fn scylla() -> Backend {
+        let keyspace = format!("conf_{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
+        let (config, real_cluster, standin) = match std::env::var("SCYLLA_NODES") {
+            Ok(nodes) if !nodes.trim().is_empty() => {
+                let nodes: Vec<String> = nodes.split(',').map(|node| node.trim().to_owned()).filter(|node| !node.is_empty()).collect();
+                let dc = std::env::var("SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into());
+                let rf = std::env::var("SCYLLA_RF").ok().map_or(3, |rf| rf.parse::<u32>().expect("SCYLLA_RF is a number"));
+                let mut config = ScyllaConfig::new(nodes, &keyspace);
+                config.replication = BTreeMap::from([(dc.clone(), rf)]);
+                config.local_dc = Some(dc);
+                config.tablets = match std::env::var("SCYLLA_TABLETS").as_deref() {
+                    Ok("true") => Some(true),
+                    Ok("default") => None,
+                    _ => Some(false),
+                };
+                (config, true, None)
+            }
+            _ => {
+                let standin = StandIn::start("127.0.0.1:0".parse().expect("address")).await.expect("start the CQL stand-in");
+                let mut config = ScyllaConfig::new(vec![standin.addr().to_string()], &keyspace);
+                config.replication = BTreeMap::from([("datacenter1".to_owned(), 1)]);
+                (config, false, Some(standin))
+            }
+        };
+        let mut config = config;
+        config.relay_settle = RELAY_SETTLE;
+        // A recovery pass reads 16 partitions per minute looked back: a day (the default) is 23,040
+        // reads, which a test that runs a pass does not need (its data is minutes old).
+        config.relay_lookback_minutes = 5;
+        // The machine running the suite is small and shared: a slow answer is not what is tested.
+        config.request_timeout = Duration::from_secs(5);
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql");
+        migrate(&config, &schema).await.expect("migrate a fresh keyspace");
+        let store: Arc<dyn Store> = ScyllaStore::connect(config.clone()).await.expect("connect to the migrated keyspace");
+        Backend {
+            kind: Kind::Scylla { config: Box::new(config), real_cluster, _standin: standin },
+            current: Mutex::new(Some(store)),
+            others: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Embedded { .. } => "embedded",
+            Kind::Scylla { .. } => "scylla",
+        }
+    }
+
+    pub fn is_scylla(&self) -> bool {
+        matches!(self.kind, Kind::Scylla { .. })
+    }
+
+    /// The store under test.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.current.lock().expect("backend lock").clone().expect("a store is open")
+    }
+
+    /// Another instance on the same data, like a second engine process; `None` for a backend that
+    /// allows one process only.
+    pub async fn another_instance(&self) -> Option<Arc<dyn Store>> {
+        self.instance_with(|_| {}).await
+    }
+
+    /// Another instance on the same data with changed settings (ScyllaDB only).
+    pub async fn instance_with(&self, change: impl FnOnce(&mut ScyllaConfig)) -> Option<Arc<dyn Store>> {
+        let Kind::Scylla { config, .. } = &self.kind else { return None };
+        let mut config = ScyllaConfig::clone(config);
+        change(&mut config);
+        let store: Arc<dyn Store> = ScyllaStore::connect(config).await.expect("connect another instance");
+        self.others.lock().expect("backend lock").push(Arc::clone(&store));
+        Some(store)
+    }
+
+    /// A new instance on the same data after the current one was shut down, to see what reached
+    /// the storage. Every `Arc` of the old store the test took must be dropped first (the embedded
+    /// file can be open once only).
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        let old = self.current.lock().expect("backend lock").take().expect("a store is open");
+        old.shutdown().await;
+        let store: Arc<dyn Store> = match &self.kind {
+            Kind::Embedded { dir } => {
+                assert_eq!(Arc::strong_count(&old), 1, "the test still holds the old embedded store");
+                drop(old);
+                open_embedded(dir.path()).await
+            }
+            Kind::Scylla { config, .. } => {
+                drop(old);
+                ScyllaStore::connect(ScyllaConfig::clone(config)).await.expect("reconnect")
+            }
+        };
+        *self.current.lock().expect("backend lock") = Some(Arc::clone(&store));
+        store
+    }
+
+    /// Shuts every instance down; drops the keyspace of a real cluster.
+    pub async fn finish(self) {
+        let current = self.current.lock().expect("backend lock").take();
+        let others: Vec<Arc<dyn Store>> = self.others.lock().expect("backend lock").drain(..).collect();
+        for store in current.into_iter().chain(others) {
+            store.shutdown().await;
+        }
+        if let Kind::Scylla { config, real_cluster: true, .. } = &self.kind {
+            drop_keyspace(config).await;
+        }
+    }
+}
+
+async fn open_embedded(dir: &Path) -> Arc<dyn Store> {
+    // The writer thread of a store just dropped may still hold the file for a moment.
+    let path: PathBuf = dir.to_owned();
+    let mut last = None;
+    for _ in 0..100 {
+        match EmbeddedStore::open(EmbeddedConfig::in_dir(&path)) {
+            Ok(store) => return Arc::new(store),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("open the embedded store in {}: {last:?}", path.display());
+}
+
+async fn drop_keyspace(config: &ScyllaConfig) {
+    let session = scylla::client::session_builder::SessionBuilder::new().known_nodes(&config.nodes).build().await;
+    match session {
+        Ok(session) => {
+            if let Err(error) = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ()).await {
+                eprintln!("could not drop keyspace {}: {error}", config.keyspace);
+            }
+        }
+        Err(error) => eprintln!("could not connect to drop keyspace {}: {error}", config.keyspace),
+    }
+}

@@ -1,0 +1,128 @@
+//! Guarantees 3 to 5: what is unique across accounts (a receipt ID, an identifier, an enrolment
+//! request ID) is claimed once, for one account, and a refused claim writes nothing.
+
+use loyalty_store::{Conflict, Versioned};
+
+use crate::backend::Backend;
+use crate::support::*;
+
+/// A receipt is claimed by its first write (expected version 0), then written only at the version
+/// read; a stale receipt version is refused, and another account cannot claim the ID.
+pub async fn receipt_is_claimed_once_and_versioned(backend: &Backend) {
+    let store = backend.store();
+    let first = change().earn(10).new_receipt("r1").build(&fresh("a"));
+    let v1 = apply(store.as_ref(), &first).await;
+    let r1_v1 = store.receipt(PROGRAM, "r1").await.expect("read receipt").expect("receipt r1 was written");
+    assert_eq!(r1_v1, Versioned { version: 1, value: first.receipt.as_ref().expect("receipt").state.clone() });
+
+    // A second call on the receipt: expected version 1.
+    let second = change().spend(4).on_receipt(&r1_v1).build(&v1);
+    let v2 = apply(store.as_ref(), &second).await;
+    let r1_v2 = store.receipt(PROGRAM, "r1").await.expect("read receipt").expect("receipt r1");
+    assert_eq!(r1_v2, Versioned { version: 2, value: second.receipt.as_ref().expect("receipt").state.clone() });
+
+    // The right account version, a stale receipt version.
+    let stale = change().earn(1).on_receipt(&r1_v1).build(&v2);
+    assert_eq!(refused(store.as_ref(), &stale).await, Conflict::ReceiptVersion { actual: 2 });
+    // Claiming it again, as if it were new.
+    let again = change().earn(1).new_receipt("r1").build(&v2);
+    assert_eq!(refused(store.as_ref(), &again).await, Conflict::ReceiptVersion { actual: 2 });
+
+    // Another account claims the same receipt ID.
+    let theft = change().earn(3).new_receipt("r1").claim(card("B-CARD")).build(&fresh("b"));
+    match refused(store.as_ref(), &theft).await {
+        Conflict::ReceiptVersion { actual: 2 } => {}
+        Conflict::ReceiptTaken { account_id } if backend.is_scylla() => assert_eq!(account_id, "a", "ReceiptTaken names the owner"),
+        other => panic!("another account claiming r1: {other:?}"),
+    }
+
+    let (stored, entries) = checked_ledger(store.as_ref(), "a").await;
+    assert_eq!(stored, v2, "refused receipt writes leave the account alone");
+    assert_eq!(entries, [first.ledger.clone(), second.ledger.clone()].concat());
+    assert_eq!(store.receipt(PROGRAM, "r1").await.expect("read receipt"), Some(r1_v2), "r1 is still a's, at version 2");
+    assert_eq!(account(store.as_ref(), "b").await, None, "b's refused commit created nothing");
+    assert!(whole_ledger(store.as_ref(), "b").await.is_empty(), "b has no ledger");
+    assert_eq!(store.identity(PROGRAM, &card("B-CARD")).await.expect("read identity"), None, "b's card was not bound");
+}
+
+/// A receipt belongs to the account that claimed it: another account writing it at its current
+/// version (not a claim) must not replace it either.
+pub async fn receipt_of_another_account_is_never_overwritten(backend: &Backend) {
+    let store = backend.store();
+    let first = change().earn(10).new_receipt("r1").build(&fresh("a"));
+    apply(store.as_ref(), &first).await;
+    let owned = store.receipt(PROGRAM, "r1").await.expect("read receipt").expect("receipt r1");
+
+    // b writes r1 naming its current version 1, as if it had read it.
+    let mut hijack = change().earn(2).on_receipt(&owned).build(&fresh("b"));
+    if let Some(receipt) = hijack.receipt.as_mut() {
+        receipt.state.account_id = "b".into();
+    }
+    match store.commit(hijack).await.expect("commit reaches the store") {
+        loyalty_store::CommitOutcome::Conflict(_) => {}
+        applied => panic!("b wrote a's receipt r1: {applied:?}"),
+    }
+    assert_eq!(store.receipt(PROGRAM, "r1").await.expect("read receipt"), Some(owned), "r1 is still a's");
+    assert_eq!(account(store.as_ref(), "b").await, None, "b's refused commit created nothing");
+}
+
+/// An identifier bound to one account cannot be bound to another; the refused commit writes
+/// nothing (not even its other claims); the owner may claim it again.
+pub async fn identity_is_bound_to_one_account(backend: &Backend) {
+    let store = backend.store();
+    let a_created = change().earn(10).new_receipt("ra").claim(card("X")).claim(phone("+77010000001")).build(&fresh("a"));
+    let a1 = apply(store.as_ref(), &a_created).await;
+    assert_eq!(store.identity(PROGRAM, &card("X")).await.expect("read identity"), Some("a".into()));
+    assert_eq!(store.identity(PROGRAM, &phone("+77010000001")).await.expect("read identity"), Some("a".into()));
+    assert_eq!(store.identity(PROGRAM, &card("NOBODY")).await.expect("read identity"), None);
+
+    // b claims a fresh card Y and a's card X in one commit.
+    let b_steals = change().earn(5).new_receipt("rb").claim(card("Y")).claim(card("X")).request("req-b").build(&fresh("b"));
+    assert_eq!(refused(store.as_ref(), &b_steals).await, Conflict::IdentityTaken { key: card("X"), account_id: "a".into() });
+    assert_eq!(account(store.as_ref(), "b").await, None, "b was not created");
+    assert_eq!(store.receipt(PROGRAM, "rb").await.expect("read receipt"), None, "b's receipt was not written");
+    assert_eq!(store.request(PROGRAM, "req-b").await.expect("read request"), None, "b's request was not written");
+    assert_eq!(store.identity(PROGRAM, &card("Y")).await.expect("read identity"), None, "b's other claim was not bound");
+    assert_eq!(store.identity(PROGRAM, &card("X")).await.expect("read identity"), Some("a".into()), "X stays a's");
+
+    // a claims X again (a retry, or a commit that lists it once more): fine.
+    let a_again = change().earn(1).new_receipt("ra2").claim(card("X")).build(&a1);
+    apply(store.as_ref(), &a_again).await;
+    assert_eq!(store.identity(PROGRAM, &card("X")).await.expect("read identity"), Some("a".into()));
+
+    // b is created later by a commit that does not claim Y: Y must still be unbound, since the
+    // only commit that claimed it was refused.
+    let b_created = change().earn(2).new_receipt("rb2").claim(card("Z")).build(&fresh("b"));
+    apply(store.as_ref(), &b_created).await;
+    assert_eq!(store.identity(PROGRAM, &card("Z")).await.expect("read identity"), Some("b".into()));
+    assert_eq!(
+        store.identity(PROGRAM, &card("Y")).await.expect("read identity"),
+        None,
+        "card Y was claimed only by b's refused commit, yet it resolves to b once b exists"
+    );
+}
+
+/// An enrolment's request ID is claimed once: a second commit with it is refused with
+/// RequestTaken, whichever account it is for, and `request()` keeps returning the first answer.
+pub async fn enrolment_request_is_claimed_once(backend: &Backend) {
+    let store = backend.store();
+    let enrol = change().earn(50).claim(phone("+77020000001")).request("req-1").build(&fresh("a"));
+    let a1 = apply(store.as_ref(), &enrol).await;
+    let first_answer = enrol.request.as_ref().expect("request").record.clone();
+    assert_eq!(store.request(PROGRAM, "req-1").await.expect("read request"), Some(first_answer.clone()));
+    assert_eq!(store.request(PROGRAM, "req-unknown").await.expect("read request"), None);
+
+    // The same request ID for another account.
+    let other = change().earn(50).claim(phone("+77020000002")).request("req-1").build(&fresh("b"));
+    assert_eq!(refused(store.as_ref(), &other).await, Conflict::RequestTaken);
+    assert_eq!(account(store.as_ref(), "b").await, None, "b was not created");
+    assert_eq!(store.identity(PROGRAM, &phone("+77020000002")).await.expect("read identity"), None, "b's phone was not bound");
+    assert_eq!(store.request(PROGRAM, "req-1").await.expect("read request"), Some(first_answer.clone()));
+
+    // The same request ID again for the same account, at its current version.
+    let repeat = change().earn(7).request("req-1").build(&a1);
+    assert_eq!(refused(store.as_ref(), &repeat).await, Conflict::RequestTaken, "a request ID is claimed once, also by its own account");
+    assert_eq!(store.request(PROGRAM, "req-1").await.expect("read request"), Some(first_answer), "the first answer stays");
+    let (stored, _) = checked_ledger(store.as_ref(), "a").await;
+    assert_eq!(stored, a1);
+}

@@ -1,0 +1,498 @@
+//! The engine on the ScyllaDB backend, end to end: real gRPC, the real `scylla` driver over TCP,
+//! the CQL stand-in (`tests/cql-standin`) as the server, and `scylla-proxy` in between to inject
+//! faults at the frame level: write timeouts after and before the write, overloaded and
+//! unavailable errors, a connection dropped in the middle of a lightweight transaction. Then two
+//! engine processes over one keyspace. Each test checks the two things that matter: nothing is
+//! applied twice, and nothing is acknowledged that was not stored.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cql_standin::StandIn;
+use loyalty_core::program::PendingRule;
+use loyalty_proto::v1 as pb;
+use loyalty_store::Store;
+use loyalty_store::scylla::{ScyllaConfig, ScyllaStore, migrate};
+use loyalty_tests::*;
+use rust_decimal::Decimal;
+use scylla::errors::{DbError, WriteType};
+use scylla::statement::Consistency;
+use scylla_proxy::{
+    Condition, Node, Reaction, RequestOpcode, RequestReaction, RequestRule, ResponseFrame, ResponseOpcode, ResponseReaction, ResponseRule,
+    RunningProxy, ShardAwareness,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Code;
+
+static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
+
+fn schema_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql")
+}
+
+/// A stand-in, optionally behind a proxy, and a migrated keyspace on it.
+struct Rig {
+    standin: StandIn,
+    proxy: Option<RunningProxy>,
+    config: ScyllaConfig,
+}
+
+impl Rig {
+    async fn new(with_proxy: bool) -> Rig {
+        let keyspace = format!("e2e_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::SeqCst));
+        let (standin, proxy, contact) = if with_proxy {
+            // The driver connects to the address the node advertises (rpc_address) at the port it
+            // first used: the stand-in advertises the proxy's own loopback IP.
+            let proxy_ip: IpAddr = scylla_proxy::get_exclusive_local_address();
+            let standin = StandIn::start_advertising("127.0.0.1:0".parse().expect("addr"), proxy_ip).await.expect("stand-in");
+            let proxy_addr = SocketAddr::new(proxy_ip, 9042);
+            let node = Node::builder()
+                .real_address(standin.addr())
+                .proxy_address(proxy_addr)
+                .shard_awareness(ShardAwareness::Unaware)
+                .request_rules(Vec::new())
+                .response_rules(Vec::new())
+                .build();
+            let proxy = scylla_proxy::Proxy::new([node]).run().await.expect("proxy");
+            (standin, Some(proxy), proxy_addr)
+        } else {
+            let standin = StandIn::start("127.0.0.1:0".parse().expect("addr")).await.expect("stand-in");
+            let addr = standin.addr();
+            (standin, None, addr)
+        };
+        let mut config = ScyllaConfig::new(vec![contact.to_string()], &keyspace);
+        config.replication = [("datacenter1".to_owned(), 1)].into_iter().collect();
+        config.relay_settle = Duration::from_millis(200);
+        config.relay_grace = Duration::from_secs(1);
+        config.relay_lookback_minutes = 5;
+        // Retries of the tests' own calls come from the test, like a till's.
+        config.request_timeout = Duration::from_secs(2);
+        migrate(&config, &schema_dir()).await.expect("migrate");
+        Rig { standin, proxy, config }
+    }
+
+    async fn store(&self) -> Arc<ScyllaStore> {
+        ScyllaStore::connect(self.config.clone()).await.expect("connect")
+    }
+
+    /// The engine with spendable-at-once points, on this rig's keyspace.
+    async fn engine(&self) -> TestServer {
+        let store = self.store().await;
+        assert!(store.token_aware(), "statements are routed by token to their replicas");
+        let store: Arc<dyn Store> = store;
+        TestServer::start_on(store, |config| config.programs[0].pending = PendingRule::None).await
+    }
+
+    fn proxy(&mut self) -> &mut RunningProxy {
+        self.proxy.as_mut().expect("rig with a proxy")
+    }
+
+    fn on_requests(&mut self, rules: Vec<RequestRule>) {
+        self.proxy().running_nodes[0].change_request_rules(Some(rules));
+    }
+
+    fn on_responses(&mut self, rules: Vec<ResponseRule>) {
+        self.proxy().running_nodes[0].change_response_rules(Some(rules));
+    }
+
+    fn clear_rules(&mut self) {
+        self.proxy().turn_off_rules();
+    }
+}
+
+/// What ScyllaDB answers when a lightweight transaction's outcome is unknown.
+fn cas_write_timeout() -> DbError {
+    DbError::WriteTimeout { consistency: Consistency::LocalSerial, received: 0, required: 1, write_type: WriteType::Cas }
+}
+
+/// The response to the commit batch of an account: an LWT result (`[applied]`) on the accounts
+/// table (the claims and rules results name their own tables).
+fn commit_result() -> Condition {
+    Condition::ResponseOpcode(ResponseOpcode::Result)
+        .and(Condition::BodyContainsCaseSensitive(Box::from(&b"[applied]"[..])))
+        .and(Condition::BodyContainsCaseSensitive(Box::from(&b"accounts"[..])))
+}
+
+/// Replaces a response with an error: the request reached the store, the answer did not.
+fn answer_lost(error: fn() -> DbError) -> ResponseReaction {
+    ResponseReaction::transform_frame(Arc::new(move |frame: ResponseFrame| {
+        ResponseFrame::forged_error(frame.params, error(), Some("injected by the test proxy")).expect("forge error frame")
+    }))
+}
+
+/// Calls `accrue` like a till does: again and again until it is answered.
+async fn accrue_until_answered(
+    client: &mut pb::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>,
+    request: &pb::AccrueRequest,
+) -> (pb::AccrueResponse, usize) {
+    let mut failures = 0;
+    loop {
+        match client.accrue(request.clone()).await {
+            Ok(response) => return (response.into_inner(), failures),
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted | Code::DeadlineExceeded) && failures < 40 => {
+                failures += 1;
+            }
+            Err(status) => panic!("accrue {} failed for good: {status:?}", request.receipt_id),
+        }
+    }
+}
+
+/// Every ledger entry of a customer, and a check that they sum to the balance and never went
+/// below zero.
+async fn checked_ledger(
+    client: &mut pb::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>,
+    number: &str,
+) -> Vec<pb::LedgerEntry> {
+    let ledger = full_ledger(client, phone(number)).await;
+    let sum: Decimal = ledger.iter().map(|entry| dec(&entry.amount)).sum();
+    assert_eq!(sum, dec(&balance_of(client, phone(number)).await.balance), "balance of {number} equals its ledger");
+    assert!(ledger.iter().all(|entry| dec(&entry.balance_after) >= Decimal::ZERO), "{number} never went below zero: {ledger:?}");
+    ledger
+}
+
+fn entries_for<'a>(ledger: &'a [pb::LedgerEntry], receipt_id: &str) -> Vec<&'a pb::LedgerEntry> {
+    ledger.iter().filter(|entry| entry.receipt_id == receipt_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkout_runs_on_scylla_with_replays_and_a_second_engine_sees_it() {
+    let rig = Rig::new(false).await;
+    let server = rig.engine().await;
+    let mut client = server.client().await;
+    client.enroll(enroll("enrol-1", "+77015550101", "")).await.expect("enroll");
+    // A retried enrolment is answered from its stored first answer.
+    let first = client.enroll(enroll("enrol-1", "+77015550101", "")).await.expect("enroll replay").into_inner();
+    assert!(!first.card_number.is_empty());
+    let request = accrue("r-1", phone("+77015550101"), vec![line(1, "milk", "1", "10000.00")]);
+    let earned = client.accrue(request.clone()).await.expect("accrue").into_inner();
+    assert_eq!(dec(&earned.earned), Decimal::from(100));
+    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), earned, "a replay returns the first answer");
+
+    let quote = client
+        .authorize(authorize("r-2", phone("+77015550101"), vec![line(1, "bread", "1", "100.00")], "30"))
+        .await
+        .expect("authorize")
+        .into_inner();
+    let hold = quote.hold.expect("hold");
+    let redeemed = client
+        .redeem(redeem("r-2", phone("+77015550101"), "30", &hold.hold_id, vec![line(1, "bread", "1", "100.00")]))
+        .await
+        .expect("redeem")
+        .into_inner();
+    assert_eq!(dec(&redeemed.redeemed), Decimal::from(30));
+    let ledger = checked_ledger(&mut client, "+77015550101").await;
+    assert_eq!(dec(&balance_of(&mut client, phone("+77015550101")).await.balance), Decimal::from(70), "{ledger:?}");
+
+    // A second engine on the same keyspace: a retry landing there gets the same first answer.
+    let other = rig.engine().await;
+    let mut elsewhere = other.client().await;
+    let replayed = elsewhere
+        .redeem(redeem("r-2", phone("+77015550101"), "30", &hold.hold_id, vec![line(1, "bread", "1", "100.00")]))
+        .await
+        .expect("redeem replay on the other engine")
+        .into_inner();
+    assert_eq!(replayed, redeemed);
+    assert_eq!(dec(&balance_of(&mut elsewhere, phone("+77015550101")).await.balance), Decimal::from(70));
+    // The outbox got the events, relayed out of the account's partition.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = server.store.outbox_page(PROGRAM, 0, 100).await.expect("outbox");
+        if events.iter().any(|record| record.event.receipt_id.as_deref() == Some("r-1")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the accrual's event never reached the outbox: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rig.standin.stats().lwt > 0, "commits went through lightweight transactions");
+    other.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_whose_answer_is_lost_is_unavailable_and_its_retry_returns_one_application() {
+    let mut rig = Rig::new(true).await;
+    let server = rig.engine().await;
+    let mut client = server.client().await;
+    client.enroll(enroll("enrol-1", "+77015550102", "")).await.expect("enroll");
+    // The batch reaches the store and applies; its answer becomes a CAS write timeout.
+    rig.on_responses(vec![ResponseRule(commit_result().and(Condition::TrueForLimitedTimes(1)), answer_lost(cas_write_timeout))]);
+    let request = accrue("lost-1", phone("+77015550102"), vec![line(1, "milk", "1", "5000.00")]);
+    let status = client.accrue(request.clone()).await.expect_err("the engine cannot know the outcome");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    rig.clear_rules();
+    // The till retries: exactly one accrual, whichever way the first attempt went.
+    let retried = client.accrue(request.clone()).await.expect("retry").into_inner();
+    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), retried);
+    let ledger = checked_ledger(&mut client, "+77015550102").await;
+    assert_eq!(entries_for(&ledger, "lost-1").len(), 1, "one ledger entry for the receipt: {ledger:?}");
+    assert_eq!(dec(&balance_of(&mut client, phone("+77015550102")).await.balance), Decimal::from(50));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_refused_before_the_store_saw_it_is_applied_once_by_its_retry() {
+    let mut rig = Rig::new(true).await;
+    let server = rig.engine().await;
+    let mut client = server.client().await;
+    client.enroll(enroll("enrol-1", "+77015550103", "")).await.expect("enroll");
+    rig.on_requests(vec![RequestRule(
+        Condition::RequestOpcode(RequestOpcode::Batch).and(Condition::TrueForLimitedTimes(1)),
+        RequestReaction::forge_with_error(cas_write_timeout()),
+    )]);
+    let request = accrue("refused-1", phone("+77015550103"), vec![line(1, "milk", "1", "5000.00")]);
+    let status = client.accrue(request.clone()).await.expect_err("a timed-out commit is not acknowledged");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    rig.clear_rules();
+    client.accrue(request).await.expect("retry");
+    let ledger = checked_ledger(&mut client, "+77015550103").await;
+    assert_eq!(entries_for(&ledger, "refused-1").len(), 1, "{ledger:?}");
+    assert_eq!(dec(&balance_of(&mut client, phone("+77015550103")).await.balance), Decimal::from(50));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_dropped_in_the_middle_of_a_commit_never_applies_it_twice() {
+    let mut rig = Rig::new(true).await;
+    let server = rig.engine().await;
+    let mut client = server.client().await;
+    client.enroll(enroll("enrol-1", "+77015550104", "")).await.expect("enroll");
+    // The batch is applied by the store; the connection dies before its answer gets back.
+    rig.on_responses(vec![ResponseRule(commit_result().and(Condition::TrueForLimitedTimes(1)), ResponseReaction::drop_connection())]);
+    let request = accrue("dropped-1", phone("+77015550104"), vec![line(1, "milk", "1", "5000.00")]);
+    // The driver may retry the batch on a new connection (it is idempotent: the repeat fails its
+    // condition and the engine finds its own stored call) or give up (UNAVAILABLE).
+    let (answer, _) = accrue_until_answered(&mut client, &request).await;
+    rig.clear_rules();
+    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), answer);
+    let ledger = checked_ledger(&mut client, "+77015550104").await;
+    assert_eq!(entries_for(&ledger, "dropped-1").len(), 1, "{ledger:?}");
+    assert_eq!(dec(&balance_of(&mut client, phone("+77015550104")).await.balance), Decimal::from(50));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_random_overload_unavailable_and_timeout_errors_every_receipt_counts_once() {
+    let mut rig = Rig::new(true).await;
+    let server = rig.engine().await;
+    let mut client = server.client().await;
+    let phones: Vec<String> = (0..4).map(|index| format!("+7701556{index:04}")).collect();
+    for (index, number) in phones.iter().enumerate() {
+        client.enroll(enroll(&format!("e{index}"), number, "")).await.expect("enroll");
+        client.accrue(accrue(&format!("fund{index}"), phone(number), vec![line(1, "gold", "1", "10000.00")])).await.expect("fund");
+    }
+    let data_requests = Condition::RequestOpcode(RequestOpcode::Execute).or(Condition::RequestOpcode(RequestOpcode::Batch));
+    rig.on_requests(vec![
+        RequestRule(
+            data_requests.clone().and(Condition::RandomWithProbability(0.08)),
+            RequestReaction::forge_with_error(DbError::Overloaded),
+        ),
+        RequestRule(
+            data_requests.clone().and(Condition::RandomWithProbability(0.08)),
+            RequestReaction::forge_with_error(DbError::Unavailable { consistency: Consistency::LocalQuorum, required: 2, alive: 1 }),
+        ),
+        RequestRule(data_requests.and(Condition::RandomWithProbability(0.05)), RequestReaction::forge_with_error(cas_write_timeout())),
+    ]);
+    rig.on_responses(vec![ResponseRule(commit_result().and(Condition::RandomWithProbability(0.15)), answer_lost(cas_write_timeout))]);
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let phones = phones.clone();
+        let acked = Arc::clone(&acked);
+        let mut client = server.client().await;
+        workers.push(tokio::spawn(async move {
+            let mut failures = 0;
+            for n in 0..15 {
+                let number = &phones[(worker + n) % phones.len()];
+                let receipt = format!("w{worker}-{n}");
+                let response = if n % 3 == 2 {
+                    let request = redeem(&receipt, phone(number), "7", "", vec![line(1, "coffee", "1", "100.00")]);
+                    loop {
+                        match client.redeem(request.clone()).await {
+                            Ok(response) => break -dec(&response.into_inner().redeemed),
+                            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) && failures < 200 => failures += 1,
+                            Err(status) => panic!("redeem {receipt}: {status:?}"),
+                        }
+                    }
+                } else {
+                    let request = accrue(&receipt, phone(number), vec![line(1, "milk", "1", "1000.00")]);
+                    let (response, failed) = accrue_until_answered(&mut client, &request).await;
+                    failures += failed;
+                    dec(&response.earned)
+                };
+                acked.lock().expect("acked").push((number.clone(), receipt, response));
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for worker in workers {
+        failures += worker.await.expect("worker");
+    }
+    rig.clear_rules();
+    assert!(failures > 0, "the proxy injected no failure the engine reported");
+    let acked = acked.lock().expect("acked").clone();
+    for number in &phones {
+        let ledger = checked_ledger(&mut client, number).await;
+        let mine: Vec<_> = acked.iter().filter(|(owner, _, _)| owner == number).collect();
+        for (_, receipt, _) in &mine {
+            assert_eq!(entries_for(&ledger, receipt).len(), 1, "receipt {receipt} once in {number}'s ledger");
+        }
+        let expected = Decimal::from(100) + mine.iter().map(|(_, _, points)| *points).sum::<Decimal>();
+        assert_eq!(dec(&balance_of(&mut client, phone(number)).await.balance), expected, "{number}: funding plus acknowledged calls");
+    }
+    server.stop().await;
+}
+
+/// Makes a call until it is answered or refused for good, retrying what a till retries: ABORTED
+/// (the engine gave up under contention) and UNAVAILABLE.
+async fn until_answered<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut attempts = 0;
+    loop {
+        match call().await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if matches!(status.code(), Code::Aborted | Code::Unavailable) && attempts < 50 => attempts += 1,
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// Starts the engine binary on the ScyllaDB backend and waits for its "listening on" line.
+async fn start_engine_process(config_file: &std::path::Path, rig: &Rig) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
+        .arg("--config")
+        .arg(config_file)
+        .args(["--storage-backend", "scylla", "--scylla-local-dc", "datacenter1"])
+        .arg("--scylla-nodes")
+        .arg(rig.config.nodes.join(","))
+        .arg("--scylla-keyspace")
+        .arg(&rig.config.keyspace)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the engine");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(addr) = line.strip_prefix("loyalty-engine listening on ") {
+                return addr.parse().expect("address");
+            }
+        }
+        panic!("engine exited before listening");
+    })
+    .await
+    .expect("engine started in time");
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engine_processes_hammering_the_same_accounts_add_up_exactly() {
+    let rig = Rig::new(false).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_file = dir.path().join("engine.toml");
+    std::fs::write(&config_file, "[[programs]]\nid = \"shop\"\npending = \"none\"\nredeem_cap_percent = \"100\"\n").expect("config");
+    let (mut first, first_addr) = start_engine_process(&config_file, &rig).await;
+    let (mut second, second_addr) = start_engine_process(&config_file, &rig).await;
+    let engines = [first_addr, second_addr];
+    let phones: Vec<String> = (0..3).map(|index| format!("+7701557{index:04}")).collect();
+    let mut client = connect(first_addr).await;
+    for (index, number) in phones.iter().enumerate() {
+        client.enroll(enroll(&format!("e{index}"), number, "")).await.expect("enroll");
+        // 100 points each: a worker's spend of 9 fails for lack of points long before the end.
+        client.accrue(accrue(&format!("fund{index}"), phone(number), vec![line(1, "gold", "1", "10000.00")])).await.expect("fund");
+    }
+
+    // Every call goes to both engines at once (a till's retry racing its first attempt on
+    // another engine): both must give the same answer, and it must count once.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..6 {
+        let phones = phones.clone();
+        let acked = Arc::clone(&acked);
+        let refused = Arc::clone(&refused);
+        let clients = [connect(engines[0]).await, connect(engines[1]).await];
+        workers.push(tokio::spawn(async move {
+            for n in 0..20 {
+                let number = phones[(worker + n) % phones.len()].clone();
+                let receipt = format!("w{worker}-{n}");
+                let [a, b] = &clients;
+                if n % 2 == 0 {
+                    let request = redeem(&receipt, phone(&number), "9", "", vec![line(1, "coffee", "1", "100.00")]);
+                    let (left, right) = tokio::join!(
+                        until_answered(|| {
+                            let (mut a, request) = (a.clone(), request.clone());
+                            async move { a.redeem(request).await }
+                        }),
+                        until_answered(|| {
+                            let (mut b, request) = (b.clone(), request.clone());
+                            async move { b.redeem(request).await }
+                        }),
+                    );
+                    match (left, right) {
+                        (Ok(left), Ok(right)) => {
+                            assert_eq!(left, right, "both engines answer {receipt} alike");
+                            acked.lock().expect("acked").push((number, receipt, -dec(&left.redeemed)));
+                        }
+                        (Err(left), Err(right)) if left.code() == Code::FailedPrecondition && right.code() == Code::FailedPrecondition => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // A refusal is not stored (nothing was written), so the other engine may
+                        // have evaluated the receipt after an accrual made it affordable.
+                        (Ok(answer), Err(refusal)) | (Err(refusal), Ok(answer)) if refusal.code() == Code::FailedPrecondition => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            acked.lock().expect("acked").push((number, receipt, -dec(&answer.redeemed)));
+                        }
+                        (left, right) => panic!("engines disagree on {receipt}: {left:?} / {right:?}"),
+                    }
+                } else {
+                    let request = accrue(&receipt, phone(&number), vec![line(1, "milk", "1", "300.00")]);
+                    let (left, right) = tokio::join!(
+                        until_answered(|| {
+                            let (mut a, request) = (a.clone(), request.clone());
+                            async move { a.accrue(request).await }
+                        }),
+                        until_answered(|| {
+                            let (mut b, request) = (b.clone(), request.clone());
+                            async move { b.accrue(request).await }
+                        }),
+                    );
+                    let (left, right) = (left.expect("accrue on engine 1"), right.expect("accrue on engine 2"));
+                    assert_eq!(left, right, "both engines answer {receipt} alike");
+                    acked.lock().expect("acked").push((number, receipt, dec(&left.earned)));
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let acked = acked.lock().expect("acked").clone();
+    assert!(refused.load(Ordering::SeqCst) > 0, "some spend ran out of points: the overdraft check was exercised");
+    let mut other = connect(second_addr).await;
+    for number in &phones {
+        let ledger = checked_ledger(&mut client, number).await;
+        let mine: Vec<_> = acked.iter().filter(|(owner, _, _)| owner == number).collect();
+        for (_, receipt, _) in &mine {
+            assert_eq!(entries_for(&ledger, receipt).len(), 1, "receipt {receipt} once in {number}'s ledger");
+        }
+        let expected = Decimal::from(100) + mine.iter().map(|(_, _, points)| *points).sum::<Decimal>();
+        let balance = dec(&balance_of(&mut client, phone(number)).await.balance);
+        assert_eq!(balance, expected, "{number}: funding plus acknowledged calls");
+        assert_eq!(dec(&balance_of(&mut other, phone(number)).await.balance), balance, "both engines read the same balance");
+    }
+    first.start_kill().expect("stop");
+    second.start_kill().expect("stop");
+    let _ = first.wait().await;
+    let _ = second.wait().await;
+}
