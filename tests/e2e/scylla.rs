@@ -496,3 +496,145 @@ async fn two_engine_processes_hammering_the_same_accounts_add_up_exactly() {
     let _ = first.wait().await;
     let _ = second.wait().await;
 }
+
+/// Another engine process, reduced to what matters here: before each of our commits it commits a
+/// newer version of the same account first (while `active`), so ours loses the compare-and-set
+/// for real, in the store.
+#[derive(Debug)]
+struct Rival {
+    inner: Arc<ScyllaStore>,
+    active: std::sync::atomic::AtomicBool,
+    lost: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Rival {
+    async fn account(
+        &self,
+        program_id: &str,
+        account_id: &str,
+    ) -> Result<Option<loyalty_store::Versioned<loyalty_core::account::AccountState>>, loyalty_store::StoreError> {
+        self.inner.account(program_id, account_id).await
+    }
+    async fn identity(
+        &self,
+        program_id: &str,
+        key: &loyalty_core::identity::IdentityKey,
+    ) -> Result<Option<String>, loyalty_store::StoreError> {
+        self.inner.identity(program_id, key).await
+    }
+    async fn receipt(
+        &self,
+        program_id: &str,
+        receipt_id: &str,
+    ) -> Result<Option<loyalty_store::Versioned<loyalty_core::receipt::ReceiptState>>, loyalty_store::StoreError> {
+        self.inner.receipt(program_id, receipt_id).await
+    }
+    async fn request(
+        &self,
+        program_id: &str,
+        request_id: &str,
+    ) -> Result<Option<loyalty_core::receipt::CallRecord>, loyalty_store::StoreError> {
+        self.inner.request(program_id, request_id).await
+    }
+    async fn ledger_page(
+        &self,
+        program_id: &str,
+        account_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<loyalty_core::ledger::LedgerEntry>, loyalty_store::StoreError> {
+        self.inner.ledger_page(program_id, account_id, before_seq, limit).await
+    }
+    async fn commit(&self, commit: loyalty_store::Commit) -> Result<loyalty_store::CommitOutcome, loyalty_store::StoreError> {
+        if self.active.load(Ordering::SeqCst)
+            && let Some(current) = self.inner.account(&commit.program_id, &commit.account.state.account_id).await?
+        {
+            let bump = loyalty_store::Commit {
+                program_id: commit.program_id.clone(),
+                account: loyalty_store::AccountWrite { expected_version: current.version, state: current.value },
+                ledger: Vec::new(),
+                receipt: None,
+                identity_claims: Vec::new(),
+                request: None,
+                events: Vec::new(),
+                credits: Vec::new(),
+            };
+            let outcome = self.inner.commit(bump).await?;
+            assert!(matches!(outcome, loyalty_store::CommitOutcome::Applied { .. }), "the rival's commit applies: {outcome:?}");
+        }
+        let outcome = self.inner.commit(commit).await?;
+        if matches!(outcome, loyalty_store::CommitOutcome::Conflict(_)) {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(outcome)
+    }
+    async fn latest_rules(&self, program_id: &str) -> Result<Option<loyalty_store::StoredRules>, loyalty_store::StoreError> {
+        self.inner.latest_rules(program_id).await
+    }
+    async fn rules_head(&self, program_id: &str) -> Result<u64, loyalty_store::StoreError> {
+        self.inner.rules_head(program_id).await
+    }
+    async fn rules_version(&self, program_id: &str, version: u64) -> Result<Option<loyalty_store::StoredRules>, loyalty_store::StoreError> {
+        self.inner.rules_version(program_id, version).await
+    }
+    async fn put_rules(&self, program_id: &str, rules: loyalty_store::StoredRules) -> Result<bool, loyalty_store::StoreError> {
+        self.inner.put_rules(program_id, rules).await
+    }
+    async fn account_ids(
+        &self,
+        program_id: &str,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<loyalty_store::AccountPage, loyalty_store::StoreError> {
+        self.inner.account_ids(program_id, cursor, limit).await
+    }
+    async fn pending_credits(
+        &self,
+        program_id: &str,
+        limit: usize,
+    ) -> Result<Vec<loyalty_core::events::PendingCredit>, loyalty_store::StoreError> {
+        self.inner.pending_credits(program_id, limit).await
+    }
+    async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), loyalty_store::StoreError> {
+        self.inner.delete_credit(program_id, credit_id).await
+    }
+    async fn outbox_page(
+        &self,
+        program_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<loyalty_store::OutboxRecord>, loyalty_store::StoreError> {
+        self.inner.outbox_page(program_id, after_seq, limit).await
+    }
+    fn is_writable(&self) -> bool {
+        self.inner.is_writable()
+    }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_that_keeps_losing_the_compare_and_set_gives_up_with_aborted_and_writes_nothing() {
+    let rig = Rig::new(false).await;
+    let rival = Arc::new(Rival { inner: rig.store().await, active: std::sync::atomic::AtomicBool::new(false), lost: AtomicUsize::new(0) });
+    let store: Arc<dyn Store> = Arc::clone(&rival) as Arc<dyn Store>;
+    let server = TestServer::start_on(store, |config| config.programs[0].pending = PendingRule::None).await;
+    let mut client = server.client().await;
+    client.enroll(enroll("enrol-1", "+77015550105", "")).await.expect("enroll");
+    rival.active.store(true, Ordering::SeqCst);
+    let request = accrue("contended-1", phone("+77015550105"), vec![line(1, "milk", "1", "5000.00")]);
+    let status = client.accrue(request.clone()).await.expect_err("every attempt loses");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(status.message().contains("contention") || format!("{status:?}").contains("CONTENTION"), "{status:?}");
+    assert_eq!(rival.lost.load(Ordering::SeqCst), 8, "a bounded number of attempts, each re-reading");
+    assert!(entries_for(&checked_ledger(&mut client, "+77015550105").await, "contended-1").is_empty(), "nothing written");
+    rival.active.store(false, Ordering::SeqCst);
+    client.accrue(request).await.expect("once the rival stops, the retry applies");
+    assert_eq!(entries_for(&checked_ledger(&mut client, "+77015550105").await, "contended-1").len(), 1);
+    server.stop().await;
+}

@@ -58,6 +58,8 @@ pub struct ScyllaStore {
     me: std::sync::Weak<ScyllaStore>,
     /// Per program, the first minute of relay marks the recovery pass has not cleared yet.
     relay_watermarks: dashmap::DashMap<String, u64>,
+    /// (program, hour) pairs this process has recorded in `outbox_hours`.
+    outbox_hours_written: dashmap::DashSet<(String, u64)>,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -96,6 +98,7 @@ impl ScyllaStore {
             closed: AtomicBool::new(false),
             me: me.clone(),
             relay_watermarks: dashmap::DashMap::new(),
+            outbox_hours_written: dashmap::DashSet::new(),
         }))
     }
 

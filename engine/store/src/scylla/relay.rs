@@ -141,24 +141,32 @@ pub(super) async fn recover(store: &ScyllaStore, program_id: &str) -> Result<usi
 /// One relay row: (version, key, encoded value).
 type RelayRow = (u64, String, Vec<u8>);
 
-async fn relay_rows(store: &ScyllaStore, program_id: &str, account_id: &str, row_kind: i8) -> Result<Vec<RelayRow>, StoreError> {
-    let rows = store.rows(&store.statements.rows_of_kind, vec![text(program_id), text(account_id), CqlValue::TinyInt(row_kind)]).await?;
-    rows.iter()
-        .map(|row| {
-            let version = column(row, 0).map(as_u64).transpose()?.unwrap_or(0);
-            let key = column(row, 1).map(as_text).transpose()?.unwrap_or_default();
-            let value = column(row, 2).map(as_blob).transpose()?.unwrap_or_default();
-            Ok((version, key, value))
-        })
-        .collect()
+/// The account's relay rows, events and credits, in one read (they are the last kinds).
+async fn relay_rows(store: &ScyllaStore, program_id: &str, account_id: &str) -> Result<(Vec<RelayRow>, Vec<RelayRow>), StoreError> {
+    let rows = store.rows(&store.statements.relay_rows, vec![text(program_id), text(account_id), CqlValue::TinyInt(kind::EVENT)]).await?;
+    let (mut events, mut credits) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let row_kind = match column(row, 0) {
+            Some(CqlValue::TinyInt(row_kind)) => *row_kind,
+            other => return Err(StoreError::Corrupt(format!("relay row of kind {other:?}"))),
+        };
+        let version = column(row, 1).map(as_u64).transpose()?.unwrap_or(0);
+        let key = column(row, 2).map(as_text).transpose()?.unwrap_or_default();
+        let value = column(row, 3).map(as_blob).transpose()?.unwrap_or_default();
+        match row_kind {
+            kind::EVENT => events.push((version, key, value)),
+            kind::CREDIT => credits.push((version, key, value)),
+            other => return Err(StoreError::Corrupt(format!("unknown relay row kind {other}"))),
+        }
+    }
+    Ok((events, credits))
 }
 
 /// Copies all of an account's relay rows out, deletes them, then deletes `mark` (whose batch may
 /// not have applied: then there may be nothing to copy). Returns the rows copied.
 async fn relay_account(store: &ScyllaStore, program_id: &str, mark: &Mark) -> Result<usize, StoreError> {
     let account_id = mark.account_id.as_str();
-    let events = relay_rows(store, program_id, account_id, kind::EVENT).await?;
-    let credits = relay_rows(store, program_id, account_id, kind::CREDIT).await?;
+    let (events, credits) = relay_rows(store, program_id, account_id).await?;
     for (_, credit_id, bytes) in &credits {
         store.run(&store.statements.credit_insert, vec![text(program_id), text(credit_id), CqlValue::Blob(bytes.clone())]).await?;
     }
@@ -188,7 +196,12 @@ async fn write_events(store: &ScyllaStore, program_id: &str, account_id: &str, e
         let started = Instant::now();
         let seq = now_micros();
         let hour = seq / HOUR_MICROS;
-        store.run(&store.statements.outbox_hour, vec![text(program_id), big(hour)]).await?;
+        // Each process records an hour once (the row only says "this hour has events").
+        let hour_key = (program_id.to_owned(), hour);
+        if !store.outbox_hours_written.contains(&hour_key) {
+            store.run(&store.statements.outbox_hour, vec![text(program_id), big(hour)]).await?;
+            store.outbox_hours_written.insert(hour_key);
+        }
         let mut batch = Statements::unlogged(&store.profiles);
         let mut values = Vec::new();
         for (version, key, bytes) in events {

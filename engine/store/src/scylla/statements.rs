@@ -41,7 +41,7 @@ pub struct Statements {
     pub account_row: PreparedStatement,
     pub account_row_serial: PreparedStatement,
     pub ledger_page: PreparedStatement,
-    pub rows_of_kind: PreparedStatement,
+    pub relay_rows: PreparedStatement,
     pub create_account: PreparedStatement,
     pub update_account: PreparedStatement,
     pub insert_row_if_absent: PreparedStatement,
@@ -102,7 +102,7 @@ impl Statements {
                 "SELECT value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq < ? ORDER BY kind DESC, seq DESC LIMIT ?",
             )
             .await?,
-            rows_of_kind: read("SELECT seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ?").await?,
+            relay_rows: read("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ?").await?,
             create_account: write(
                 "INSERT INTO accounts (program_id, account_id, kind, seq, key, version, value, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
             )
