@@ -126,3 +126,34 @@ pub async fn enrolment_request_is_claimed_once(backend: &Backend) {
     let (stored, _) = checked_ledger(store.as_ref(), "a").await;
     assert_eq!(stored, a1);
 }
+
+/// What a refused commit claimed (ScyllaDB claims before the batch) can be claimed by another
+/// account; the refused account can then never use it, even at the right version.
+pub async fn claims_of_a_refused_commit_go_to_the_next_claimant_for_good(backend: &Backend) {
+    let store = backend.store();
+    let a1 = apply(store.as_ref(), &change().earn(10).new_receipt("ra").build(&fresh("a"))).await;
+    let a2 = apply(store.as_ref(), &change().earn(1).build(&a1)).await;
+    let b1 = apply(store.as_ref(), &change().earn(10).new_receipt("rb").build(&fresh("b"))).await;
+    // a's commit names a stale version: refused after (on ScyllaDB) claiming card Z and receipt rz.
+    let refused_commit = change().earn(1).new_receipt("rz").claim(card("Z")).build(&a1);
+    assert!(matches!(refused(store.as_ref(), &refused_commit).await, Conflict::AccountVersion { .. }));
+    assert_eq!(store.identity(PROGRAM, &card("Z")).await.expect("read identity"), None, "a refused claim binds nothing");
+
+    // b claims both: granted.
+    let b_takes = change().earn(2).new_receipt("rz").claim(card("Z")).build(&b1);
+    let b2 = apply(store.as_ref(), &b_takes).await;
+    assert_eq!(store.identity(PROGRAM, &card("Z")).await.expect("read identity"), Some("b".into()));
+    assert_eq!(store.receipt(PROGRAM, "rz").await.expect("read receipt").map(|receipt| receipt.value.account_id), Some("b".into()));
+
+    // a, at its right version now, cannot use them any more.
+    let too_late = change().earn(1).claim(card("Z")).build(&a2);
+    assert_eq!(refused(store.as_ref(), &too_late).await, Conflict::IdentityTaken { key: card("Z"), account_id: "b".into() });
+    let receipt_too_late = change().earn(1).new_receipt("rz").build(&a2);
+    match refused(store.as_ref(), &receipt_too_late).await {
+        Conflict::ReceiptVersion { actual: 1 } => {}
+        Conflict::ReceiptTaken { account_id } if backend.is_scylla() => assert_eq!(account_id, "b"),
+        other => panic!("a claiming rz after b: {other:?}"),
+    }
+    assert_eq!(checked_ledger(store.as_ref(), "a").await.0, a2, "a unchanged");
+    assert_eq!(checked_ledger(store.as_ref(), "b").await.0, b2, "b as committed");
+}

@@ -64,6 +64,7 @@ conformance! {
     both: [
         accounts::account_is_created_once,
         accounts::stale_account_version_is_refused_and_writes_nothing,
+        claims::claims_of_a_refused_commit_go_to_the_next_claimant_for_good,
         claims::receipt_is_claimed_once_and_versioned,
         claims::receipt_of_another_account_is_never_overwritten,
         claims::identity_is_bound_to_one_account,

@@ -326,20 +326,23 @@ async fn the_sweep_tells_the_outbox_about_points_expiring_within_30_days_once() 
     let mut client = server.client().await;
     let mut admin = server.admin().await;
     client.accrue(accrue("X1", card("EXP00001"), vec![line(1, "tv", "1", "50000.00")])).await.expect("accrue");
+    // A second customer whose points expire the same month gets a notice of their own.
+    client.accrue(accrue("X2", card("EXP00002"), vec![line(1, "tv", "1", "100.00")])).await.expect("accrue");
     let program = server.engine.programs().get(PROGRAM).expect("program");
     assert_eq!(server.engine.sweep(&program).await.expect("sweep").expiry_notices, 0, "24 months to go");
     // 2026-03-10 + 24 months: the points expire at the end of 2028-03-10; 20 days before, a notice.
     server.clock.advance(Duration::days(731 - 20));
     let report = server.engine.sweep(&program).await.expect("sweep");
-    assert_eq!((report.accounts, report.expiry_notices), (1, 1));
+    assert_eq!((report.accounts, report.expiry_notices), (2, 2), "one notice per customer");
     assert_eq!(server.engine.sweep(&program).await.expect("sweep again").expiry_notices, 0, "once");
     let events = admin
         .read_events(admin_pb::ReadEventsRequest { program_id: PROGRAM.into(), after_seq: 0, limit: 10 })
         .await
         .expect("events")
         .into_inner();
-    let notice = events.events.last().expect("notice");
-    assert_eq!((notice.kind.as_str(), notice.points.as_str()), ("points_expiring", "1000"), "2% of 50,000");
+    let notices: Vec<_> = events.events.iter().filter(|event| event.kind == "points_expiring").collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    let notice = notices.iter().find(|event| event.points == "1000").expect("2% of 50,000 expiring");
     let expires = notice.expires_at.as_ref().expect("expiry").seconds;
     assert_eq!(chrono::DateTime::from_timestamp(expires, 0).expect("time").to_rfc3339(), "2028-03-10T19:00:00+00:00");
     server.stop().await;

@@ -638,3 +638,31 @@ async fn a_call_that_keeps_losing_the_compare_and_set_gives_up_with_aborted_and_
     assert_eq!(entries_for(&checked_ledger(&mut client, "+77015550105").await, "contended-1").len(), 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enrolment_whose_claims_were_taken_over_mid_commit_cannot_apply_after_all() {
+    use loyalty_engine::ids::IdSource;
+    let mut rig = Rig::new(true).await;
+    let server = rig.engine().await;
+    // The first commit batch through the proxy is held back for 1.5 s: enrolment E1 has claimed the
+    // phone (and its card and request) but its batch has not reached the store.
+    rig.on_requests(vec![RequestRule(
+        Condition::RequestOpcode(RequestOpcode::Batch).and(Condition::TrueForLimitedTimes(1)),
+        RequestReaction::delay(Duration::from_millis(1500)),
+    )]);
+    let mut first_client = server.client().await;
+    let first = tokio::spawn(async move { first_client.enroll(enroll("E1", "+77015550106", "")).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // E2, another request for the same phone, finds E1's claim unused, fences E1 off and takes it.
+    let mut client = server.client().await;
+    let second = client.enroll(enroll("E2", "+77015550106", "")).await.expect("E2 takes the phone over").into_inner();
+    // E1's batch arrives: its fence condition fails, so it never applies; E1 then finds the phone taken.
+    let status = first.await.expect("E1 task").expect_err("E1 cannot apply after being fenced off");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    rig.clear_rules();
+    let owner = client.get_account(get_account(phone("+77015550106"))).await.expect("account").into_inner();
+    assert_eq!(owner.account_id, second.account_id);
+    let e1_account = loyalty_engine::ids::UuidIds.account_id(&format!("enroll/{PROGRAM}/E1"));
+    assert_eq!(server.store.account(PROGRAM, &e1_account).await.expect("read"), None, "E1's account was never created");
+    server.stop().await;
+}

@@ -116,6 +116,9 @@ pub struct ScyllaSection {
     pub keyspace: String,
     /// Replicas per data center, for `migrate`.
     pub replication: std::collections::BTreeMap<String, u32>,
+    /// With several data centers: true if engines write from one of them only (active-passive),
+    /// which keeps lightweight transactions at LOCAL_SERIAL; otherwise they run at SERIAL.
+    pub single_writer_dc: bool,
     /// `migrate` creates the keyspace with tablets on (true) or off (false); absent: the server's
     /// default (servers before 6.0 reject the option). Lightweight transactions need them off on
     /// ScyllaDB 2025.x.
@@ -145,6 +148,7 @@ impl Default for ScyllaSection {
             local_dc: "datacenter1".into(),
             keyspace: "loyalty".into(),
             replication: std::collections::BTreeMap::from([("datacenter1".to_owned(), 3)]),
+            single_writer_dc: false,
             tablets: None,
             username: String::new(),
             password: None,
@@ -421,8 +425,11 @@ impl Config {
             if !(10..=60_000).contains(&scylla.request_timeout_ms) {
                 problems.push("storage.scylla.request_timeout_ms: 10 to 60000".into());
             }
-            if scylla.relay_settle_ms > 600_000 || scylla.relay_grace_ms > 3_600_000 {
-                problems.push("storage.scylla.relay_settle_ms: at most 600000; relay_grace_ms: at most 3600000".into());
+            if !(100..=600_000).contains(&scylla.relay_settle_ms) {
+                problems.push("storage.scylla.relay_settle_ms: 100 to 600000 (relays that take half of it write again)".into());
+            }
+            if !(1000..=3_600_000).contains(&scylla.relay_grace_ms) {
+                problems.push("storage.scylla.relay_grace_ms: 1000 to 3600000".into());
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
@@ -435,6 +442,7 @@ impl Config {
         let mut config = loyalty_store::scylla::ScyllaConfig::new(section.nodes.clone(), &section.keyspace);
         config.local_dc = (!section.local_dc.is_empty()).then(|| section.local_dc.clone());
         config.replication = section.replication.clone();
+        config.single_writer_dc = section.single_writer_dc;
         config.tablets = section.tablets;
         config.username = (!section.username.is_empty()).then(|| section.username.clone());
         config.password = section.password.clone();

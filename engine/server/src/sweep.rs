@@ -1,7 +1,7 @@
 //! The sweep over every customer of a program, run periodically: the awards of schedule rules
 //! (birthday and win-back certificates: funnels) and "points expiring soon" notices for the
-//! outbox. Each award or notice is a receipt-keyed call on the account (`funnel/<rule>/<occasion>`,
-//! `expiring/<month>`), so a sweep that runs twice, or on two engines at once, does each once.
+//! outbox. Each award or notice is a receipt-keyed call on the account (`funnel/<account>/<rule>/<occasion>`,
+//! `expiring/<account>/<month>`), so a sweep that runs twice, or on two engines at once, does each once.
 
 use std::sync::Arc;
 
@@ -44,13 +44,16 @@ impl Engine {
                 let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)
                     .into_iter()
                     .map(|(award, occasion)| {
-                        (format!("funnel/{}/{occasion}", award.rule_id), BonusCmd::Schedule { rule_id: award.rule_id, occasion })
+                        (
+                            format!("funnel/{account_id}/{}/{occasion}", award.rule_id),
+                            BonusCmd::Schedule { rule_id: award.rule_id, occasion },
+                        )
                     })
                     .collect();
                 let (expiring, next) = stored.value.expiring_within(now, chrono::Duration::days(i64::from(EXPIRY_NOTICE_DAYS)));
                 if let Some(next) = next.filter(|_| expiring > loyalty_core::Decimal::ZERO) {
                     let month = next.with_timezone(&program.policy.time_zone).format("%Y-%m");
-                    due.push((format!("expiring/{month}"), BonusCmd::ExpiryNotice { window_days: EXPIRY_NOTICE_DAYS }));
+                    due.push((format!("expiring/{account_id}/{month}"), BonusCmd::ExpiryNotice { window_days: EXPIRY_NOTICE_DAYS }));
                 }
                 for (key, cmd) in due {
                     // Done before: skip without taking the account's lock.

@@ -297,6 +297,7 @@ impl ProgramAdmin for AdminApi {
                                 tier_from: event.tier_from.unwrap_or_default(),
                                 tier_to: event.tier_to.unwrap_or_default(),
                                 expires_at: event.expires_at.map(convert::timestamp),
+                                event_id: record.event_id,
                             }
                         })
                         .collect(),

@@ -4,12 +4,14 @@
 //! - Everything one checkout call changes in an account lives in the account's partition (the
 //!   account row, its ledger, its receipts, the call's events and credits), so one single-partition
 //!   conditional batch, one Paxos round, commits the whole call: the account row is written only
-//!   `IF version = <read version>` (and the receipt row only `IF version = <read version>`), which
-//!   is what stops two engine processes from spending the same points.
+//!   `IF version = <read version> AND last_seq = <its last ledger entry>` (and the receipt row only
+//!   `IF version = <read version>`), which is what stops two engine processes from spending the
+//!   same points.
 //! - What must be unique across accounts (a receipt ID, a phone or card, an enrolment request) is
 //!   claimed once with `INSERT ... IF NOT EXISTS` in the `claims` table, before the batch, and only
 //!   when a call first uses it: a receipt's first call costs two lightweight transactions, every
-//!   later call on it one.
+//!   later call on it one. The batch makes the claim the account's for good by writing its fence
+//!   row; a claim whose owner never did may be taken over once the owner is fenced off it.
 //! - Events and credits owed to other accounts are written in the batch, inside the account's
 //!   partition, and then relayed to the program-wide `outbox` and `credits` tables
 //!   ([`relay`]): atomic with the money, delivered at least once.
@@ -70,8 +72,34 @@ impl std::fmt::Debug for ScyllaStore {
 
 /// Who holds a claim after trying to take it.
 enum ClaimResult {
-    Ours,
+    /// Ours. `fence`: the fence row the commit's batch must create (`IF NOT EXISTS`), or `None`
+    /// when an earlier commit of ours holds it already.
+    Ours {
+        fence: Option<String>,
+    },
     Theirs(String),
+}
+
+/// The state of a claim's fence row in the owner's partition.
+#[derive(Debug, PartialEq, Eq)]
+enum Fence {
+    /// Not written: the owner's commit has not applied (yet).
+    Absent,
+    /// Written by the owner's commit, in its batch: the claim is the owner's for good.
+    Held,
+    /// Written by a taker: no commit of the owner can use the claim any more.
+    Revoked,
+}
+
+const FENCE_HELD: &[u8] = b"held";
+const FENCE_REVOKED: &[u8] = b"revoked";
+
+fn fence_of(value: Option<&[u8]>) -> Fence {
+    match value {
+        None => Fence::Absent,
+        Some(FENCE_HELD) => Fence::Held,
+        Some(_) => Fence::Revoked,
+    }
 }
 
 impl ScyllaStore {
@@ -119,6 +147,16 @@ impl ScyllaStore {
         self.session.execute_unpaged(statement, values).await.map_err(io("scylla request"))
     }
 
+    /// Runs a delete of rows that were written once and are never written again under the same
+    /// key, with a client timestamp a minute ahead: lightweight transactions write with the Paxos
+    /// ballot's timestamp, other writes with their coordinator's clock, so a plain delete could
+    /// otherwise carry an older timestamp than the row (clock skew) and not delete it.
+    async fn delete_for_good(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<(), StoreError> {
+        let mut statement = statement.clone();
+        statement.set_timestamp(Some(tombstone_timestamp()));
+        self.run(&statement, values).await.map(|_| ())
+    }
+
     /// The rows a statement returns, as untyped values.
     async fn rows(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<Vec<Row>, StoreError> {
         let result = self.run(statement, values).await?;
@@ -146,36 +184,42 @@ impl ScyllaStore {
         rows.into_iter().next().and_then(|row| column(&row, 0).map(as_text)).transpose()
     }
 
-    /// Is `owner`'s claim on `id` backed by its partition (the account lists the identifier, the
-    /// enrolment answer is stored)? `serial`: read by LOCAL_SERIAL, which first completes any
-    /// Paxos round left half-done on the partition, so a commit in flight is seen or lost for good.
-    async fn claim_is_live(&self, program_id: &str, kind: &str, id: &str, owner: &str, serial: bool) -> Result<bool, StoreError> {
-        let statement = if serial { &self.statements.account_row_serial } else { &self.statements.account_row };
-        let (row_kind, key) = match kind {
-            claim::IDENTITY => (kind::ACCOUNT, ""),
-            claim::REQUEST => (kind::REQUEST, id),
-            _ => (kind::RECEIPT, id),
-        };
-        let values = vec![text(program_id), text(owner), CqlValue::TinyInt(row_kind), CqlValue::BigInt(0), text(key)];
-        let Some(row) = self.rows(statement, values).await?.into_iter().next() else {
-            return Ok(false);
-        };
-        if kind != claim::IDENTITY {
-            return Ok(true);
+    /// The fence of `owner`'s claim `fence_key` (`<kind>/<id>`).
+    async fn fence(&self, program_id: &str, owner: &str, fence_key: &str) -> Result<Fence, StoreError> {
+        Ok(fence_of(self.row(program_id, owner, kind::FENCE, fence_key).await?.as_ref().map(|(_, value)| value.as_slice())))
+    }
+
+    /// Fences `owner` off a claim it holds but has not used: writes the fence row as revoked unless
+    /// the owner's commit wrote it first. Both are lightweight transactions on the owner's
+    /// partition, so exactly one of them wins: either the owner's commit applied (and the claim is
+    /// its for good), or it never will.
+    async fn revoke(&self, program_id: &str, owner: &str, fence_key: &str) -> Result<Fence, StoreError> {
+        let values = vec![
+            text(program_id),
+            text(owner),
+            CqlValue::TinyInt(kind::FENCE),
+            big(0),
+            text(fence_key),
+            big(0),
+            CqlValue::Blob(FENCE_REVOKED.to_vec()),
+        ];
+        match lwt(self.run(&self.statements.insert_row_if_absent, values).await?)? {
+            Lwt::Applied => Ok(Fence::Revoked),
+            Lwt::NotApplied(current) => match current.get("value") {
+                Some(CqlValue::Blob(value)) => Ok(fence_of(Some(value))),
+                _ => self.fence(program_id, owner, fence_key).await,
+            },
         }
-        let bytes = column(&row, 1).map(as_blob).transpose()?.unwrap_or_default();
-        let state: AccountState = decode("account", &bytes)?;
-        Ok(state.identities.iter().any(|identity| identity.storage_key() == id))
     }
 
     /// Claims `id` for `account_id` once. A claim already held by the same account is ours (a
-    /// retry). One whose owner's partition does not back it (the commit that made it failed after
-    /// the claim) is taken over for identities and enrolment requests, never for receipts (see
-    /// `docs/scylla.md`).
+    /// retry). A claim of another account whose commit never used it (it failed after claiming) is
+    /// taken over once that account is fenced off it (see [`Self::revoke`] and `docs/scylla.md`).
     async fn claim(&self, program_id: &str, kind: &'static str, id: &str, account_id: &str) -> Result<ClaimResult, StoreError> {
+        let fence_key = format!("{kind}/{id}");
         let values = vec![text(program_id), text(kind), text(id), text(account_id)];
         let mut current = match lwt(self.run(&self.statements.claim, values).await?)? {
-            Lwt::Applied => return Ok(ClaimResult::Ours),
+            Lwt::Applied => return Ok(ClaimResult::Ours { fence: Some(fence_key) }),
             // The failed claim returns the current row: its owner, unless it vanished meanwhile.
             Lwt::NotApplied(current) => match current.get("account_id").map(as_text).transpose()? {
                 Some(owner) => Some(owner),
@@ -187,16 +231,21 @@ impl ScyllaStore {
                 return Err(StoreError::Io(format!("claim {kind} {id}: not applied and no owner")));
             };
             if owner == account_id {
-                return Ok(ClaimResult::Ours);
+                return match self.fence(program_id, &owner, &fence_key).await? {
+                    Fence::Held => Ok(ClaimResult::Ours { fence: None }),
+                    Fence::Absent => Ok(ClaimResult::Ours { fence: Some(fence_key) }),
+                    // A taker fenced us off and has yet to move the claim: it is not ours to use.
+                    Fence::Revoked => Ok(ClaimResult::Theirs(owner)),
+                };
             }
-            if kind == claim::RECEIPT || self.claim_is_live(program_id, kind, id, &owner, true).await? {
+            if self.revoke(program_id, &owner, &fence_key).await? == Fence::Held {
                 return Ok(ClaimResult::Theirs(owner));
             }
             let values = vec![text(account_id), text(program_id), text(kind), text(id), text(&owner)];
             current = match lwt(self.run(&self.statements.claim_takeover, values).await?)? {
                 Lwt::Applied => {
                     metrics::counter!("loyalty_scylla_claim_takeovers_total", "kind" => kind).increment(1);
-                    return Ok(ClaimResult::Ours);
+                    return Ok(ClaimResult::Ours { fence: Some(fence_key) });
                 }
                 Lwt::NotApplied(_) => self.claim_owner(program_id, kind, id).await?,
             };
@@ -204,20 +253,15 @@ impl ScyllaStore {
         Err(StoreError::Io(format!("claim {kind} {id}: owner keeps changing")))
     }
 
-    /// Takes every claim the commit needs; the first one held by another account is the conflict.
-    async fn take_claims(&self, commit: &Commit) -> Result<Option<Conflict>, StoreError> {
+    /// Takes every claim the commit needs, identifiers and the enrolment request first, then the
+    /// receipt (so that a commit refused for an identifier does not leave its receipt claimed).
+    /// Returns the fence rows the batch must create, or the first claim held by another account.
+    async fn take_claims(&self, commit: &Commit) -> Result<Result<Vec<String>, Conflict>, StoreError> {
         let program_id = commit.program_id.as_str();
         let account_id = commit.account.state.account_id.as_str();
         let storage_keys: Vec<String> = commit.identity_claims.iter().map(IdentityKey::storage_key).collect();
-        let receipt = commit.receipt.as_ref().filter(|receipt| receipt.expected_version == 0);
-        let (identities, receipt, request) = futures_util::future::join3(
+        let (identities, request) = futures_util::future::join(
             try_join_all(storage_keys.iter().map(|key| self.claim(program_id, claim::IDENTITY, key, account_id))),
-            async {
-                match receipt {
-                    Some(receipt) => self.claim(program_id, claim::RECEIPT, &receipt.state.receipt_id, account_id).await.map(Some),
-                    None => Ok(None),
-                }
-            },
             async {
                 match &commit.request {
                     Some(request) => self.claim(program_id, claim::REQUEST, &request.request_id, account_id).await.map(Some),
@@ -226,22 +270,33 @@ impl ScyllaStore {
             },
         )
         .await;
+        let mut fences = Vec::new();
         for (key, result) in commit.identity_claims.iter().zip(identities?) {
-            if let ClaimResult::Theirs(owner) = result {
-                return Ok(Some(Conflict::IdentityTaken { key: key.clone(), account_id: owner }));
+            match result {
+                ClaimResult::Theirs(owner) => return Ok(Err(Conflict::IdentityTaken { key: key.clone(), account_id: owner })),
+                ClaimResult::Ours { fence } => fences.extend(fence),
             }
         }
-        if let Some(ClaimResult::Theirs(owner)) = receipt? {
-            return Ok(Some(Conflict::ReceiptTaken { account_id: owner }));
+        match request? {
+            Some(ClaimResult::Theirs(_)) => return Ok(Err(Conflict::RequestTaken)),
+            Some(ClaimResult::Ours { fence }) => fences.extend(fence),
+            None => {}
         }
-        if let Some(ClaimResult::Theirs(_)) = request? {
-            return Ok(Some(Conflict::RequestTaken));
+        if let Some(receipt) = commit.receipt.as_ref().filter(|receipt| receipt.expected_version == 0) {
+            match self.claim(program_id, claim::RECEIPT, &receipt.state.receipt_id, account_id).await? {
+                ClaimResult::Theirs(owner) => return Ok(Err(Conflict::ReceiptTaken { account_id: owner })),
+                ClaimResult::Ours { fence } => fences.extend(fence),
+            }
         }
-        Ok(None)
+        Ok(Ok(fences))
     }
 
     /// The single-partition conditional batch of a commit, and its values.
-    fn commit_batch(&self, commit: &Commit) -> Result<(scylla::statement::batch::Batch, Vec<Vec<CqlValue>>), StoreError> {
+    fn commit_batch(
+        &self,
+        commit: &Commit,
+        fences: &[String],
+    ) -> Result<(scylla::statement::batch::Batch, Vec<Vec<CqlValue>>), StoreError> {
         let st = &self.statements;
         let program = commit.program_id.as_str();
         let state = &commit.account.state;
@@ -285,6 +340,10 @@ impl ScyllaStore {
         // An enrolment's answer is written once: a second commit with the request ID is refused.
         if let Some(request) = &commit.request {
             conditional(&mut batch, kind::REQUEST, &request.request_id, 0, encode(&request.record)?);
+        }
+        // The claims this commit uses become the account's for good, unless a taker fenced it off.
+        for fence in fences {
+            conditional(&mut batch, kind::FENCE, fence, 0, FENCE_HELD.to_vec());
         }
         let mut plain = |kind: i8, seq: u64, key: &str, value: Vec<u8>| {
             batch.append_statement(st.insert_row.clone());
@@ -359,9 +418,9 @@ impl Store for ScyllaStore {
         let Some(owner) = self.claim_owner(program_id, claim::IDENTITY, &key.storage_key()).await? else {
             return Ok(None);
         };
-        // A claim the owner's account does not back (its commit failed after the claim) binds nothing.
-        let live = self.claim_is_live(program_id, claim::IDENTITY, &key.storage_key(), &owner, false).await?;
-        Ok(live.then_some(owner))
+        // A claim whose owner's commit never applied binds nothing.
+        let fence = self.fence(program_id, &owner, &format!("{}/{}", claim::IDENTITY, key.storage_key())).await?;
+        Ok((fence == Fence::Held).then_some(owner))
     }
 
     async fn receipt(&self, program_id: &str, receipt_id: &str) -> Result<Option<Versioned<ReceiptState>>, StoreError> {
@@ -398,37 +457,38 @@ impl Store for ScyllaStore {
         self.check_open()?;
         commit.check_invariants()?;
         let started = std::time::Instant::now();
-        if let Some(conflict) = self.take_claims(&commit).await? {
-            return Ok(CommitOutcome::Conflict(conflict));
-        }
-        let (batch, values) = self.commit_batch(&commit)?;
+        let fences = match self.take_claims(&commit).await? {
+            Ok(fences) => fences,
+            Err(conflict) => return Ok(CommitOutcome::Conflict(conflict)),
+        };
+        let (batch, values) = self.commit_batch(&commit, &fences)?;
         let program = commit.program_id.as_str();
         let account = commit.account.state.account_id.as_str();
         let new_version = commit.account.expected_version + 1;
         let relays = !commit.events.is_empty() || !commit.credits.is_empty();
         let mark = relays.then(|| relay::Mark::now(account, new_version));
-        // The relay mark and the index entry go out with the batch, not before it: an
-        // acknowledgement waits for all three, and a mark or index entry left by a batch that did
-        // not apply is harmless (see `relay`).
-        let side_writes = async {
-            if let Some(mark) = &mark {
-                mark.write(self, program).await?;
+        // The relay mark and the index entry are written before the batch: once the batch applied,
+        // its relay rows and the new account can always be found, whatever happens next (a mark
+        // or index entry whose batch did not apply is harmless, see `relay`). They go out together.
+        let mark_write = async {
+            match &mark {
+                Some(mark) => mark.write(self, program).await,
+                None => Ok(()),
             }
+        };
+        let index_write = async {
             if commit.account.expected_version == 0 {
                 let values = vec![text(program), CqlValue::Int(bucket_of(account)), text(account)];
                 self.run(&self.statements.index_account, values).await?;
             }
             Ok::<(), StoreError>(())
         };
-        let batch_write = async { self.session.batch(&batch, values).await.map_err(io("scylla commit batch")) };
-        let (written, side) = futures_util::future::join(batch_write, side_writes).await;
-        let applied = lwt(written?)?;
+        futures_util::future::try_join(mark_write, index_write).await?;
+        let written = self.session.batch(&batch, values).await.map_err(io("scylla commit batch"))?;
+        let applied = lwt(written)?;
         metrics::histogram!("loyalty_store_commit_seconds").record(started.elapsed().as_secs_f64());
         match applied {
             Lwt::Applied => {
-                // The batch applied; if a side write failed, the call is not acknowledged (its retry
-                // is answered from the stored receipt).
-                side?;
                 metrics::counter!("loyalty_store_commits_total").increment(1);
                 if let Some(mark) = mark {
                     relay::after_commit(self, &commit, mark).await;
@@ -482,8 +542,14 @@ impl Store for ScyllaStore {
         }
         batch.append_statement(st.rules_insert.clone());
         values.push(vec![text(program_id), big(rules.version), CqlValue::Blob(encode(&rules)?)]);
+        let version = rules.version;
         let result = self.session.batch(&batch, values).await.map_err(io("scylla rules batch"))?;
-        Ok(matches!(lwt(result)?, Lwt::Applied))
+        match lwt(result)? {
+            Lwt::Applied => Ok(true),
+            // The driver may have sent the batch twice (it is idempotent): if the version stored is
+            // exactly this one, it was ours.
+            Lwt::NotApplied(_) => Ok(self.rules_version(program_id, version).await?.is_some_and(|stored| stored == rules)),
+        }
     }
 
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
@@ -522,7 +588,8 @@ impl Store for ScyllaStore {
     }
 
     async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError> {
-        self.run(&self.statements.credit_delete, vec![text(program_id), text(credit_id)]).await.map(|_| ())
+        // A credit ID is never reused: a copy relayed again after this delete stays deleted.
+        self.delete_for_good(&self.statements.credit_delete, vec![text(program_id), text(credit_id)]).await
     }
 
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
@@ -607,6 +674,12 @@ fn text(value: &str) -> CqlValue {
 /// A u64 as CQL bigint (versions, seqs and micros stay far below 2^63).
 fn big(value: u64) -> CqlValue {
     CqlValue::BigInt(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// The timestamp of deletes made by [`ScyllaStore::delete_for_good`]: now plus a minute, in
+/// microseconds (CQL write timestamps).
+fn tombstone_timestamp() -> i64 {
+    chrono::Utc::now().timestamp_micros() + 60_000_000
 }
 
 /// FNV-1a: a hash that stays the same across builds and processes.

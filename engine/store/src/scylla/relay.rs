@@ -75,7 +75,7 @@ impl Mark {
     }
 
     async fn delete(&self, store: &ScyllaStore, program_id: &str) -> Result<(), StoreError> {
-        store.run(&store.statements.unmark, self.key(program_id)).await.map(|_| ())
+        store.delete_for_good(&store.statements.unmark, self.key(program_id)).await
     }
 }
 
@@ -84,14 +84,14 @@ impl Mark {
 pub(super) async fn after_commit(store: &ScyllaStore, commit: &Commit, mark: Mark) {
     let program_id = commit.program_id.clone();
     if !commit.credits.is_empty() {
-        if let Err(error) = relay_account(store, &program_id, &mark).await {
+        if let Err(error) = relay_account(store, &program_id, &mark, false).await {
             tracing::warn!(%error, "relay after commit failed; the recovery pass will retry");
         }
         return;
     }
     let Some(store) = store.me.upgrade() else { return };
     tokio::spawn(async move {
-        if let Err(error) = relay_account(&store, &program_id, &mark).await {
+        if let Err(error) = relay_account(&store, &program_id, &mark, false).await {
             tracing::warn!(%error, "relay after commit failed; the recovery pass will retry");
         }
     });
@@ -125,7 +125,7 @@ pub(super) async fn recover(store: &ScyllaStore, program_id: &str) -> Result<usi
                 due.push(Mark { minute, account_id, version: u64::try_from(version).unwrap_or(0) });
             }
             for mark in due {
-                relayed += relay_account(store, program_id, &mark).await?;
+                relayed += relay_account(store, program_id, &mark, true).await?;
             }
         }
         if settled.is_some_and(|settled| minute <= settled) {
@@ -141,9 +141,17 @@ pub(super) async fn recover(store: &ScyllaStore, program_id: &str) -> Result<usi
 /// One relay row: (version, key, encoded value).
 type RelayRow = (u64, String, Vec<u8>);
 
-/// The account's relay rows, events and credits, in one read (they are the last kinds).
-async fn relay_rows(store: &ScyllaStore, program_id: &str, account_id: &str) -> Result<(Vec<RelayRow>, Vec<RelayRow>), StoreError> {
-    let rows = store.rows(&store.statements.relay_rows, vec![text(program_id), text(account_id), CqlValue::TinyInt(kind::EVENT)]).await?;
+/// The account's relay rows, events and credits, in one read (adjacent kinds). `serial` for the
+/// recovery pass (see `Statements::relay_rows_serial`).
+async fn relay_rows(
+    store: &ScyllaStore,
+    program_id: &str,
+    account_id: &str,
+    serial: bool,
+) -> Result<(Vec<RelayRow>, Vec<RelayRow>), StoreError> {
+    let statement = if serial { &store.statements.relay_rows_serial } else { &store.statements.relay_rows };
+    let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind::EVENT), CqlValue::TinyInt(kind::CREDIT)];
+    let rows = store.rows(statement, values).await?;
     let (mut events, mut credits) = (Vec::new(), Vec::new());
     for row in &rows {
         let row_kind = match column(row, 0) {
@@ -164,16 +172,18 @@ async fn relay_rows(store: &ScyllaStore, program_id: &str, account_id: &str) -> 
 
 /// Copies all of an account's relay rows out, deletes them, then deletes `mark` (whose batch may
 /// not have applied: then there may be nothing to copy). Returns the rows copied.
-async fn relay_account(store: &ScyllaStore, program_id: &str, mark: &Mark) -> Result<usize, StoreError> {
+async fn relay_account(store: &ScyllaStore, program_id: &str, mark: &Mark, serial: bool) -> Result<usize, StoreError> {
     let account_id = mark.account_id.as_str();
-    let (events, credits) = relay_rows(store, program_id, account_id).await?;
+    let (events, credits) = relay_rows(store, program_id, account_id, serial).await?;
     for (_, credit_id, bytes) in &credits {
         store.run(&store.statements.credit_insert, vec![text(program_id), text(credit_id), CqlValue::Blob(bytes.clone())]).await?;
     }
     if !events.is_empty() {
         write_events(store, program_id, account_id, &events).await?;
     }
+    // The relay rows were written by the commit's lightweight transaction: see `delete_for_good`.
     let mut done = Statements::unlogged(&store.profiles);
+    done.set_timestamp(Some(super::tombstone_timestamp()));
     let mut values = Vec::new();
     for (row_kind, rows) in [(kind::EVENT, &events), (kind::CREDIT, &credits)] {
         for (seq, key, _) in rows {

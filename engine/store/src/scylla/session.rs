@@ -4,6 +4,9 @@
 //! - Token-aware, shard-aware routing that prefers the local data center and never fails over to
 //!   another one (a remote round trip would break the till's deadline; LOCAL_QUORUM there would
 //!   not be the quorum we meant anyway).
+//! - LOCAL_QUORUM for reads and writes; LOCAL_SERIAL for lightweight transactions when one data
+//!   center writes, SERIAL when engines write from several (LOCAL_SERIAL would let two data
+//!   centers both win the same compare-and-set).
 //! - A request timeout below the till's deadline, so that the engine can still answer UNAVAILABLE
 //!   in time instead of the till timing out on an unknown outcome.
 //! - Retries only for idempotent statements (the driver's default policy; all of ours are, see
@@ -35,6 +38,12 @@ pub struct ScyllaConfig {
     pub keyspace: String,
     /// Replicas per data center (NetworkTopologyStrategy), used by `migrate` to create the keyspace.
     pub replication: BTreeMap<String, u32>,
+    /// With replicas in several data centers, whether engines write from one of them only
+    /// (active-passive). LOCAL_SERIAL orders lightweight transactions within one data center only:
+    /// two engines in two data centers could both win `IF version = v`. So with several data centers
+    /// the Paxos phase runs at SERIAL (a cross-DC round trip per commit) unless this says only one
+    /// data center writes.
+    pub single_writer_dc: bool,
     /// Whether `migrate` turns tablets off for the keyspace (ScyllaDB 2025+ defaults to tablets;
     /// `None` leaves the server's default, for servers that do not know the option).
     pub tablets: Option<bool>,
@@ -64,6 +73,7 @@ impl ScyllaConfig {
             local_dc: None,
             keyspace: keyspace.to_owned(),
             replication: BTreeMap::from([("datacenter1".to_owned(), 3)]),
+            single_writer_dc: false,
             tablets: None,
             username: None,
             password: None,
@@ -89,9 +99,11 @@ pub fn profiles(config: &ScyllaConfig) -> Profiles {
         policy = policy.prefer_datacenter(dc.clone());
     }
     let policy = policy.build();
+    let serial =
+        if config.replication.len() > 1 && !config.single_writer_dc { SerialConsistency::Serial } else { SerialConsistency::LocalSerial };
     let base = ExecutionProfile::builder()
         .consistency(Consistency::LocalQuorum)
-        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .serial_consistency(Some(serial))
         .request_timeout(Some(config.request_timeout))
         .load_balancing_policy(policy)
         .retry_policy(Arc::new(DefaultRetryPolicy::new()));
@@ -101,7 +113,7 @@ pub fn profiles(config: &ScyllaConfig) -> Profiles {
             .speculative_execution_policy(Some(Arc::new(SimpleSpeculativeExecutionPolicy { max_retry_count: 1, retry_interval: delay }))),
         None => base.clone(),
     };
-    Profiles { read: read.build().into_handle(), write: base.speculative_execution_policy(None).build().into_handle() }
+    Profiles { read: read.build().into_handle(), write: base.speculative_execution_policy(None).build().into_handle(), serial }
 }
 
 /// Opens a session; with `keyspace`, every connection uses it.

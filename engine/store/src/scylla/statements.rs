@@ -26,6 +26,9 @@ pub mod kind {
     pub const REQUEST: i8 = 3;
     pub const EVENT: i8 = 4;
     pub const CREDIT: i8 = 5;
+    /// A claim's fence (key `<claim kind>/<id>`): "held" by the owner's commit, or "revoked" by a
+    /// taker (see `ScyllaStore::revoke`).
+    pub const FENCE: i8 = 6;
 }
 
 /// Kinds of claim-once mappings (the `kind` partition key column of `claims`).
@@ -39,7 +42,7 @@ pub mod claim {
 #[derive(Debug)]
 pub struct Statements {
     pub account_row: PreparedStatement,
-    pub account_row_serial: PreparedStatement,
+    pub relay_rows_serial: PreparedStatement,
     pub ledger_page: PreparedStatement,
     pub relay_rows: PreparedStatement,
     pub create_account: PreparedStatement,
@@ -76,33 +79,38 @@ pub struct Statements {
 pub struct Profiles {
     /// Reads: LOCAL_QUORUM, speculative execution.
     pub read: ExecutionProfileHandle,
-    /// Writes and lightweight transactions: LOCAL_QUORUM (LOCAL_SERIAL for the Paxos phase), no
+    /// Writes and lightweight transactions: LOCAL_QUORUM (and `serial` for the Paxos phase), no
     /// speculative execution (two proposals of one LWT would only fight each other).
     pub write: ExecutionProfileHandle,
+    /// LOCAL_SERIAL when one data center writes; SERIAL when engines in several do (see
+    /// `ScyllaConfig::single_writer_dc`).
+    pub serial: SerialConsistency,
 }
 
 impl Statements {
     pub async fn prepare(session: &Session, profiles: &Profiles) -> Result<Self, StoreError> {
         let read = |cql: &'static str| prepare(session, cql, &profiles.read);
         let write = |cql: &'static str| prepare(session, cql, &profiles.write);
-        let mut account_row_serial =
-            read("SELECT version, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq = ? AND key = ?")
-                .await?;
-        // A SERIAL read completes any Paxos round left half-done on the partition, so what it
-        // returns is the last word: used before taking over a claim whose owner seems missing.
-        account_row_serial.set_consistency(Consistency::LocalSerial);
-        account_row_serial.set_execution_profile_handle(Some(profiles.write.clone()));
+        let mut relay_rows_serial =
+            read("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ? AND kind <= ?").await?;
+        // A SERIAL read first completes any Paxos round left half-done on the partition: the
+        // recovery pass must not take "no rows" from a commit whose learn phase is still pending.
+        relay_rows_serial.set_consistency(match profiles.serial {
+            SerialConsistency::Serial => Consistency::Serial,
+            SerialConsistency::LocalSerial => Consistency::LocalSerial,
+        });
+        relay_rows_serial.set_execution_profile_handle(Some(profiles.write.clone()));
         Ok(Statements {
             account_row: read(
                 "SELECT version, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq = ? AND key = ?",
             )
             .await?,
-            account_row_serial,
+            relay_rows_serial,
             ledger_page: read(
                 "SELECT value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq < ? ORDER BY kind DESC, seq DESC LIMIT ?",
             )
             .await?,
-            relay_rows: read("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ?").await?,
+            relay_rows: read("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ? AND kind <= ?").await?,
             create_account: write(
                 "INSERT INTO accounts (program_id, account_id, kind, seq, key, version, value, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
             )
@@ -148,13 +156,13 @@ impl Statements {
         })
     }
 
-    /// An empty batch for one partition: LOGGED (atomic), LOCAL_QUORUM, LOCAL_SERIAL for its
-    /// conditions, idempotent (see the module documentation).
+    /// An empty batch for one partition: LOGGED (atomic), LOCAL_QUORUM, the profiles' serial
+    /// consistency for its conditions, idempotent (see the module documentation).
     pub fn batch(profiles: &Profiles) -> Batch {
         let mut batch = Batch::new(BatchType::Logged);
         batch.set_execution_profile_handle(Some(profiles.write.clone()));
         batch.set_consistency(Consistency::LocalQuorum);
-        batch.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        batch.set_serial_consistency(Some(profiles.serial));
         batch.set_is_idempotent(true);
         batch
     }
