@@ -666,3 +666,56 @@ async fn an_enrolment_whose_claims_were_taken_over_mid_commit_cannot_apply_after
     assert_eq!(server.store.account(PROGRAM, &e1_account).await.expect("read"), None, "E1's account was never created");
     server.stop().await;
 }
+
+/// A self-signed CA certificate in PEM, for TLS settings.
+#[cfg(feature = "scylla-tls")]
+fn self_signed_ca_pem() -> Vec<u8> {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa key")).expect("key");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "loyalty test CA").expect("cn");
+    let name = name.build();
+    let mut cert = X509Builder::new().expect("builder");
+    cert.set_version(2).expect("version");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    cert.set_not_before(&Asn1Time::days_from_now(0).expect("time")).expect("not before");
+    cert.set_not_after(&Asn1Time::days_from_now(1).expect("time")).expect("not after");
+    cert.sign(&key, MessageDigest::sha256()).expect("sign");
+    cert.build().to_pem().expect("pem")
+}
+
+#[cfg(feature = "scylla-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_tls_configured_the_store_never_talks_in_clear() {
+    let rig = Rig::new(false).await;
+    let mut config = rig.config.clone();
+    config.connect_timeout = Duration::from_secs(2);
+    config.tls_ca_file = Some("/nonexistent/loyalty-ca.pem".into());
+    let missing = ScyllaStore::connect(config.clone()).await.expect_err("no CA file, no connection");
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    // A valid CA against a server that speaks no TLS: the handshake fails; nothing goes in clear.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, self_signed_ca_pem()).expect("write CA");
+    config.tls_ca_file = Some(ca);
+    let requests_before = rig.standin.stats().requests;
+    let refused = ScyllaStore::connect(config).await.expect_err("a plaintext server is not accepted");
+    assert!(refused.to_string().contains("connect to ScyllaDB"), "{refused}");
+    assert_eq!(rig.standin.stats().requests, requests_before, "no CQL request reached the server in clear");
+}
+
+#[cfg(not(feature = "scylla-tls"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_tls_feature_a_tls_setting_is_refused_not_ignored() {
+    let rig = Rig::new(false).await;
+    let mut config = rig.config.clone();
+    config.tls_ca_file = Some("/etc/loyalty/ca.pem".into());
+    let refused = ScyllaStore::connect(config).await.expect_err("no silent plaintext");
+    assert!(refused.to_string().contains("--features scylla-tls"), "{refused}");
+}

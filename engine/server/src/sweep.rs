@@ -60,6 +60,12 @@ impl Engine {
                     if self.store().receipt(program_id, &key).await?.is_some() {
                         continue;
                     }
+                    // Done before under the key of earlier releases (without the account: only the
+                    // first account swept ever got it), for this account: not again.
+                    let legacy = key.replacen(&format!("/{account_id}/"), "/", 1);
+                    if self.store().receipt(program_id, &legacy).await?.is_some_and(|receipt| receipt.value.account_id == *account_id) {
+                        continue;
+                    }
                     let response = self
                         .receipt_call(
                             program,

@@ -111,6 +111,7 @@ pub(super) async fn recover(store: &ScyllaStore, program_id: &str) -> Result<usi
     let Some(through) = through else { return Ok(0) };
     let from = store.relay_watermarks.get(program_id).map_or_else(|| through.saturating_sub(store.config.relay_lookback_minutes), |at| *at);
     let mut relayed = 0;
+    let mut failed = false;
     for minute in from..=through {
         for shard in 0..SHARDS {
             let mut marks = store
@@ -125,10 +126,18 @@ pub(super) async fn recover(store: &ScyllaStore, program_id: &str) -> Result<usi
                 due.push(Mark { minute, account_id, version: u64::try_from(version).unwrap_or(0) });
             }
             for mark in due {
-                relayed += relay_account(store, program_id, &mark, true).await?;
+                // One account that cannot be relayed must not hold up the others: it is retried by
+                // the next pass, which starts again at this minute.
+                match relay_account(store, program_id, &mark, true).await {
+                    Ok(rows) => relayed += rows,
+                    Err(error) => {
+                        tracing::warn!(%error, minute, "relay recovery of one account failed; will retry");
+                        failed = true;
+                    }
+                }
             }
         }
-        if settled.is_some_and(|settled| minute <= settled) {
+        if !failed && settled.is_some_and(|settled| minute <= settled) {
             store.relay_watermarks.insert(program_id.to_owned(), minute + 1);
         }
     }

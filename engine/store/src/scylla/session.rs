@@ -136,12 +136,34 @@ pub async fn connect(config: &ScyllaConfig, profiles: &Profiles, keyspace: Optio
         builder = builder.user(user.clone(), config.password.clone().unwrap_or_default());
     }
     if let Some(path) = &config.tls_ca_file {
-        return Err(StoreError::Io(format!(
-            "TLS to ScyllaDB (tls_ca_file {}) needs a build with the driver's TLS feature; this build has none",
-            path.display()
-        )));
+        builder = with_tls(builder, path)?;
     }
-    builder.build().await.map_err(io("connect to ScyllaDB"))
+    // Bounded as a whole: a node that accepts TCP but never completes a handshake (TLS against a
+    // plaintext port, say) would otherwise hold the engine's start forever.
+    let limit = config.connect_timeout * 3;
+    match tokio::time::timeout(limit, builder.build()).await {
+        Ok(session) => session.map_err(io("connect to ScyllaDB")),
+        Err(_) => Err(StoreError::Io(format!("connect to ScyllaDB: no session within {} ms", limit.as_millis()))),
+    }
+}
+
+/// TLS to every node, verifying its certificate against the CA bundle at `ca_file` (OpenSSL: the
+/// driver's TLS backend that needs no C build beyond linking the system library).
+#[cfg(feature = "tls")]
+fn with_tls(builder: SessionBuilder, ca_file: &std::path::Path) -> Result<SessionBuilder, StoreError> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let tls = |error: openssl::error::ErrorStack| StoreError::Io(format!("TLS with CA file {}: {error}", ca_file.display()));
+    if !ca_file.is_file() {
+        return Err(StoreError::Io(format!("TLS CA file {} does not exist", ca_file.display())));
+    }
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
+    connector.set_ca_file(ca_file).map_err(tls)?;
+    Ok(builder.tls_context(Some(scylla::client::session::OpenSsl010Config::new(connector))))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(_builder: SessionBuilder, ca_file: &std::path::Path) -> Result<SessionBuilder, StoreError> {
+    Err(StoreError::Io(format!("TLS to ScyllaDB (CA file {}) needs an engine built with `--features scylla-tls`", ca_file.display())))
 }
 
 /// Copies the driver's metrics into the process's Prometheus registry every `every`, until the
