@@ -1,44 +1,22 @@
 //! kill -9 of the engine process under load, then a restart on the same data directory: every
 //! acknowledged call is present exactly once and every balance equals its ledger.
 
-use std::process::Stdio;
+use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
 use rust_decimal::Decimal;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const CUSTOMERS: usize = 20;
 const WORKERS: usize = 16;
 
-/// Starts the engine binary and waits for its "listening on" line.
+/// Starts the engine binary on the data directory and waits for its "listening on" line.
 async fn start_engine(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
-        .arg("--config")
-        .arg(dir.join("engine.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the engine");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if let Some(addr) = line.strip_prefix("loyalty-engine listening on ") {
-                return addr.parse().expect("address");
-            }
-        }
-        panic!("engine exited before listening");
-    })
-    .await
-    .expect("engine started in time");
-    (child, addr)
+    let (config, data) = (dir.join("engine.toml"), dir.join("data"));
+    crate::spawn_engine([OsStr::new("--config"), config.as_os_str(), OsStr::new("--data-dir"), data.as_os_str()]).await
 }
 
 // A test's record of acknowledged calls: their size does not matter.

@@ -15,6 +15,36 @@ mod time;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// Starts the engine binary with `args` (plus a free loopback port, no metrics, warnings only) and
+/// waits for its "listening on" line.
+pub async fn spawn_engine<I, S>(args: I) -> (tokio::process::Child, std::net::SocketAddr)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log", "warn"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the engine");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(addr) = line.strip_prefix("loyalty-engine listening on ") {
+                return addr.parse().expect("address");
+            }
+        }
+        panic!("engine exited before listening");
+    })
+    .await
+    .expect("engine started in time");
+    (child, addr)
+}
+
 /// Asserts a call failed with `code` and the ErrorInfo `reason`; returns the status.
 pub fn expect_error<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>, code: Code, reason: &str) -> tonic::Status {
     let status = match result {

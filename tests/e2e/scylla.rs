@@ -5,8 +5,8 @@
 //! engine processes over one keyspace. Each test checks the two things that matter: nothing is
 //! applied twice, and nothing is acknowledged that was not stored.
 
+use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,8 +24,7 @@ use scylla_proxy::{
     Condition, Node, Reaction, RequestOpcode, RequestReaction, RequestRule, ResponseFrame, ResponseOpcode, ResponseReaction, ResponseRule,
     RunningProxy, ShardAwareness,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tonic::Code;
 
 static KEYSPACES: AtomicUsize = AtomicUsize::new(0);
@@ -367,32 +366,20 @@ where
 
 /// Starts the engine binary on the ScyllaDB backend and waits for its "listening on" line.
 async fn start_engine_process(config_file: &std::path::Path, rig: &Rig) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
-        .arg("--config")
-        .arg(config_file)
-        .args(["--storage-backend", "scylla", "--scylla-local-dc", "datacenter1"])
-        .arg("--scylla-nodes")
-        .arg(rig.config.nodes.join(","))
-        .arg("--scylla-keyspace")
-        .arg(&rig.config.keyspace)
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the engine");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if let Some(addr) = line.strip_prefix("loyalty-engine listening on ") {
-                return addr.parse().expect("address");
-            }
-        }
-        panic!("engine exited before listening");
-    })
-    .await
-    .expect("engine started in time");
-    (child, addr)
+    let nodes = rig.config.nodes.join(",");
+    let args = [
+        OsStr::new("--config"),
+        config_file.as_os_str(),
+        OsStr::new("--storage-backend"),
+        OsStr::new("scylla"),
+        OsStr::new("--scylla-local-dc"),
+        OsStr::new("datacenter1"),
+        OsStr::new("--scylla-nodes"),
+        OsStr::new(&nodes),
+        OsStr::new("--scylla-keyspace"),
+        OsStr::new(&rig.config.keyspace),
+    ];
+    crate::spawn_engine(args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

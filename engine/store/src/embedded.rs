@@ -317,15 +317,7 @@ impl Store for EmbeddedStore {
             return Ok(None);
         };
         let (version, value): (u64, AccountState) = decode_versioned("account", guard.value())?;
-        // Assert data right after it is read: a stored account always agrees with its ledger sum.
-        if value.ledger_sum != value.booked_balance() {
-            return Err(StoreError::Corrupt(format!(
-                "account {account_id}: ledger sum {} != booked {}",
-                value.ledger_sum,
-                value.booked_balance()
-            )));
-        }
-        Ok(Some(Versioned { version, value }))
+        crate::checked_account(account_id, version, value).map(Some)
     }
 
     async fn identity(&self, program_id: &str, key: &IdentityKey) -> Result<Option<String>, StoreError> {

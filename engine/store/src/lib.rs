@@ -97,6 +97,19 @@ impl Commit {
     }
 }
 
+/// An account as read from a backend, checked right after the read: a stored account always
+/// agrees with its ledger sum.
+pub fn checked_account(account_id: &str, version: u64, value: AccountState) -> Result<Versioned<AccountState>, StoreError> {
+    if value.ledger_sum != value.booked_balance() {
+        return Err(StoreError::Corrupt(format!(
+            "account {account_id}: ledger sum {} != booked {}",
+            value.ledger_sum,
+            value.booked_balance()
+        )));
+    }
+    Ok(Versioned { version, value })
+}
+
 /// One version of a program's rules, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredRules {

@@ -403,15 +403,7 @@ impl Store for ScyllaStore {
         let Some((version, bytes)) = self.row(program_id, account_id, kind::ACCOUNT, "").await? else {
             return Ok(None);
         };
-        let value: AccountState = decode("account", &bytes)?;
-        if value.ledger_sum != value.booked_balance() {
-            return Err(StoreError::Corrupt(format!(
-                "account {account_id}: ledger sum {} != booked {}",
-                value.ledger_sum,
-                value.booked_balance()
-            )));
-        }
-        Ok(Some(Versioned { version, value }))
+        crate::checked_account(account_id, version, decode("account", &bytes)?).map(Some)
     }
 
     async fn identity(&self, program_id: &str, key: &IdentityKey) -> Result<Option<String>, StoreError> {
