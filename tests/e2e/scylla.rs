@@ -153,6 +153,18 @@ async fn checked_ledger(
     ledger
 }
 
+/// The customer's ledger holds the receipt exactly once, and the balance is exactly its points.
+async fn assert_accrued_once(
+    client: &mut pb::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>,
+    number: &str,
+    receipt_id: &str,
+    points: i64,
+) {
+    let ledger = checked_ledger(client, number).await;
+    assert_eq!(entries_for(&ledger, receipt_id).len(), 1, "{receipt_id} once in the ledger: {ledger:?}");
+    assert_eq!(dec(&balance_of(client, phone(number)).await.balance), Decimal::from(points));
+}
+
 fn entries_for<'a>(ledger: &'a [pb::LedgerEntry], receipt_id: &str) -> Vec<&'a pb::LedgerEntry> {
     ledger.iter().filter(|entry| entry.receipt_id == receipt_id).collect()
 }
@@ -226,9 +238,7 @@ async fn a_commit_whose_answer_is_lost_is_unavailable_and_its_retry_returns_one_
     // The till retries: exactly one accrual, whichever way the first attempt went.
     let retried = client.accrue(request.clone()).await.expect("retry").into_inner();
     assert_eq!(client.accrue(request).await.expect("replay").into_inner(), retried);
-    let ledger = checked_ledger(&mut client, "+77015550102").await;
-    assert_eq!(entries_for(&ledger, "lost-1").len(), 1, "one ledger entry for the receipt: {ledger:?}");
-    assert_eq!(dec(&balance_of(&mut client, phone("+77015550102")).await.balance), Decimal::from(50));
+    assert_accrued_once(&mut client, "+77015550102", "lost-1", 50).await;
     server.stop().await;
 }
 
@@ -247,9 +257,7 @@ async fn a_commit_refused_before_the_store_saw_it_is_applied_once_by_its_retry()
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     rig.clear_rules();
     client.accrue(request).await.expect("retry");
-    let ledger = checked_ledger(&mut client, "+77015550103").await;
-    assert_eq!(entries_for(&ledger, "refused-1").len(), 1, "{ledger:?}");
-    assert_eq!(dec(&balance_of(&mut client, phone("+77015550103")).await.balance), Decimal::from(50));
+    assert_accrued_once(&mut client, "+77015550103", "refused-1", 50).await;
     server.stop().await;
 }
 
@@ -267,9 +275,7 @@ async fn a_connection_dropped_in_the_middle_of_a_commit_never_applies_it_twice()
     let (answer, _) = accrue_until_answered(&mut client, &request).await;
     rig.clear_rules();
     assert_eq!(client.accrue(request).await.expect("replay").into_inner(), answer);
-    let ledger = checked_ledger(&mut client, "+77015550104").await;
-    assert_eq!(entries_for(&ledger, "dropped-1").len(), 1, "{ledger:?}");
-    assert_eq!(dec(&balance_of(&mut client, phone("+77015550104")).await.balance), Decimal::from(50));
+    assert_accrued_once(&mut client, "+77015550104", "dropped-1", 50).await;
     server.stop().await;
 }
 

@@ -42,6 +42,9 @@ use self::statements::{Profiles, Statements, claim, kind};
 use crate::codec::{decode, encode};
 use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
 
+/// Receipt owners kept in memory (a checkout's later calls skip the claim read); cleared when full.
+const RECEIPT_OWNERS_MAX: usize = 1_000_000;
+
 /// Buckets of the account index: the sweep reads them one after another.
 const INDEX_BUCKETS: i32 = 64;
 
@@ -62,6 +65,8 @@ pub struct ScyllaStore {
     relay_watermarks: dashmap::DashMap<String, u64>,
     /// (program, hour) pairs this process has recorded in `outbox_hours`.
     outbox_hours_written: dashmap::DashSet<(String, u64)>,
+    /// (program, receipt) -> owner, for receipts found in their owner's partition.
+    receipt_owners: dashmap::DashMap<(String, String), String>,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -127,6 +132,7 @@ impl ScyllaStore {
             me: me.clone(),
             relay_watermarks: dashmap::DashMap::new(),
             outbox_hours_written: dashmap::DashSet::new(),
+            receipt_owners: dashmap::DashMap::new(),
         }))
     }
 
@@ -416,11 +422,25 @@ impl Store for ScyllaStore {
     }
 
     async fn receipt(&self, program_id: &str, receipt_id: &str) -> Result<Option<Versioned<ReceiptState>>, StoreError> {
-        let Some(owner) = self.claim_owner(program_id, claim::RECEIPT, receipt_id).await? else {
-            return Ok(None);
+        let cache_key = (program_id.to_owned(), receipt_id.to_owned());
+        let cached = self.receipt_owners.get(&cache_key).map(|owner| owner.clone());
+        let owner = match cached {
+            Some(owner) => owner,
+            None => match self.claim_owner(program_id, claim::RECEIPT, receipt_id).await? {
+                Some(owner) => owner,
+                None => return Ok(None),
+            },
         };
         match self.row(program_id, &owner, kind::RECEIPT, receipt_id).await? {
-            Some((version, bytes)) => Ok(Some(Versioned { version, value: decode("receipt", &bytes)? })),
+            Some((version, bytes)) => {
+                // The receipt is in its owner's partition, so its claim is fenced for good: the
+                // owner never changes again, and the next call on the receipt skips the claim read.
+                if self.receipt_owners.len() >= RECEIPT_OWNERS_MAX {
+                    self.receipt_owners.clear();
+                }
+                self.receipt_owners.insert(cache_key, owner);
+                Ok(Some(Versioned { version, value: decode("receipt", &bytes)? }))
+            }
             None => Ok(None),
         }
     }
