@@ -143,28 +143,34 @@ impl Engine {
         program_id: &str,
         account_id: &str,
     ) -> EngineResult<Option<Versioned<AccountState>>> {
-        // Over a store other processes write too, a cached state may be stale: read it every time
-        // (a stale version would only cost a lost compare-and-set, but a stale balance would be shown).
-        if let Some(cached) = slot.cached.as_ref().filter(|_| !self.store.shared()) {
+        if let Some(cached) = &slot.cached {
             metrics::counter!("loyalty_cache_hits_total").increment(1);
             return Ok(Some(cached.clone()));
         }
         metrics::counter!("loyalty_cache_misses_total").increment(1);
         let stored = self.store.account(program_id, account_id).await?;
-        slot.cached = stored.clone();
+        if self.caches_accounts() {
+            slot.cached = stored.clone();
+        }
         Ok(stored)
+    }
+
+    /// Over a store other processes write too, a cached state may be stale, so none is kept (a
+    /// stale version would only cost a lost compare-and-set, but a stale balance would be shown).
+    fn caches_accounts(&self) -> bool {
+        !self.store.shared()
     }
 
     /// Commits under the account's slot and keeps the cache in step with what was acknowledged.
     async fn commit(&self, slot: &mut MutexGuard<'_, Slot>, commit: Commit) -> EngineResult<CommitOutcome> {
-        let state = commit.account.state.clone();
+        let state = self.caches_accounts().then(|| commit.account.state.clone());
         // Cleared first: if this call is cancelled mid-commit, the next call reloads from the store.
         slot.cached = None;
         let outcome = self.store.commit(commit).await?;
         match &outcome {
             CommitOutcome::Applied { account_version } => {
                 metrics::counter!("loyalty_ledger_commits_total").increment(1);
-                slot.cached = Some(Versioned { version: *account_version, value: state });
+                slot.cached = state.map(|value| Versioned { version: *account_version, value });
             }
             CommitOutcome::Conflict(conflict) => {
                 metrics::counter!("loyalty_commit_conflicts_total", "kind" => conflict_kind(conflict)).increment(1);
