@@ -28,6 +28,7 @@ use loyalty_proto::bench::echo_client::EchoClient;
 use loyalty_proto::v1 as pb;
 use loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use prost::Message;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,6 +45,25 @@ enum Workload {
     Checkout,
 }
 
+/// Adds the API key to every call, as a till integration does.
+#[derive(Clone, Debug)]
+struct ApiKey(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl ApiKey {
+    fn new(key: Option<&str>) -> anyhow::Result<Self> {
+        Ok(ApiKey(key.map(|key| format!("Bearer {key}").parse()).transpose().map_err(|_| anyhow::anyhow!("--api-key: not ASCII"))?))
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "loyalty-load", about = "Load driver for loyalty-engine: closed or open model, ghz-like summary")]
 struct Args {
@@ -52,6 +72,9 @@ struct Args {
     target: String,
     #[arg(long, default_value = "demo")]
     program: String,
+    /// The API key sent with every call (`authorization: Bearer`); `loyalty-engine keygen` makes one.
+    #[arg(long, env = "LOYALTY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[arg(long, value_enum, default_value = "accrue")]
     workload: Workload,
     /// Closed model: concurrent workers. Open model: most calls in flight.
@@ -157,6 +180,7 @@ impl Requests<'_> {
             points: if hold_id.is_empty() { "1".into() } else { "5".into() },
             hold_id: hold_id.into(),
             lines: if hold_id.is_empty() { basket() } else { Vec::new() },
+            customer_code: String::new(),
         }
     }
 }
@@ -280,7 +304,7 @@ struct Progress {
 
 #[derive(Clone)]
 enum Client {
-    Engine(LoyaltyServiceClient<Channel>),
+    Engine(LoyaltyServiceClient<InterceptedService<Channel, ApiKey>>),
     Floor(EchoClient<Channel>),
 }
 
@@ -314,7 +338,7 @@ async fn timed<T>(
 }
 
 async fn engine_iteration(
-    client: &mut LoyaltyServiceClient<Channel>,
+    client: &mut LoyaltyServiceClient<InterceptedService<Channel, ApiKey>>,
     workload: Workload,
     requests: &Requests<'_>,
     started: Instant,
@@ -379,7 +403,7 @@ async fn floor_iteration(
 // ---------------------------------------------------------------------------------------------
 // Seeding
 
-async fn seed(client: &mut LoyaltyServiceClient<Channel>, args: &Args) -> anyhow::Result<()> {
+async fn seed(client: &mut LoyaltyServiceClient<InterceptedService<Channel, ApiKey>>, args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     for index in 0..args.customers {
         let enroll = pb::EnrollRequest {
@@ -676,7 +700,11 @@ async fn main() -> anyhow::Result<()> {
             .connect()
             .await
             .with_context(|| format!("connecting to {}", args.target))?;
-        clients.push(if args.floor { Client::Floor(EchoClient::new(channel)) } else { Client::Engine(LoyaltyServiceClient::new(channel)) });
+        clients.push(if args.floor {
+            Client::Floor(EchoClient::new(channel))
+        } else {
+            Client::Engine(LoyaltyServiceClient::with_interceptor(channel, ApiKey::new(args.api_key.as_deref())?))
+        });
     }
     if args.seed {
         anyhow::ensure!(!args.floor, "--seed needs the engine, not the echo floor");

@@ -37,7 +37,7 @@ pub fn policy() -> ProgramPolicy {
 }
 
 pub fn origin() -> Origin {
-    Origin { store_id: "store-1".into(), till_id: "till-1".into() }
+    Origin { store_id: "store-1".into(), till_id: "till-1".into(), actor: "till-gw".into() }
 }
 
 pub fn card(value: &str) -> IdentityKey {
@@ -240,6 +240,7 @@ impl Change {
             ledger: finished.entries,
             receipt,
             identity_claims: self.identities.clone(),
+            identity_releases: Vec::new(),
             request,
             events: finished.events,
             credits: finished.credits,

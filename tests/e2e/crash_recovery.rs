@@ -15,8 +15,17 @@ const WORKERS: usize = 16;
 
 /// Starts the engine binary on the data directory and waits for its "listening on" line.
 async fn start_engine(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
-    let (config, data) = (dir.join("engine.toml"), dir.join("data"));
-    crate::spawn_engine([OsStr::new("--config"), config.as_os_str(), OsStr::new("--data-dir"), data.as_os_str()]).await
+    let (config, data, credentials) = (dir.join("engine.toml"), dir.join("data"), dir.join("credentials.toml"));
+    write_test_credentials(&credentials, &[PROGRAM]);
+    let args = [
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+        OsStr::new("--credentials-file"),
+        credentials.as_os_str(),
+    ];
+    crate::spawn_engine(args).await
 }
 
 // A test's record of acknowledged calls: their size does not matter.
@@ -37,6 +46,7 @@ async fn kill_minus_nine_under_load_loses_no_acknowledged_call() {
         id = "shop"
         pending = "none"
         redeem_cap_percent = "50"
+        customer_code = "none"
         "#,
     )
     .expect("config");

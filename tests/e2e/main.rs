@@ -10,7 +10,9 @@ mod faults;
 mod idempotency;
 mod rules;
 mod scylla;
+mod security;
 mod time;
+mod tls;
 
 use tonic::Code;
 use tonic_types::StatusExt;

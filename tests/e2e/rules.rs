@@ -283,7 +283,7 @@ async fn cafe_referrals_credit_three_levels_up_and_a_refund_takes_their_share_ba
         }
         client.enroll(request).await.expect("enroll");
     }
-    let balances = |client: &mut loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>| {
+    let balances = |client: &mut loyalty_tests::Client| {
         let mut client = client.clone();
         async move {
             let mut all = Vec::new();

@@ -124,10 +124,7 @@ fn answer_lost(error: fn() -> DbError) -> ResponseReaction {
 }
 
 /// Calls `accrue` like a till does: again and again until it is answered.
-async fn accrue_until_answered(
-    client: &mut pb::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>,
-    request: &pb::AccrueRequest,
-) -> (pb::AccrueResponse, usize) {
+async fn accrue_until_answered(client: &mut loyalty_tests::Client, request: &pb::AccrueRequest) -> (pb::AccrueResponse, usize) {
     let mut failures = 0;
     loop {
         match client.accrue(request.clone()).await {
@@ -142,10 +139,7 @@ async fn accrue_until_answered(
 
 /// Every ledger entry of a customer, and a check that they sum to the balance and never went
 /// below zero.
-async fn checked_ledger(
-    client: &mut pb::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>,
-    number: &str,
-) -> Vec<pb::LedgerEntry> {
+async fn checked_ledger(client: &mut loyalty_tests::Client, number: &str) -> Vec<pb::LedgerEntry> {
     let ledger = full_ledger(client, phone(number)).await;
     let sum: Decimal = ledger.iter().map(|entry| dec(&entry.amount)).sum();
     assert_eq!(sum, dec(&balance_of(client, phone(number)).await.balance), "balance of {number} equals its ledger");
@@ -154,12 +148,7 @@ async fn checked_ledger(
 }
 
 /// The customer's ledger holds the receipt exactly once, and the balance is exactly its points.
-async fn assert_accrued_once(
-    client: &mut pb::loyalty_service_client::LoyaltyServiceClient<tonic::transport::Channel>,
-    number: &str,
-    receipt_id: &str,
-    points: i64,
-) {
+async fn assert_accrued_once(client: &mut loyalty_tests::Client, number: &str, receipt_id: &str, points: i64) {
     let ledger = checked_ledger(client, number).await;
     assert_eq!(entries_for(&ledger, receipt_id).len(), 1, "{receipt_id} once in the ledger: {ledger:?}");
     assert_eq!(dec(&balance_of(client, phone(number)).await.balance), Decimal::from(points));
@@ -373,7 +362,11 @@ where
 /// Starts the engine binary on the ScyllaDB backend and waits for its "listening on" line.
 async fn start_engine_process(config_file: &std::path::Path, rig: &Rig) -> (Child, SocketAddr) {
     let nodes = rig.config.nodes.join(",");
+    let credentials = config_file.with_extension("credentials.toml");
+    loyalty_tests::write_test_credentials(&credentials, &[loyalty_tests::PROGRAM]);
     let args = [
+        OsStr::new("--credentials-file"),
+        credentials.as_os_str(),
         OsStr::new("--config"),
         config_file.as_os_str(),
         OsStr::new("--storage-backend"),
@@ -393,7 +386,11 @@ async fn two_engine_processes_hammering_the_same_accounts_add_up_exactly() {
     let rig = Rig::new(false).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config_file = dir.path().join("engine.toml");
-    std::fs::write(&config_file, "[[programs]]\nid = \"shop\"\npending = \"none\"\nredeem_cap_percent = \"100\"\n").expect("config");
+    std::fs::write(
+        &config_file,
+        "[[programs]]\nid = \"shop\"\npending = \"none\"\nredeem_cap_percent = \"100\"\ncustomer_code = \"none\"\n",
+    )
+    .expect("config");
     let (mut first, first_addr) = start_engine_process(&config_file, &rig).await;
     let (mut second, second_addr) = start_engine_process(&config_file, &rig).await;
     let engines = [first_addr, second_addr];
@@ -549,6 +546,7 @@ impl Store for Rival {
                 ledger: Vec::new(),
                 receipt: None,
                 identity_claims: Vec::new(),
+                identity_releases: Vec::new(),
                 request: None,
                 events: Vec::new(),
                 credits: Vec::new(),

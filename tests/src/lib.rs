@@ -17,6 +17,7 @@ use loyalty_store::Store;
 use loyalty_store::embedded::{Durability, EmbeddedStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use pb::customer_ref::Id;
@@ -27,14 +28,94 @@ pub const PROGRAM: &str = "shop";
 pub const STORE: &str = "store-1";
 pub const TILL: &str = "till-1";
 
+/// The secret of the test credential `test-all` (every scope) that every test engine gets for each
+/// of its programs. A constant, so engine processes started by tests can be given its digest.
+pub const TEST_SECRET: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
+/// The test credential's API key for `program`.
+pub fn test_key(program: &str) -> String {
+    format!("lk1/{program}/test-all/{TEST_SECRET}")
+}
+
+/// The test credential of each program: every scope, no store or operation limits.
+pub fn test_credentials(programs: &[String]) -> std::collections::HashMap<String, Vec<loyalty_engine::auth::Credential>> {
+    use loyalty_engine::auth::Scope;
+    programs
+        .iter()
+        .map(|program| {
+            let credential = loyalty_engine::auth::Credential {
+                id: "test-all".into(),
+                label: "tests".into(),
+                scopes: vec![Scope::Checkout, Scope::ReadOnly, Scope::PartnerIssueCertificates, Scope::CustomerApp, Scope::Admin],
+                stores: Vec::new(),
+                operations: Vec::new(),
+                rate_per_second: 0,
+                burst: 0,
+                key_sha256: loyalty_engine::auth::keys::digest(&test_key(program)),
+                client_cert_sha256: None,
+                created_at: start_time(),
+                created_by: "tests".into(),
+                revoked_at: None,
+                revoked_by: None,
+            };
+            (program.clone(), vec![credential])
+        })
+        .collect()
+}
+
+/// Writes a credentials file with the test credential of each program, for engine processes.
+pub fn write_test_credentials(path: &std::path::Path, programs: &[&str]) {
+    let text: String = programs
+        .iter()
+        .map(|program| {
+            format!(
+                "[[credentials]]\nprogram = \"{program}\"\nid = \"test-all\"\nscopes = [\"checkout\", \"read_only\", \"admin\"]\nkey_sha256 = \"{}\"\n",
+                loyalty_engine::auth::keys::digest(&test_key(program))
+            )
+        })
+        .collect();
+    std::fs::write(path, text).expect("write the credentials file");
+}
+
+/// Adds an API key to every call, as a till integration does.
+#[derive(Clone, Debug)]
+pub struct ApiKey(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl ApiKey {
+    pub fn new(key: Option<&str>) -> Self {
+        ApiKey(key.map(|key| format!("Bearer {key}").parse().expect("an ASCII key")))
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A checkout client that sends an API key.
+pub type Client = LoyaltyServiceClient<InterceptedService<Channel, ApiKey>>;
+/// An admin client that sends an API key.
+pub type Admin = ProgramAdminClient<InterceptedService<Channel, ApiKey>>;
+
 /// 2026-03-10 06:00 UTC, 11:00 in Almaty.
 pub fn start_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 10, 6, 0, 0).single().expect("valid start time")
 }
 
 /// The test program's configuration.
+/// Spending needs no customer code here, so that the checkout tests can spend by phone; the
+/// security tests (`e2e/security.rs`) run the default policy.
 pub fn shop_program() -> ProgramConfig {
-    ProgramConfig { id: PROGRAM.into(), redeem_cap_percent: rust_decimal::Decimal::from(50), ..ProgramConfig::default() }
+    ProgramConfig {
+        id: PROGRAM.into(),
+        redeem_cap_percent: rust_decimal::Decimal::from(50),
+        customer_code: loyalty_core::presence::CodeRequirement::None,
+        ..ProgramConfig::default()
+    }
 }
 
 /// A running engine and what a test needs to drive it.
@@ -56,7 +137,9 @@ impl TestServer {
         TestServer::start_with(|_| {}, |store| store).await
     }
 
-    /// Lets a test change the configuration and wrap the store (to inject faults).
+    /// Lets a test change the configuration and wrap the store (to inject faults). A `[tls]`
+    /// section set here turns TLS on (then `client` and `admin`, which speak plaintext, do not
+    /// connect: the test builds its own TLS channel to `addr`).
     pub async fn start_with(configure: impl FnOnce(&mut Config), wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config { data_dir: dir.path().to_path_buf(), programs: vec![shop_program()], ..Config::default() };
@@ -79,23 +162,27 @@ impl TestServer {
         let clock = Arc::new(ManualClock::new(start_time()));
         let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock.clone(), Arc::new(UuidIds), 100_000));
         engine.bootstrap_rules().await.expect("rules load");
+        let programs: Vec<String> = config.programs.iter().map(|program| program.id.clone()).collect();
+        engine.bootstrap_access(&test_credentials(&programs)).await.expect("credentials load");
         let credits = loyalty_engine::credits::spawn_credit_applier(Arc::clone(&engine), std::time::Duration::from_millis(200));
+        let tls = config.tls.server_config().expect("the test's TLS files load");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(loyalty_engine::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
+        let stopped = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(loyalty_engine::server::serve(listener, Arc::clone(&engine), config.limits.clone(), stopped, tls));
         TestServer { addr, clock, engine, store, dir, stop: Some(stop), task: Some(task), credits }
     }
 
-    pub async fn client(&self) -> LoyaltyServiceClient<Channel> {
+    /// A client with the test credential of the test program.
+    pub async fn client(&self) -> Client {
         connect(self.addr).await
     }
 
-    pub async fn admin(&self) -> ProgramAdminClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect to engine");
-        ProgramAdminClient::new(channel)
+    pub async fn admin(&self) -> Admin {
+        admin_with(self.addr, Some(&test_key(PROGRAM))).await
     }
 
     /// Stops the server, drains calls and flushes the store.
@@ -111,10 +198,23 @@ impl TestServer {
     }
 }
 
-/// A client on a fresh connection.
-pub async fn connect(addr: SocketAddr) -> LoyaltyServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect to engine");
-    LoyaltyServiceClient::new(channel)
+/// A client on a fresh connection, with the test program's test credential.
+pub async fn connect(addr: SocketAddr) -> Client {
+    connect_with(addr, Some(&test_key(PROGRAM))).await
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect to engine")
+}
+
+/// A client on a fresh connection that sends `key` (or none).
+pub async fn connect_with(addr: SocketAddr, key: Option<&str>) -> Client {
+    LoyaltyServiceClient::with_interceptor(channel(addr).await, ApiKey::new(key))
+}
+
+/// An admin client on a fresh connection that sends `key` (or none).
+pub async fn admin_with(addr: SocketAddr, key: Option<&str>) -> Admin {
+    ProgramAdminClient::with_interceptor(channel(addr).await, ApiKey::new(key))
 }
 
 pub fn card(number: &str) -> Option<pb::CustomerRef> {
@@ -208,6 +308,7 @@ pub fn redeem(
         points: points.into(),
         hold_id: hold_id.into(),
         lines,
+        customer_code: String::new(),
     }
 }
 
@@ -238,7 +339,7 @@ pub fn get_account(customer: Option<pb::CustomerRef>) -> pb::GetAccountRequest {
 }
 
 /// Reads every ledger entry of a customer, newest first, following page tokens.
-pub async fn full_ledger(client: &mut LoyaltyServiceClient<Channel>, customer: Option<pb::CustomerRef>) -> Vec<pb::LedgerEntry> {
+pub async fn full_ledger(client: &mut Client, customer: Option<pb::CustomerRef>) -> Vec<pb::LedgerEntry> {
     let mut entries = Vec::new();
     let mut token = String::new();
     loop {
@@ -266,6 +367,6 @@ pub fn dec(value: &str) -> rust_decimal::Decimal {
 }
 
 /// The balance part of a GetAccount response.
-pub async fn balance_of(client: &mut LoyaltyServiceClient<Channel>, customer: Option<pb::CustomerRef>) -> pb::Balance {
+pub async fn balance_of(client: &mut Client, customer: Option<pb::CustomerRef>) -> pb::Balance {
     client.get_account(get_account(customer)).await.expect("get account").into_inner().balance.expect("balance")
 }

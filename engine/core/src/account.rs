@@ -113,7 +113,29 @@ pub struct AccountState {
     /// `REFERRAL_LEVELS_MAX`. Fixed at enrolment.
     #[serde(default)]
     pub referral_chain: Vec<String>,
+    /// The customer's one-time spending code and its attempt counters.
+    #[serde(default)]
+    pub presence: crate::presence::PresenceState,
+    /// Set when the customer's personal data was erased: the account and its ledger stay, under
+    /// the account ID alone.
+    #[serde(default)]
+    pub erased_at: Option<DateTime<Utc>>,
+    /// Admin actions on the account that change no balance (erasure, say), newest last, at most
+    /// [`AUDIT_NOTES_MAX`]; balance changes are audited by the ledger itself.
+    #[serde(default)]
+    pub audit: Vec<AuditNote>,
 }
+
+/// An admin action on an account: who, when, what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditNote {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub what: String,
+}
+
+/// Most audit notes an account keeps.
+pub const AUDIT_NOTES_MAX: usize = 100;
 
 /// Most levels of a referral chain.
 pub const REFERRAL_LEVELS_MAX: usize = 5;
@@ -182,6 +204,9 @@ impl AccountState {
             tier_progress: TierProgress::default(),
             counters: Vec::new(),
             referral_chain: Vec::new(),
+            presence: crate::presence::PresenceState::default(),
+            erased_at: None,
+            audit: Vec::new(),
         }
     }
 

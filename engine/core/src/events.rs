@@ -18,6 +18,8 @@ pub enum EventKind {
     CertificateIssued,
     /// Points (in `points`) expire soon; the first of them at `expires_at`.
     PointsExpiring,
+    /// A one-time spending code for the messaging to send (in `code`), good until `expires_at`.
+    CustomerCode,
 }
 
 impl EventKind {
@@ -28,6 +30,7 @@ impl EventKind {
             EventKind::TierChanged => "tier_changed",
             EventKind::CertificateIssued => "certificate_issued",
             EventKind::PointsExpiring => "points_expiring",
+            EventKind::CustomerCode => "customer_code",
         }
     }
 }
@@ -50,6 +53,9 @@ pub struct Event {
     /// For expiry notices and certificates: when the points expire.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// For customer codes: the code to deliver (worthless after `expires_at` or one use).
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// Points owed to (or owed back by) another account: written in the same commit as the change that

@@ -52,4 +52,9 @@ pub struct LedgerEntry {
     /// The program version that was evaluated (earn and bonus entries).
     #[serde(default)]
     pub program_version: Option<u64>,
+    /// Who made the change: the credential (API key ID) of the call, `system:<job>` for the
+    /// engine's own jobs; empty on entries written before credentials existed. The audit trail of
+    /// balance changes, kept with the ledger.
+    #[serde(default)]
+    pub actor: String,
 }

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod ledger;
 pub mod ops;
 pub mod outcome;
+pub mod presence;
 pub mod program;
 pub mod receipt;
 pub mod rejection;
@@ -33,9 +34,22 @@ pub mod txn;
 
 pub use rust_decimal::Decimal;
 
-/// Where a call came from: the store and till, recorded in every ledger entry for support.
+/// Where a call came from: the store and till, and the credential that made it, recorded in every
+/// ledger entry for support and audit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     pub store_id: String,
     pub till_id: String,
+    /// The credential (API key ID) that made the call, or `system:<job>` for the engine's own
+    /// jobs. Not serialised with the origin, so not part of a call's fingerprint: the same call
+    /// retried through another key of the same till is still the same call.
+    #[serde(skip)]
+    pub actor: String,
+}
+
+impl Origin {
+    /// An origin of the engine's own work (the sweep, referral credits): `system:<job>`.
+    pub fn system(job: &str) -> Origin {
+        Origin { store_id: job.to_owned(), till_id: job.to_owned(), actor: format!("system:{job}") }
+    }
 }

@@ -18,6 +18,7 @@ use crate::outcome::{
     AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SpendLimit,
     SpendQuote,
 };
+use crate::presence::PresenceProof;
 use crate::program::ProgramPolicy;
 use crate::receipt::{Accrual, ClosedLine, HoldStatus, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
 use crate::rejection::Rejection;
@@ -50,6 +51,9 @@ pub struct AuthorizeCmd {
     /// Zero means the program's default.
     pub hold_ttl_seconds: u32,
     pub sale: SaleContext,
+    /// Who presented the customer and the code, checked when points are held.
+    #[serde(skip)]
+    pub presence: PresenceProof,
 }
 
 /// Spend points on a receipt, capturing its hold or directly on `lines`.
@@ -59,6 +63,9 @@ pub struct RedeemCmd {
     pub points: Decimal,
     pub hold_id: Option<String>,
     pub lines: Vec<BasketLine>,
+    /// Checked when points are spent without a hold (a hold was checked when it was placed).
+    #[serde(skip)]
+    pub presence: PresenceProof,
 }
 
 /// Earn on the paid receipt's final lines.
@@ -245,6 +252,8 @@ pub fn authorize(
         return Err(Rejection::IdempotencyConflict { kind: "receipt", key: receipt.receipt_id.clone() });
     }
     let now = txn.now();
+    // First, so that every wrong code counts, whatever else is wrong with the call.
+    txn.account_mut().presence.verify(&ck.program.presence, &cmd.presence, now)?;
     let mut outcome = quote(ck, txn.account(), cmd, now, &txn.origin().clone())?;
     let expires_at = now + hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     check_spend(&outcome.spend, cmd.spend, outcome.balance.spendable, ck.rules.source().spending.min_balance_to_spend)?;
@@ -304,6 +313,7 @@ pub fn redeem(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             slices
         }
         None => {
+            txn.account_mut().presence.verify(&ck.program.presence, &cmd.presence, now)?;
             if cmd.lines.is_empty() {
                 return Err(Rejection::invalid("lines", "required to spend on a receipt without an active hold"));
             }

@@ -76,6 +76,8 @@ pub struct ProgramPolicy {
     pub redeem_cap_percent: Decimal,
     pub refund_policy: RefundPolicy,
     pub phone_plan: PhonePlan,
+    /// When spending needs the customer's one-time code, and its limits.
+    pub presence: crate::presence::PresencePolicy,
 }
 
 impl ProgramPolicy {
@@ -95,6 +97,7 @@ impl ProgramPolicy {
             redeem_cap_percent: Decimal::ONE_HUNDRED,
             refund_policy: RefundPolicy::AllowNegative,
             phone_plan: PhonePlan::default(),
+            presence: crate::presence::PresencePolicy::default(),
         }
     }
 

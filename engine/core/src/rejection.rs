@@ -1,6 +1,7 @@
 //! Every reason the domain refuses an operation. Rejections are data, not failures: each has a
 //! stable code (mirrored in the gRPC error details) so that tills can act on it without parsing text.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 /// Why an operation was refused. The server maps each variant to one gRPC status in one place.
@@ -66,6 +67,18 @@ pub enum Rejection {
     /// The card or app token is already bound to a registered customer.
     #[error("this {kind} is already bound to another customer")]
     IdentifierTaken { kind: &'static str },
+    /// Spending by this customer needs a code from the app or a message (program policy).
+    #[error("spending needs the customer's one-time code (from the app, or sent by message)")]
+    CustomerCodeRequired,
+    /// The code is wrong, expired or already used; the attempt was counted.
+    #[error("the customer's code is wrong or expired; {attempts_left} attempts left before spending is locked")]
+    CustomerCodeInvalid { attempts_left: u32 },
+    /// Too many wrong codes: spending is locked for a while (earning goes on).
+    #[error("spending is locked after too many wrong codes, until {until}")]
+    CustomerLocked { until: DateTime<Utc> },
+    /// The account had its codes for this hour.
+    #[error("too many codes issued for this customer; the next one may be issued at {next}")]
+    CodeIssueLimit { next: DateTime<Utc> },
 }
 
 impl Rejection {
@@ -92,7 +105,17 @@ impl Rejection {
             Rejection::IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
             Rejection::PhoneAlreadyRegistered => "PHONE_ALREADY_REGISTERED",
             Rejection::IdentifierTaken { .. } => "IDENTIFIER_TAKEN",
+            Rejection::CustomerCodeRequired => "CUSTOMER_CODE_REQUIRED",
+            Rejection::CustomerCodeInvalid { .. } => "CUSTOMER_CODE_INVALID",
+            Rejection::CustomerLocked { .. } => "CUSTOMER_LOCKED",
+            Rejection::CodeIssueLimit { .. } => "CODE_ISSUE_LIMIT",
         }
+    }
+
+    /// A refusal that changed the account (a counted failed code attempt, a lock-out): the engine
+    /// stores the account even though the call is refused, or the attempt limit would mean nothing.
+    pub fn records_attempt(&self) -> bool {
+        matches!(self, Rejection::CustomerCodeInvalid { .. } | Rejection::CustomerLocked { .. })
     }
 
     /// Shorthand for a bad field.

@@ -159,6 +159,7 @@ impl<'p> Txn<'p> {
             expires_at: terms.map(|terms| terms.expires_at),
             rule_ids,
             program_version,
+            actor: self.origin.actor.clone(),
         });
     }
 
@@ -259,6 +260,7 @@ impl<'p> Txn<'p> {
             tier_from: None,
             tier_to: None,
             expires_at: Some(expires_at),
+            code: None,
         });
         self.post(kind, amount, posting, reason, Some(terms), rule_ids);
         Some(terms)
@@ -448,6 +450,7 @@ impl<'p> Txn<'p> {
             tier_from: None,
             tier_to: None,
             expires_at: Some(expires_at),
+            code: None,
         });
         // Debt is paid from certificates too: they are points like any other.
         self.credit_bucket(value, terms, posting.receipt_id, Some(&certificate));
@@ -467,6 +470,7 @@ impl<'p> Txn<'p> {
             tier_from: Some(change.from),
             tier_to: Some(change.to),
             expires_at: None,
+            code: None,
         });
     }
 
@@ -486,6 +490,7 @@ impl<'p> Txn<'p> {
                 tier_from: None,
                 tier_to: None,
                 expires_at: next,
+                code: None,
             });
         }
         amount

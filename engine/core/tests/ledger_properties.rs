@@ -69,7 +69,7 @@ fn start_time() -> DateTime<Utc> {
 }
 
 fn origin() -> Origin {
-    Origin { store_id: "store-1".into(), till_id: "till-1".into() }
+    Origin { store_id: "store-1".into(), till_id: "till-1".into(), actor: "till-gw".into() }
 }
 
 macro_rules! check {
@@ -704,6 +704,7 @@ fn step_authorize(
     };
     let now = model.now;
     let quote_cmd = AuthorizeCmd {
+        presence: Default::default(),
         receipt_id: receipt_id.clone(),
         lines: lines.clone(),
         spend: Decimal::ZERO,
@@ -782,7 +783,7 @@ fn step_capture(env: &Env, model: &mut Model, receipt: Target, percent: u32, mod
         (_, Some(hold)) => Some(hold.hold_id.clone()),
     };
     let spendable = model.account.balance_at(now).spendable;
-    let cmd = RedeemCmd { receipt_id: receipt_id.clone(), points, hold_id, lines: Vec::new() };
+    let cmd = RedeemCmd { receipt_id: receipt_id.clone(), points, hold_id, lines: Vec::new(), presence: Default::default() };
     let auth_cap = model.baskets.get(&receipt_id).map(|lines| env.cap_of(lines));
     match apply(env, model, &receipt_id, |ck, txn, rc, _| ops::redeem(ck, txn, rc, &cmd))? {
         Ok(applied) => {
@@ -861,7 +862,7 @@ fn step_redeem(
     let cap = env.cap_of(&lines);
     let max = if model.account.registered { cap.min(env.policy.floor_points(spendable)) } else { Decimal::ZERO };
     let points = resolve_amount(env, spend, max);
-    let cmd = RedeemCmd { receipt_id: receipt_id.clone(), points, hold_id: None, lines: lines.clone() };
+    let cmd = RedeemCmd { receipt_id: receipt_id.clone(), points, hold_id: None, lines: lines.clone(), presence: Default::default() };
     match apply(env, model, &receipt_id, |ck, txn, rc, _| ops::redeem(ck, txn, rc, &cmd))? {
         Ok(applied) => {
             check!(
@@ -1473,7 +1474,7 @@ impl Shop {
         points: Decimal,
         lines: Vec<BasketLine>,
     ) -> Result<loyalty_core::outcome::RedeemOutcome, Rejection> {
-        let cmd = RedeemCmd { receipt_id: receipt_id.into(), points, hold_id: None, lines };
+        let cmd = RedeemCmd { receipt_id: receipt_id.into(), points, hold_id: None, lines, presence: Default::default() };
         let result =
             apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, _| ops::redeem(ck, txn, rc, &cmd)).expect("model invariants");
         self.checked();
@@ -1486,7 +1487,14 @@ impl Shop {
         spend: Decimal,
         lines: Vec<BasketLine>,
     ) -> Result<loyalty_core::outcome::AuthorizeOutcome, Rejection> {
-        let cmd = AuthorizeCmd { receipt_id: receipt_id.into(), lines, spend, hold_ttl_seconds: 0, sale: SaleContext::default() };
+        let cmd = AuthorizeCmd {
+            receipt_id: receipt_id.into(),
+            lines,
+            spend,
+            hold_ttl_seconds: 0,
+            sale: SaleContext::default(),
+            presence: Default::default(),
+        };
         let result = apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, hold_id| ops::authorize(ck, txn, rc, &cmd, hold_id))
             .expect("model invariants");
         self.checked();
@@ -1494,7 +1502,13 @@ impl Shop {
     }
 
     fn capture(&mut self, receipt_id: &str, points: Decimal, hold_id: &str) -> Result<loyalty_core::outcome::RedeemOutcome, Rejection> {
-        let cmd = RedeemCmd { receipt_id: receipt_id.into(), points, hold_id: Some(hold_id.into()), lines: Vec::new() };
+        let cmd = RedeemCmd {
+            receipt_id: receipt_id.into(),
+            points,
+            hold_id: Some(hold_id.into()),
+            lines: Vec::new(),
+            presence: Default::default(),
+        };
         let result =
             apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, _| ops::redeem(ck, txn, rc, &cmd)).expect("model invariants");
         self.checked();

@@ -653,7 +653,7 @@ fn build_scenario((setup, tiers, at, spending, mut rules, spec, line_specs, (sto
         lines,
         bases,
         at,
-        origin: Origin { store_id: store, till_id: "till-1".into() },
+        origin: Origin { store_id: store, till_id: "till-1".into(), actor: "till-gw".into() },
         sale: SaleContext { channel, coupons },
     }
 }
@@ -944,7 +944,14 @@ fn spending_scenario_strategy() -> BoxedStrategy<(Scenario, Vec<Ask>)> {
 }
 
 fn authorize_cmd(scenario: &Scenario, spend: Decimal) -> AuthorizeCmd {
-    AuthorizeCmd { receipt_id: "R".into(), lines: scenario.lines.clone(), spend, hold_ttl_seconds: 0, sale: scenario.sale.clone() }
+    AuthorizeCmd {
+        receipt_id: "R".into(),
+        lines: scenario.lines.clone(),
+        spend,
+        hold_ttl_seconds: 0,
+        sale: scenario.sale.clone(),
+        presence: Default::default(),
+    }
 }
 
 fn check_spending_ops(scenario: &Scenario, compiled: &CompiledRules, asks: &[Ask]) -> Result<(), TestCaseError> {
@@ -977,7 +984,13 @@ fn check_spending_ops(scenario: &Scenario, compiled: &CompiledRules, asks: &[Ask
                 prop_assert_eq!(outcome.hold.as_ref().map(|hold| hold.amount), Some(spend));
                 let held = txn.finish_all().map_err(|broken| TestCaseError::fail(format!("after authorize: {broken:?}")))?.account;
                 let mut txn = Txn::begin(program, &held, at + Duration::seconds(30), "tx-capture".into(), scenario.origin.clone());
-                let capture = RedeemCmd { receipt_id: "R".into(), points: spend, hold_id: Some("h-new".into()), lines: Vec::new() };
+                let capture = RedeemCmd {
+                    receipt_id: "R".into(),
+                    points: spend,
+                    hold_id: Some("h-new".into()),
+                    lines: Vec::new(),
+                    presence: Default::default(),
+                };
                 ops::redeem(&ck, &mut txn, &mut receipt, &capture)
                     .map_err(|rejection| TestCaseError::fail(format!("capture of the {spend} hold refused: {rejection:?}")))?;
                 txn.finish_all().map_err(|broken| TestCaseError::fail(format!("after capture: {broken:?}")))?;
@@ -992,7 +1005,8 @@ fn check_spending_ops(scenario: &Scenario, compiled: &CompiledRules, asks: &[Ask
             }
             let mut txn = Txn::begin(program, account, at, "tx-redeem".into(), scenario.origin.clone());
             let mut receipt = ReceiptState::new("R".into(), account.account_id.clone(), at, scenario.origin.clone());
-            let cmd = RedeemCmd { receipt_id: "R".into(), points, hold_id: None, lines: scenario.lines.clone() };
+            let cmd =
+                RedeemCmd { receipt_id: "R".into(), points, hold_id: None, lines: scenario.lines.clone(), presence: Default::default() };
             let result = ops::redeem(&ck, &mut txn, &mut receipt, &cmd);
             if points <= max {
                 result.map_err(|rejection| {

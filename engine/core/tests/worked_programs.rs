@@ -256,7 +256,13 @@ fn cafe_spend_takes_the_certificate_up_to_its_cap_then_points() {
     let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
     let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
     let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());
-    let cmd = RedeemCmd { receipt_id: "R".into(), points: dec("1901"), hold_id: None, lines: vec![line(1, "cake", "", "10000.00", "")] };
+    let cmd = RedeemCmd {
+        receipt_id: "R".into(),
+        points: dec("1901"),
+        hold_id: None,
+        lines: vec![line(1, "cake", "", "10000.00", "")],
+        presence: Default::default(),
+    };
     assert!(matches!(ops::redeem(&checkout, &mut txn, &mut receipt, &cmd), Err(Rejection::ExceedsReceiptCap { .. })));
     let cmd = RedeemCmd { points: dec("1900"), ..cmd };
     ops::redeem(&checkout, &mut txn, &mut receipt, &cmd).expect("within both caps");

@@ -57,6 +57,9 @@ pub struct Cli {
     /// ScyllaDB user (PasswordAuthenticator).
     #[arg(long, env = "LOYALTY_SCYLLA_USERNAME", value_name = "USER", global = true)]
     pub scylla_username: Option<String>,
+    /// Credentials (key digests) seeding programs that have none stored yet.
+    #[arg(long, env = "LOYALTY_CREDENTIALS_FILE", value_name = "PATH", global = true)]
+    pub credentials_file: Option<PathBuf>,
     /// ScyllaDB password: only from the environment, never a flag (flags show in `ps`).
     #[arg(skip)]
     pub scylla_password: Option<String>,
@@ -78,6 +81,18 @@ pub enum Command {
     Verify,
     /// Validate the configuration and print it, then exit.
     CheckConfig,
+    /// Make an API key for a credential: prints the key (for the integration, once) and the entry
+    /// for `security.credentials_file` (its digest), then exits. Nothing is stored.
+    Keygen {
+        #[arg(long)]
+        program: String,
+        /// 3 to 40 of a-z, 0-9 and '-'.
+        #[arg(long)]
+        id: String,
+        /// Comma-separated: checkout, read_only, partner_issue_certificates, customer_app, admin.
+        #[arg(long, value_delimiter = ',', default_value = "checkout")]
+        scopes: Vec<String>,
+    },
     /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet, then exit.
     Migrate {
         /// The versioned CQL files.
@@ -107,6 +122,9 @@ impl Cli {
                 "off" | "" => None,
                 addr => Some(addr.parse().with_context(|| format!("--metrics-listen: '{addr}' is not HOST:PORT or off"))?),
             };
+        }
+        if let Some(path) = &self.credentials_file {
+            config.security.credentials_file = Some(path.clone());
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
@@ -150,9 +168,16 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
-            // Reads and compiles every rule file too, so a bad rule fails here, not at start.
+            // Reads and compiles every rule file too, so a bad rule fails here, not at start; the
+            // same for the TLS certificate and key files.
             let programs = Programs::from_config(&config)?;
+            config.tls.server_config().context("loading the [tls] files")?;
+            if let Some(path) = &config.security.credentials_file {
+                crate::auth::seed::load(path, &programs.ids(), chrono::Utc::now())
+                    .map_err(|problems| anyhow::anyhow!("invalid credentials file:\n  {}", problems.join("\n  ")))?;
+            }
             println!("{config:#?}");
+            println!("tls: {}", config.tls.describe());
             for program_id in programs.ids() {
                 if let Some(program) = programs.get(&program_id) {
                     println!("program {program_id}: {} active rules", program.rules.active_rule_ids().count());
@@ -169,6 +194,23 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("keyspace {keyspace}: applied {}", applied.join(", "));
             }
+            Ok(())
+        }
+        Command::Keygen { program, id, scopes } => {
+            anyhow::ensure!(crate::auth::keys::is_credential_id(&id), "--id: 3 to 40 of a-z, 0-9 and '-'");
+            anyhow::ensure!(crate::config::is_valid_id(&program, 64), "--program: not a program ID");
+            for scope in &scopes {
+                serde_json::from_value::<crate::auth::Scope>(serde_json::Value::String(scope.clone()))
+                    .map_err(|_| anyhow::anyhow!("--scopes: unknown scope {scope}"))?;
+            }
+            let key = crate::auth::keys::generate(&program, &id)?;
+            println!("{key}");
+            println!();
+            println!("[[credentials]]");
+            println!("program = \"{program}\"");
+            println!("id = \"{id}\"");
+            println!("scopes = [{}]", scopes.iter().map(|scope| format!("\"{scope}\"")).collect::<Vec<_>>().join(", "));
+            println!("key_sha256 = \"{}\"", crate::auth::keys::digest(&key));
             Ok(())
         }
         Command::Verify => {
@@ -191,9 +233,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         crate::telemetry::init_metrics(metrics)?;
     }
     let programs = Programs::from_config(&config)?;
+    // Before the store opens: a bad certificate or key file is a start-up error naming the file.
+    let tls = config.tls.server_config().context("loading the [tls] files")?;
     let store = open_store(&config).await?;
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
     engine.bootstrap_rules().await.context("loading the programs' rules")?;
+    let seeds = match &config.security.credentials_file {
+        Some(path) => crate::auth::seed::load(path, &engine.programs().ids(), engine.now())
+            .map_err(|problems| anyhow::anyhow!("invalid credentials file:\n  {}", problems.join("\n  ")))?,
+        None => Default::default(),
+    };
+    engine.access().set_rate_defaults(crate::auth::RateDefaults {
+        per_second: config.security.rate_per_second_default,
+        burst: config.security.burst_default,
+    });
+    for generated in engine.bootstrap_access(&seeds).await.context("loading the programs' credentials")? {
+        let path = crate::auth::seed::write_bootstrap_key(&config.data_dir, &generated.program_id, &generated.api_key)
+            .context("writing the generated admin key")?;
+        // The path, never the key: logs are read by more people than the key is meant for.
+        tracing::warn!(program = generated.program_id.as_str(), path = %path.display(), "no credentials configured: an admin key was generated");
+        println!("loyalty-engine admin key for program {} written to {}", generated.program_id, path.display());
+    }
     let refresh = crate::rule_admin::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let credits = crate::credits::spawn_credit_applier(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let relay = crate::credits::spawn_relay_recovery(Arc::clone(&engine), Duration::from_secs(10));
@@ -201,14 +261,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .then(|| crate::rule_admin::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, store = ?store, "loyalty engine started");
+    tracing::info!(listen = %local, store = ?store, tls = config.tls.describe(), "loyalty engine started");
+    if !config.tls.is_enabled() && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "TLS is off on a non-loopback address: API keys and customer data cross the network in plaintext");
+    }
+    println!("loyalty-engine tls: {}", config.tls.describe());
     // A line on stdout that scripts and tests wait for (it carries the port when --listen used :0).
     println!("loyalty-engine listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let mut server = tokio::spawn(crate::server::serve(listener, Arc::clone(&engine), config.limits.clone(), async move {
+    let stop = async move {
         let _ = stop_rx.await;
-    }));
+    };
+    let mut server = tokio::spawn(crate::server::serve(listener, Arc::clone(&engine), config.limits.clone(), stop, tls));
     let outcome = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("shutting down: refusing new calls, draining in-flight calls");

@@ -33,6 +33,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    /// TLS and mutual TLS on the gRPC listener; absent: plaintext.
+    pub tls: crate::tls::TlsConfig,
     /// Longest wait for in-flight calls to finish after SIGTERM.
     pub shutdown_grace_seconds: u64,
     /// How often each engine checks the store for a newer rules version (another engine's admin
@@ -42,6 +44,7 @@ pub struct Config {
     /// turns it off on this engine (with many engines, one sweeping is enough, though any number
     /// pays each award once).
     pub schedule_sweep_minutes: u64,
+    pub security: crate::auth::seed::SecurityConfig,
     pub programs: Vec<ProgramConfig>,
 }
 
@@ -54,9 +57,11 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             shutdown_grace_seconds: 20,
             rules_refresh_ms: 2000,
             schedule_sweep_minutes: 60,
+            security: crate::auth::seed::SecurityConfig::default(),
             programs: Vec::new(),
         }
     }
@@ -169,8 +174,11 @@ impl Default for ScyllaSection {
 pub struct LimitsConfig {
     /// Largest encoded request.
     pub message_bytes_max: usize,
-    /// Calls being served at once; more are refused with RESOURCE_EXHAUSTED, not queued.
+    /// Calls being served at once. A call beyond it waits at most `admission_wait_ms` for a
+    /// place (never past its deadline), then is refused with RESOURCE_EXHAUSTED: a short wait
+    /// absorbs bursts, and shedding the rest keeps the admitted calls fast under overload.
     pub in_flight_max: usize,
+    pub admission_wait_ms: u64,
     pub basket_lines_max: usize,
     /// Longest receipt, store, till, refund or request ID.
     pub id_len_max: usize,
@@ -182,7 +190,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             message_bytes_max: 1 << 20,
-            in_flight_max: 2048,
+            in_flight_max: 1024,
+            admission_wait_ms: 20,
             basket_lines_max: 500,
             id_len_max: 64,
             amount_max: Decimal::from(1_000_000_000_i64),
@@ -246,6 +255,15 @@ pub struct ProgramConfig {
     /// store has none. Without it, the program starts with `cashback_percent` on every line
     /// except excise and promo-price goods. Relative paths are relative to the working directory.
     pub rules_file: Option<PathBuf>,
+    /// When spending needs the customer's one-time code: `for_phone` (default: a customer named by
+    /// phone number needs one; a scanned card or app token is presence), `always`, or `none`.
+    pub customer_code: loyalty_core::presence::CodeRequirement,
+    pub customer_code_ttl_seconds: u32,
+    /// Wrong codes in a row that lock spending, and for how long.
+    pub customer_code_attempts_max: u32,
+    pub customer_code_lockout_minutes: u32,
+    /// Codes one customer may be issued per hour (each may be a paid message).
+    pub customer_codes_per_hour_max: u32,
 }
 
 /// Reads a rule file; the error names the file and the problem.
@@ -277,6 +295,11 @@ impl Default for ProgramConfig {
             phone_national_digits: policy.phone_plan.national_digits,
             phone_trunk_prefix: policy.phone_plan.trunk_prefix,
             rules_file: None,
+            customer_code: policy.presence.requirement,
+            customer_code_ttl_seconds: policy.presence.code_ttl_seconds,
+            customer_code_attempts_max: policy.presence.attempts_max,
+            customer_code_lockout_minutes: policy.presence.lockout_seconds / 60,
+            customer_codes_per_hour_max: policy.presence.codes_per_hour_max,
         }
     }
 }
@@ -327,6 +350,18 @@ impl ProgramConfig {
         if !self.phone_trunk_prefix.bytes().all(|b| b.is_ascii_digit()) {
             problems.push(format!("{at}.phone_trunk_prefix: digits or empty"));
         }
+        if !(30..=900).contains(&self.customer_code_ttl_seconds) {
+            problems.push(format!("{at}.customer_code_ttl_seconds: 30 to 900"));
+        }
+        if !(1..=20).contains(&self.customer_code_attempts_max) {
+            problems.push(format!("{at}.customer_code_attempts_max: 1 to 20"));
+        }
+        if !(1..=1440).contains(&self.customer_code_lockout_minutes) {
+            problems.push(format!("{at}.customer_code_lockout_minutes: 1 to 1440"));
+        }
+        if !(1..=60).contains(&self.customer_codes_per_hour_max) {
+            problems.push(format!("{at}.customer_codes_per_hour_max: 1 to 60"));
+        }
         match (problems.is_empty(), time_zone) {
             (true, Some(time_zone)) => Ok(ProgramPolicy {
                 program_id: self.id.clone(),
@@ -345,6 +380,13 @@ impl ProgramConfig {
                     country_code: self.phone_country_code.clone(),
                     national_digits: self.phone_national_digits,
                     trunk_prefix: self.phone_trunk_prefix.clone(),
+                },
+                presence: loyalty_core::presence::PresencePolicy {
+                    requirement: self.customer_code,
+                    code_ttl_seconds: self.customer_code_ttl_seconds,
+                    attempts_max: self.customer_code_attempts_max,
+                    lockout_seconds: self.customer_code_lockout_minutes * 60,
+                    codes_per_hour_max: self.customer_codes_per_hour_max,
                 },
             }),
             _ => Err(problems),
@@ -390,6 +432,12 @@ impl Config {
         if !(1..=1_000_000).contains(&limits.in_flight_max) {
             problems.push("limits.in_flight_max: 1 to 1000000".into());
         }
+        if limits.admission_wait_ms > 10_000 {
+            problems.push("limits.admission_wait_ms: 0 to 10000".into());
+        }
+        if self.security.rate_per_second_default == 0 || self.security.burst_default == 0 {
+            problems.push("security.rate_per_second_default, security.burst_default: above 0".into());
+        }
         if !(1..=10_000).contains(&limits.basket_lines_max) {
             problems.push("limits.basket_lines_max: 1 to 10000".into());
         }
@@ -408,6 +456,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: required".into());
         }
+        self.tls.validate(&mut problems);
         if self.storage.backend == Backend::Scylla {
             let scylla = &self.storage.scylla;
             if scylla.nodes.is_empty() || scylla.nodes.iter().any(|node| !node.contains(':')) {

@@ -45,7 +45,7 @@ impl Engine {
     }
 
     async fn apply_credit(&self, program: &Arc<Program>, credit: &PendingCredit) -> EngineResult<()> {
-        let origin = Origin { store_id: "referral".to_owned(), till_id: "referral".to_owned() };
+        let origin = Origin::system("referral");
         let cmd = BonusCmd::Credit(credit.clone());
         let route = Route::Account(&credit.account_id);
         self.receipt_call(program, &origin, route, &credit.credit_id, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {

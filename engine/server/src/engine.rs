@@ -34,7 +34,7 @@ use crate::ids::IdSource;
 use crate::programs::{Program, Programs};
 
 /// Attempts of one call before it gives up with ABORTED under contention.
-const ATTEMPTS_MAX: u32 = 8;
+pub(crate) const ATTEMPTS_MAX: u32 = 8;
 /// Identifier-to-account mappings kept in memory (they never change once claimed).
 const IDENTITY_CACHE_MAX: usize = 1_000_000;
 
@@ -81,6 +81,7 @@ pub struct Engine {
     ids: Arc<dyn IdSource>,
     accounts: AccountSlots,
     identities: DashMap<String, String>,
+    access: crate::auth::registry::Access,
     /// Woken when a commit wrote credits owed to other accounts (see `credits`).
     pub(crate) credits_due: tokio::sync::Notify,
 }
@@ -100,6 +101,7 @@ impl Engine {
             ids,
             accounts: AccountSlots::new(cached_accounts_max),
             identities: DashMap::new(),
+            access: crate::auth::registry::Access::default(),
             credits_due: tokio::sync::Notify::new(),
         }
     }
@@ -110,6 +112,11 @@ impl Engine {
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
+    }
+
+    /// The credentials calls are checked against.
+    pub fn access(&self) -> &crate::auth::registry::Access {
+        &self.access
     }
 
     pub fn programs(&self) -> &Arc<Programs> {
@@ -134,6 +141,41 @@ impl Engine {
             self.identities.insert(cache_key, account_id.clone());
         }
         Ok(found)
+    }
+
+    /// The account bound to an identifier, or CUSTOMER_NOT_FOUND.
+    pub(crate) async fn resolve_customer(&self, program_id: &str, key: &IdentityKey) -> EngineResult<String> {
+        Ok(self.resolve(program_id, key).await?.ok_or(Rejection::CustomerNotFound)?)
+    }
+
+    /// Drops a remembered identifier (released by an erasure).
+    pub(crate) fn forget_identity(&self, program_id: &str, key: &IdentityKey) {
+        self.identities.remove(&format!("{program_id}/{}", key.storage_key()));
+    }
+
+    pub(crate) fn slot(&self, program_id: &str, account_id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.accounts.slot(program_id, account_id)
+    }
+
+    /// The account an identifier led to, which must still hold that identifier: an erasure on
+    /// another engine may have released it since this engine remembered the binding.
+    pub(crate) async fn load_checked(
+        &self,
+        slot: &mut MutexGuard<'_, Slot>,
+        program_id: &str,
+        account_id: &str,
+        key: &IdentityKey,
+    ) -> EngineResult<Versioned<AccountState>> {
+        let stored = self.load(slot, program_id, account_id).await?.ok_or_else(|| dangling(account_id))?;
+        if !stored.value.identities.contains(key) {
+            self.forget_identity(program_id, key);
+            return Err(Rejection::CustomerNotFound.into());
+        }
+        Ok(stored)
+    }
+
+    pub(crate) async fn commit_on(&self, slot: &mut MutexGuard<'_, Slot>, commit: Commit) -> EngineResult<CommitOutcome> {
+        self.commit(slot, commit).await
     }
 
     /// The account's state under its slot: cached, or read from the store and cached.
@@ -185,7 +227,7 @@ impl Engine {
         let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
         let slot = self.accounts.slot(program_id, &account_id);
         let mut guard = slot.lock().await;
-        let state = self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?;
+        let state = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
         Ok(AccountSnapshot { state: state.value, now: self.clock.now() })
     }
 
@@ -386,7 +428,10 @@ impl Engine {
                     (0, fresh)
                 }
                 None => {
-                    let stored = self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?;
+                    let stored = match route {
+                        Route::Customer { key: customer, .. } => self.load_checked(&mut guard, program_id, &account_id, customer).await?,
+                        _ => self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?,
+                    };
                     (stored.version, stored.value)
                 }
             };
@@ -401,7 +446,29 @@ impl Engine {
                 None => Arc::clone(program),
             };
             receipt_state.program_version = Some(version.rules.version());
-            let response = apply(&version.checkout(), &mut txn, &mut receipt_state)?;
+            let response = match apply(&version.checkout(), &mut txn, &mut receipt_state) {
+                Ok(response) => response,
+                // A counted code attempt is stored although the call is refused (the receipt is not).
+                Err(rejection) if rejection.records_attempt() => {
+                    let finished = txn.finish_all()?;
+                    let commit = Commit {
+                        program_id: program_id.to_owned(),
+                        account: AccountWrite { expected_version: account_version, state: finished.account },
+                        ledger: finished.entries,
+                        receipt: None,
+                        identity_claims: Vec::new(),
+                        identity_releases: Vec::new(),
+                        request: None,
+                        events: finished.events,
+                        credits: finished.credits,
+                    };
+                    match self.commit(&mut guard, commit).await? {
+                        CommitOutcome::Applied { .. } => return Err(rejection.into()),
+                        CommitOutcome::Conflict(_) => continue,
+                    }
+                }
+                Err(rejection) => return Err(rejection.into()),
+            };
             receipt_state.calls.push(CallRecord { op, key: key.to_owned(), fingerprint: print, response: response.clone() });
             let finished = txn.finish_all()?;
             receipt_state.check_invariants().map_err(EngineError::Internal)?;
@@ -412,6 +479,7 @@ impl Engine {
                 ledger: finished.entries,
                 receipt: Some(ReceiptWrite { expected_version: receipt_version, state: receipt_state }),
                 identity_claims: create_card.into_iter().collect(),
+                identity_releases: Vec::new(),
                 request: None,
                 events: finished.events,
                 credits: finished.credits,
@@ -531,6 +599,7 @@ impl Engine {
                 ledger: finished.entries,
                 receipt: None,
                 identity_claims: claims,
+                identity_releases: Vec::new(),
                 request: Some(RequestWrite { request_id: cmd.request_id.clone(), record }),
                 events: finished.events,
                 credits: Vec::new(),

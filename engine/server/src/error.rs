@@ -34,9 +34,65 @@ pub enum EngineError {
     /// A rules change names a rule the program does not have.
     #[error("no rule {0} in this program")]
     RuleNotFound(String),
+    /// The call carries no valid API key.
+    #[error("{}", .0.message())]
+    Unauthenticated(AuthFailure),
+    /// The caller's credential does not allow this call.
+    #[error("permission denied for credential {credential_id}: {why}")]
+    PermissionDenied { credential_id: String, why: &'static str },
+    /// The caller's credential is over its rate.
+    #[error("credential {credential_id} is over its rate limit; retry in {} ms", .retry_after.as_millis())]
+    RateLimited { credential_id: String, retry_after: std::time::Duration },
+    /// The caller's deadline passed before the call could be served.
+    #[error("the call's deadline passed before it was served")]
+    DeadlineExceeded,
+    /// A credentials change was made against a version that is no longer current.
+    #[error("program {program_id} is at access version {current}; re-read and apply the change to it")]
+    AccessVersionConflict { program_id: String, current: u64 },
+    /// A credentials change names a credential the program does not have.
+    #[error("no credential {0} in this program")]
+    CredentialNotFound(String),
     /// Stored data of an unexpected shape: a bug or corruption.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Why a call's API key was refused. The answer does not say whether a credential of that name
+/// exists unless the caller proved it holds the key (revoked, wrong certificate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `authorization: Bearer` or `x-api-key` metadata.
+    Missing,
+    /// Not shaped like a key.
+    Malformed,
+    /// No such credential, or the wrong secret.
+    Unknown,
+    /// The credential was revoked.
+    Revoked,
+    /// The key is bound to a client certificate this connection did not present.
+    CertificateMismatch,
+}
+
+impl AuthFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "API_KEY_MISSING",
+            AuthFailure::Malformed => "API_KEY_MALFORMED",
+            AuthFailure::Unknown => "API_KEY_INVALID",
+            AuthFailure::Revoked => "API_KEY_REVOKED",
+            AuthFailure::CertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "an API key is required: metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'",
+            AuthFailure::Malformed => "the API key is malformed",
+            AuthFailure::Unknown => "the API key is not valid",
+            AuthFailure::Revoked => "the API key was revoked",
+            AuthFailure::CertificateMismatch => "the API key is bound to a client certificate this connection did not present",
+        }
+    }
+}

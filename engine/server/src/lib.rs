@@ -9,12 +9,15 @@
 //! - [`programs`]: each program's policy and earning rule; [`config`]: file, flags and validation.
 //! - [`clock`] and [`ids`]: the injected time and ID sources.
 //! - [`cli`] and [`telemetry`]: the binary's command line, logs and Prometheus metrics.
+//! - [`tls`]: TLS and optional mutual TLS on the gRPC server, and the client-certificate fingerprint.
 
 pub mod accounts;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credits;
+pub mod customers;
 pub mod engine;
 pub mod error;
 pub mod grpc;
@@ -24,3 +27,4 @@ pub mod rule_admin;
 pub mod server;
 pub mod sweep;
 pub mod telemetry;
+pub mod tls;

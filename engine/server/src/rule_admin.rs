@@ -214,12 +214,16 @@ where
     })
 }
 
-/// Checks the store for newer rules versions every `every`: how a change made through another
-/// engine process reaches this one.
+/// Checks the store for newer rules and credentials versions every `every`: how a change made
+/// through another engine process reaches this one.
 pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
     spawn_every(engine, every, |engine| async move {
         if let Err(error) = engine.refresh_rules().await {
             tracing::warn!(%error, "rules refresh failed; will retry");
+        }
+        // Credentials too: a key revoked through another engine stops working here.
+        if let Err(error) = engine.refresh_access().await {
+            tracing::warn!(%error, "credentials refresh failed; will retry");
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Assembles the gRPC server: the checkout and admin services, health and reflection, with message-size
-//! limits, on a listener the caller provides, until the shutdown future resolves. Tests bind
-//! `127.0.0.1:0` and stop it cleanly; the binary binds the configured address and stops on SIGTERM.
+//! limits and TLS when configured, on a listener the caller provides, until the shutdown future
+//! resolves. Tests bind `127.0.0.1:0` and stop it cleanly; the binary binds the configured address
+//! and stops on SIGTERM.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,10 +10,12 @@ use std::time::Duration;
 use loyalty_proto::admin::program_admin_server::ProgramAdminServer;
 use loyalty_proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use crate::auth::Gate;
 use crate::config::LimitsConfig;
 use crate::engine::Engine;
 use crate::grpc::admin::AdminApi;
@@ -23,12 +26,19 @@ const HEALTH_POLL: Duration = Duration::from_millis(500);
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish. The
 /// store is not shut down here: the caller does that once this returns, after the last call.
+/// With `tls` (from [`crate::tls::TlsConfig::server_config`]) every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     limits: LimitsConfig,
     shutdown: impl Future<Output = ()>,
+    tls: Option<ServerTlsConfig>,
 ) -> Result<(), tonic::transport::Error> {
+    // First, so that a refused TLS configuration leaves no health watcher behind.
+    let mut builder = match tls {
+        Some(tls) => Server::builder().tls_config(tls)?,
+        None => Server::builder(),
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<LoyaltyServiceServer<LoyaltyApi>>().await;
     let watcher = {
@@ -57,6 +67,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let gate = Gate::new(Arc::clone(&engine));
     let checkout = LoyaltyApi::new(engine, limits.clone());
     // Rule documents may be larger than checkout calls: the admin service takes up to 16 MiB.
     let admin_bytes_max = limits.message_bytes_max.max(16 << 20);
@@ -66,8 +77,10 @@ pub async fn serve(
     let api = LoyaltyServiceServer::new(checkout)
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);
+    // Every call of both services passes the gate before its body is decoded.
+    let admin = InterceptedService::new(admin, gate.clone());
+    let api = InterceptedService::new(api, gate);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
     let router = builder.add_service(health).add_service(api).add_service(admin);
     let router = match (reflection().build_v1(), reflection().build_v1alpha()) {
         (Ok(v1), Ok(v1alpha)) => router.add_service(v1).add_service(v1alpha),

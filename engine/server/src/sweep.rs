@@ -32,7 +32,7 @@ impl Engine {
     /// Sweeps every account of one program once.
     pub async fn sweep(&self, program: &Arc<Program>) -> EngineResult<SweepReport> {
         let program_id = program.id();
-        let origin = Origin { store_id: "schedule".to_owned(), till_id: "schedule".to_owned() };
+        let origin = Origin::system("schedule");
         let mut report = SweepReport::default();
         let mut cursor = String::new();
         loop {

@@ -121,6 +121,7 @@ struct EncodedCommit {
     /// Receipt ID, expected version, record at the next version.
     receipt: Option<(String, u64, Vec<u8>)>,
     identity_claims: Vec<(IdentityKey, String)>,
+    identity_releases: Vec<String>,
     request: Option<(String, Vec<u8>)>,
     events: Vec<Vec<u8>>,
     credits: Vec<(String, Vec<u8>)>,
@@ -151,6 +152,7 @@ impl EncodedCommit {
                     (key, storage)
                 })
                 .collect(),
+            identity_releases: commit.identity_releases.iter().map(IdentityKey::storage_key).collect(),
             request: match &commit.request {
                 Some(request) => Some((request.request_id.clone(), encode(&request.record)?)),
                 None => None,
@@ -676,6 +678,12 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<Result<Commi
     }
     for (_, storage_key) in &commit.identity_claims {
         tables.identities.insert((program, storage_key.as_str()), account_id).map_err(io)?;
+    }
+    for storage_key in &commit.identity_releases {
+        let owned = tables.identities.get((program, storage_key.as_str())).map_err(io)?.is_some_and(|owner| owner.value() == account_id);
+        if owned {
+            tables.identities.remove((program, storage_key.as_str())).map_err(io)?;
+        }
     }
     if let Some((request_id, bytes)) = &commit.request {
         tables.requests.insert((program, request_id.as_str()), bytes.as_slice()).map_err(io)?;

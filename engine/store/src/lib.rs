@@ -72,6 +72,9 @@ pub struct Commit {
     pub receipt: Option<ReceiptWrite>,
     /// Identifiers to bind to the account; each must be unbound (or already bound to it).
     pub identity_claims: Vec<IdentityKey>,
+    /// Identifiers the account gives up (a customer's personal data erased): afterwards they find
+    /// no account and may be claimed anew. Each must be bound to this account.
+    pub identity_releases: Vec<IdentityKey>,
     pub request: Option<RequestWrite>,
     /// Appended to the program's outbox, in order.
     pub events: Vec<Event>,

@@ -37,6 +37,7 @@ fn earn_commit(account: &AccountState, version: u64, receipt_id: &str, points: i
         ledger,
         receipt: Some(ReceiptWrite { expected_version: 0, state: receipt }),
         identity_claims: vec![IdentityKey { kind: IdentityKind::Card, value: format!("CARD{}", account.account_id) }],
+        identity_releases: Vec::new(),
         request: None,
         events,
         credits: Vec::new(),

@@ -1,6 +1,6 @@
 //! `loyalty.admin.v1.ProgramAdmin`: rules and campaigns, manual adjustments, the event outbox.
-//! Calls go through the same guard as checkout calls (in-flight limit, metrics, one error
-//! mapping); who may call them is the security issue's business.
+//! Calls go through the same guard as checkout calls (the gate, in-flight limit, metrics, one error
+//! mapping) and need the admin scope; every change is recorded with the calling credential.
 
 use loyalty_core::Origin;
 use loyalty_core::account::AccountState;
@@ -12,9 +12,12 @@ use loyalty_proto::admin as pb;
 use loyalty_proto::admin::program_admin_server::ProgramAdmin;
 use tonic::{Request, Response, Status};
 
+use crate::auth::registry::AccessEdit;
+use crate::auth::{Caller, Credential, keys};
 use crate::error::{EngineError, EngineResult};
 use crate::grpc::convert;
-use crate::grpc::service::{CallIds, LoyaltyApi};
+use crate::grpc::security;
+use crate::grpc::service::{ADMIN, CallContext, CallIds, LoyaltyApi};
 use crate::rule_admin::{RuleChange, RuleEdit};
 
 /// Largest rule document accepted (a program of 5,000 rules with long SKU lists fits).
@@ -94,7 +97,14 @@ fn summary(rule: &Rule, format: DocumentFormat) -> EngineResult<pb::RuleSummary>
 }
 
 impl AdminApi {
-    async fn change(&self, program_id: &str, expected_version: u64, edit: RuleEdit, comment: &str) -> EngineResult<pb::RulesChanged> {
+    async fn change(
+        &self,
+        caller: &Caller,
+        program_id: &str,
+        expected_version: u64,
+        edit: RuleEdit,
+        comment: &str,
+    ) -> EngineResult<pb::RulesChanged> {
         let program = self.api.program(program_id)?;
         let comment = convert::reason(comment)?;
         let changed = self
@@ -104,8 +114,7 @@ impl AdminApi {
                 program_id: program.id().to_owned(),
                 expected_version,
                 edit,
-                // The security issue replaces this with the calling credential.
-                author: "admin-api".to_owned(),
+                author: caller.credential.id.clone(),
                 comment,
             })
             .await?;
@@ -120,9 +129,11 @@ impl AdminApi {
 #[tonic::async_trait]
 impl ProgramAdmin for AdminApi {
     async fn list_rules(&self, request: Request<pb::ListRulesRequest>) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("ListRules", CallIds::program(&req.program_id), async {
+            .handle("ListRules", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let format = format(req.format);
                 let source: &RuleSet = program.rules.source();
@@ -137,31 +148,37 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn apply_rules(&self, request: Request<pb::ApplyRulesRequest>) -> Result<Response<pb::RulesChanged>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("ApplyRules", CallIds::program(&req.program_id), async {
+            .handle("ApplyRules", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 document("document", &req.document)?;
                 let rule_set = parse_rule_set(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
-                self.change(&req.program_id, req.expected_version, RuleEdit::Replace(Box::new(rule_set)), &req.comment).await
+                self.change(&caller, &req.program_id, req.expected_version, RuleEdit::Replace(Box::new(rule_set)), &req.comment).await
             })
             .await
     }
 
     async fn upsert_rule(&self, request: Request<pb::UpsertRuleRequest>) -> Result<Response<pb::RulesChanged>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("UpsertRule", CallIds::program(&req.program_id), async {
+            .handle("UpsertRule", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 document("document", &req.document)?;
                 let rule = parse_rule(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
-                self.change(&req.program_id, req.expected_version, RuleEdit::Upsert(Box::new(rule)), &req.comment).await
+                self.change(&caller, &req.program_id, req.expected_version, RuleEdit::Upsert(Box::new(rule)), &req.comment).await
             })
             .await
     }
 
     async fn set_rule_active(&self, request: Request<pb::SetRuleActiveRequest>) -> Result<Response<pb::RulesChanged>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("SetRuleActive", CallIds::program(&req.program_id), async {
+            .handle("SetRuleActive", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 let edit = match (req.rule_id.is_empty(), req.campaign.is_empty()) {
                     (false, true) => RuleEdit::SetActive { rule_id: convert::id("rule_id", &req.rule_id, 64)?, active: req.active },
                     (true, false) => {
@@ -169,15 +186,17 @@ impl ProgramAdmin for AdminApi {
                     }
                     _ => return Err(Rejection::invalid("rule_id", "give exactly one of rule_id and campaign").into()),
                 };
-                self.change(&req.program_id, req.expected_version, edit, &req.comment).await
+                self.change(&caller, &req.program_id, req.expected_version, edit, &req.comment).await
             })
             .await
     }
 
     async fn dry_run(&self, request: Request<pb::DryRunRequest>) -> Result<Response<pb::DryRunResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("DryRun", CallIds::program(&req.program_id), async {
+            .handle("DryRun", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let policy = &program.policy;
                 let engine = self.api.engine();
@@ -219,6 +238,7 @@ impl ProgramAdmin for AdminApi {
                         convert::id("store_id", &req.store_id, limits.id_len_max)?
                     },
                     till_id: if req.till_id.is_empty() { String::new() } else { convert::id("till_id", &req.till_id, limits.id_len_max)? },
+                    actor: caller.credential.id.clone(),
                 };
                 let cmd = AuthorizeCmd {
                     receipt_id: "dry-run".to_owned(),
@@ -226,6 +246,7 @@ impl ProgramAdmin for AdminApi {
                     spend: loyalty_core::Decimal::ZERO,
                     hold_ttl_seconds: 0,
                     sale: convert::sale(&req.channel, &req.coupon_codes)?,
+                    presence: Default::default(),
                 };
                 let checkout = Checkout { program: policy, rules, limits: &program.limits };
                 let outcome = ops::quote(&checkout, &account, &cmd, at, &origin)?;
@@ -247,9 +268,11 @@ impl ProgramAdmin for AdminApi {
         &self,
         request: Request<pb::AdjustPointsRequest>,
     ) -> Result<Response<loyalty_proto::v1::AwardBonusResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("AdjustPoints", CallIds::program(&req.program_id), async {
+            .handle("AdjustPoints", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let limits = self.api.limits();
                 let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
@@ -259,7 +282,7 @@ impl ProgramAdmin for AdminApi {
                     return Err(Rejection::invalid("points", format!("at most {} either way", limits.amount_max)).into());
                 }
                 let reason = convert::reason(&req.reason)?;
-                let origin = Origin { store_id: "admin".to_owned(), till_id: "admin".to_owned() };
+                let origin = Origin { store_id: "admin".to_owned(), till_id: "admin".to_owned(), actor: caller.credential.id.clone() };
                 let outcome =
                     self.api.engine().bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason }).await?;
                 Ok(convert::bonus(&program.policy, &outcome))
@@ -268,9 +291,11 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn read_events(&self, request: Request<pb::ReadEventsRequest>) -> Result<Response<pb::ReadEventsResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         self.api
-            .handle("ReadEvents", CallIds::program(&req.program_id), async {
+            .handle("ReadEvents", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let limit = match req.limit {
                     0 => EVENTS_PAGE_DEFAULT,
@@ -298,10 +323,160 @@ impl ProgramAdmin for AdminApi {
                                 tier_to: event.tier_to.unwrap_or_default(),
                                 expires_at: event.expires_at.map(convert::timestamp),
                                 event_id: record.event_id,
+                                code: event.code.unwrap_or_default(),
                             }
                         })
                         .collect(),
                 })
+            })
+            .await
+    }
+
+    async fn create_credential(
+        &self,
+        request: Request<pb::CreateCredentialRequest>,
+    ) -> Result<Response<pb::CreateCredentialResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("CreateCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                let credential_id = req.credential_id.as_str();
+                if !keys::is_credential_id(credential_id) {
+                    return Err(Rejection::invalid("credential_id", "3 to 40 of a-z, 0-9 and '-'").into());
+                }
+                let scopes = security::scopes(&req.scopes)?;
+                let limits = self.api.limits();
+                let stores = req
+                    .stores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, store)| convert::id(&format!("stores[{i}]"), store, limits.id_len_max))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let operations = security::operations(&req.operations)?;
+                let client_cert_sha256 = match req.client_cert_sha256.to_ascii_lowercase() {
+                    cert if cert.is_empty() => None,
+                    cert if crate::auth::seed::is_sha256_hex(&cert) => Some(cert),
+                    _ => return Err(Rejection::invalid("client_cert_sha256", "64 hex digits: SHA-256 of the certificate's DER").into()),
+                };
+                let api_key = keys::generate(program.id(), credential_id)
+                    .map_err(|error| EngineError::Internal(format!("no random source: {error}")))?;
+                let credential = Credential {
+                    id: credential_id.to_owned(),
+                    label: convert::text("label", &req.label, 200)?,
+                    scopes,
+                    stores,
+                    operations,
+                    rate_per_second: req.rate_per_second,
+                    burst: req.burst,
+                    key_sha256: keys::digest(&api_key),
+                    client_cert_sha256,
+                    created_at: self.api.engine().now(),
+                    created_by: caller.credential.id.clone(),
+                    revoked_at: None,
+                    revoked_by: None,
+                };
+                let version = self
+                    .api
+                    .engine()
+                    .change_access(
+                        program.id(),
+                        req.expected_version,
+                        AccessEdit::Create(Box::new(credential.clone())),
+                        &caller.credential.id,
+                    )
+                    .await?;
+                Ok(pb::CreateCredentialResponse { credential: Some(security::credential(program.id(), &credential)), api_key, version })
+            })
+            .await
+    }
+
+    async fn revoke_credential(&self, request: Request<pb::RevokeCredentialRequest>) -> Result<Response<pb::CredentialsChanged>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("RevokeCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                let edit = AccessEdit::Revoke { credential_id: req.credential_id.clone() };
+                let version = self.api.engine().change_access(program.id(), req.expected_version, edit, &caller.credential.id).await?;
+                Ok(pb::CredentialsChanged { version })
+            })
+            .await
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("ListCredentials", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                let access = self.api.engine().access();
+                Ok(pb::ListCredentialsResponse {
+                    version: access.version(program.id()),
+                    credentials: access
+                        .document(program.id())
+                        .credentials
+                        .iter()
+                        .map(|credential| security::credential(program.id(), credential))
+                        .collect(),
+                })
+            })
+            .await
+    }
+
+    async fn read_audit(&self, request: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("ReadAudit", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                security::read_audit(self.api.engine(), &program, req, self.api.limits()).await
+            })
+            .await
+    }
+
+    async fn export_customer(&self, request: Request<pb::ExportCustomerRequest>) -> Result<Response<pb::ExportCustomerResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("ExportCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
+                let snapshot = self.api.engine().get_account(&program, &customer).await?;
+                // Who exported whose data goes to the log by IDs only.
+                tracing::info!(
+                    credential = caller.credential.id.as_str(),
+                    account = snapshot.state.account_id.as_str(),
+                    "customer data exported"
+                );
+                Ok(security::export(&program.policy, &snapshot.state, snapshot.now))
+            })
+            .await
+    }
+
+    async fn erase_customer(&self, request: Request<pb::EraseCustomerRequest>) -> Result<Response<pb::EraseCustomerResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("EraseCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
+                let reason = convert::reason(&req.reason)?;
+                if reason.trim().is_empty() {
+                    return Err(Rejection::invalid("reason", "required: kept in the account's audit trail").into());
+                }
+                let (account_id, erased_at) = self.api.engine().erase_customer(&program, &customer, &caller.credential.id, &reason).await?;
+                tracing::info!(credential = caller.credential.id.as_str(), account = account_id.as_str(), "customer data erased");
+                Ok(pb::EraseCustomerResponse { account_id, erased_at: Some(convert::timestamp(erased_at)) })
             })
             .await
     }

@@ -9,6 +9,7 @@ use loyalty_core::identity::{IdentityKey, IdentityKind, normalize_app_token, nor
 use loyalty_core::ledger::{EntryKind, LedgerEntry};
 use loyalty_core::ops::{RefundLine, SaleContext};
 use loyalty_core::outcome::{BonusOutcome, HoldView, LineEarn, RulePoints, SpendLimit};
+use loyalty_core::presence::PresenceProof;
 use loyalty_core::program::ProgramPolicy;
 use loyalty_core::rejection::Rejection;
 use loyalty_proto::v1 as pb;
@@ -84,6 +85,16 @@ pub fn id(field: &str, raw: &str, max: usize) -> Result<String, Rejection> {
     Ok(raw.to_owned())
 }
 
+/// How the till presented the customer on a spending call: the identifier's kind and the code.
+pub fn presence(customer: &IdentityKey, code: &str) -> Result<PresenceProof, Rejection> {
+    let code = match code.trim() {
+        "" => None,
+        digits if digits.len() <= 12 && digits.bytes().all(|byte| byte.is_ascii_digit()) => Some(digits.to_owned()),
+        _ => return Err(Rejection::invalid("customer_code", "the digits of the customer's one-time code")),
+    };
+    Ok(PresenceProof { identified_by: Some(customer.kind), code })
+}
+
 /// Free text of at most `max` characters.
 pub fn text(field: &str, raw: &str, max: usize) -> Result<String, Rejection> {
     if raw.chars().count() > max {
@@ -99,8 +110,8 @@ pub fn reason(raw: &str) -> Result<String, Rejection> {
     text("reason", raw, REASON_LEN_MAX)
 }
 
-pub fn origin(store_id: &str, till_id: &str, max: usize) -> Result<Origin, Rejection> {
-    Ok(Origin { store_id: id("store_id", store_id, max)?, till_id: id("till_id", till_id, max)? })
+pub fn origin(store_id: &str, till_id: &str, max: usize, caller: &crate::auth::Caller) -> Result<Origin, Rejection> {
+    Ok(Origin { store_id: id("store_id", store_id, max)?, till_id: id("till_id", till_id, max)?, actor: caller.credential.id.clone() })
 }
 
 /// The customer's identifier, normalised.
@@ -293,6 +304,7 @@ pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerE
         expires_at: entry.expires_at.map(timestamp),
         rule_ids: entry.rule_ids.clone(),
         program_version: entry.program_version.unwrap_or_default(),
+        actor: entry.actor.clone(),
     }
 }
 

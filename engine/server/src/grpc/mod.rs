@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod convert;
+pub mod security;
 pub mod service;
 pub mod status;

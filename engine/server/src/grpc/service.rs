@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, BonusCmd, RedeemCmd, RefundCmd, ReverseCmd};
@@ -15,11 +15,13 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use loyalty_core::presence::CodeChannel;
 use loyalty_core::rules::tiers;
 
+use crate::auth::{Caller, Deadline, Needs, Scope};
 use crate::config::LimitsConfig;
 use crate::engine::{Engine, EnrollCmd};
-use crate::error::{EngineError, EngineResult};
+use crate::error::{AuthFailure, EngineError, EngineResult};
 use crate::grpc::convert;
 use crate::grpc::status::to_status;
 
@@ -51,6 +53,29 @@ impl<'a> CallIds<'a> {
     }
 }
 
+/// What the gate learned about a call before its body was decoded.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallContext {
+    caller: Option<Caller>,
+    deadline: Option<Instant>,
+}
+
+impl CallContext {
+    pub(crate) fn of<T>(request: &Request<T>) -> Self {
+        CallContext {
+            caller: request.extensions().get::<Caller>().cloned(),
+            deadline: request.extensions().get::<Deadline>().map(|deadline| deadline.0),
+        }
+    }
+}
+
+/// Scopes that may make each kind of call.
+pub(crate) const CHECKOUT: &[Scope] = &[Scope::Checkout];
+pub(crate) const READ: &[Scope] = &[Scope::Checkout, Scope::ReadOnly, Scope::CustomerApp];
+pub(crate) const QUOTE: &[Scope] = &[Scope::Checkout, Scope::ReadOnly];
+pub(crate) const BONUS: &[Scope] = &[Scope::Checkout, Scope::PartnerIssueCertificates];
+pub(crate) const ADMIN: &[Scope] = &[Scope::Admin];
+
 /// Caps an untrusted ID before it goes into a span.
 fn trace_id(raw: &str) -> &str {
     let mut end = raw.len().min(64);
@@ -74,13 +99,20 @@ impl LoyaltyApi {
         &self.limits
     }
 
-    /// Runs one call under the in-flight limit, with its span, metrics and error mapping.
-    pub(crate) async fn handle<T>(
+    /// Runs one call: authorises the caller for it, admits it under the in-flight limit (waiting at
+    /// most `admission_wait_ms`, never past the caller's deadline), runs it within the deadline, and
+    /// records its span, metrics and status.
+    pub(crate) async fn handle<T, Fut>(
         &self,
         rpc: &'static str,
+        ctx: &CallContext,
+        scopes: &[Scope],
         ids: CallIds<'_>,
-        call: impl Future<Output = EngineResult<T>>,
-    ) -> Result<Response<T>, Status> {
+        call: impl FnOnce(Caller) -> Fut,
+    ) -> Result<Response<T>, Status>
+    where
+        Fut: Future<Output = EngineResult<T>>,
+    {
         let started = Instant::now();
         let span = tracing::debug_span!(
             "rpc",
@@ -88,16 +120,12 @@ impl LoyaltyApi {
             program = trace_id(ids.program),
             store = trace_id(ids.store),
             till = trace_id(ids.till),
-            receipt = trace_id(ids.receipt)
+            receipt = trace_id(ids.receipt),
+            credential = ctx.caller.as_ref().map_or("", |caller| caller.credential.id.as_str())
         );
-        let result = match self.in_flight.try_acquire() {
-            // A panic is a bug (a broken assertion): this call fails with INTERNAL, nothing was
-            // written for it, and the connection and the other calls on it carry on.
-            Ok(_permit) => match AssertUnwindSafe(call.instrument(span.clone())).catch_unwind().await {
-                Ok(result) => result,
-                Err(_) => Err(EngineError::Internal("the call hit a broken assertion".into())),
-            },
-            Err(_) => Err(EngineError::Overloaded { limit: self.limits.in_flight_max }),
+        let result = match self.authorize(rpc, ctx, scopes, &ids) {
+            Ok(caller) => self.admit_and_run(ctx.deadline, call(caller).instrument(span.clone())).await,
+            Err(error) => Err(error),
         };
         let elapsed = started.elapsed();
         let (code, response) = match result {
@@ -122,6 +150,40 @@ impl LoyaltyApi {
         metrics::counter!("loyalty_rpc_requests_total", "rpc" => rpc, "code" => code_label).increment(1);
         metrics::histogram!("loyalty_rpc_duration_seconds", "rpc" => rpc, "code" => code_label).record(elapsed.as_secs_f64());
         response
+    }
+
+    fn authorize(&self, rpc: &'static str, ctx: &CallContext, scopes: &[Scope], ids: &CallIds<'_>) -> EngineResult<Caller> {
+        let caller = ctx.caller.clone().ok_or(EngineError::Unauthenticated(AuthFailure::Missing))?;
+        caller.authorize(Needs { rpc, program_id: ids.program, store_id: ids.store, scopes })?;
+        Ok(caller)
+    }
+
+    /// Waits for an in-flight permit for at most the admission wait (and never past the deadline):
+    /// beyond that the engine is overloaded and says so at once, rather than growing a queue whose
+    /// calls would all be late. The call then runs within the caller's deadline.
+    async fn admit_and_run<T>(&self, deadline: Option<Instant>, call: impl Future<Output = EngineResult<T>>) -> EngineResult<T> {
+        let now = Instant::now();
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            return Err(EngineError::DeadlineExceeded);
+        }
+        let admit_by = now + Duration::from_millis(self.limits.admission_wait_ms);
+        let admit_by = deadline.map_or(admit_by, |deadline| deadline.min(admit_by));
+        let _permit = match self.in_flight.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout_at(admit_by.into(), self.in_flight.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                _ if deadline.is_some_and(|deadline| deadline <= Instant::now()) => return Err(EngineError::DeadlineExceeded),
+                _ => return Err(EngineError::Overloaded { limit: self.limits.in_flight_max }),
+            },
+        };
+        // A panic is a bug (a broken assertion): this call fails with INTERNAL, nothing was written
+        // for it, and the connection and the other calls on it carry on.
+        let guarded = AssertUnwindSafe(call).catch_unwind();
+        let outcome = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), guarded).await.map_err(|_| EngineError::DeadlineExceeded)?,
+            None => guarded.await,
+        };
+        outcome.unwrap_or_else(|_| Err(EngineError::Internal("the call hit a broken assertion".into())))
     }
 
     pub(crate) fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
@@ -156,12 +218,14 @@ fn code_name(code: tonic::Code) -> &'static str {
 #[tonic::async_trait]
 impl LoyaltyService for LoyaltyApi {
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
-        self.handle("Enroll", ids, async {
+        self.handle("Enroll", &ctx, CHECKOUT, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
             let today = self.engine.now().with_timezone(&policy.time_zone).date_naive();
             let cmd = EnrollCmd {
                 request_id: convert::id("request_id", &req.request_id, self.limits.id_len_max)?,
@@ -200,9 +264,11 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
-        self.handle("GetAccount", ids, async {
+        self.handle("GetAccount", &ctx, READ, ids, |_caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
@@ -226,9 +292,11 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
-        self.handle("ListTransactions", ids, async {
+        self.handle("ListTransactions", &ctx, READ, ids, |_caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
@@ -254,48 +322,59 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Authorize", ids, async {
-            let program = self.program(&req.program_id)?;
-            let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
-            let customer = convert::customer(req.customer.as_ref(), policy)?;
-            let cmd = AuthorizeCmd {
-                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
-                lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
-                spend: convert::amount_or_zero("spend_points", &req.spend_points)?,
-                hold_ttl_seconds: req.hold_ttl_seconds,
-                sale: convert::sale(&req.channel, &req.coupon_codes)?,
-            };
-            let outcome = self.engine.authorize(&program, &origin, &customer, cmd).await?;
-            Ok(pb::AuthorizeResponse {
-                account_id: outcome.account_id,
-                lines: convert::line_earns(policy, &outcome.lines),
-                earn_total: convert::points(policy, outcome.earn_total),
-                max_spend: convert::points(policy, outcome.spend.max),
-                max_spend_limit: convert::spend_limit(outcome.spend.limit) as i32,
-                balance: Some(convert::balance(policy, &outcome.balance)),
-                hold: outcome.hold.as_ref().map(|hold| convert::hold(policy, hold)),
-                transaction_id: outcome.tx_id.unwrap_or_default(),
-                rules: convert::rule_points(policy, &outcome.rules),
-                spend_cap_percent: outcome.spend.cap_percent.normalize().to_string(),
-                spend_eligible_amount: convert::money(policy, outcome.spend.eligible),
-                spend_explanation: outcome.spend.explanation,
-                tier: outcome.tier,
-                program_version: outcome.program_version,
-            })
-        })
+        self.handle(
+            "Authorize",
+            &ctx,
+            if convert::amount_or_zero("spend_points", &req.spend_points).is_ok_and(|spend| spend.is_zero()) { QUOTE } else { CHECKOUT },
+            ids,
+            |caller| async move {
+                let program = self.program(&req.program_id)?;
+                let policy = &program.policy;
+                let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+                let customer = convert::customer(req.customer.as_ref(), policy)?;
+                let cmd = AuthorizeCmd {
+                    receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                    lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
+                    spend: convert::amount_or_zero("spend_points", &req.spend_points)?,
+                    hold_ttl_seconds: req.hold_ttl_seconds,
+                    sale: convert::sale(&req.channel, &req.coupon_codes)?,
+                    presence: convert::presence(&customer, &req.customer_code)?,
+                };
+                let outcome = self.engine.authorize(&program, &origin, &customer, cmd).await?;
+                Ok(pb::AuthorizeResponse {
+                    account_id: outcome.account_id,
+                    lines: convert::line_earns(policy, &outcome.lines),
+                    earn_total: convert::points(policy, outcome.earn_total),
+                    max_spend: convert::points(policy, outcome.spend.max),
+                    max_spend_limit: convert::spend_limit(outcome.spend.limit) as i32,
+                    balance: Some(convert::balance(policy, &outcome.balance)),
+                    hold: outcome.hold.as_ref().map(|hold| convert::hold(policy, hold)),
+                    transaction_id: outcome.tx_id.unwrap_or_default(),
+                    rules: convert::rule_points(policy, &outcome.rules),
+                    spend_cap_percent: outcome.spend.cap_percent.normalize().to_string(),
+                    spend_eligible_amount: convert::money(policy, outcome.spend.eligible),
+                    spend_explanation: outcome.spend.explanation,
+                    tier: outcome.tier,
+                    program_version: outcome.program_version,
+                })
+            },
+        )
         .await
     }
 
     async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Redeem", ids, async {
+        self.handle("Redeem", &ctx, CHECKOUT, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let cmd = RedeemCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
@@ -305,6 +384,7 @@ impl LoyaltyService for LoyaltyApi {
                     raw => Some(convert::id("hold_id", raw, 128)?),
                 },
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
+                presence: convert::presence(&customer, &req.customer_code)?,
             };
             let outcome = self.engine.redeem(&program, &origin, &customer, cmd).await?;
             Ok(pb::RedeemResponse {
@@ -319,12 +399,14 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn accrue(&self, request: Request<pb::AccrueRequest>) -> Result<Response<pb::AccrueResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Accrue", ids, async {
+        self.handle("Accrue", &ctx, CHECKOUT, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let cmd = AccrueCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
@@ -354,12 +436,14 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Reverse", ids, async {
+        self.handle("Reverse", &ctx, CHECKOUT, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
             let cmd = ReverseCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 reason: convert::reason(&req.reason)?,
@@ -379,12 +463,14 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Refund", ids, async {
+        self.handle("Refund", &ctx, CHECKOUT, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
             let cmd = RefundCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 refund_id: convert::id("refund_id", &req.refund_id, self.limits.id_len_max)?,
@@ -406,16 +492,51 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn award_bonus(&self, request: Request<pb::AwardBonusRequest>) -> Result<Response<pb::AwardBonusResponse>, Status> {
+        let ctx = CallContext::of(&request);
         let req = request.into_inner();
+        let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
-        self.handle("AwardBonus", ids, async {
+        self.handle("AwardBonus", &ctx, BONUS, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max)?;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
             let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
             let request_id = convert::id("request_id", &req.request_id, self.limits.id_len_max)?;
             let cmd = BonusCmd::Event { event: convert::id("event", &req.event, 64)? };
             let outcome = self.engine.bonus(&program, &origin, &customer, &request_id, cmd).await?;
             Ok(convert::bonus(&program.policy, &outcome))
+        })
+        .await
+    }
+
+    async fn issue_customer_code(
+        &self,
+        request: Request<pb::IssueCustomerCodeRequest>,
+    ) -> Result<Response<pb::IssueCustomerCodeResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: "" };
+        let (channel, scopes) = match pb::CodeChannel::try_from(req.channel) {
+            Ok(pb::CodeChannel::App) => (Some(CodeChannel::App), &[Scope::CustomerApp][..]),
+            Ok(pb::CodeChannel::Message) => (Some(CodeChannel::Message), CHECKOUT),
+            _ => (None, &[Scope::Checkout, Scope::CustomerApp][..]),
+        };
+        self.handle("IssueCustomerCode", &ctx, scopes, ids, |caller| async move {
+            let channel = channel
+                .ok_or_else(|| loyalty_core::rejection::Rejection::invalid("channel", "CODE_CHANNEL_APP or CODE_CHANNEL_MESSAGE"))?;
+            let program = self.program(&req.program_id)?;
+            let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
+            let origin = match channel {
+                CodeChannel::Message => convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?,
+                CodeChannel::App => {
+                    loyalty_core::Origin { store_id: "app".into(), till_id: "app".into(), actor: caller.credential.id.clone() }
+                }
+            };
+            let issued = self.engine.issue_customer_code(&program, &customer, channel, &origin).await?;
+            Ok(pb::IssueCustomerCodeResponse {
+                code: issued.code.unwrap_or_default(),
+                expires_at: Some(convert::timestamp(issued.expires_at)),
+            })
         })
         .await
     }

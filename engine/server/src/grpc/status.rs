@@ -28,6 +28,12 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::RulesInvalid(_) => (Code::InvalidArgument, "RULES_INVALID"),
         EngineError::RulesVersionConflict { .. } => (Code::Aborted, "RULES_VERSION_CONFLICT"),
         EngineError::RuleNotFound(_) => (Code::NotFound, "RULE_NOT_FOUND"),
+        EngineError::Unauthenticated(failure) => (Code::Unauthenticated, failure.code()),
+        EngineError::PermissionDenied { .. } => (Code::PermissionDenied, "PERMISSION_DENIED"),
+        EngineError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
+        EngineError::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+        EngineError::AccessVersionConflict { .. } => (Code::Aborted, "ACCESS_VERSION_CONFLICT"),
+        EngineError::CredentialNotFound(_) => (Code::NotFound, "CREDENTIAL_NOT_FOUND"),
         EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
@@ -62,6 +68,9 @@ fn rejection_code(rejection: &Rejection) -> Code {
         Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {
             Code::AlreadyExists
         }
+        Rejection::CustomerCodeRequired => Code::FailedPrecondition,
+        Rejection::CustomerCodeInvalid { .. } | Rejection::CustomerLocked { .. } => Code::PermissionDenied,
+        Rejection::CodeIssueLimit { .. } => Code::ResourceExhausted,
     }
 }
 
@@ -70,8 +79,16 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
     let mut map = HashMap::new();
     let rejection = match error {
         EngineError::Rejected(rejection) => rejection,
-        EngineError::RulesVersionConflict { current, .. } => {
+        EngineError::RulesVersionConflict { current, .. } | EngineError::AccessVersionConflict { current, .. } => {
             map.insert("current_version".to_owned(), current.to_string());
+            return map;
+        }
+        EngineError::RateLimited { retry_after, .. } => {
+            map.insert("retry_after_ms".to_owned(), retry_after.as_millis().max(1).to_string());
+            return map;
+        }
+        EngineError::PermissionDenied { credential_id, .. } => {
+            map.insert("credential_id".to_owned(), credential_id.clone());
             return map;
         }
         _ => return map,
@@ -118,7 +135,11 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
             put("spendable", spendable.to_string());
         }
         Rejection::UnknownEvent { event } => put("event", event.clone()),
+        Rejection::CustomerCodeInvalid { attempts_left } => put("attempts_left", attempts_left.to_string()),
+        Rejection::CustomerLocked { until } => put("locked_until", until.to_rfc3339()),
+        Rejection::CodeIssueLimit { next } => put("next_at", next.to_rfc3339()),
         Rejection::CustomerNotFound
+        | Rejection::CustomerCodeRequired
         | Rejection::CardNotRegistered
         | Rejection::PhoneAlreadyRegistered
         | Rejection::IdentifierTaken { .. } => {}

@@ -366,6 +366,11 @@ impl ScyllaStore {
         for credit in &commit.credits {
             plain(kind::CREDIT, new_version, &credit.credit_id, encode(credit)?);
         }
+        // A released identifier's fence is revoked: lookups stop finding the account, and the next
+        // claimant takes the claim over as from an owner that never used it.
+        for key in &commit.identity_releases {
+            plain(kind::FENCE, 0, &format!("{}/{}", claim::IDENTITY, key.storage_key()), FENCE_REVOKED.to_vec());
+        }
         Ok((batch, values))
     }
 

@@ -1,0 +1,149 @@
+//! Calls about the customer rather than a receipt: issuing one-time spending codes, and the admin's
+//! export and erasure of a customer's personal data. Each is one compare-and-set on the account,
+//! retried like any other commit; none touches the balance.
+
+use chrono::{DateTime, Utc};
+use loyalty_core::Origin;
+use loyalty_core::account::{AUDIT_NOTES_MAX, AccountState, AuditNote, Profile};
+use loyalty_core::events::{Event, EventKind};
+use loyalty_core::identity::IdentityKey;
+use loyalty_core::presence::CodeChannel;
+use loyalty_core::rejection::Rejection;
+use loyalty_store::{AccountWrite, Commit, CommitOutcome};
+
+use crate::auth::keys::hex;
+use crate::engine::{ATTEMPTS_MAX, Engine};
+use crate::error::{EngineError, EngineResult};
+use crate::programs::Program;
+
+/// A code just issued: the code itself (only for the app channel) and its expiry.
+#[derive(Debug)]
+pub struct IssuedCode {
+    pub code: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Six decimal digits, uniform, from the operating system's random source.
+fn random_code() -> EngineResult<String> {
+    loop {
+        let mut bytes = [0u8; 4];
+        getrandom::fill(&mut bytes).map_err(|error| EngineError::Internal(format!("no random source: {error}")))?;
+        let value = u32::from_le_bytes(bytes);
+        // Below the largest multiple of 10^6, so every code is equally likely.
+        if value < 4_294_000_000 {
+            return Ok(format!("{:06}", value % 1_000_000));
+        }
+    }
+}
+
+fn random_salt() -> EngineResult<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| EngineError::Internal(format!("no random source: {error}")))?;
+    Ok(hex(&bytes))
+}
+
+/// What one change to an account produces besides the new state.
+struct AccountChange<T> {
+    value: T,
+    events: Vec<Event>,
+    releases: Vec<IdentityKey>,
+}
+
+impl Engine {
+    /// Changes one account (found by identifier) with `change`, retrying lost compare-and-sets.
+    async fn change_account<T>(
+        &self,
+        program: &Program,
+        customer: &IdentityKey,
+        mut change: impl FnMut(&mut AccountState, DateTime<Utc>) -> Result<AccountChange<T>, Rejection>,
+    ) -> EngineResult<T> {
+        let program_id = program.policy.program_id.as_str();
+        for _attempt in 0..ATTEMPTS_MAX {
+            let account_id = self.resolve_customer(program_id, customer).await?;
+            let slot = self.slot(program_id, &account_id);
+            let mut guard = slot.lock().await;
+            let stored = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
+            let mut state = stored.value;
+            let now = self.now();
+            let AccountChange { value, events, releases } = change(&mut state, now)?;
+            let commit = Commit {
+                program_id: program_id.to_owned(),
+                account: AccountWrite { expected_version: stored.version, state },
+                ledger: Vec::new(),
+                receipt: None,
+                identity_claims: Vec::new(),
+                identity_releases: releases.clone(),
+                request: None,
+                events,
+                credits: Vec::new(),
+            };
+            if let CommitOutcome::Applied { .. } = self.commit_on(&mut guard, commit).await? {
+                for key in &releases {
+                    self.forget_identity(program_id, key);
+                }
+                return Ok(value);
+            }
+        }
+        Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
+    }
+
+    /// Issues the customer's one-time spending code (replacing any earlier one). The app channel
+    /// gets the code back; the message channel gets none, and the outbox gets it for delivery.
+    pub async fn issue_customer_code(
+        &self,
+        program: &Program,
+        customer: &IdentityKey,
+        channel: CodeChannel,
+        origin: &Origin,
+    ) -> EngineResult<IssuedCode> {
+        let code = random_code()?;
+        let salt = random_salt()?;
+        let policy = &program.policy.presence;
+        self.change_account(program, customer, |state, now| {
+            let expires_at = state.presence.issue(policy, &code, salt.clone(), channel, now)?;
+            let events = match channel {
+                CodeChannel::App => Vec::new(),
+                CodeChannel::Message => vec![Event {
+                    kind: EventKind::CustomerCode,
+                    account_id: state.account_id.clone(),
+                    at: now,
+                    points: loyalty_core::Decimal::ZERO,
+                    receipt_id: None,
+                    rule_ids: Vec::new(),
+                    available_from: None,
+                    tier_from: None,
+                    tier_to: None,
+                    expires_at: Some(expires_at),
+                    code: Some(code.clone()),
+                }],
+            };
+            tracing::debug!(actor = origin.actor.as_str(), channel = ?channel, "customer code issued");
+            let value = IssuedCode { code: (channel == CodeChannel::App).then(|| code.clone()), expires_at };
+            Ok(AccountChange { value, events, releases: Vec::new() })
+        })
+        .await
+    }
+
+    /// Erases the customer's personal data: profile, phone, cards and app tokens (which then find
+    /// no account and may be registered anew). The account, its balance and its ledger stay under
+    /// the account ID; the erasure is noted in the account's audit trail with who asked and why.
+    pub async fn erase_customer(
+        &self,
+        program: &Program,
+        customer: &IdentityKey,
+        actor: &str,
+        reason: &str,
+    ) -> EngineResult<(String, DateTime<Utc>)> {
+        self.change_account(program, customer, |state, now| {
+            let releases = std::mem::take(&mut state.identities);
+            state.profile = Profile::default();
+            state.erased_at = Some(now);
+            state.audit.push(AuditNote { at: now, actor: actor.to_owned(), what: format!("personal data erased: {reason}") });
+            if state.audit.len() > AUDIT_NOTES_MAX {
+                state.audit.remove(0);
+            }
+            Ok(AccountChange { value: (state.account_id.clone(), now), events: Vec::new(), releases })
+        })
+        .await
+    }
+}

@@ -1,0 +1,448 @@
+//! Security over real gRPC: keys (missing, malformed, forged, revoked at run time), scopes, store
+//! and operation limits, isolation between programs, customer codes under brute force, per-key
+//! rate limits, overload shedding, oversized messages, the audit trail and erasure.
+
+use loyalty_engine::config::ProgramConfig;
+use loyalty_proto::admin as admin_pb;
+use loyalty_proto::v1 as pb;
+use loyalty_tests::*;
+use tonic::Code;
+
+use crate::expect_error;
+
+/// A second program with the default spending policy (a phone needs a code).
+const CAFE: &str = "cafe";
+
+async fn two_programs() -> TestServer {
+    TestServer::start_with(
+        |config| {
+            config.programs.push(ProgramConfig {
+                id: CAFE.into(),
+                pending: loyalty_core::program::PendingRule::None,
+                ..ProgramConfig::default()
+            });
+        },
+        |store| store,
+    )
+    .await
+}
+
+fn in_program(program: &str, mut request: pb::AccrueRequest) -> pb::AccrueRequest {
+    request.program_id = program.into();
+    request
+}
+
+async fn cafe_client(server: &TestServer) -> Client {
+    connect_with(server.addr, Some(&test_key(CAFE))).await
+}
+
+async fn create_credential(server: &TestServer, program: &str, request: admin_pb::CreateCredentialRequest) -> (String, u64) {
+    let mut admin = admin_with(server.addr, Some(&test_key(program))).await;
+    let version =
+        admin.list_credentials(admin_pb::ListCredentialsRequest { program_id: program.into() }).await.expect("list").into_inner().version;
+    let created = admin
+        .create_credential(admin_pb::CreateCredentialRequest { program_id: program.into(), expected_version: version, ..request })
+        .await
+        .expect("create credential")
+        .into_inner();
+    (created.api_key, created.version)
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_key_are_refused_before_anything_happens() {
+    let server = TestServer::start().await;
+    let request = || accrue("R1", card("CARD0001"), vec![line(1, "milk", "1", "100.00")]);
+    let mut none = connect_with(server.addr, None).await;
+    expect_error(none.accrue(request()).await, Code::Unauthenticated, "API_KEY_MISSING");
+    let mut malformed = connect_with(server.addr, Some("let-me-in")).await;
+    expect_error(malformed.accrue(request()).await, Code::Unauthenticated, "API_KEY_MALFORMED");
+    let forged = format!("lk1/{PROGRAM}/test-all/{}", "0".repeat(64));
+    let mut forged = connect_with(server.addr, Some(&forged)).await;
+    expect_error(forged.accrue(request()).await, Code::Unauthenticated, "API_KEY_INVALID");
+    let unknown = format!("lk1/{PROGRAM}/nobody/{TEST_SECRET}");
+    let mut unknown = connect_with(server.addr, Some(&unknown)).await;
+    expect_error(unknown.accrue(request()).await, Code::Unauthenticated, "API_KEY_INVALID");
+    let mut admin = admin_with(server.addr, None).await;
+    expect_error(
+        admin.list_credentials(admin_pb::ListCredentialsRequest { program_id: PROGRAM.into() }).await,
+        Code::Unauthenticated,
+        "API_KEY_MISSING",
+    );
+    // Nothing was written by any of them.
+    let mut client = server.client().await;
+    expect_error(client.get_account(get_account(card("CARD0001"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_of_one_program_never_reaches_another() {
+    let server = two_programs().await;
+    let mut shop = server.client().await;
+    let mut cafe = cafe_client(&server).await;
+    // The same receipt ID and card in both programs are two receipts and two accounts.
+    let shop_earn = shop.accrue(accrue("R1", card("CARD0001"), vec![line(1, "milk", "1", "1000.00")])).await.expect("shop").into_inner();
+    let cafe_earn = cafe
+        .accrue(in_program(CAFE, accrue("R1", card("CARD0001"), vec![line(1, "latte", "1", "500.00")])))
+        .await
+        .expect("cafe")
+        .into_inner();
+    assert_ne!(shop_earn.account_id, cafe_earn.account_id);
+    assert_eq!((shop_earn.earned.as_str(), cafe_earn.earned.as_str()), ("10", "5"));
+    // The shop's key naming the cafe: refused, whatever it asks, and nothing changes there.
+    let mut read = get_account(card("CARD0001"));
+    read.program_id = CAFE.into();
+    expect_error(shop.get_account(read.clone()).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    expect_error(
+        shop.accrue(in_program(CAFE, accrue("R2", card("CARD0001"), vec![line(1, "x", "1", "100.00")]))).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    let mut reverse_there = reverse("R1");
+    reverse_there.program_id = CAFE.into();
+    expect_error(shop.reverse(reverse_there).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    let mut admin = admin_with(server.addr, Some(&test_key(PROGRAM))).await;
+    expect_error(
+        admin.read_events(admin_pb::ReadEventsRequest { program_id: CAFE.into(), after_seq: 0, limit: 10 }).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    // The cafe's account is as the cafe left it.
+    let balance = cafe.get_account(read).await.expect("cafe reads its own").into_inner().balance.expect("balance");
+    assert_eq!(balance.balance, "5");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_stores_and_operations_confine_a_credential() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.accrue(accrue("R1", card("CARD0001"), vec![line(1, "milk", "1", "1000.00")])).await.expect("funded");
+    let (reader_key, _) = create_credential(
+        &server,
+        PROGRAM,
+        admin_pb::CreateCredentialRequest {
+            credential_id: "reader".into(),
+            scopes: vec![admin_pb::Scope::ReadOnly as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut reader = connect_with(server.addr, Some(&reader_key)).await;
+    reader.get_account(get_account(card("CARD0001"))).await.expect("read-only reads");
+    reader.authorize(authorize("Q1", card("CARD0001"), vec![line(1, "milk", "1", "100.00")], "")).await.expect("and quotes");
+    expect_error(
+        reader.authorize(authorize("Q2", card("CARD0001"), vec![line(1, "milk", "1", "100.00")], "5")).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    expect_error(
+        reader.accrue(accrue("R2", card("CARD0001"), vec![line(1, "milk", "1", "1.00")])).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    let mut reader_admin = admin_with(server.addr, Some(&reader_key)).await;
+    expect_error(
+        reader_admin.list_credentials(admin_pb::ListCredentialsRequest { program_id: PROGRAM.into() }).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+
+    let (partner_key, _) = create_credential(
+        &server,
+        PROGRAM,
+        admin_pb::CreateCredentialRequest {
+            credential_id: "partner-cinema".into(),
+            scopes: vec![admin_pb::Scope::PartnerIssueCertificates as i32, admin_pb::Scope::Checkout as i32],
+            stores: vec!["cinema-1".into()],
+            operations: vec!["AwardBonus".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut partner = connect_with(server.addr, Some(&partner_key)).await;
+    let mut award = pb::AwardBonusRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: "b1".into(),
+        customer: card("CARD0001"),
+        event: "review".into(),
+    };
+    expect_error(partner.award_bonus(award.clone()).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    award.store_id = "cinema-1".into();
+    // Allowed through the gate; the program simply pays nothing for an unknown event.
+    expect_error(partner.award_bonus(award).await, Code::NotFound, "UNKNOWN_EVENT");
+    let mut accrue_there = accrue("R3", card("CARD0001"), vec![line(1, "popcorn", "1", "10.00")]);
+    accrue_there.store_id = "cinema-1".into();
+    expect_error(partner.accrue(accrue_there).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_without_a_restart_and_is_audited() {
+    let server = TestServer::start().await;
+    let (key, version) = create_credential(
+        &server,
+        PROGRAM,
+        admin_pb::CreateCredentialRequest {
+            credential_id: "till-gw-7".into(),
+            scopes: vec![admin_pb::Scope::Checkout as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut till = connect_with(server.addr, Some(&key)).await;
+    let earned = till.accrue(accrue("R1", card("CARD0001"), vec![line(1, "milk", "1", "1000.00")])).await.expect("accrue").into_inner();
+    let mut admin = server.admin().await;
+    let listed = admin.list_credentials(admin_pb::ListCredentialsRequest { program_id: PROGRAM.into() }).await.expect("list").into_inner();
+    let listed_debug = format!("{listed:?}");
+    assert!(!listed_debug.contains(&key[key.len() - 64..]), "the key's secret is never shown again");
+    admin
+        .revoke_credential(admin_pb::RevokeCredentialRequest {
+            program_id: PROGRAM.into(),
+            credential_id: "till-gw-7".into(),
+            expected_version: version,
+            reason: "till stolen".into(),
+        })
+        .await
+        .expect("revoke");
+    expect_error(
+        till.accrue(accrue("R2", card("CARD0001"), vec![line(1, "milk", "1", "1.00")])).await,
+        Code::Unauthenticated,
+        "API_KEY_REVOKED",
+    );
+    // A stale version is refused, so two admins never overwrite each other.
+    let stale = admin
+        .revoke_credential(admin_pb::RevokeCredentialRequest {
+            program_id: PROGRAM.into(),
+            credential_id: "till-gw-7".into(),
+            expected_version: version,
+            reason: String::new(),
+        })
+        .await;
+    expect_error(stale, Code::Aborted, "ACCESS_VERSION_CONFLICT");
+    // The ledger says which credential earned the points; the program's audit says who revoked it.
+    let ledger = full_ledger(&mut server.client().await, card("CARD0001")).await;
+    assert_eq!(ledger.iter().map(|entry| entry.actor.as_str()).collect::<Vec<_>>(), ["till-gw-7"]);
+    let audit = admin
+        .read_audit(admin_pb::ReadAuditRequest { program_id: PROGRAM.into(), account_id: earned.account_id, ..Default::default() })
+        .await
+        .expect("account audit")
+        .into_inner();
+    assert_eq!(audit.records.len(), 1);
+    assert_eq!((audit.records[0].actor.as_str(), audit.records[0].kind.as_str()), ("till-gw-7", "ledger"));
+    let program_audit = admin
+        .read_audit(admin_pb::ReadAuditRequest { program_id: PROGRAM.into(), ..Default::default() })
+        .await
+        .expect("program audit")
+        .into_inner();
+    let access: Vec<_> = program_audit
+        .records
+        .iter()
+        .filter(|record| record.kind == "access_version")
+        .map(|record| (record.actor.as_str(), record.what.as_str()))
+        .collect();
+    assert!(access.contains(&("test-all", "version 3: revoked till-gw-7")), "{access:?}");
+    assert!(access.contains(&("test-all", "version 2: created till-gw-7 (checkout)")), "{access:?}");
+    server.stop().await;
+}
+
+/// Enrols a customer of the cafe by phone and gives them 500 points.
+async fn cafe_customer(server: &TestServer, phone_number: &str, card_number: &str) -> Client {
+    let mut cafe = cafe_client(server).await;
+    let mut enrolment = enroll(&format!("e-{card_number}"), phone_number, card_number);
+    enrolment.program_id = CAFE.into();
+    cafe.enroll(enrolment).await.expect("enrol");
+    cafe.accrue(in_program(CAFE, accrue(&format!("fund-{card_number}"), card(card_number), vec![line(1, "beans", "1", "50000.00")])))
+        .await
+        .expect("fund");
+    cafe
+}
+
+fn cafe_spend(receipt: &str, customer: Option<pb::CustomerRef>, code: &str) -> pb::AuthorizeRequest {
+    let mut request = authorize(receipt, customer, vec![line(1, "latte", "1", "1000.00")], "100");
+    request.program_id = CAFE.into();
+    request.customer_code = code.into();
+    request
+}
+
+async fn issue(
+    client: &mut Client,
+    customer: Option<pb::CustomerRef>,
+    channel: pb::CodeChannel,
+) -> Result<tonic::Response<pb::IssueCustomerCodeResponse>, tonic::Status> {
+    client
+        .issue_customer_code(pb::IssueCustomerCodeRequest {
+            program_id: CAFE.into(),
+            customer,
+            channel: channel as i32,
+            store_id: STORE.into(),
+            till_id: TILL.into(),
+        })
+        .await
+}
+
+#[tokio::test]
+async fn spending_by_phone_needs_the_customers_code_and_guessing_locks_it() {
+    let server = two_programs().await;
+    let mut cafe = cafe_customer(&server, "+77010000001", "CARD0001").await;
+    let by_phone = || phone("+77010000001");
+    expect_error(cafe.authorize(cafe_spend("S1", by_phone(), "")).await, Code::FailedPrecondition, "CUSTOMER_CODE_REQUIRED");
+    // The app shows a code; the till passes it on; it spends once.
+    let code = issue(&mut cafe, by_phone(), pb::CodeChannel::App).await.expect("issue").into_inner().code;
+    assert_eq!(code.len(), 6);
+    cafe.authorize(cafe_spend("S1", by_phone(), &code)).await.expect("held with the code");
+    expect_error(cafe.authorize(cafe_spend("S2", by_phone(), &code)).await, Code::PermissionDenied, "CUSTOMER_CODE_INVALID");
+    // Brute force: every wrong guess counts, then spending locks, even for the right code.
+    let code = issue(&mut cafe, by_phone(), pb::CodeChannel::App).await.expect("issue").into_inner().code;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for attempt in 2..5 {
+        let status = expect_error(
+            cafe.authorize(cafe_spend(&format!("G{attempt}"), by_phone(), wrong)).await,
+            Code::PermissionDenied,
+            "CUSTOMER_CODE_INVALID",
+        );
+        let info = tonic_types::StatusExt::get_details_error_info(&status).expect("info");
+        assert_eq!(info.metadata.get("attempts_left"), Some(&(5 - attempt).to_string()));
+    }
+    expect_error(cafe.authorize(cafe_spend("G5", by_phone(), wrong)).await, Code::PermissionDenied, "CUSTOMER_LOCKED");
+    expect_error(cafe.authorize(cafe_spend("G6", by_phone(), &code)).await, Code::PermissionDenied, "CUSTOMER_LOCKED");
+    expect_error(issue(&mut cafe, by_phone(), pb::CodeChannel::App).await, Code::PermissionDenied, "CUSTOMER_LOCKED");
+    // Earning goes on, and a scanned card is presence under the default policy.
+    cafe.accrue(in_program(CAFE, accrue("E1", by_phone(), vec![line(1, "latte", "1", "1000.00")]))).await.expect("earning is not locked");
+    cafe.authorize(cafe_spend("C1", card("CARD0001"), "")).await.expect("the card spends");
+    // After the lock-out, a code sent by message (read from the outbox, as the messaging would) works.
+    server.clock.advance(chrono::Duration::minutes(31));
+    issue(&mut cafe, by_phone(), pb::CodeChannel::Message).await.expect("issue by message");
+    let mut admin = admin_with(server.addr, Some(&test_key(CAFE))).await;
+    let events = admin
+        .read_events(admin_pb::ReadEventsRequest { program_id: CAFE.into(), after_seq: 0, limit: 1000 })
+        .await
+        .expect("events")
+        .into_inner();
+    let sent = events.events.iter().rev().find(|event| event.kind == "customer_code").expect("a code event").code.clone();
+    cafe.authorize(cafe_spend("S9", by_phone(), &sent)).await.expect("the messaged code spends");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_credential_over_its_rate_is_told_to_back_off() {
+    let server = TestServer::start().await;
+    let (key, _) = create_credential(
+        &server,
+        PROGRAM,
+        admin_pb::CreateCredentialRequest {
+            credential_id: "slow-partner".into(),
+            scopes: vec![admin_pb::Scope::ReadOnly as i32],
+            rate_per_second: 1,
+            burst: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut slow = connect_with(server.addr, Some(&key)).await;
+    for _ in 0..3 {
+        expect_error(slow.get_account(get_account(card("CARD0001"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    }
+    let status = expect_error(slow.get_account(get_account(card("CARD0001"))).await, Code::ResourceExhausted, "RATE_LIMITED");
+    let info = tonic_types::StatusExt::get_details_error_info(&status).expect("info");
+    assert!(info.metadata.contains_key("retry_after_ms"), "{info:?}");
+    // Other credentials are not slowed down.
+    expect_error(server.client().await.get_account(get_account(card("CARD0001"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overload_is_shed_at_once_and_admitted_calls_complete() {
+    let server = TestServer::start_with(
+        |config| {
+            config.limits.in_flight_max = 2;
+            config.limits.admission_wait_ms = 0;
+        },
+        |store| store,
+    )
+    .await;
+    let calls = (0..64).map(|i| {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let mut client = connect(addr).await;
+            client.accrue(accrue(&format!("R{i}"), card(&format!("CARD{i:04}")), vec![line(1, "milk", "1", "100.00")])).await
+        })
+    });
+    let (mut served, mut shed) = (0, 0);
+    for call in calls.collect::<Vec<_>>() {
+        match call.await.expect("task") {
+            Ok(_) => served += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                shed += 1;
+            }
+        }
+    }
+    assert!(served >= 2 && shed > 0, "served {served}, shed {shed}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused_before_the_handler() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut big = line(1, "milk", "1", "1.00");
+    big.sku = "x".repeat(2 << 20);
+    let status = client.accrue(accrue("R1", card("CARD0001"), vec![big])).await.expect_err("too big");
+    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Internal), "{status:?}");
+    expect_error(client.get_account(get_account(card("CARD0001"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn erasure_removes_personal_data_and_keeps_the_ledger() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut enrolment = enroll("e1", "+77010000001", "CARD0001");
+    enrolment.name = "Aigerim".into();
+    let account_id = client.enroll(enrolment).await.expect("enrol").into_inner().account_id;
+    client.accrue(accrue("R1", phone("+77010000001"), vec![line(1, "milk", "1", "1000.00")])).await.expect("accrue");
+    let mut admin = server.admin().await;
+    let export = admin
+        .export_customer(admin_pb::ExportCustomerRequest { program_id: PROGRAM.into(), customer: phone("+77010000001") })
+        .await
+        .expect("export")
+        .into_inner();
+    assert_eq!(
+        (export.phone.as_str(), export.name.as_str(), export.card_numbers.clone()),
+        ("+77010000001", "Aigerim", vec!["CARD0001".to_owned()])
+    );
+    let missing_reason = admin
+        .erase_customer(admin_pb::EraseCustomerRequest {
+            program_id: PROGRAM.into(),
+            customer: phone("+77010000001"),
+            reason: String::new(),
+        })
+        .await;
+    expect_error(missing_reason, Code::InvalidArgument, "INVALID_ARGUMENT");
+    admin
+        .erase_customer(admin_pb::EraseCustomerRequest {
+            program_id: PROGRAM.into(),
+            customer: phone("+77010000001"),
+            reason: "customer request #12".into(),
+        })
+        .await
+        .expect("erase");
+    expect_error(client.get_account(get_account(phone("+77010000001"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    expect_error(client.get_account(get_account(card("CARD0001"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    // The ledger stays under the account ID, with the erasure in the account's audit trail.
+    let audit = admin
+        .read_audit(admin_pb::ReadAuditRequest { program_id: PROGRAM.into(), account_id: account_id.clone(), ..Default::default() })
+        .await
+        .expect("audit")
+        .into_inner();
+    assert_eq!(audit.records[0].kind, "account");
+    assert_eq!(audit.records[0].actor, "test-all");
+    assert!(audit.records.iter().any(|record| record.kind == "ledger"), "{audit:?}");
+    assert!(!format!("{audit:?}").contains("Aigerim") && !format!("{audit:?}").contains("77010000001"));
+    // The phone may be registered again, as a new customer.
+    let again = client.enroll(enroll("e2", "+77010000001", "")).await.expect("re-enrol").into_inner();
+    assert_ne!(again.account_id, account_id);
+    server.stop().await;
+}
