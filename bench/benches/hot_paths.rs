@@ -67,7 +67,9 @@ fn domain(c: &mut Criterion) {
         });
     }
     let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(20), sale: SaleContext::default(), change: Decimal::ZERO };
-    c.bench_function("idempotency/fingerprint_accrue_20_lines", |b| b.iter(|| fingerprint(OpKind::Accrue, &(&Origin::default(), &cmd))));
+    c.bench_function("idempotency/fingerprint_accrue_20_lines", |b| {
+        b.iter(|| fingerprint(OpKind::Accrue, &(Origin::default().place(), &cmd)))
+    });
     let account = account_with_buckets(&program, 100);
     c.bench_function("codec/encode_account_100_buckets", |b| {
         b.iter(|| loyalty_store::codec::encode_versioned(7, &account).expect("encode"))
@@ -175,7 +177,7 @@ fn idempotency_lookup(c: &mut Criterion) {
     let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("time");
     let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(3), sale: SaleContext::default(), change: Decimal::ZERO };
-    let print = fingerprint(OpKind::Accrue, &(&Origin::default(), &cmd));
+    let print = fingerprint(OpKind::Accrue, &(Origin::default().place(), &cmd));
     let account = AccountState::new("acc".into(), true, now);
     let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
     let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());

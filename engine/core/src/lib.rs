@@ -41,13 +41,19 @@ pub struct Origin {
     pub store_id: String,
     pub till_id: String,
     /// The credential (API key ID) that made the call, or `system:<job>` for the engine's own
-    /// jobs. Not serialised with the origin, so not part of a call's fingerprint: the same call
-    /// retried through another key of the same till is still the same call.
-    #[serde(skip)]
+    /// jobs. Not part of a call's fingerprint (see [`Origin::place`]): the same call retried
+    /// through another key of the same till is still the same call.
+    #[serde(default)]
     pub actor: String,
 }
 
 impl Origin {
+    /// Where the call came from, without who made it: what a call's fingerprint covers. Encodes
+    /// exactly as origins did before they had an actor, so stored fingerprints still match.
+    pub fn place(&self) -> (&str, &str) {
+        (&self.store_id, &self.till_id)
+    }
+
     /// An origin of the engine's own work (the sweep, referral credits): `system:<job>`.
     pub fn system(job: &str) -> Origin {
         Origin { store_id: job.to_owned(), till_id: job.to_owned(), actor: format!("system:{job}") }

@@ -97,7 +97,9 @@ impl ProgramPolicy {
             redeem_cap_percent: Decimal::ONE_HUNDRED,
             refund_policy: RefundPolicy::AllowNegative,
             phone_plan: PhonePlan::default(),
-            presence: crate::presence::PresencePolicy::default(),
+            // Bare domain policies (tests, benches) spend without codes; programs built from the
+            // configuration get the product default, `for_phone` (see `ProgramConfig`).
+            presence: crate::presence::PresencePolicy { requirement: crate::presence::CodeRequirement::None, ..Default::default() },
         }
     }
 

@@ -18,6 +18,8 @@
 //!   the balance and the receipt, and the same input gives the same output.
 //!
 //! Run longer with `PROPTEST_CASES=100000 cargo test -p loyalty-core --test fuzz_rules`.
+//! Tests marked `#[ignore = "BUG: ..."]` are bugs found here, each with its minimal failing input;
+//! `cargo test -p loyalty-core --test fuzz_rules -- --ignored` runs them.
 //!
 //! Why proptest rather than cargo-fuzz: it runs on the stable toolchain, so these targets run in
 //! CI with every `cargo test --workspace` (a modest number of cases, a few seconds each) and a

@@ -295,7 +295,7 @@ impl Default for ProgramConfig {
             phone_national_digits: policy.phone_plan.national_digits,
             phone_trunk_prefix: policy.phone_plan.trunk_prefix,
             rules_file: None,
-            customer_code: policy.presence.requirement,
+            customer_code: loyalty_core::presence::CodeRequirement::ForPhone,
             customer_code_ttl_seconds: policy.presence.code_ttl_seconds,
             customer_code_attempts_max: policy.presence.attempts_max,
             customer_code_lockout_minutes: policy.presence.lockout_seconds / 60,

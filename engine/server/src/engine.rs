@@ -391,7 +391,7 @@ impl Engine {
         apply: impl Fn(&Checkout<'_>, &mut Txn<'_>, &mut ReceiptState) -> Result<StoredResponse, Rejection>,
     ) -> EngineResult<StoredResponse> {
         let program_id = program.policy.program_id.as_str();
-        let print = fingerprint(op, &(origin, cmd));
+        let print = fingerprint(op, &(origin.place(), cmd));
         for _attempt in 0..ATTEMPTS_MAX {
             let (account_id, create_card) = match route {
                 Route::Customer { key: customer, create_unknown_card } => match self.resolve(program_id, customer).await? {
@@ -510,7 +510,7 @@ impl Engine {
     /// Registers a customer by phone, creating an account or registering the card's anonymous one.
     pub async fn enroll(&self, program: &Program, origin: &Origin, cmd: EnrollCmd) -> EngineResult<EnrollOutcome> {
         let program_id = program.policy.program_id.as_str();
-        let print = fingerprint(OpKind::Enroll, &(origin, &cmd));
+        let print = fingerprint(OpKind::Enroll, &(origin.place(), &cmd));
         let phone = IdentityKey { kind: IdentityKind::Phone, value: cmd.phone.clone() };
         let token = cmd.app_token.clone().map(|value| IdentityKey { kind: IdentityKind::AppToken, value });
         for _attempt in 0..ATTEMPTS_MAX {

@@ -14,6 +14,8 @@
 //! control characters; accepted phone numbers are E.164.
 //!
 //! Run longer with `PROPTEST_CASES=100000 cargo test -p loyalty-engine --test fuzz_requests`.
+//! Tests marked `#[ignore = "BUG: ..."]` are bugs found here, each with its minimal failing input;
+//! `cargo test -p loyalty-engine --test fuzz_requests -- --ignored` runs them.
 //!
 //! Why proptest rather than cargo-fuzz: it runs on the stable toolchain, so these targets run in
 //! CI with every `cargo test --workspace` (a modest number of cases, a few seconds each) and a
