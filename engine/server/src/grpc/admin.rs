@@ -437,7 +437,7 @@ impl ProgramAdmin for AdminApi {
         self.api
             .handle("ReadAudit", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
                 let program = self.api.program(&req.program_id)?;
-                security::read_audit(self.api.engine(), &program, req, self.api.limits()).await
+                security::read_audit(self.api.engine(), &program, req).await
             })
             .await
     }

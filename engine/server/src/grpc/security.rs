@@ -9,7 +9,6 @@ use loyalty_proto::admin as pb;
 
 use crate::auth::registry::access_key;
 use crate::auth::{Credential, Scope};
-use crate::config::LimitsConfig;
 use crate::engine::Engine;
 use crate::error::EngineResult;
 use crate::grpc::convert;
@@ -101,12 +100,7 @@ pub fn export(policy: &ProgramPolicy, state: &AccountState, now: chrono::DateTim
 
 /// The audit trail: an account's (ledger with actors, then its admin notes on the first page), or
 /// the program's admin changes (rules and credential versions, newest first).
-pub async fn read_audit(
-    engine: &Engine,
-    program: &Program,
-    req: &pb::ReadAuditRequest,
-    limits: &LimitsConfig,
-) -> EngineResult<pb::ReadAuditResponse> {
+pub async fn read_audit(engine: &Engine, program: &Program, req: &pb::ReadAuditRequest) -> EngineResult<pb::ReadAuditResponse> {
     let page_size = match req.page_size {
         0 => AUDIT_PAGE_DEFAULT,
         size if size <= AUDIT_PAGE_MAX => size,
@@ -126,7 +120,6 @@ pub async fn read_audit(
         "" => u64::MAX,
         token => token.strip_prefix("seq:").and_then(|seq| seq.parse().ok()).ok_or_else(bad_token)?,
     };
-    let _ = limits;
     let state = engine.store().account(program_id, &account_id).await?.ok_or(Rejection::CustomerNotFound)?.value;
     let entries = engine.store().ledger_page(program_id, &account_id, before, page_size).await?;
     let next = match entries.last() {
