@@ -18,3 +18,18 @@ pub fn fingerprint<T: Serialize>(op: OpKind, command: &T) -> Fingerprint {
     hasher.update(rmp_serde::to_vec(command).unwrap_or_default());
     hasher.finalize().into()
 }
+
+/// Lowercase hex of bytes: how digests are stored and shown (keys, codes, certificates).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+/// Whether two digests are equal, compared without an early exit so that timing tells nothing
+/// about a stored digest.
+pub fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -13,6 +13,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::fingerprint::{hex, same_digest};
 use crate::identity::IdentityKind;
 use crate::rejection::Rejection;
 
@@ -125,19 +126,6 @@ pub fn digest(salt: &str, code: &str) -> String {
     hex(&hasher.finalize())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
-}
-
-/// Compares without stopping at the first difference, so timing tells nothing about the digest.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl PresenceState {
     /// Records a new code for the account (replacing any earlier one), or refuses while the account
     /// is locked or has had its codes for this hour.
@@ -177,7 +165,8 @@ impl PresenceState {
             // Asking is not an attempt: nothing was guessed.
             return Err(Rejection::CustomerCodeRequired);
         };
-        let matches = self.code.as_ref().is_some_and(|code| now < code.expires_at && same(&code.digest, &digest(&code.salt, presented)));
+        let matches =
+            self.code.as_ref().is_some_and(|code| now < code.expires_at && same_digest(&code.digest, &digest(&code.salt, presented)));
         if matches {
             self.code = None;
             self.failures = 0;

@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use loyalty_core::Origin;
 use loyalty_core::account::{AUDIT_NOTES_MAX, AccountState, AuditNote, Profile};
 use loyalty_core::events::{Event, EventKind};
+use loyalty_core::fingerprint::hex;
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::presence::CodeChannel;
 use loyalty_core::rejection::Rejection;
 use loyalty_store::{AccountWrite, Commit, CommitOutcome};
 
-use crate::auth::keys::hex;
 use crate::engine::{ATTEMPTS_MAX, Engine};
 use crate::error::{EngineError, EngineResult};
 use crate::programs::Program;

@@ -241,6 +241,8 @@ impl Engine {
     ) -> EngineResult<(Vec<LedgerEntry>, Option<u64>)> {
         let program_id = program.policy.program_id.as_str();
         let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
+        // The binding may have been released by an erasure on another engine.
+        self.load_checked(&mut self.accounts.slot(program_id, &account_id).lock().await, program_id, &account_id, customer).await?;
         let entries = self.store.ledger_page(program_id, &account_id, before_seq, limit).await?;
         let next = match entries.last() {
             Some(last) if entries.len() == limit && last.seq > 1 => Some(last.seq),
@@ -283,7 +285,7 @@ impl Engine {
             Some(account_id) => {
                 let slot = self.accounts.slot(program_id, &account_id);
                 let mut guard = slot.lock().await;
-                self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?.value
+                self.load_checked(&mut guard, program_id, &account_id, customer).await?.value
             }
             // An unknown card earns from its first purchase: quote it as a new, empty account.
             None if customer.kind == IdentityKind::Card => AccountState::new(String::new(), false, now),

@@ -169,10 +169,7 @@ pub fn client_cert_fingerprint<T>(request: &tonic::Request<T>) -> Option<String>
 /// The lowercase hex SHA-256 of a DER certificate, as [`client_cert_fingerprint`] reports it (for
 /// tools that register a till's certificate from its file).
 pub fn certificate_fingerprint(der: &[u8]) -> String {
-    sha2::Sha256::digest(der).iter().fold(String::with_capacity(64), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    })
+    loyalty_core::fingerprint::hex(&sha2::Sha256::digest(der))
 }
 
 /// Reads a PEM file that must hold one or more certificates; returns its text for tonic.

@@ -6,7 +6,8 @@
 //! config file gives nobody a working key, and 256 random bits need no slow hash to resist
 //! guessing. Digests are compared in constant time.
 
-use std::fmt::Write;
+use loyalty_core::fingerprint::hex;
+pub use loyalty_core::fingerprint::same_digest;
 
 /// The key format's prefix (its version).
 const PREFIX: &str = "lk1";
@@ -62,18 +63,6 @@ pub fn digest(key: &str) -> String {
     hasher.update(b"loyalty-api-key\0");
     hasher.update(key.as_bytes());
     hex(&hasher.finalize())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
-}
-
-/// Equal strings, compared without an early exit.
-pub fn same_digest(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The secret part is never printed: a key in a debug log would be a leaked key.
