@@ -245,6 +245,34 @@ fn cafe_caps_spending_by_tier_and_a_birthday_certificate_adds_at_most_7_percent(
 }
 
 #[test]
+fn certificates_and_points_together_never_pay_for_more_than_the_receipt() {
+    let rules = program_file("cafe.yaml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let now = local_morning(2026, 6, 1);
+    let lines = [line(1, "cake", "", "1000.00", "")];
+    let gift = Certificate { rule_id: "gift".into(), label: "gift certificate".into(), cap_percent: dec("100") };
+    let account = with_points(with_points(regular_with_spend(&rules, "30000", now), "5000", None), "5000", Some(gift));
+    let quote = spend_quote(&rules, &program, &account, &lines, now, dec("10000"), now);
+    assert_eq!(
+        (quote.max, quote.limit),
+        (dec("1000"), SpendLimit::ReceiptCap),
+        "12% in points plus 100% from the certificate is bounded by the 1,000 receipt: {}",
+        quote.explanation
+    );
+    let mut account = account;
+    account.ledger_sum = account.booked_balance();
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
+    let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
+    let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());
+    let cmd =
+        RedeemCmd { receipt_id: "R".into(), points: dec("1001"), hold_id: None, lines: lines.to_vec(), presence: Default::default() };
+    assert!(matches!(ops::redeem(&checkout, &mut txn, &mut receipt, &cmd), Err(Rejection::ExceedsReceiptCap { .. })));
+    ops::redeem(&checkout, &mut txn, &mut receipt, &RedeemCmd { points: dec("1000"), ..cmd }).expect("the whole receipt");
+    txn.finish().expect("invariants hold");
+}
+
+#[test]
 fn cafe_spend_takes_the_certificate_up_to_its_cap_then_points() {
     let rules = program_file("cafe.yaml");
     let program = ProgramPolicy::with_defaults("worked");

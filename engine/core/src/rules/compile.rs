@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use super::definition::{
     BirthdayWindow, DocumentFormat, Effect, Limits, LineFilter, Period, Rule, RuleSet, SpendingRules, Stacking, TierTable, Trigger,
 };
+use super::yaml_depth::{YAML_DEPTH_MAX, YamlDepth, yaml_depth};
 
 /// Most rules in one program.
 pub const RULES_MAX: usize = 5_000;
@@ -47,15 +48,49 @@ impl RuleSetError {
 /// Reads a document in the given format, naming the path of the first unreadable field.
 fn parse<T: serde::de::DeserializeOwned>(text: &str, format: DocumentFormat) -> Result<T, RuleSetError> {
     fn located<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> RuleSetError {
-        let path = error.path().to_string();
-        let at = if path == "." { "document".to_owned() } else { path };
+        let at = problem_path(error.path());
         RuleSetError::one(at, error.into_inner().to_string().trim().replace('\n', " "))
     }
     match format {
         DocumentFormat::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(located),
-        DocumentFormat::Yaml => serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(located),
+        DocumentFormat::Yaml => {
+            if let YamlDepth::TooDeep { offset } = yaml_depth(text, YAML_DEPTH_MAX) {
+                return Err(RuleSetError::one(
+                    "document",
+                    format!("collections nest more than {YAML_DEPTH_MAX} levels deep (at byte {offset})"),
+                ));
+            }
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(located)
+        }
         DocumentFormat::Json => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(located),
     }
+}
+
+/// A parse error's path as `rules[0].when.skus`. Keys a dotted path cannot show (blank, or holding
+/// `.`, `[`, `]` or quotes) are written quoted in brackets, `rules[0][" "]`, so every problem
+/// names a place even for a key made of spaces; the empty path is the `document`.
+fn problem_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut at = String::new();
+    for segment in path.iter() {
+        let name = match segment {
+            Segment::Seq { index } => {
+                at.push_str(&format!("[{index}]"));
+                continue;
+            }
+            Segment::Map { key: name } | Segment::Enum { variant: name } => name.as_str(),
+            Segment::Unknown => "?",
+        };
+        if name.trim().is_empty() || name.contains(['.', '[', ']', '"']) {
+            at.push_str(&format!("[{name:?}]"));
+        } else {
+            if !at.is_empty() {
+                at.push('.');
+            }
+            at.push_str(name);
+        }
+    }
+    if at.is_empty() { "document".to_owned() } else { at }
 }
 
 /// Reads a whole rule set.

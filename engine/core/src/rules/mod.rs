@@ -13,6 +13,7 @@ pub mod definition;
 pub mod evaluate;
 pub mod spending;
 pub mod tiers;
+pub mod yaml_depth;
 
 pub use compile::{CompiledRules, RuleProblem, RuleSetError, compile, flat_cashback, parse_rule, parse_rule_set};
 pub use definition::{DocumentFormat, Rule, RuleSet};

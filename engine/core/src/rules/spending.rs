@@ -16,7 +16,8 @@ use crate::program::ProgramPolicy;
 /// `puttable` is what the account can put up (its spendable balance, or what a new hold may
 /// reserve); points must still be valid at `lasting_until` (the hold's expiry, or now). Ordinary
 /// points pay up to the program's (or tier's) cap of the eligible amount; each certificate pays up
-/// to its own cap on top, so a 7% birthday certificate adds at most 7% of the receipt.
+/// to its own cap on top, so a 7% birthday certificate adds at most 7% of the receipt; together they
+/// never pay for more than the eligible amount itself.
 pub fn spend_quote(
     rules: &CompiledRules,
     program: &ProgramPolicy,
@@ -72,11 +73,18 @@ pub fn spend_quote(
     }
     let cap = share(cap_percent);
     let ordinary = program.floor_points(ordinary);
-    let capacity = cap.min(ordinary) + from_certificates;
+    // Certificates pay on top of the points cap, but nothing pays for more than the eligible
+    // goods themselves: the whole eligible amount bounds the sum.
+    let uncapped = cap.min(ordinary) + from_certificates;
+    let whole = program.floor_points(eligible);
+    let capacity = uncapped.min(whole);
     let source = if tier_cap.is_some() { format!("tier {tier}") } else { "program".to_owned() };
     let certificates =
         if from_certificates.is_zero() { String::new() } else { format!(" plus {} from certificates", from_certificates.normalize()) };
-    if puttable < capacity || ordinary < cap {
+    if puttable >= capacity && capacity < uncapped {
+        let explanation = format!("points and certificates may pay for at most the whole {} of eligible goods", eligible.normalize());
+        quote(capacity, SpendLimit::ReceiptCap, explanation, certificate_limits)
+    } else if puttable < capacity || ordinary < cap {
         let max = puttable.min(capacity);
         quote(
             max,

@@ -30,6 +30,9 @@ const TAGS_MAX: usize = 32;
 /// Longest tag, channel or coupon code.
 const TAG_LEN_MAX: usize = 64;
 
+/// Most significant digits in a wire decimal (loyalty.proto).
+const SIGNIFICANT_DIGITS_MAX: u32 = 28;
+
 /// Parses a decimal in the documented wire format: `-?digits(.digits)?`, no exponent.
 pub fn decimal(field: &str, raw: &str) -> Result<Decimal, Rejection> {
     let bad = || {
@@ -47,7 +50,16 @@ pub fn decimal(field: &str, raw: &str) -> Result<Decimal, Rejection> {
     if !digits(whole) || fraction.is_some_and(|fraction| !digits(fraction)) {
         return Err(bad());
     }
-    Decimal::from_str_exact(raw).map(|value| value.normalize()).map_err(|_| bad())
+    let value = Decimal::from_str_exact(raw).map(|value| value.normalize()).map_err(|_| bad())?;
+    // `from_str_exact` takes a 29th digit when the value fits in 96 bits; the wire format says 28.
+    let mut significant = value.mantissa().unsigned_abs();
+    while significant != 0 && significant % 10 == 0 {
+        significant /= 10;
+    }
+    if significant >= 10_u128.pow(SIGNIFICANT_DIGITS_MAX) {
+        return Err(Rejection::invalid(field, format!("at most {SIGNIFICANT_DIGITS_MAX} significant digits")));
+    }
+    Ok(value)
 }
 
 /// A non-negative decimal; an empty string is zero.
