@@ -24,11 +24,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    let defaults = ["--metrics-listen", "off", "--log", "warn"];
+    spawn_engine_with(args.into_iter().map(|arg| arg.as_ref().to_owned()).chain(defaults.map(Into::into)), std::process::Stdio::inherit())
+        .await
+}
+
+/// Starts the engine binary with exactly `args` plus a free loopback port, its logs (stderr) sent
+/// to `logs`, and waits for its "listening on" line.
+pub async fn spawn_engine_with<I, S>(args: I, logs: std::process::Stdio) -> (tokio::process::Child, std::net::SocketAddr)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loyalty-engine-under-test"))
         .args(args)
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log", "warn"])
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
+        .stderr(logs)
         .kill_on_drop(true)
         .spawn()
         .expect("start the engine");

@@ -446,3 +446,85 @@ async fn erasure_removes_personal_data_and_keeps_the_ledger() {
     assert_ne!(again.account_id, account_id);
     server.stop().await;
 }
+
+/// Reads the engine's Prometheus page over plain HTTP/1.0.
+async fn metrics_page(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to metrics");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.expect("send");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.expect("read metrics");
+    page
+}
+
+/// The engine binary at debug level, JSON logs and text logs: enrolment with a phone and a name,
+/// earning and spending by phone, refused calls that carry the phone (unknown, malformed, taken,
+/// without a code), code issuing and erasure. Neither the logs nor the metrics page ever contain
+/// the phone number or the name.
+#[tokio::test]
+async fn phone_numbers_and_names_never_reach_logs_or_metrics() {
+    const PHONE: &str = "+77019876543";
+    const NAME: &str = "Zhanar Sultanbekova";
+    const SECRETS: [&str; 6] = ["9876543", "Zhanar", "Sultanbekova", "5550123", "12345678901234", "Bolat"];
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (config, credentials, log) =
+            (dir.path().join("engine.toml"), dir.path().join("credentials.toml"), dir.path().join("engine.log"));
+        std::fs::write(&config, format!("[[programs]]\nid = \"{PROGRAM}\"\npending = \"none\"\n")).expect("write config");
+        write_test_credentials(&credentials, &[PROGRAM]);
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address");
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        for (flag, value) in [
+            ("--config", config.into_os_string()),
+            ("--data-dir", dir.path().join("data").into_os_string()),
+            ("--credentials-file", credentials.into_os_string()),
+            ("--log", "debug".into()),
+            ("--log-format", format.into()),
+            ("--metrics-listen", metrics.to_string().into()),
+        ] {
+            args.extend([flag.into(), value]);
+        }
+        let (mut child, addr) = crate::spawn_engine_with(args, std::fs::File::create(&log).expect("log file").into()).await;
+        let mut client = connect(addr).await;
+        let mut enrolment = enroll("e1", PHONE, "CARD7001");
+        enrolment.name = NAME.into();
+        enrolment.birth_date = "1990-04-02".into();
+        client.enroll(enrolment.clone()).await.expect("enrol");
+        client.enroll(enrolment).await.expect("enrolment replayed");
+        let mut taken = enroll("e2", PHONE, "");
+        taken.name = "Bolat".into();
+        assert!(client.enroll(taken).await.is_err(), "the phone is taken");
+        assert!(client.enroll(enroll("e3", "+7701234567890123456789", "")).await.is_err(), "a malformed phone");
+        client.accrue(accrue("R1", phone(PHONE), vec![line(1, "milk", "1", "1000.00")])).await.expect("accrue by phone");
+        let spend = client.authorize(authorize("R2", phone(PHONE), vec![line(1, "milk", "1", "500.00")], "10")).await;
+        expect_error(spend, Code::FailedPrecondition, "CUSTOMER_CODE_REQUIRED");
+        expect_error(client.get_account(get_account(phone("+77015550123"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+        assert!(client.get_account(get_account(phone("12345678901234"))).await.is_err(), "nobody has this number");
+        client.get_account(get_account(phone(PHONE))).await.expect("balance by phone");
+        full_ledger(&mut client, phone(PHONE)).await;
+        client
+            .issue_customer_code(pb::IssueCustomerCodeRequest {
+                program_id: PROGRAM.into(),
+                customer: phone(PHONE),
+                channel: pb::CodeChannel::Message as i32,
+                store_id: STORE.into(),
+                till_id: TILL.into(),
+            })
+            .await
+            .expect("a code by message");
+        let mut admin = admin_with(addr, Some(&test_key(PROGRAM))).await;
+        admin
+            .erase_customer(admin_pb::EraseCustomerRequest { program_id: PROGRAM.into(), customer: phone(PHONE), reason: "request".into() })
+            .await
+            .expect("erase");
+        let page = metrics_page(metrics).await;
+        assert!(page.contains("loyalty_rpc_requests_total"), "the metrics page: {page}");
+        child.kill().await.expect("stop the engine");
+        let logs = std::fs::read_to_string(&log).expect("read the logs");
+        assert!(logs.to_lowercase().contains("debug"), "{format} logs at debug level were written: {logs}");
+        for secret in SECRETS {
+            assert!(!logs.contains(secret), "{format} logs contain {secret:?}:\n{logs}");
+            assert!(!page.contains(secret), "metrics contain {secret:?}");
+        }
+    }
+}

@@ -265,8 +265,7 @@ fn certificates_and_points_together_never_pay_for_more_than_the_receipt() {
     let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
     let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
     let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());
-    let cmd =
-        RedeemCmd { receipt_id: "R".into(), points: dec("1001"), hold_id: None, lines: lines.to_vec(), presence: Default::default() };
+    let cmd = RedeemCmd { receipt_id: "R".into(), points: dec("1001"), hold_id: None, lines: lines.to_vec(), presence: Default::default() };
     assert!(matches!(ops::redeem(&checkout, &mut txn, &mut receipt, &cmd), Err(Rejection::ExceedsReceiptCap { .. })));
     ops::redeem(&checkout, &mut txn, &mut receipt, &RedeemCmd { points: dec("1000"), ..cmd }).expect("the whole receipt");
     txn.finish().expect("invariants hold");
