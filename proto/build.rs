@@ -12,7 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let include = protoc_bin_vendored::include_path()?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("loyalty_descriptor.bin")).compile_with_config(
+    // Generated clients and servers use `codec::WireCodec`: undecodable bodies are INVALID_ARGUMENT.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::WireCodec")
+        .file_descriptor_set_path(out_dir.join("loyalty_descriptor.bin"))
+        .compile_with_config(
         config,
         &[
             PathBuf::from("loyalty/v1/loyalty.proto"),

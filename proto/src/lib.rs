@@ -1,8 +1,11 @@
 //! The wire types of the loyalty engine's gRPC API (`loyalty.v1`), generated from
 //! `proto/loyalty/v1/loyalty.proto`, and the encoded file descriptor set for server reflection.
 //!
-//! Everything here is generated; the conventions (decimal strings, idempotency keys, error details)
-//! are documented in the .proto file itself so that client authors read them in one place.
+//! Everything here is generated except `codec` (undecodable bodies are INVALID_ARGUMENT); the
+//! conventions (decimal strings, idempotency keys, error details) are documented in the .proto
+//! file itself so that client authors read them in one place.
+
+pub mod codec;
 
 /// The generated packages, nested as the .proto packages are (generated code refers to other
 /// packages by relative paths such as `super::super::v1`).

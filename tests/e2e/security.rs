@@ -6,6 +6,7 @@ use loyalty_engine::config::ProgramConfig;
 use loyalty_proto::admin as admin_pb;
 use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
+use rust_decimal::Decimal;
 use tonic::Code;
 
 use crate::expect_error;
@@ -527,4 +528,93 @@ async fn phone_numbers_and_names_never_reach_logs_or_metrics() {
             assert!(!page.contains(secret), "metrics contain {secret:?}");
         }
     }
+}
+
+/// Sends and receives bodies as they are, to put undecodable bytes on the wire.
+#[derive(Debug, Default, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        let remaining = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, remaining)))
+    }
+}
+
+/// One Accrue call with `body` as its protobuf bytes.
+async fn raw_accrue(addr: std::net::SocketAddr, body: Vec<u8>) -> Result<tonic::Response<bytes::Bytes>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::new(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(bytes::Bytes::from(body));
+    let key = format!("Bearer {}", test_key(PROGRAM)).parse().expect("ASCII");
+    request.metadata_mut().insert("authorization", key);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/loyalty.v1.LoyaltyService/Accrue");
+    grpc.unary(request, path, RawCodec).await
+}
+
+/// Truncated, mis-typed, non-UTF-8 and random bodies get INVALID_ARGUMENT MALFORMED_MESSAGE before
+/// any handler runs, and leave nothing behind: the receipt IDs they carried are still free.
+#[tokio::test]
+async fn malformed_protobuf_is_refused_and_writes_nothing() {
+    use prost::Message;
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let body = |receipt: &str| accrue(receipt, card("CARD0001"), vec![line(1, "milk", "1", "1000.00")]).encode_to_vec();
+    // The raw path itself works: a well-formed body is served and its answer decodes.
+    let served = raw_accrue(server.addr, body("R1")).await.expect("a well-formed body").into_inner();
+    let earned = pb::AccrueResponse::decode(served).expect("the answer decodes").earned;
+    assert!(dec(&earned) > Decimal::ZERO, "earned {earned}");
+
+    let whole = body("R2");
+    let truncated = whole[..whole.len() - 3].to_vec();
+    let mut not_utf8 = whole.clone();
+    let sku = whole.windows(4).position(|window| window == b"milk").expect("the SKU in the body");
+    not_utf8[sku..sku + 2].copy_from_slice(&[0xff, 0xfe]);
+    let mut wrong_wire_type = whole.clone();
+    wrong_wire_type.extend_from_slice(&[0x0f, 0x01]);
+    let random: Vec<u8> = (0..64_u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for (what, bad) in [("truncated", truncated), ("not UTF-8", not_utf8), ("wire type 7", wrong_wire_type), ("random", random)] {
+        let status = raw_accrue(server.addr, bad).await.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        let info = tonic_types::StatusExt::get_details_error_info(&status).unwrap_or_else(|| panic!("{what}: no ErrorInfo in {status:?}"));
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("MALFORMED_MESSAGE", "loyalty.v1"), "{what}");
+        assert!(status.message().contains("does not decode"), "{what}: {status:?}");
+        if what == "not UTF-8" {
+            assert!(status.message().contains("sku"), "the field is named: {status:?}");
+        }
+    }
+    // Only R1 earned; R2 was never half-written, so it is served now as a first call.
+    assert_eq!(full_ledger(&mut client, card("CARD0001")).await.len(), 1);
+    let again = client.accrue(accrue("R2", card("CARD0001"), vec![line(1, "milk", "1", "1000.00")])).await.expect("R2 is free");
+    assert_eq!(again.into_inner().earned, earned);
+    server.stop().await;
 }

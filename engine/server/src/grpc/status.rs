@@ -1,6 +1,8 @@
 //! The one place where engine errors become gRPC statuses. Every status carries
 //! `google.rpc.ErrorInfo` with a stable reason code, and bad input also `google.rpc.BadRequest`
-//! naming the field, so tills can react without parsing messages.
+//! naming the field, so tills can react without parsing messages. (A body that does not decode
+//! never reaches the engine: `loyalty_proto::codec` answers it, INVALID_ARGUMENT
+//! `MALFORMED_MESSAGE` in the same domain.)
 
 use std::collections::HashMap;
 
@@ -11,8 +13,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::EngineError;
 
-/// The `ErrorInfo.domain` of every error.
-pub const ERROR_DOMAIN: &str = "loyalty.v1";
+/// The `ErrorInfo.domain` of every error (shared with the codec's).
+pub use loyalty_proto::codec::ERROR_DOMAIN;
 
 /// Maps an engine error to its status.
 pub fn to_status(error: &EngineError) -> Status {
