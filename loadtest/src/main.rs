@@ -259,29 +259,37 @@ fn prost_types_timestamp() -> prost_types::Timestamp {
 
 #[derive(Default)]
 struct Tally {
+    /// Latency of the calls that succeeded, per RPC.
     histograms: BTreeMap<&'static str, Histogram<u64>>,
+    /// Latency of the calls that failed (shed, rate-limited, refused), kept apart so that overload
+    /// runs show what the admitted calls got.
+    refused: BTreeMap<&'static str, Histogram<u64>>,
     codes: BTreeMap<String, u64>,
 }
 
 impl Tally {
     fn record(&mut self, rpc: &'static str, elapsed: Duration, code: tonic::Code) {
-        let histogram =
-            self.histograms.entry(rpc).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"));
+        let histograms = if code == tonic::Code::Ok { &mut self.histograms } else { &mut self.refused };
+        let histogram = histograms.entry(rpc).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"));
         let _ = histogram.record((elapsed.as_micros() as u64).max(1));
         *self.codes.entry(format!("{code:?}")).or_default() += 1;
     }
 
     fn merge(&mut self, other: Tally) {
-        for (rpc, histogram) in other.histograms {
-            match self.histograms.get_mut(rpc) {
-                Some(mine) => {
-                    let _ = mine.add(&histogram);
-                }
-                None => {
-                    self.histograms.insert(rpc, histogram);
+        fn add(into: &mut BTreeMap<&'static str, Histogram<u64>>, from: BTreeMap<&'static str, Histogram<u64>>) {
+            for (rpc, histogram) in from {
+                match into.get_mut(rpc) {
+                    Some(mine) => {
+                        let _ = mine.add(&histogram);
+                    }
+                    None => {
+                        into.insert(rpc, histogram);
+                    }
                 }
             }
         }
+        add(&mut self.histograms, other.histograms);
+        add(&mut self.refused, other.refused);
         for (code, count) in other.codes {
             *self.codes.entry(code).or_default() += count;
         }
@@ -619,6 +627,18 @@ fn summary(tally: &Tally, measured: Duration, args: &Args) -> String {
             histogram.max() as f64 / 1000.0
         ));
     }
+    for (rpc, histogram) in &tally.refused {
+        let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        out.push_str(&format!(
+            "  {rpc:<10} failed {:>7}  (not in the line above)        p50 {:>7.3}  p90 {:>7.3}  p99 {:>7.3}  p99.9 {:>7.3}  max {:>8.3} ms\n",
+            histogram.len(),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            histogram.max() as f64 / 1000.0
+        ));
+    }
     out.push_str("  Status codes:");
     for (code, count) in &tally.codes {
         out.push_str(&format!(" [{code} {count}]"));
@@ -649,9 +669,23 @@ fn json(tally: &Tally, measured: Duration, args: &Args) -> String {
             )
         })
         .collect();
+    let refused: Vec<String> = tally
+        .refused
+        .iter()
+        .map(|(rpc, histogram)| {
+            let us = |quantile: f64| histogram.value_at_quantile(quantile);
+            format!(
+                "\"{rpc}\":{{\"count\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+                histogram.len(),
+                us(0.5),
+                us(0.99),
+                histogram.max()
+            )
+        })
+        .collect();
     let codes: Vec<String> = tally.codes.iter().map(|(code, count)| format!("\"{code}\":{count}")).collect();
     format!(
-        "{{\"workload\":\"{:?}\",\"floor\":{},\"model\":\"{}\",\"rps_target\":{},\"concurrency\":{},\"connections\":{},\"seconds\":{:.3},\"rpcs\":{{{}}},\"codes\":{{{}}}}}\n",
+        "{{\"workload\":\"{:?}\",\"floor\":{},\"model\":\"{}\",\"rps_target\":{},\"concurrency\":{},\"connections\":{},\"seconds\":{:.3},\"rpcs\":{{{}}},\"failed\":{{{}}},\"codes\":{{{}}}}}\n",
         args.workload,
         args.floor,
         if args.rps.is_some() { "open" } else { "closed" },
@@ -660,6 +694,7 @@ fn json(tally: &Tally, measured: Duration, args: &Args) -> String {
         args.connections,
         measured.as_secs_f64(),
         rpcs.join(","),
+        refused.join(","),
         codes.join(",")
     )
 }

@@ -39,17 +39,14 @@ enum Acked {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_minus_nine_under_load_loses_no_acknowledged_call() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        dir.path().join("engine.toml"),
-        r#"
+    let programs = r#"
         [[programs]]
         id = "shop"
         pending = "none"
         redeem_cap_percent = "50"
         customer_code = "none"
-        "#,
-    )
-    .expect("config");
+        "#;
+    std::fs::write(dir.path().join("engine.toml"), format!("{programs}\n{UNDER_TEST_LIMITS_TOML}")).expect("config");
     let (mut child, addr) = start_engine(dir.path()).await;
     let mut client = connect(addr).await;
     let phones: Vec<String> = (0..CUSTOMERS).map(|index| format!("+7701555{index:04}")).collect();

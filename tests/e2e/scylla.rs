@@ -388,7 +388,7 @@ async fn two_engine_processes_hammering_the_same_accounts_add_up_exactly() {
     let config_file = dir.path().join("engine.toml");
     std::fs::write(
         &config_file,
-        "[[programs]]\nid = \"shop\"\npending = \"none\"\nredeem_cap_percent = \"100\"\ncustomer_code = \"none\"\n",
+        format!("[[programs]]\nid = \"shop\"\npending = \"none\"\nredeem_cap_percent = \"100\"\ncustomer_code = \"none\"\n{UNDER_TEST_LIMITS_TOML}"),
     )
     .expect("config");
     let (mut first, first_addr) = start_engine_process(&config_file, &rig).await;

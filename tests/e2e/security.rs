@@ -2,6 +2,9 @@
 //! and operation limits, isolation between programs, customer codes under brute force, per-key
 //! rate limits, overload shedding, oversized messages, the audit trail and erasure.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use loyalty_engine::config::ProgramConfig;
 use loyalty_proto::admin as admin_pb;
 use loyalty_proto::v1 as pb;
@@ -384,6 +387,42 @@ async fn overload_is_shed_at_once_and_admitted_calls_complete() {
     server.stop().await;
 }
 
+/// With the CPU saturated (tasks hold both worker threads), the engine's own work runs late and a
+/// new call is refused at once with OVERLOADED, writing nothing; once the load is gone the same
+/// receipt is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_engine_refuses_new_calls_and_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = TestServer::start_with(|config| config.limits.scheduling_delay_max_ms = 2, |store| store).await;
+    let mut client = server.client().await;
+    let basket = || vec![line(1, "milk", "1", "100.00")];
+    client.accrue(accrue("R0", card("CARD0001"), basket())).await.expect("served while idle");
+    let stop = Arc::new(AtomicBool::new(false));
+    let blockers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = expect_error(client.accrue(accrue("R1", card("CARD0001"), basket())).await, Code::ResourceExhausted, "OVERLOADED");
+    assert!(refused.message().contains("saturated"), "{refused:?}");
+    stop.store(true, Ordering::Relaxed);
+    for blocker in blockers {
+        blocker.await.expect("blocker");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let served = client.accrue(accrue("R1", card("CARD0001"), basket())).await.expect("served once the load is gone");
+    assert!(!served.into_inner().earned.is_empty());
+    assert_eq!(full_ledger(&mut client, card("CARD0001")).await.len(), 2, "R0 and R1, once each");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_messages_are_refused_before_the_handler() {
     let server = TestServer::start().await;
@@ -471,7 +510,8 @@ async fn phone_numbers_and_names_never_reach_logs_or_metrics() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (config, credentials, log) =
             (dir.path().join("engine.toml"), dir.path().join("credentials.toml"), dir.path().join("engine.log"));
-        std::fs::write(&config, format!("[[programs]]\nid = \"{PROGRAM}\"\npending = \"none\"\n")).expect("write config");
+        std::fs::write(&config, format!("[[programs]]\nid = \"{PROGRAM}\"\npending = \"none\"\n{UNDER_TEST_LIMITS_TOML}"))
+            .expect("write config");
         write_test_credentials(&credentials, &[PROGRAM]);
         let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address");
         let mut args: Vec<std::ffi::OsString> = Vec::new();

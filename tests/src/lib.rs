@@ -28,6 +28,13 @@ pub const PROGRAM: &str = "shop";
 pub const STORE: &str = "store-1";
 pub const TILL: &str = "till-1";
 
+/// Test engines do not shed on CPU saturation (`limits.scheduling_delay_max_ms` 0): debug builds
+/// in a parallel test run saturate two cores, and the tests expect their calls to land. Shedding
+/// has its own test, which turns it on.
+pub const UNDER_TEST_SCHEDULING_DELAY_MAX_MS: u64 = 0;
+/// The same for engine processes: a `[limits]` section for their config files.
+pub const UNDER_TEST_LIMITS_TOML: &str = "[limits]\nscheduling_delay_max_ms = 0\n";
+
 /// The secret of the test credential `test-all` (every scope) that every test engine gets for each
 /// of its programs. A constant, so engine processes started by tests can be given its digest.
 pub const TEST_SECRET: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
@@ -144,6 +151,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config { data_dir: dir.path().to_path_buf(), programs: vec![shop_program()], ..Config::default() };
         config.storage.durability = Durability::Fsync;
+        config.limits.scheduling_delay_max_ms = UNDER_TEST_SCHEDULING_DELAY_MAX_MS;
         configure(&mut config);
         let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(config.embedded_store()).expect("open store"));
         TestServer::serve(config, dir, wrap(embedded)).await
@@ -153,6 +161,7 @@ impl TestServer {
     pub async fn start_on(store: Arc<dyn Store>, configure: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config { data_dir: dir.path().to_path_buf(), programs: vec![shop_program()], ..Config::default() };
+        config.limits.scheduling_delay_max_ms = UNDER_TEST_SCHEDULING_DELAY_MAX_MS;
         configure(&mut config);
         TestServer::serve(config, dir, store).await
     }

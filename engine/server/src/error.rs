@@ -25,6 +25,9 @@ pub enum EngineError {
     /// Too many calls in flight.
     #[error("the engine is at its limit of {limit} calls in flight; retry shortly")]
     Overloaded { limit: usize },
+    /// The CPU is saturated: the engine's tasks run later than the configured bound.
+    #[error("the engine is saturated (its work runs {delay_ms} ms late); retry shortly")]
+    Saturated { delay_ms: u64 },
     /// A rules change was refused: every problem, with its path.
     #[error(transparent)]
     RulesInvalid(loyalty_core::rules::RuleSetError),

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod convert;
+pub mod runtime_lag;
 pub mod security;
 pub mod service;
 pub mod status;

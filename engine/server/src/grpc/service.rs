@@ -23,6 +23,7 @@ use crate::config::LimitsConfig;
 use crate::engine::{Engine, EnrollCmd};
 use crate::error::{AuthFailure, EngineError, EngineResult};
 use crate::grpc::convert;
+use crate::grpc::runtime_lag::RuntimeLag;
 use crate::grpc::status::to_status;
 
 /// Page size of ListTransactions when the request leaves it at 0.
@@ -36,6 +37,8 @@ pub struct LoyaltyApi {
     engine: Arc<Engine>,
     limits: LimitsConfig,
     in_flight: Arc<Semaphore>,
+    /// The runtime-lag watcher, unless `scheduling_delay_max_ms` is 0.
+    lag: Option<Arc<RuntimeLag>>,
 }
 
 /// IDs that identify a call in traces. Operational IDs only.
@@ -86,9 +89,11 @@ fn trace_id(raw: &str) -> &str {
 }
 
 impl LoyaltyApi {
+    /// Must be called on the runtime that serves: the runtime-lag watcher starts on it.
     pub fn new(engine: Arc<Engine>, limits: LimitsConfig) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
-        LoyaltyApi { engine, limits, in_flight }
+        let lag = (limits.scheduling_delay_max_ms > 0).then(RuntimeLag::watch);
+        LoyaltyApi { engine, limits, in_flight, lag }
     }
 
     pub(crate) fn engine(&self) -> &Arc<Engine> {
@@ -165,6 +170,12 @@ impl LoyaltyApi {
         let now = Instant::now();
         if deadline.is_some_and(|deadline| deadline <= now) {
             return Err(EngineError::DeadlineExceeded);
+        }
+        if let Some(lag) = &self.lag {
+            let delay = lag.current();
+            if delay > Duration::from_millis(self.limits.scheduling_delay_max_ms) {
+                return Err(EngineError::Saturated { delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) });
+            }
         }
         let admit_by = now + Duration::from_millis(self.limits.admission_wait_ms);
         let admit_by = deadline.map_or(admit_by, |deadline| deadline.min(admit_by));

@@ -26,7 +26,7 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::Store(_) => (Code::Unavailable, "STORE_UNAVAILABLE"),
         EngineError::Invariant(_) => (Code::Internal, "INVARIANT_BROKEN"),
         EngineError::Contention { .. } => (Code::Aborted, "CONTENTION"),
-        EngineError::Overloaded { .. } => (Code::ResourceExhausted, "OVERLOADED"),
+        EngineError::Overloaded { .. } | EngineError::Saturated { .. } => (Code::ResourceExhausted, "OVERLOADED"),
         EngineError::RulesInvalid(_) => (Code::InvalidArgument, "RULES_INVALID"),
         EngineError::RulesVersionConflict { .. } => (Code::Aborted, "RULES_VERSION_CONFLICT"),
         EngineError::RuleNotFound(_) => (Code::NotFound, "RULE_NOT_FOUND"),

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Overload: what the admitted calls get at twice the sustainable rate, with the engine's shedding
+# (the defaults) and without it, beside the echo floor at the same rates. Writes
+# loadtest/OVERLOAD.md; raw JSON in loadtest/results/. About 5 minutes.
+#
+# Open model only (latency from each call's intended start, so queueing counts). With two or more
+# cores, the engine (and the floor) run on core 1 and the driver on core 0 (`taskset`), so that
+# the driver's own work does not eat the capacity being measured.
+#   RATES="1500 2000 2500 3000 3500 4000" P99_TARGET_MS=10 DURATION=8 bash loadtest/overload.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATES=${RATES:-"1500 2000 2500 3000 3500 4000"}
+P99_TARGET_MS=${P99_TARGET_MS:-10}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+CUSTOMERS=${CUSTOMERS:-2000}
+results=loadtest/results
+rm -rf "$results" && mkdir -p "$results"
+
+cargo build --release --locked -p loyalty-engine -p loyalty-loadtest
+bin=$PWD/target/release
+work=$(mktemp -d)
+server=""
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  on_server="taskset -c 1" on_driver="taskset -c 0" pinning="engine and floor on core 1, driver on core 0"
+else
+  on_server="" on_driver="" pinning="not pinned (one core, or no taskset)"
+fi
+
+# Waits for a server's "listening on" line; fails if it exits or never gets there.
+wait_listening() {
+  for _ in $(seq 1 200); do
+    grep -q "listening on" "$2" && return 0
+    kill -0 "$1" 2>/dev/null || { echo "server $1 exited:" >&2; cat "$2" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "server $1 did not start:" >&2; cat "$2" >&2; return 1
+}
+
+$bin/loyalty-engine keygen --program demo --id overload-driver --scopes checkout > "$work/keygen.out"
+LOYALTY_API_KEY=$(head -n 1 "$work/keygen.out")
+export LOYALTY_API_KEY
+tail -n +3 "$work/keygen.out" > "$work/credentials.toml"
+
+# Starts a fresh engine with the given [limits] lines and seeds it; sets $server.
+start_engine() {
+  rm -rf "$work/data"
+  printf '[[programs]]\nid = "demo"\npending = "none"\n[security]\nrate_per_second_default = 1000000\nburst_default = 1000000\n[limits]\n%b' "$1" > "$work/engine.toml"
+  $on_server $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" --credentials-file "$work/credentials.toml" \
+    --listen 127.0.0.1:50750 --metrics-listen off --log warn > "$work/engine.out" 2>&1 &
+  server=$!
+  wait_listening $server "$work/engine.out"
+  $on_driver $bin/loyalty-load --target 127.0.0.1:50750 --customers "$CUSTOMERS" --seed --workload accrue --count 1 --warmup 0 > /dev/null
+}
+stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
+
+# One open-model run: name, rate, extra flags. Failed calls are expected here: they are the shed ones.
+run() {
+  local name=$1 rate=$2; shift 2
+  $on_driver $bin/loyalty-load --customers "$CUSTOMERS" --workload accrue --rps "$rate" --concurrency 8192 --connections 4 \
+    --duration "$DURATION" --warmup "$WARMUP" --json "$results/$name.json" "$@" > "$results/$name.txt" 2>&1 || true
+  grep -v '^$' "$results/$name.txt" | grep -v '^Error\|^Stack\|^ *[0-9]*: \|^ *at ' || true
+}
+
+p99_ms() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['rpcs'].get('Accrue',{}).get('p99_us',10**9)/1000)" "$1"; }
+
+# 1. The sustainable rate: the highest of RATES whose p99 meets the target, with nothing refused
+#    (the defaults; below saturation they shed nothing).
+start_engine ""
+sustainable=""
+for rate in $RATES; do
+  run "sustain-$rate" "$rate" --target 127.0.0.1:50750
+  failed=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sum(v for k,v in r['codes'].items() if k!='Ok'))" "$results/sustain-$rate.json")
+  if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$(p99_ms "$results/sustain-$rate.json")" "$P99_TARGET_MS" && [ "$failed" = 0 ]; then
+    sustainable=$rate
+  else
+    break
+  fi
+done
+stop_server
+[ -n "$sustainable" ] || { echo "no rate in RATES met p99 <= ${P99_TARGET_MS} ms" >&2; exit 1; }
+double=$((2 * sustainable))
+echo "sustainable: $sustainable/s; overload runs at $double/s"
+
+# 2. Twice that, under each admission setting.
+declare -a settings=(
+  "defaults|"
+  "no CPU shedding (scheduling_delay_max_ms = 0)|scheduling_delay_max_ms = 0\n"
+  "before this change (in_flight_max = 1024, admission_wait_ms = 20, no CPU shedding)|in_flight_max = 1024\nadmission_wait_ms = 20\nscheduling_delay_max_ms = 0\n"
+  "tighter (in_flight_max = 16, admission_wait_ms = 1, scheduling_delay_max_ms = 2)|in_flight_max = 16\nadmission_wait_ms = 1\nscheduling_delay_max_ms = 2\n"
+)
+index=0
+for setting in "${settings[@]}"; do
+  index=$((index + 1))
+  echo "${setting%%|*}" > "$results/setting-$index.name"
+  start_engine "${setting#*|}"
+  run "sustained-$index" "$sustainable" --target 127.0.0.1:50750
+  run "double-$index" "$double" --target 127.0.0.1:50750
+  stop_server
+done
+
+# 3. The floor at both rates.
+$on_server $bin/loyalty-echo --listen 127.0.0.1:50751 > "$work/echo.out" 2>&1 &
+server=$!
+wait_listening $server "$work/echo.out"
+run floor-sustained "$sustainable" --target 127.0.0.1:50751 --floor
+run floor-double "$double" --target 127.0.0.1:50751 --floor
+stop_server
+
+python3 - "$results" "$sustainable" "$double" "$P99_TARGET_MS" "$DURATION" "$pinning" "$index" > loadtest/OVERLOAD.md <<'EOF'
+import json, os, subprocess, sys, datetime
+results, sustainable, double, target, duration, pinning, settings = sys.argv[1:8]
+def load(name):
+    return json.load(open(os.path.join(results, name + ".json")))
+def ms(us):
+    return f"{us / 1000:.1f}"
+def row(label, run, floor):
+    ok = run["rpcs"].get("Accrue", {"count": 0, "rps": 0, "p50_us": 0, "p99_us": 0, "p999_us": 0})
+    failed = run.get("failed", {}).get("Accrue", {"count": 0, "p50_us": 0, "p99_us": 0})
+    offered = ok["count"] + failed["count"]
+    shed = 100.0 * failed["count"] / offered if offered else 0.0
+    floor_p99 = floor["rpcs"]["Accrue"]["p99_us"]
+    return (f"| {label} | {run['rps_target']:.0f} | {ok['rps']:.0f} | {shed:.1f}% | {ms(ok['p50_us'])} | {ms(ok['p99_us'])} | "
+            f"{ms(ok['p999_us'])} | {ms(failed['p50_us']) if failed['count'] else '-'} | {ms(failed['p99_us']) if failed['count'] else '-'} | "
+            f"{ms(floor_p99)} | {ok['p99_us'] / max(floor_p99, 1):.1f}x |")
+commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+print("# Overload: admitted calls at twice the sustainable rate\n")
+print("Regenerate with `bash loadtest/overload.sh` (about 5 minutes). Everything below is from one run of it.\n")
+print("```")
+print(f"date:     {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+print(f"cores:    {os.cpu_count()} ({pinning})")
+print(f"commit:   {commit}")
+print(f"workload: Accrue (durable: fsync before every answer), open model, {duration} s measured per run, 4 connections")
+print("```\n")
+print(f"**Sustainable rate: {sustainable}/s**, the highest tried whose p99 stayed within {target} ms with nothing refused. "
+      f"The overload runs offer **{double}/s**. Latency counts from each call's intended start, so time queued anywhere counts. "
+      "*Admitted* are the calls that succeeded; *shed* the ones refused with RESOURCE_EXHAUSTED (OVERLOADED). "
+      "The floor is `loyalty-echo` at the same rate, same message sizes.\n")
+print("| engine limits | offered /s | served /s | shed | admitted p50 ms | admitted p99 ms | admitted p99.9 ms | shed p50 ms | shed p99 ms | floor p99 ms | p99 / floor |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+floor_sustained, floor_double = load("floor-sustained"), load("floor-double")
+for index in range(1, int(settings) + 1):
+    name = open(os.path.join(results, f"setting-{index}.name")).read().strip()
+    print(row(name, load(f"sustained-{index}"), floor_sustained))
+    print(row(name, load(f"double-{index}"), floor_double))
+print()
+print("Defaults: `limits.in_flight_max = 256`, `admission_wait_ms = 2`, `scheduling_delay_max_ms = 3` "
+      "(`deploy/loyalty.toml` explains each). Raw JSON and summaries: `loadtest/results/`.")
+EOF
+echo "wrote loadtest/OVERLOAD.md"
