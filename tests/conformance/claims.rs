@@ -157,3 +157,32 @@ pub async fn claims_of_a_refused_commit_go_to_the_next_claimant_for_good(backend
     assert_eq!(checked_ledger(store.as_ref(), "a").await.0, a2, "a unchanged");
     assert_eq!(checked_ledger(store.as_ref(), "b").await.0, b2, "b as committed");
 }
+
+/// An identifier released by its owner (erasure) resolves to nothing and may be claimed by another
+/// account; a release named by an account that does not own the identifier changes nothing.
+pub async fn released_identity_resolves_to_nothing_and_may_be_claimed_anew(backend: &Backend) {
+    let store = backend.store();
+    let owner = |key| {
+        let store = backend.store();
+        async move { store.identity(PROGRAM, &key).await.expect("read identity") }
+    };
+    let a1 =
+        apply(store.as_ref(), &change().earn(10).new_receipt("ra").claim(phone("+77010000009")).claim(card("A")).build(&fresh("a"))).await;
+    assert_eq!(owner(phone("+77010000009")).await, Some("a".into()));
+
+    // b names a's phone as released: not b's to give up.
+    apply(store.as_ref(), &change().earn(1).new_receipt("rb").release(phone("+77010000009")).build(&fresh("b"))).await;
+    assert_eq!(owner(phone("+77010000009")).await, Some("a".into()), "a release by a non-owner changes nothing");
+
+    // a releases its phone (erasure); its card stays bound.
+    let a2 = apply(store.as_ref(), &change().earn(1).new_receipt("ra2").release(phone("+77010000009")).build(&a1)).await;
+    assert_eq!(owner(phone("+77010000009")).await, None, "a released phone resolves to nothing");
+    assert_eq!(owner(card("A")).await, Some("a".into()), "identifiers not released stay bound");
+    assert!(!a2.value.identities.contains(&phone("+77010000009")));
+
+    // The number registers again, for a new customer.
+    apply(store.as_ref(), &change().earn(1).new_receipt("rc").claim(phone("+77010000009")).build(&fresh("c"))).await;
+    assert_eq!(owner(phone("+77010000009")).await, Some("c".into()), "the released number belongs to its new owner");
+    let (stored_a, _) = checked_ledger(store.as_ref(), "a").await;
+    assert_eq!(stored_a, a2, "a keeps its account and ledger");
+}

@@ -68,6 +68,7 @@ conformance! {
         claims::receipt_is_claimed_once_and_versioned,
         claims::receipt_of_another_account_is_never_overwritten,
         claims::identity_is_bound_to_one_account,
+        claims::released_identity_resolves_to_nothing_and_may_be_claimed_anew,
         claims::enrolment_request_is_claimed_once,
         ledger::ledger_pages_newest_first_and_sums_to_the_balance,
         ledger::commit_with_a_gap_inside_is_refused,

@@ -84,6 +84,7 @@ pub struct Change {
     moves: Vec<Move>,
     receipt: Option<ReceiptBase>,
     identities: Vec<IdentityKey>,
+    releases: Vec<IdentityKey>,
     request: Option<String>,
     credits: Vec<PendingCredit>,
 }
@@ -122,6 +123,12 @@ impl Change {
 
     pub fn claim(mut self, key: IdentityKey) -> Self {
         self.identities.push(key);
+        self
+    }
+
+    /// An identifier given up by this commit (erasure): it must resolve to nothing afterwards.
+    pub fn release(mut self, key: IdentityKey) -> Self {
+        self.releases.push(key);
         self
     }
 
@@ -234,13 +241,14 @@ impl Change {
                 state.identities.push(key.clone());
             }
         }
+        state.identities.retain(|key| !self.releases.contains(key));
         Ok(Commit {
             program_id: PROGRAM.into(),
             account: AccountWrite { expected_version: account.version, state },
             ledger: finished.entries,
             receipt,
             identity_claims: self.identities.clone(),
-            identity_releases: Vec::new(),
+            identity_releases: self.releases.clone(),
             request,
             events: finished.events,
             credits: finished.credits,
