@@ -24,23 +24,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits for a server's "listening on" line; fails if it exits or never gets there.
-wait_listening() {
-  for _ in $(seq 1 200); do
-    grep -q "listening on" "$2" && return 0
-    kill -0 "$1" 2>/dev/null || { echo "server $1 exited:" >&2; cat "$2" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "server $1 did not start:" >&2; cat "$2" >&2; return 1
-}
-
-# One checkout key carries all the load (LOYALTY_API_KEY, read by loyalty-load), so its rate
-# limit is lifted; the engine gets the key's digest through a credentials file.
-printf '[[programs]]\nid = "demo"\npending = "none"\n[security]\nrate_per_second_default = 1000000\nburst_default = 1000000\n' > "$work/engine.toml"
-$bin/loyalty-engine keygen --program demo --id bench-driver --scopes checkout > "$work/keygen.out"
-LOYALTY_API_KEY=$(head -n 1 "$work/keygen.out")
-export LOYALTY_API_KEY
-tail -n +3 "$work/keygen.out" > "$work/credentials.toml"
+# wait_listening, load_key (a checkout key: LOYALTY_API_KEY and its credentials file), load_engine_toml.
+source loadtest/lib.sh
+load_engine_toml "$work/engine.toml"
+load_key "$bin" "$work" demo bench-driver
 $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" --credentials-file "$work/credentials.toml" \
   --listen 127.0.0.1:50700 --metrics-listen off --log warn > "$work/engine.out" 2>&1 &
 engine=$!

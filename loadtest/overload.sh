@@ -33,25 +33,14 @@ else
   on_server="" on_driver="" pinning="not pinned (one core, or no taskset)"
 fi
 
-# Waits for a server's "listening on" line; fails if it exits or never gets there.
-wait_listening() {
-  for _ in $(seq 1 200); do
-    grep -q "listening on" "$2" && return 0
-    kill -0 "$1" 2>/dev/null || { echo "server $1 exited:" >&2; cat "$2" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "server $1 did not start:" >&2; cat "$2" >&2; return 1
-}
-
-$bin/loyalty-engine keygen --program demo --id overload-driver --scopes checkout > "$work/keygen.out"
-LOYALTY_API_KEY=$(head -n 1 "$work/keygen.out")
-export LOYALTY_API_KEY
-tail -n +3 "$work/keygen.out" > "$work/credentials.toml"
+# wait_listening, load_key (a checkout key: LOYALTY_API_KEY and its credentials file), load_engine_toml.
+source loadtest/lib.sh
+load_key "$bin" "$work" demo overload-driver
 
 # Starts a fresh engine with the given [limits] lines and seeds it; sets $server.
 start_engine() {
   rm -rf "$work/data"
-  printf '[[programs]]\nid = "demo"\npending = "none"\n[security]\nrate_per_second_default = 1000000\nburst_default = 1000000\n[limits]\n%b' "$1" > "$work/engine.toml"
+  load_engine_toml "$work/engine.toml" "$1"
   $on_server $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" --credentials-file "$work/credentials.toml" \
     --listen 127.0.0.1:50750 --metrics-listen off --log warn > "$work/engine.out" 2>&1 &
   server=$!
