@@ -6,7 +6,8 @@
 //! This happens before any handler runs, so the engine's one mapping of errors to statuses
 //! (`loyalty_engine::grpc::status`) never sees it; the status is made here instead, in the same
 //! shape: INVALID_ARGUMENT with `google.rpc.ErrorInfo` (reason `MALFORMED_MESSAGE`, domain
-//! `loyalty.v1`) and prost's description of what did not decode.
+//! `loyalty.v1`) and prost's description of what did not decode. The generated clients share the
+//! codec, so an answer that does not decode reaches a Rust caller in the same shape.
 
 use std::marker::PhantomData;
 

@@ -1,6 +1,7 @@
 //! Security over real gRPC: keys (missing, malformed, forged, revoked at run time), scopes, store
 //! and operation limits, isolation between programs, customer codes under brute force, per-key
-//! rate limits, overload shedding, oversized messages, the audit trail and erasure.
+//! rate limits, overload shedding (calls in flight, CPU saturation), oversized and undecodable
+//! messages, the audit trail, erasure, and logs and metrics free of personal data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,7 +397,19 @@ async fn a_saturated_engine_refuses_new_calls_and_recovers() {
     let server = TestServer::start_with(|config| config.limits.scheduling_delay_max_ms = 2, |store| store).await;
     let mut client = server.client().await;
     let basket = || vec![line(1, "milk", "1", "100.00")];
-    client.accrue(accrue("R0", card("CARD0001"), basket())).await.expect("served while idle");
+    // Other tests share the machine: a call that should be served may meet a moment of saturation
+    // they cause, so it is retried for a while.
+    async fn served_eventually(client: &mut Client, request: pb::AccrueRequest) -> pb::AccrueResponse {
+        for _ in 0..100 {
+            match client.accrue(request.clone()).await {
+                Ok(response) => return response.into_inner(),
+                Err(status) if status.code() == Code::ResourceExhausted => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+        panic!("never served");
+    }
+    served_eventually(&mut client, accrue("R0", card("CARD0001"), basket())).await;
     let stop = Arc::new(AtomicBool::new(false));
     let blockers: Vec<_> = (0..4)
         .map(|_| {
@@ -417,8 +430,8 @@ async fn a_saturated_engine_refuses_new_calls_and_recovers() {
         blocker.await.expect("blocker");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let served = client.accrue(accrue("R1", card("CARD0001"), basket())).await.expect("served once the load is gone");
-    assert!(!served.into_inner().earned.is_empty());
+    let served = served_eventually(&mut client, accrue("R1", card("CARD0001"), basket())).await;
+    assert!(!served.earned.is_empty());
     assert_eq!(full_ledger(&mut client, card("CARD0001")).await.len(), 2, "R0 and R1, once each");
     server.stop().await;
 }

@@ -49,12 +49,13 @@ impl RuntimeLag {
 async fn watcher(lag: Weak<RuntimeLag>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let gauge = metrics::gauge!("loyalty_runtime_lag_seconds");
     loop {
         let due = ticks.tick().await;
         let late = Instant::now().saturating_duration_since(due);
         let Some(lag) = lag.upgrade() else { return };
         lag.observe(late);
-        metrics::gauge!("loyalty_runtime_lag_seconds").set(lag.current().as_secs_f64());
+        gauge.set(lag.current().as_secs_f64());
     }
 }
 
