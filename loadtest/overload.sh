@@ -15,6 +15,8 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 CUSTOMERS=${CUSTOMERS:-2000}
 results=loadtest/results
+# The commit measured, taken before this script rewrites its own output files.
+commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 rm -rf "$results" && mkdir -p "$results"
 
 cargo build --release --locked -p loyalty-engine -p loyalty-loadtest
@@ -102,9 +104,9 @@ run floor-sustained "$sustainable" --target 127.0.0.1:50751 --floor
 run floor-double "$double" --target 127.0.0.1:50751 --floor
 stop_server
 
-python3 - "$results" "$sustainable" "$double" "$P99_TARGET_MS" "$DURATION" "$pinning" "$index" > loadtest/OVERLOAD.md <<'EOF'
-import json, os, subprocess, sys, datetime
-results, sustainable, double, target, duration, pinning, settings = sys.argv[1:8]
+python3 - "$results" "$sustainable" "$double" "$P99_TARGET_MS" "$DURATION" "$pinning" "$index" "$commit" > loadtest/OVERLOAD.md <<'EOF'
+import json, os, sys, datetime
+results, sustainable, double, target, duration, pinning, settings, commit = sys.argv[1:9]
 def load(name):
     return json.load(open(os.path.join(results, name + ".json")))
 def ms(us):
@@ -113,12 +115,14 @@ def row(label, run, floor):
     ok = run["rpcs"].get("Accrue", {"count": 0, "rps": 0, "p50_us": 0, "p99_us": 0, "p999_us": 0})
     failed = run.get("failed", {}).get("Accrue", {"count": 0, "p50_us": 0, "p99_us": 0})
     offered = ok["count"] + failed["count"]
-    shed = 100.0 * failed["count"] / offered if offered else 0.0
+    shed = 100.0 * run["codes"].get("ResourceExhausted", 0) / offered if offered else 0.0
+    other = {code: count for code, count in run["codes"].items() if code not in ("Ok", "ResourceExhausted")}
+    if other:
+        others.append(f"{label} at {run['rps_target']:.0f}/s: {other}")
     floor_p99 = floor["rpcs"]["Accrue"]["p99_us"]
     return (f"| {label} | {run['rps_target']:.0f} | {ok['rps']:.0f} | {shed:.1f}% | {ms(ok['p50_us'])} | {ms(ok['p99_us'])} | "
             f"{ms(ok['p999_us'])} | {ms(failed['p50_us']) if failed['count'] else '-'} | {ms(failed['p99_us']) if failed['count'] else '-'} | "
             f"{ms(floor_p99)} | {ok['p99_us'] / max(floor_p99, 1):.1f}x |")
-commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
 print("# Overload: admitted calls at twice the sustainable rate\n")
 print("Regenerate with `bash loadtest/overload.sh` (about 5 minutes). Everything below is from one run of it.\n")
 print("```")
@@ -129,9 +133,11 @@ print(f"workload: Accrue (durable: fsync before every answer), open model, {dura
 print("```\n")
 print(f"**Sustainable rate: {sustainable}/s**, the highest tried whose p99 stayed within {target} ms with nothing refused. "
       f"The overload runs offer **{double}/s**. Latency counts from each call's intended start, so time queued anywhere counts. "
-      "*Admitted* are the calls that succeeded; *shed* the ones refused with RESOURCE_EXHAUSTED (OVERLOADED). "
+      "*Admitted* are the calls that succeeded; *shed* the share refused with RESOURCE_EXHAUSTED (OVERLOADED); "
+      "*refused* latencies cover every failed call (failures other than RESOURCE_EXHAUSTED are listed under the table). "
       "The floor is `loyalty-echo` at the same rate, same message sizes.\n")
-print("| engine limits | offered /s | served /s | shed | admitted p50 ms | admitted p99 ms | admitted p99.9 ms | shed p50 ms | shed p99 ms | floor p99 ms | p99 / floor |")
+others = []
+print("| engine limits | offered /s | served /s | shed | admitted p50 ms | admitted p99 ms | admitted p99.9 ms | refused p50 ms | refused p99 ms | floor p99 ms | p99 / floor |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 floor_sustained, floor_double = load("floor-sustained"), load("floor-double")
 for index in range(1, int(settings) + 1):
@@ -139,7 +145,8 @@ for index in range(1, int(settings) + 1):
     print(row(name, load(f"sustained-{index}"), floor_sustained))
     print(row(name, load(f"double-{index}"), floor_double))
 print()
-print("Defaults: `limits.in_flight_max = 256`, `admission_wait_ms = 2`, `scheduling_delay_max_ms = 3` "
+print("Failures other than RESOURCE_EXHAUSTED: " + ("; ".join(others) if others else "none") + ".\n")
+print("Defaults: `limits.in_flight_max = 256`, `admission_wait_ms = 2`, `scheduling_delay_max_ms = 5` "
       "(`deploy/loyalty.toml` explains each). Raw JSON and summaries: `loadtest/results/`.")
 EOF
 echo "wrote loadtest/OVERLOAD.md"

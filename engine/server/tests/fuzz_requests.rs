@@ -180,10 +180,9 @@ fn valid_id(text: &str, max: usize) -> bool {
 }
 
 /// Digits from the first to the last non-zero one (one for zero).
+/// Digits of the normalized value, zeros of its integer part included ("10000" has 5).
 fn significant_digits(value: Decimal) -> usize {
-    let digits = value.mantissa().unsigned_abs().to_string();
-    let digits = digits.trim_end_matches('0');
-    digits.len().max(1)
+    value.normalize().mantissa().unsigned_abs().to_string().len()
 }
 
 /// The raw text, read by hand: sign, leading zeros and trailing fraction zeros dropped.
@@ -839,7 +838,9 @@ proptest! {
     /// (Decimal::MAX): `Decimal::from_str_exact` takes 29 digits when the value fits in 96 bits,
     /// and loyalty.proto documents at most 28.
     #[test]
-    fn accepted_decimals_have_at_most_28_significant_digits(raw in prop_oneof![numeric(), "-?[1-9][0-9]{27,28}(\\.[0-9]{1,3})?"]) {
+    fn accepted_decimals_have_at_most_28_significant_digits(
+        raw in prop_oneof![numeric(), "-?[1-9][0-9]{27,28}(\\.[0-9]{1,3})?", "-?[1-9]0{27,28}(\\.0{1,3})?"]
+    ) {
         if let Ok(value) = convert::decimal("f", &raw) {
             prop_assert!(significant_digits(value) <= SIGNIFICANT_DIGITS_MAX, "{:?} accepted with {} significant digits", raw, significant_digits(value));
         }

@@ -53,15 +53,13 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, format: DocumentFormat) -> 
     }
     match format {
         DocumentFormat::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(located),
-        DocumentFormat::Yaml => {
-            if let YamlDepth::TooDeep { offset } = yaml_depth(text, YAML_DEPTH_MAX) {
-                return Err(RuleSetError::one(
-                    "document",
-                    format!("collections nest more than {YAML_DEPTH_MAX} levels deep (at byte {offset})"),
-                ));
+        DocumentFormat::Yaml => match yaml_depth(text, YAML_DEPTH_MAX) {
+            YamlDepth::TooDeep { offset } => {
+                Err(RuleSetError::one("document", format!("collections nest more than {YAML_DEPTH_MAX} levels deep (at byte {offset})")))
             }
-            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(located)
-        }
+            YamlDepth::Unreadable(why) => Err(RuleSetError::one("document", format!("not YAML: {why}"))),
+            YamlDepth::Within => serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(located),
+        },
         DocumentFormat::Json => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(located),
     }
 }

@@ -15,14 +15,15 @@ use libyaml_safer::{Scanner, TokenData};
 pub const YAML_DEPTH_MAX: usize = 64;
 
 /// What the scan found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum YamlDepth {
     /// The whole document was scanned and nests at most the limit deep.
     Within,
     /// A collection nests deeper; the byte offset where the scan stopped.
     TooDeep { offset: u64 },
-    /// The scanner refused the text; reading it will report why.
-    Unreadable,
+    /// The scanner refused the text, for this reason (the document is refused with it, rather
+    /// than read by a second scanner that might disagree).
+    Unreadable(String),
 }
 
 /// Scans `text` with the YAML scanner, stopping at the first collection deeper than `max`.
@@ -32,7 +33,10 @@ pub fn yaml_depth(text: &str, max: usize) -> YamlDepth {
     scanner.set_input_string(&mut input);
     let mut depth = 0_usize;
     for token in scanner {
-        let Ok(token) = token else { return YamlDepth::Unreadable };
+        let token = match token {
+            Ok(token) => token,
+            Err(error) => return YamlDepth::Unreadable(error.to_string()),
+        };
         match token.data {
             TokenData::FlowSequenceStart | TokenData::FlowMappingStart | TokenData::BlockSequenceStart | TokenData::BlockMappingStart => {
                 depth += 1;
@@ -67,6 +71,6 @@ mod tests {
     fn stops_at_the_limit_in_deep_documents() {
         let text = format!("rules: {}", "[".repeat(200_000));
         assert_eq!(yaml_depth(&text, YAML_DEPTH_MAX), YamlDepth::TooDeep { offset: 7 + YAML_DEPTH_MAX as u64 - 1 });
-        assert_eq!(yaml_depth("rules: \"unclosed", YAML_DEPTH_MAX), YamlDepth::Unreadable);
+        assert!(matches!(yaml_depth("rules: \"unclosed", YAML_DEPTH_MAX), YamlDepth::Unreadable(_)));
     }
 }

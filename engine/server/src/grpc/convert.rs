@@ -51,12 +51,9 @@ pub fn decimal(field: &str, raw: &str) -> Result<Decimal, Rejection> {
         return Err(bad());
     }
     let value = Decimal::from_str_exact(raw).map(|value| value.normalize()).map_err(|_| bad())?;
-    // `from_str_exact` takes a 29th digit when the value fits in 96 bits; the wire format says 28.
-    let mut significant = value.mantissa().unsigned_abs();
-    while significant != 0 && significant % 10 == 0 {
-        significant /= 10;
-    }
-    if significant >= 10_u128.pow(SIGNIFICANT_DIGITS_MAX) {
+    // `from_str_exact` takes a 29th digit when the value fits in 96 bits; the wire format says 28
+    // (leading zeros and zeros at the end of the fraction do not count).
+    if value.mantissa().unsigned_abs() >= 10_u128.pow(SIGNIFICANT_DIGITS_MAX) {
         return Err(Rejection::invalid(field, format!("at most {SIGNIFICANT_DIGITS_MAX} significant digits")));
     }
     Ok(value)

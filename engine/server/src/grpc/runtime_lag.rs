@@ -19,15 +19,23 @@ use tokio::time::{Instant, MissedTickBehavior};
 const TICK: Duration = Duration::from_millis(1);
 
 /// The moving average of the watcher's lateness, in microseconds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RuntimeLag {
     average_us: AtomicU64,
+    /// Each observation counts for at most this much: one long stall (a big rules document being
+    /// compiled, say) moves the average by at most clip / 8, so only lateness that lasts trips it.
+    clip_us: u64,
 }
 
 impl RuntimeLag {
-    /// Starts the watcher on the current runtime; it stops when the returned value is dropped.
-    pub fn watch() -> Arc<RuntimeLag> {
-        let lag = Arc::new(RuntimeLag::default());
+    fn new(clip: Duration) -> Self {
+        RuntimeLag { average_us: AtomicU64::new(0), clip_us: u64::try_from(clip.as_micros()).unwrap_or(u64::MAX) }
+    }
+
+    /// Starts the watcher on the current runtime, counting each late wake-up for at most `clip`;
+    /// it stops when the returned value is dropped.
+    pub fn watch(clip: Duration) -> Arc<RuntimeLag> {
+        let lag = Arc::new(RuntimeLag::new(clip));
         tokio::spawn(watcher(Arc::downgrade(&lag)));
         lag
     }
@@ -37,10 +45,10 @@ impl RuntimeLag {
         Duration::from_micros(self.average_us.load(Ordering::Relaxed))
     }
 
-    /// Folds one observation into the average (weight 1/8: a burst of lateness shows within a
-    /// few milliseconds, and one late wake-up does not trip it).
+    /// Folds one observation into the average (weight 1/8: lateness that lasts shows within a few
+    /// milliseconds; a single late wake-up, clipped, does not trip it).
     fn observe(&self, late: Duration) {
-        let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX).min(self.clip_us);
         let old = self.average_us.load(Ordering::Relaxed);
         self.average_us.store(old - old / 8 + late / 8, Ordering::Relaxed);
     }
@@ -64,8 +72,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_average_follows_lateness_and_decays() {
-        let lag = RuntimeLag::default();
+    fn the_average_follows_lasting_lateness_and_decays() {
+        let lag = RuntimeLag::new(Duration::from_millis(10));
         for _ in 0..64 {
             lag.observe(Duration::from_millis(8));
         }
@@ -76,17 +84,34 @@ mod tests {
         assert!(lag.current() < Duration::from_millis(1), "{:?}", lag.current());
     }
 
+    #[test]
+    fn one_long_stall_is_clipped() {
+        let lag = RuntimeLag::new(Duration::from_millis(6));
+        lag.observe(Duration::from_millis(500));
+        assert!(lag.current() <= Duration::from_micros(750), "{:?}", lag.current());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_blocked_runtime_shows_as_lag() {
-        let lag = RuntimeLag::watch();
+    async fn a_saturated_runtime_shows_as_lag() {
+        let lag = RuntimeLag::watch(Duration::from_millis(20));
         tokio::time::sleep(Duration::from_millis(20)).await;
         let idle = lag.current();
-        // Hold the only worker thread for 30 ms at a time: the watcher wakes late.
-        for _ in 0..5 {
-            tokio::task::spawn(async { std::thread::sleep(Duration::from_millis(30)) }).await.expect("blocker");
-            tokio::task::yield_now().await;
+        // Two tasks take turns holding the only worker thread 5 ms at a time for 100 ms: the
+        // watcher keeps waking late.
+        let until = std::time::Instant::now() + Duration::from_millis(100);
+        let blockers: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::spawn(async move {
+                    while std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(5));
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for blocker in blockers {
+            blocker.await.expect("blocker");
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert!(lag.current() > idle + Duration::from_millis(2), "idle {idle:?}, blocked {:?}", lag.current());
+        assert!(lag.current() > idle + Duration::from_millis(2), "idle {idle:?}, saturated {:?}", lag.current());
     }
 }

@@ -92,7 +92,8 @@ impl LoyaltyApi {
     /// Must be called on the runtime that serves: the runtime-lag watcher starts on it.
     pub fn new(engine: Arc<Engine>, limits: LimitsConfig) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
-        let lag = (limits.scheduling_delay_max_ms > 0).then(RuntimeLag::watch);
+        let lag = (limits.scheduling_delay_max_ms > 0)
+            .then(|| RuntimeLag::watch(Duration::from_millis(limits.scheduling_delay_max_ms.saturating_mul(2))));
         LoyaltyApi { engine, limits, in_flight, lag }
     }
 
@@ -129,7 +130,9 @@ impl LoyaltyApi {
             credential = ctx.caller.as_ref().map_or("", |caller| caller.credential.id.as_str())
         );
         let result = match self.authorize(rpc, ctx, scopes, &ids) {
-            Ok(caller) => self.admit_and_run(ctx.deadline, call(caller).instrument(span.clone())).await,
+            // Admin calls (a revocation, say) are few and must get through an overload: only
+            // checkout-side calls are shed on CPU saturation.
+            Ok(caller) => self.admit_and_run(ctx.deadline, scopes != ADMIN, call(caller).instrument(span.clone())).await,
             Err(error) => Err(error),
         };
         let elapsed = started.elapsed();
@@ -163,15 +166,21 @@ impl LoyaltyApi {
         Ok(caller)
     }
 
-    /// Waits for an in-flight permit for at most the admission wait (and never past the deadline):
+    /// Refuses the call at once if the CPU is saturated (unless exempt), then waits for an in-flight
+    /// permit for at most the admission wait (and never past the deadline):
     /// beyond that the engine is overloaded and says so at once, rather than growing a queue whose
     /// calls would all be late. The call then runs within the caller's deadline.
-    async fn admit_and_run<T>(&self, deadline: Option<Instant>, call: impl Future<Output = EngineResult<T>>) -> EngineResult<T> {
+    async fn admit_and_run<T>(
+        &self,
+        deadline: Option<Instant>,
+        shed_when_saturated: bool,
+        call: impl Future<Output = EngineResult<T>>,
+    ) -> EngineResult<T> {
         let now = Instant::now();
         if deadline.is_some_and(|deadline| deadline <= now) {
             return Err(EngineError::DeadlineExceeded);
         }
-        if let Some(lag) = &self.lag {
+        if let Some(lag) = self.lag.as_ref().filter(|_| shed_when_saturated) {
             let delay = lag.current();
             if delay > Duration::from_millis(self.limits.scheduling_delay_max_ms) {
                 return Err(EngineError::Saturated { delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) });
