@@ -200,7 +200,7 @@ impl Default for LimitsConfig {
             // ScyllaDB backend's round trips.
             in_flight_max: 256,
             admission_wait_ms: 2,
-            scheduling_delay_max_ms: 5,
+            scheduling_delay_max_ms: 3,
             basket_lines_max: 500,
             id_len_max: 64,
             amount_max: Decimal::from(1_000_000_000_i64),

@@ -93,7 +93,7 @@ impl LoyaltyApi {
     pub fn new(engine: Arc<Engine>, limits: LimitsConfig) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
         let lag = (limits.scheduling_delay_max_ms > 0)
-            .then(|| RuntimeLag::watch(Duration::from_millis(limits.scheduling_delay_max_ms.saturating_mul(2))));
+            .then(|| RuntimeLag::watch(Duration::from_millis(limits.scheduling_delay_max_ms.saturating_mul(4))));
         LoyaltyApi { engine, limits, in_flight, lag }
     }
 
