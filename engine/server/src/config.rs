@@ -195,9 +195,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             message_bytes_max: 1 << 20,
             // Measured (loadtest/overload.sh, loadtest/OVERLOAD.md): at twice the sustainable rate
-            // these kept the admitted calls' p99 at 2 to 5 times the sustainable p99, where 1024 in
-            // flight and 20 ms let it grow to 30 and more times; 256 in flight still covers a
-            // ScyllaDB backend's round trips.
+            // these kept the admitted calls' p99 near 20 ms, where 1024 in flight, 20 ms and no
+            // CPU shedding let it reach hundreds of milliseconds or seconds; 256 in flight still
+            // covers a ScyllaDB backend's round trips.
             in_flight_max: 256,
             admission_wait_ms: 2,
             scheduling_delay_max_ms: 3,
