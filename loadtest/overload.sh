@@ -63,7 +63,7 @@ run() {
 p99_ms() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['rpcs'].get('Accrue',{}).get('p99_us',10**9)/1000)" "$1"; }
 
 # 1. The sustainable rate: the highest of RATES whose p99 meets the target, with nothing refused
-#    (the defaults; below saturation they shed nothing).
+#    (the engine on its defaults).
 start_engine ""
 sustainable=""
 for rate in $RATES; do
