@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates bench/RESULTS.md and bench/plots/ from one run on this machine: every workload at 1, 16
 # and 64 clients and at half its peak rate against the release engine (embedded store, fsync on),
-# each beside the echo floor measured the same way in the same run; criterion; PostgreSQL via
-# pgbench; peak RSS. About 10-15 minutes. Raw results stay in bench/results/.
+# each beside the echo floor measured the same way in the same run; Authorize, Accrue and Redeem under
+# ghz too, beside ghz against the floor; criterion; PostgreSQL via pgbench; peak RSS. About 15-20
+# minutes (Go builds ghz once, with .ci/tools.sh). Raw results stay in bench/results/.
 #   DURATION=10 WARMUP=2 CUSTOMERS=2000 bash bench/run.sh
 # SKIP_PG=1 and SKIP_CRITERION=1 leave those parts out (for a quick check of the pipeline).
 set -euo pipefail
@@ -61,6 +62,24 @@ for workload in authorize accrue redeem checkout; do
   rate=$(python3 -c "print(round($peak / 2, 1))")
   load --target 127.0.0.1:50700 --workload $workload --rps "$rate" --concurrency 1024 --json "$results/$workload-open.json"
   load --target 127.0.0.1:50701 --floor --workload $workload --rps "$rate" --concurrency 1024 --json "$results/floor-$workload-open.json"
+done
+
+# ghz: Authorize, Accrue and Redeem from a driver we did not write (the loadtest/ghz configs), each
+# beside ghz against the echo floor with the same request and answer sizes. A warm-up run first.
+tools=$(bash .ci/tools.sh)
+export GHZ="$tools/ghz"
+for workload in authorize accrue redeem; do
+  floor_data=$($bin/loyalty-load --echo-request --workload $workload)
+  for clients in 1 16 64; do
+    connections=$((clients < 4 ? clients : 4))
+    engine_args=(--config "loadtest/ghz/$workload.json" -c "$clients" --connections "$connections" 127.0.0.1:50700)
+    floor_args=(--insecure --proto proto/loyalty/bench/v1/echo.proto --import-paths proto --call loyalty.bench.v1.Echo/Echo
+      -d "$floor_data" -c "$clients" --connections "$connections" 127.0.0.1:50701)
+    ghz_checked "$work/warmup.json" - "${engine_args[@]}" -z "${WARMUP}s" > /dev/null
+    ghz_checked "$results/ghz-$workload-c$clients.json" - "${engine_args[@]}" -z "${DURATION}s"
+    ghz_checked "$work/warmup.json" - "${floor_args[@]}" -z "${WARMUP}s" > /dev/null
+    ghz_checked "$results/ghz-floor-$workload-c$clients.json" - "${floor_args[@]}" -z "${DURATION}s"
+  done
 done
 
 echo "$(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$engine/status)" > "$results/rss.txt"

@@ -28,3 +28,28 @@ load_key() {
 load_engine_toml() {
   printf '[[programs]]\nid = "demo"\npending = "none"\n[security]\nrate_per_second_default = 1000000\nburst_default = 1000000\n[limits]\n%b' "${2:-}" > "$1"
 }
+
+# Runs ghz and checks its JSON report: ghz_checked OUT.json EXPECTED GHZ_ARGS...
+# Every call must be OK and, unless EXPECTED is "-", exactly EXPECTED calls counted. The ghz binary
+# is $GHZ (default .tools/bin/ghz, installed by .ci/tools.sh).
+ghz_checked() {
+  local out=$1 expected=$2
+  shift 2
+  "${GHZ:-.tools/bin/ghz}" "$@" -O json -o "$out"
+  python3 - "$out" "$expected" <<'PY'
+import json, sys
+path, expected = sys.argv[1], sys.argv[2]
+report = json.load(open(path))
+codes = report.get("statusCodeDistribution") or {}
+ok = codes.get("OK", 0)
+problems = []
+if set(codes) != {"OK"}:
+    problems.append(f"status codes {codes}, errors {report.get('errorDistribution')}")
+if expected != "-" and (report.get("count") != int(expected) or ok != int(expected)):
+    problems.append(f"{report.get('count')} calls counted, {ok} OK; expected {expected}")
+p = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+print(f"ghz {path}: {report.get('count')} calls, {report.get('rps', 0):.0f} rps, p50 {p.get(50, float('nan')):.2f} ms, p99 {p.get(99, float('nan')):.2f} ms, codes {codes}")
+if problems:
+    sys.exit(f"ghz {path}: " + "; ".join(problems))
+PY
+}

@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config,
         &[
             PathBuf::from("loyalty/v1/loyalty.proto"),
+            PathBuf::from("loyalty/v1/errors.proto"),
             PathBuf::from("loyalty/admin/v1/admin.proto"),
             PathBuf::from("loyalty/bench/v1/echo.proto"),
         ],

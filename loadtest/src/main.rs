@@ -108,6 +108,10 @@ struct Args {
     /// Write the summary and the latency distribution as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Print the echo request standing for the workload's first call (protobuf JSON, as ghz's
+    /// `--data` for `loyalty.bench.v1.Echo/Echo`) and exit: the floor under ghz.
+    #[arg(long)]
+    echo_request: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,6 +378,28 @@ async fn engine_iteration(
     }
 }
 
+/// The echo call that stands for `rpc` sent with a request of `request_bytes` (encoded).
+fn echo(request_bytes: usize, rpc: &str) -> EchoRequest {
+    EchoRequest { payload: vec![0x5a; request_bytes], response_bytes: typical_response_bytes(rpc) }
+}
+
+/// `--echo-request`: the echo call standing for the workload's first call, as the protobuf JSON
+/// ghz takes for its `data` (bytes in base64), so ghz measures the floor with the same sizes.
+fn echo_request_json(workload: Workload, program: &str) -> String {
+    use base64::Engine as _;
+    let requests = Requests { program, receipt: &format!("ld-{}-0-0", "0".repeat(13)), customer: card(0) };
+    let request = match workload {
+        Workload::Accrue => echo(requests.accrue().encoded_len(), "Accrue"),
+        Workload::Authorize | Workload::AuthorizeHold | Workload::Checkout => echo(requests.authorize("5").encoded_len(), "Authorize"),
+        Workload::Redeem => echo(requests.redeem("").encoded_len(), "Redeem"),
+    };
+    format!(
+        "{{\"payload\":\"{}\",\"response_bytes\":{}}}",
+        base64::engine::general_purpose::STANDARD.encode(&request.payload),
+        request.response_bytes
+    )
+}
+
 async fn floor_iteration(
     client: &mut EchoClient<Channel>,
     workload: Workload,
@@ -381,8 +407,6 @@ async fn floor_iteration(
     started: Instant,
     local: &mut Tally,
 ) -> bool {
-    let echo =
-        |request_bytes: usize, rpc: &str| EchoRequest { payload: vec![0x5a; request_bytes], response_bytes: typical_response_bytes(rpc) };
     match workload {
         Workload::Accrue => timed(local, "Accrue", started, client.echo(echo(requests.accrue().encoded_len(), "Accrue"))).await.is_some(),
         Workload::Authorize | Workload::AuthorizeHold => {
@@ -724,6 +748,10 @@ fn spawn_progress(progress: Arc<Progress>) -> Option<tokio::task::JoinHandle<()>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.echo_request {
+        println!("{}", echo_request_json(args.workload, &args.program));
+        return Ok(());
+    }
     anyhow::ensure!(
         args.concurrency > 0 && args.connections > 0 && args.customers > 0,
         "concurrency, connections and customers must be above 0"

@@ -60,7 +60,7 @@ impl<U: Message + Default> Decoder for WireDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|status| malformed(status.message()))
+        self.0.decode(buf).map_err(|status| malformed_message_status(status.message()))
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -70,7 +70,7 @@ impl<U: Message + Default> Decoder for WireDecoder<U> {
 
 /// The status of a body that does not decode; `why` is prost's description, which names the
 /// message and field ("AccrueRequest.lines: BasketLine.sku: invalid string value ...").
-fn malformed(why: &str) -> Status {
+pub fn malformed_message_status(why: &str) -> Status {
     let details = ErrorDetails::with_error_info(MALFORMED_MESSAGE, ERROR_DOMAIN, std::collections::HashMap::new());
     Status::with_error_details(Code::InvalidArgument, format!("the message body does not decode: {why}"), details)
 }

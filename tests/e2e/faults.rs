@@ -167,7 +167,9 @@ async fn health_follows_the_store() {
     let mut health = HealthClient::new(channel);
     let status = |service: &str| HealthCheckRequest { service: service.into() };
     let serving = ServingStatus::Serving as i32;
-    assert_eq!(health.check(status("loyalty.v1.LoyaltyService")).await.expect("check").into_inner().status, serving);
+    for service in ["", "loyalty.v1.LoyaltyService", "loyalty.admin.v1.ProgramAdmin"] {
+        assert_eq!(health.check(status(service)).await.expect("check").into_inner().status, serving, "{service}");
+    }
 
     store.failing.store(true, Ordering::SeqCst);
     let mut seen = None;
@@ -180,6 +182,9 @@ async fn health_follows_the_store() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(seen, Some(ServingStatus::NotServing as i32), "health turns NOT_SERVING when the store refuses writes");
+    for service in ["loyalty.v1.LoyaltyService", "loyalty.admin.v1.ProgramAdmin"] {
+        assert_eq!(health.check(status(service)).await.expect("check").into_inner().status, ServingStatus::NotServing as i32, "{service}");
+    }
     store.failing.store(false, Ordering::SeqCst);
     server.stop().await;
 }

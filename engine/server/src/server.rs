@@ -7,8 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loyalty_proto::admin::program_admin_server::ProgramAdminServer;
-use loyalty_proto::v1::loyalty_service_server::LoyaltyServiceServer;
+use loyalty_proto::admin::program_admin_server::{self, ProgramAdminServer};
+use loyalty_proto::v1::loyalty_service_server::{self, LoyaltyServiceServer};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
@@ -23,6 +23,18 @@ use crate::grpc::service::LoyaltyApi;
 
 /// How often health follows the store's state.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// The services whose health follows the store's state.
+const STORE_BACKED: [&str; 2] = [loyalty_service_server::SERVICE_NAME, program_admin_server::SERVICE_NAME];
+
+/// Every service this server answers: what reflection lists.
+const SERVED: [&str; 5] = [
+    STORE_BACKED[0],
+    STORE_BACKED[1],
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish. The
 /// store is not shut down here: the caller does that once this returns, after the last call.
@@ -40,7 +52,9 @@ pub async fn serve(
         None => Server::builder(),
     };
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<LoyaltyServiceServer<LoyaltyApi>>().await;
+    for service in STORE_BACKED {
+        reporter.set_service_status(service, ServingStatus::Serving).await;
+    }
     let watcher = {
         let engine = Arc::clone(&engine);
         let reporter = reporter.clone();
@@ -52,8 +66,10 @@ pub async fn serve(
                 if writable != serving {
                     serving = writable;
                     let status = if writable { ServingStatus::Serving } else { ServingStatus::NotServing };
-                    reporter.set_service_status("", status).await;
-                    reporter.set_service_status("loyalty.v1.LoyaltyService", status).await;
+                    // The overall status ("") last: whoever sees it changed sees every service changed.
+                    for service in STORE_BACKED.into_iter().chain([""]) {
+                        reporter.set_service_status(service, status).await;
+                    }
                     if !writable {
                         tracing::error!("store refuses writes: health is NOT_SERVING");
                     }
@@ -62,10 +78,20 @@ pub async fn serve(
         })
     };
     // Both reflection versions: grpcurl and current ghz speak v1, older ghz builds only v1alpha.
+    // The google.rpc descriptors let a client decode the error details (ErrorInfo, BadRequest)
+    // with no .proto file; only the services this server answers are listed (not the echo floor).
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        SERVED.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                // Both versions' descriptors in both, so that either describes every listed service.
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
+            |builder, service| builder.with_service_name(*service),
+        )
     };
     let gate = Gate::new(Arc::clone(&engine));
     let checkout = LoyaltyApi::new(engine, limits.clone());

@@ -74,6 +74,40 @@ fn stats(run: &Value, rpc: &str) -> Option<Stats> {
     })
 }
 
+/// The numbers of one ghz run (`ghz -O json`): latencies in nanoseconds, p99.9 not reported.
+fn ghz_stats(run: &Value) -> Option<Stats> {
+    let percentile = |q: u64| {
+        run.get("latencyDistribution")?
+            .as_array()?
+            .iter()
+            .find(|point| point.get("percentage").and_then(Value::as_u64) == Some(q))?
+            .get("latency")?
+            .as_f64()
+            .map(|ns| ns / 1e6)
+    };
+    Some(Stats {
+        rps: run.get("rps")?.as_f64()?,
+        p50: percentile(50).unwrap_or(f64::NAN),
+        p90: percentile(90).unwrap_or(f64::NAN),
+        p99: percentile(99).unwrap_or(f64::NAN),
+        p999: f64::NAN,
+        errors: ghz_errors(run),
+        distribution: Vec::new(),
+    })
+}
+
+/// Calls a ghz run counted with a status other than OK.
+fn ghz_errors(run: &Value) -> u64 {
+    run.get("statusCodeDistribution")
+        .and_then(Value::as_object)
+        .map(|codes| codes.iter().filter(|(code, _)| code.as_str() != "OK").map(|(_, count)| count.as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0)
+}
+
+fn load_ghz(results: &Path, name: &str) -> Option<Stats> {
+    ghz_stats(&read_json(&results.join(format!("{name}.json")))?)
+}
+
 fn load(results: &Path, name: &str, rpc: &str) -> Option<Stats> {
     stats(&read_json(&results.join(format!("{name}.json")))?, rpc)
 }
@@ -177,6 +211,47 @@ fn main() -> anyhow::Result<()> {
         peaks.push((*stem, *title, *rpc, peak));
     }
 
+    writeln!(md, "\n## The same calls driven by ghz\n")?;
+    writeln!(
+        md,
+        "ghz (pinned by `.ci/tools.sh`) sends the `loadtest/ghz/` configs (the same basket and customers, \
+         receipts named by UUID) for the same seconds with the same clients (at most 4 connections), \
+         after a warm-up run of its own; its floor is the echo server called with the request and answer \
+         sizes of `loyalty-load --echo-request`. ghz reports no p99.9. The ratio columns are each driver's \
+         engine rps over its own floor rps.\n"
+    )?;
+    writeln!(
+        md,
+        "| call | clients | loyalty-load rps | ratio | ghz rps | ghz p50 ms | ghz p90 ms | ghz p99 ms | ghz floor rps | ghz floor p99 ms | ghz ratio | ghz errors |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for (stem, title, rpc) in WORKLOADS.iter().filter(|(stem, _, _)| *stem != "checkout") {
+        for clients in CLIENTS {
+            let Some(ghz) = load_ghz(&args.results, &format!("ghz-{stem}-c{clients}")) else { continue };
+            let ghz_floor = load_ghz(&args.results, &format!("ghz-floor-{stem}-c{clients}"));
+            let ours = load(&args.results, &format!("{stem}-c{clients}"), rpc);
+            let our_floor = load(&args.results, &format!("floor-{stem}-c{clients}"), rpc);
+            let ratio = |engine: Option<&Stats>, floor: Option<&Stats>| match (engine, floor) {
+                (Some(engine), Some(floor)) => format!("{:.0}%", 100.0 * engine.rps / floor.rps),
+                _ => "–".into(),
+            };
+            writeln!(
+                md,
+                "| {title} | {clients} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                ours.as_ref().map_or("–".into(), |ours| format!("{:.0}", ours.rps)),
+                ratio(ours.as_ref(), our_floor.as_ref()),
+                ghz.rps,
+                ms(ghz.p50),
+                ms(ghz.p90),
+                ms(ghz.p99),
+                ghz_floor.as_ref().map_or("–".into(), |floor| format!("{:.0}", floor.rps)),
+                ghz_floor.as_ref().map_or("–".into(), |floor| ms(floor.p99)),
+                ratio(Some(&ghz), ghz_floor.as_ref()),
+                ghz.errors
+            )?;
+        }
+    }
+
     writeln!(md, "\n## Open model: a fixed rate of half the closed-model peak\n")?;
     writeln!(md, "Latency counts from each call's intended start, so stalls cannot hide (no coordinated omission).\n")?;
     writeln!(md, "| workload | rate /s | achieved rps | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms at the same rate | errors |")?;
@@ -223,8 +298,10 @@ fn main() -> anyhow::Result<()> {
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json") && entry.file_name() != "pg.json")
         .filter_map(|entry| read_json(&entry.path()))
-        .filter_map(|run| run.get("codes").and_then(Value::as_object).cloned())
-        .map(|codes| codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count.as_u64().unwrap_or(0)).sum::<u64>())
+        .map(|run| match run.get("codes").and_then(Value::as_object) {
+            Some(codes) => codes.iter().filter(|(code, _)| code.as_str() != "Ok").map(|(_, count)| count.as_u64().unwrap_or(0)).sum(),
+            None => ghz_errors(&run),
+        })
         .sum();
     writeln!(md, "| no errors | {errors} failed calls in the whole run | {} |", if errors == 0 { "met" } else { "**missed**" })?;
 

@@ -148,3 +148,164 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
     }
     map
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use chrono::DateTime;
+    use loyalty_core::rules::{RuleProblem, RuleSetError};
+    use loyalty_core::txn::InvariantBroken;
+    use loyalty_proto::v1::ErrorReason;
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::error::AuthFailure;
+
+    /// One error of every kind the engine can answer. Each match below has no wildcard, so a new
+    /// variant does not compile until it is listed here, and so checked against the proto.
+    fn every_error() -> Vec<EngineError> {
+        let d = Decimal::ONE;
+        let at = DateTime::UNIX_EPOCH;
+        let id = || "x".to_owned();
+        let rejections = vec![
+            Rejection::InvalidArgument { field: id(), reason: id() },
+            Rejection::CustomerNotFound,
+            Rejection::ReceiptNotFound { receipt_id: id() },
+            Rejection::HoldNotFound { hold_id: id() },
+            Rejection::InsufficientPoints { requested: d, spendable: d },
+            Rejection::ExceedsReceiptCap { requested: d, cap: d },
+            Rejection::BelowMinimumBalance { minimum: d, spendable: d },
+            Rejection::UnknownEvent { event: id() },
+            Rejection::CardNotRegistered,
+            Rejection::HoldExpired { hold_id: id() },
+            Rejection::HoldClosed { hold_id: id(), state: "captured" },
+            Rejection::CaptureExceedsHold { requested: d, held: d },
+            Rejection::ReceiptClosed { receipt_id: id() },
+            Rejection::ReceiptReversed { receipt_id: id() },
+            Rejection::ReceiptNotClosed { receipt_id: id() },
+            Rejection::RefundExceedsReceipt { line_no: 1, requested: d, remaining: d },
+            Rejection::ClawbackExceedsBalance { needed: d, coverable: d },
+            Rejection::IdempotencyConflict { kind: "receipt_id", key: id() },
+            Rejection::PhoneAlreadyRegistered,
+            Rejection::IdentifierTaken { kind: "card" },
+            Rejection::CustomerCodeRequired,
+            Rejection::CustomerCodeInvalid { attempts_left: 1 },
+            Rejection::CustomerLocked { until: at },
+            Rejection::CodeIssueLimit { next: at },
+        ];
+        for rejection in &rejections {
+            match rejection {
+                Rejection::InvalidArgument { .. }
+                | Rejection::CustomerNotFound
+                | Rejection::ReceiptNotFound { .. }
+                | Rejection::HoldNotFound { .. }
+                | Rejection::InsufficientPoints { .. }
+                | Rejection::ExceedsReceiptCap { .. }
+                | Rejection::BelowMinimumBalance { .. }
+                | Rejection::UnknownEvent { .. }
+                | Rejection::CardNotRegistered
+                | Rejection::HoldExpired { .. }
+                | Rejection::HoldClosed { .. }
+                | Rejection::CaptureExceedsHold { .. }
+                | Rejection::ReceiptClosed { .. }
+                | Rejection::ReceiptReversed { .. }
+                | Rejection::ReceiptNotClosed { .. }
+                | Rejection::RefundExceedsReceipt { .. }
+                | Rejection::ClawbackExceedsBalance { .. }
+                | Rejection::IdempotencyConflict { .. }
+                | Rejection::PhoneAlreadyRegistered
+                | Rejection::IdentifierTaken { .. }
+                | Rejection::CustomerCodeRequired
+                | Rejection::CustomerCodeInvalid { .. }
+                | Rejection::CustomerLocked { .. }
+                | Rejection::CodeIssueLimit { .. } => {}
+            }
+        }
+        let failures =
+            [AuthFailure::Missing, AuthFailure::Malformed, AuthFailure::Unknown, AuthFailure::Revoked, AuthFailure::CertificateMismatch];
+        for failure in failures {
+            match failure {
+                AuthFailure::Missing
+                | AuthFailure::Malformed
+                | AuthFailure::Unknown
+                | AuthFailure::Revoked
+                | AuthFailure::CertificateMismatch => {}
+            }
+        }
+        let store_errors = [StoreError::Io(id()), StoreError::Corrupt(id()), StoreError::Poisoned, StoreError::Closed];
+        for error in &store_errors {
+            match error {
+                StoreError::Io(_) | StoreError::Corrupt(_) | StoreError::Poisoned | StoreError::Closed => {}
+            }
+        }
+        let mut errors: Vec<EngineError> = rejections.into_iter().map(EngineError::Rejected).collect();
+        errors.extend(failures.map(EngineError::Unauthenticated));
+        errors.extend(store_errors.map(EngineError::Store));
+        errors.extend([
+            EngineError::ProgramNotFound(id()),
+            EngineError::Invariant(InvariantBroken { account_id: id(), detail: id() }),
+            EngineError::Contention { attempts: 8 },
+            EngineError::Overloaded { limit: 1 },
+            EngineError::Saturated { delay_ms: 1 },
+            EngineError::RulesInvalid(RuleSetError { problems: vec![RuleProblem { at: id(), reason: id() }] }),
+            EngineError::RulesVersionConflict { program_id: id(), current: 2 },
+            EngineError::RuleNotFound(id()),
+            EngineError::PermissionDenied { credential_id: id(), why: "scope" },
+            EngineError::RateLimited { credential_id: id(), retry_after: Duration::from_millis(5) },
+            EngineError::DeadlineExceeded,
+            EngineError::AccessVersionConflict { program_id: id(), current: 2 },
+            EngineError::CredentialNotFound(id()),
+            EngineError::Internal(id()),
+        ]);
+        for error in &errors {
+            match error {
+                EngineError::Rejected(_)
+                | EngineError::ProgramNotFound(_)
+                | EngineError::Store(_)
+                | EngineError::Invariant(_)
+                | EngineError::Contention { .. }
+                | EngineError::Overloaded { .. }
+                | EngineError::Saturated { .. }
+                | EngineError::RulesInvalid(_)
+                | EngineError::RulesVersionConflict { .. }
+                | EngineError::RuleNotFound(_)
+                | EngineError::Unauthenticated(_)
+                | EngineError::PermissionDenied { .. }
+                | EngineError::RateLimited { .. }
+                | EngineError::DeadlineExceeded
+                | EngineError::AccessVersionConflict { .. }
+                | EngineError::CredentialNotFound(_)
+                | EngineError::Internal(_) => {}
+            }
+        }
+        errors
+    }
+
+    fn reason(status: &Status) -> String {
+        let info = status.get_details_error_info().expect("every status carries ErrorInfo");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        info.reason
+    }
+
+    #[test]
+    fn every_reason_the_engine_answers_is_in_the_proto_and_every_proto_reason_is_answered() {
+        let mut answered = BTreeSet::new();
+        for error in every_error() {
+            let reason = reason(&to_status(&error));
+            assert!(
+                ErrorReason::from_str_name(&reason).is_some_and(|value| value != ErrorReason::Unspecified),
+                "{error:?} answers reason {reason}, which loyalty.v1.ErrorReason (proto/loyalty/v1/errors.proto) lacks"
+            );
+            answered.insert(reason);
+        }
+        // The codec answers the one reason that never reaches the engine.
+        let undecodable = loyalty_proto::codec::malformed_message_status("truncated");
+        answered.insert(reason(&undecodable));
+
+        let listed: BTreeSet<String> =
+            (1..1000).filter_map(|n| ErrorReason::try_from(n).ok()).map(|value| value.as_str_name().to_owned()).collect();
+        assert_eq!(answered, listed, "the proto lists exactly the reasons the engine answers");
+    }
+}
