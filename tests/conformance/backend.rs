@@ -2,8 +2,9 @@
 //!
 //! - Embedded: `EmbeddedStore` in a temporary directory, fsync on (the production default).
 //! - ScyllaDB: a fresh keyspace `conf_<random>`, migrated with `deploy/cql`, on the CQL stand-in
-//!   (started per test, on 127.0.0.1:0) or, when `SCYLLA_NODES` is set (`host:port,host:port`), on
-//!   that cluster: `SCYLLA_DC` (default datacenter1) and `SCYLLA_RF` (default 3) give the keyspace's
+//!   (started per test, on 127.0.0.1:0) or, when `LOYALTY_TEST_CQL_NODES` (or its older name
+//!   `SCYLLA_NODES`) is set (`host:port,host:port`), on that cluster: ScyllaDB, or the three
+//!   Apache Cassandra nodes of `tests/cassandra/cluster.sh` as CI runs it; `SCYLLA_DC` (default datacenter1) and `SCYLLA_RF` (default 3) give the keyspace's
 //!   replication, `SCYLLA_TABLETS` (`false` by default, `true`, or `default` for the server's
 //!   choice) whether it uses tablets. Keyspaces on a real cluster are dropped after a passing test
 //!   and kept after a failing one, for a look.
@@ -52,7 +53,8 @@ impl Backend {
 
     pub async fn scylla() -> Backend {
         let keyspace = format!("conf_{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
-        let (config, real_cluster, standin) = match std::env::var("SCYLLA_NODES") {
+        let nodes = std::env::var("LOYALTY_TEST_CQL_NODES").or_else(|_| std::env::var("SCYLLA_NODES"));
+        let (config, real_cluster, standin) = match nodes {
             Ok(nodes) if !nodes.trim().is_empty() => {
                 let nodes: Vec<String> = nodes.split(',').map(|node| node.trim().to_owned()).filter(|node| !node.is_empty()).collect();
                 let dc = std::env::var("SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into());
@@ -111,6 +113,14 @@ impl Backend {
     /// allows one process only.
     pub async fn another_instance(&self) -> Option<Arc<dyn Store>> {
         self.instance_with(|_| {}).await
+    }
+
+    /// The configuration of a ScyllaDB backend's keyspace (`None` for the embedded store).
+    pub fn scylla_config(&self) -> Option<ScyllaConfig> {
+        match &self.kind {
+            Kind::Scylla { config, .. } => Some(ScyllaConfig::clone(config)),
+            Kind::Embedded { .. } => None,
+        }
     }
 
     /// Another instance on the same data with changed settings (ScyllaDB only).

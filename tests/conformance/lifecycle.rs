@@ -151,3 +151,30 @@ pub async fn relay_pass_recovers_events_of_a_crashed_commit(backend: &Backend) {
     assert_eq!(events_of(&first_copies(&records), "c"), events_in(&commit));
     assert_eq!(recovering.relay(PROGRAM).await.expect("another pass"), 0, "nothing left to relay");
 }
+
+/// The migration runs once: run again on a migrated keyspace it applies nothing. A keyspace whose
+/// schema is newer than this build (another build migrated it) is refused at connect, never read.
+pub async fn migrating_twice_applies_nothing_and_an_unknown_schema_is_refused(backend: &Backend) {
+    let config = backend.scylla_config().expect("a ScyllaDB backend");
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql");
+    let applied = loyalty_store::scylla::migrate(&config, &schema).await.expect("migrate again");
+    assert_eq!(applied, Vec::<String>::new(), "nothing is applied twice");
+    assert!(loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.is_ok(), "the migrated keyspace is served");
+
+    let newer = loyalty_store::scylla::SCHEMA_VERSION + 1;
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .use_keyspace(&config.keyspace, false)
+        .build()
+        .await
+        .expect("connect");
+    session
+        .query_unpaged(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (newer, "from_a_newer_build", scylla::value::CqlTimestamp(0)),
+        )
+        .await
+        .expect("record a newer migration");
+    let refused = loyalty_store::scylla::ScyllaStore::connect(config).await.expect_err("a newer schema is refused");
+    assert!(refused.to_string().contains(&format!("schema version {newer}")), "{refused}");
+}

@@ -89,5 +89,6 @@ conformance! {
         concurrency::concurrent_writers_on_two_instances_never_lose_or_invent_points,
         lifecycle::events_stranded_by_a_crash_are_relayed_by_the_next_commit_in_order,
         lifecycle::relay_pass_recovers_events_of_a_crashed_commit,
+        lifecycle::migrating_twice_applies_nothing_and_an_unknown_schema_is_refused,
     ],
 }

@@ -213,40 +213,61 @@ async fn checkout_runs_on_scylla_with_replays_and_a_second_engine_sees_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_whose_answer_is_lost_is_unavailable_and_its_retry_returns_one_application() {
+async fn a_commit_whose_answer_is_lost_is_settled_by_a_serial_read_and_applied_once() {
     let mut rig = Rig::new(true).await;
     let server = rig.engine().await;
     let mut client = server.client().await;
     client.enroll(enroll("enrol-1", "+77015550102", "")).await.expect("enroll");
-    // The batch reaches the store and applies; its answer becomes a CAS write timeout.
+    // The batch reaches the store and applies; its answer becomes a CAS write timeout. The store
+    // reads the partition at SERIAL, finds its own receipt and answers the call as applied.
     rig.on_responses(vec![ResponseRule(commit_result().and(Condition::TrueForLimitedTimes(1)), answer_lost(cas_write_timeout))]);
     let request = accrue("lost-1", phone("+77015550102"), vec![line(1, "milk", "1", "5000.00")]);
-    let status = client.accrue(request.clone()).await.expect_err("the engine cannot know the outcome");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let first = client.accrue(request.clone()).await.expect("settled: the batch applied").into_inner();
     rig.clear_rules();
-    // The till retries: exactly one accrual, whichever way the first attempt went.
-    let retried = client.accrue(request.clone()).await.expect("retry").into_inner();
-    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), retried);
+    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), first, "the replay is the first answer");
     assert_accrued_once(&mut client, "+77015550102", "lost-1", 50).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_refused_before_the_store_saw_it_is_applied_once_by_its_retry() {
+async fn a_commit_refused_before_the_store_saw_it_is_sent_again_and_applied_once() {
     let mut rig = Rig::new(true).await;
     let server = rig.engine().await;
     let mut client = server.client().await;
     client.enroll(enroll("enrol-1", "+77015550103", "")).await.expect("enroll");
+    // The first batch never reaches the store: the SERIAL read finds the account unchanged, so the
+    // store sends the batch again, and the call is answered.
     rig.on_requests(vec![RequestRule(
         Condition::RequestOpcode(RequestOpcode::Batch).and(Condition::TrueForLimitedTimes(1)),
         RequestReaction::forge_with_error(cas_write_timeout()),
     )]);
     let request = accrue("refused-1", phone("+77015550103"), vec![line(1, "milk", "1", "5000.00")]);
-    let status = client.accrue(request.clone()).await.expect_err("a timed-out commit is not acknowledged");
+    client.accrue(request.clone()).await.expect("sent again and applied");
+    rig.clear_rules();
+    client.accrue(request).await.expect("replay");
+    assert_accrued_once(&mut client, "+77015550103", "refused-1", 50).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_the_store_keeps_timing_out_is_unavailable_and_its_retry_applies_once() {
+    let mut rig = Rig::new(true).await;
+    let server = rig.engine().await;
+    let mut client = server.client().await;
+    client.enroll(enroll("enrol-1", "+77015550104", "")).await.expect("enroll");
+    // Every send of the batch times out: the store gives up after its sends and nothing is
+    // acknowledged. The till's retry, once the cluster answers again, applies it once.
+    rig.on_requests(vec![RequestRule(
+        Condition::RequestOpcode(RequestOpcode::Batch),
+        RequestReaction::forge_with_error(cas_write_timeout()),
+    )]);
+    let request = accrue("stuck-1", phone("+77015550104"), vec![line(1, "milk", "1", "5000.00")]);
+    let status = client.accrue(request.clone()).await.expect_err("never acknowledged without an applied batch");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     rig.clear_rules();
-    client.accrue(request).await.expect("retry");
-    assert_accrued_once(&mut client, "+77015550103", "refused-1", 50).await;
+    let retried = client.accrue(request.clone()).await.expect("retry").into_inner();
+    assert_eq!(client.accrue(request).await.expect("replay").into_inner(), retried);
+    assert_accrued_once(&mut client, "+77015550104", "stuck-1", 50).await;
     server.stop().await;
 }
 

@@ -105,7 +105,17 @@ pub async fn migrate(config: &ScyllaConfig, dir: &Path) -> Result<Vec<String>, S
     }
     let profiles = session::profiles(config);
     let session = session::connect(config, &profiles, None).await?;
-    session.query_unpaged(create_keyspace(config), ()).await.map_err(io("create keyspace"))?;
+    match session.query_unpaged(create_keyspace(config), ()).await {
+        Ok(_) => {}
+        // A server without tablets (Apache Cassandra, ScyllaDB before 6.0) knows no such option and
+        // always uses vnodes, which is what `tablets = false` asks for: create the keyspace without it.
+        Err(error) if config.tablets == Some(false) && error.to_string().contains("Unknown property 'tablets'") => {
+            tracing::info!(keyspace = %config.keyspace, "the server has no tablets: keyspace created without the option");
+            let without = ScyllaConfig { tablets: None, ..config.clone() };
+            session.query_unpaged(create_keyspace(&without), ()).await.map_err(io("create keyspace"))?;
+        }
+        Err(error) => return Err(io("create keyspace")(error)),
+    }
     session.use_keyspace(&config.keyspace, false).await.map_err(io("use keyspace"))?;
     let current = schema_version(&session).await?;
     let mut applied = Vec::new();

@@ -67,6 +67,12 @@ pub struct ScyllaStore {
     outbox_hours_written: dashmap::DashSet<(String, u64)>,
     /// (program, receipt) -> owner, for receipts found in their owner's partition.
     receipt_owners: dashmap::DashMap<(String, String), String>,
+    /// (program, account) partitions where a commit of this process failed with its outcome
+    /// unknown (a timeout, a lost connection). A Paxos round may have been accepted by a replica
+    /// and not yet learned: a later LWT or SERIAL read completes it, a LOCAL_QUORUM read does not
+    /// see it. So until one SERIAL read of the partition succeeds, its rows are read at SERIAL, and
+    /// the call's retry finds its own commit if it applied (Cassandra's Paxos; see docs/scylla.md).
+    uncertain: dashmap::DashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -133,6 +139,7 @@ impl ScyllaStore {
             relay_watermarks: dashmap::DashMap::new(),
             outbox_hours_written: dashmap::DashSet::new(),
             receipt_owners: dashmap::DashMap::new(),
+            uncertain: dashmap::DashSet::new(),
         }))
     }
 
@@ -170,10 +177,36 @@ impl ScyllaStore {
         rows.rows::<Row>().map_err(io("scylla rows"))?.collect::<Result<Vec<_>, _>>().map_err(io("scylla row"))
     }
 
-    /// One row of the account's partition: (version, value).
+    /// `account_row` at SERIAL (a Paxos round of its own, so it may meet contention too: a read
+    /// the coordinator gave up on is sent again, up to `CAS_SENDS_MAX` times).
+    async fn serial_rows(&self, values: Vec<CqlValue>) -> Result<Vec<Row>, StoreError> {
+        self.check_open()?;
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            match self.session.execute_unpaged(&self.statements.account_row_serial, &values).await {
+                Ok(result) => {
+                    let rows = result.into_rows_result().map_err(io("scylla result"))?;
+                    return rows.rows::<Row>().map_err(io("scylla rows"))?.collect::<Result<Vec<_>, _>>().map_err(io("scylla row"));
+                }
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(cas_backoff(sent)).await,
+                Err(error) => return Err(io("scylla serial read")(error)),
+            }
+        }
+    }
+
+    /// One row of the account's partition: (version, value). At SERIAL while the partition has a
+    /// commit of unknown outcome (`uncertain`), which the first successful SERIAL read settles.
     async fn row(&self, program_id: &str, account_id: &str, kind: i8, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind), CqlValue::BigInt(0), text(key)];
-        let rows = self.rows(&self.statements.account_row, values).await?;
+        let partition = (program_id.to_owned(), account_id.to_owned());
+        let rows = if self.uncertain.contains(&partition) {
+            let rows = self.serial_rows(values).await?;
+            self.uncertain.remove(&partition);
+            rows
+        } else {
+            self.rows(&self.statements.account_row, values).await?
+        };
         match rows.into_iter().next() {
             None => Ok(None),
             Some(row) => {
@@ -406,6 +439,73 @@ impl ScyllaStore {
         // Everything matches again (a competing commit came and went?): the caller re-reads.
         Ok(Conflict::AccountVersion { actual })
     }
+
+    /// After the coordinator gave up on a commit's Paxos round (a CAS write timeout), whether the
+    /// batch applied. The SERIAL read of the account row first completes or supersedes any round
+    /// left half-done on the partition, so what it returns is final for this batch: the account
+    /// still at the version the commit read means it did not apply and never will (`None`: send
+    /// it again); the commit's own receipt (or request, or account) row holding exactly its bytes
+    /// means it applied; anything else is a conflict.
+    async fn settle(&self, commit: &Commit) -> Result<Option<CommitOutcome>, StoreError> {
+        let program = commit.program_id.as_str();
+        let account = commit.account.state.account_id.as_str();
+        let serial = |kind: i8, key: &str| {
+            let values = vec![text(program), text(account), CqlValue::TinyInt(kind), CqlValue::BigInt(0), text(key)];
+            async move {
+                let rows = self.serial_rows(values).await?;
+                let Some(row) = rows.into_iter().next() else { return Ok::<_, StoreError>(None) };
+                let version = column(&row, 0).map(as_u64).transpose()?.unwrap_or(0);
+                Ok(Some((version, column(&row, 1).map(as_blob).transpose()?.unwrap_or_default())))
+            }
+        };
+        let expected = commit.account.expected_version;
+        let stored = serial(kind::ACCOUNT, "").await?;
+        let stored_version = stored.as_ref().map_or(0, |(version, _)| *version);
+        if stored_version == expected {
+            return Ok(None);
+        }
+        // A receipt's row (an enrolment's request row) is written only by the commits of its own
+        // call, and our bytes carry our call's answer: ours if it holds them at our version,
+        // whatever the account did since. A commit with neither is ours if the account is.
+        let ours = if let Some(receipt) = &commit.receipt {
+            serial(kind::RECEIPT, &receipt.state.receipt_id).await? == Some((receipt.expected_version + 1, encode(&receipt.state)?))
+        } else if let Some(request) = &commit.request {
+            serial(kind::REQUEST, &request.request_id).await? == Some((1, encode(&request.record)?))
+        } else {
+            stored == Some((expected + 1, encode(&commit.account.state)?))
+        };
+        if ours {
+            metrics::counter!("loyalty_store_commits_total").increment(1);
+            let new_version = expected + 1;
+            let relays = !commit.events.is_empty() || !commit.credits.is_empty();
+            if relays {
+                relay::after_commit(self, commit, relay::Mark::now(account, new_version)).await;
+            }
+            return Ok(Some(CommitOutcome::Applied { account_version: new_version }));
+        }
+        Ok(Some(CommitOutcome::Conflict(self.conflict_after(commit).await?)))
+    }
+}
+
+/// Sends of one conditional batch whose Paxos round the coordinator gave up on, before the store
+/// answers the error (which the engine answers UNAVAILABLE, and the till retries).
+const CAS_SENDS_MAX: u32 = 6;
+
+/// A pause before sending a statement again after a CAS timeout, so that contenders spread out:
+/// 5 ms per attempt so far plus 0-9 ms of jitter.
+fn cas_backoff(sent: u32) -> std::time::Duration {
+    let jitter = u64::from(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.subsec_nanos()) % 10);
+    std::time::Duration::from_millis(5 * u64::from(sent) + jitter)
+}
+
+/// A lightweight transaction the coordinator gave up on: a write timeout of type CAS. The
+/// coordinator answered, so its round is over; what it left may still be completed by the next.
+fn cas_timeout(error: &scylla::errors::ExecutionError) -> bool {
+    use scylla::errors::{DbError, ExecutionError, RequestAttemptError, WriteType};
+    matches!(
+        error,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::WriteTimeout { write_type: WriteType::Cas, .. }, _))
+    )
 }
 
 #[async_trait]
@@ -501,8 +601,29 @@ impl Store for ScyllaStore {
             Ok::<(), StoreError>(())
         };
         futures_util::future::try_join(mark_write, index_write).await?;
-        let written = self.session.batch(&batch, values).await.map_err(io("scylla commit batch"))?;
-        let applied = lwt(written)?;
+        let mut sent = 0;
+        let applied = loop {
+            sent += 1;
+            match self.session.batch(&batch, &values).await {
+                Ok(written) => break lwt(written)?,
+                // The coordinator gave up on the Paxos round (contention, slow replicas): settle it.
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => match self.settle(&commit).await {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    // Not applied, and after the SERIAL read it never will be: send it again.
+                    Ok(None) => tokio::time::sleep(cas_backoff(sent)).await,
+                    Err(settle_error) => {
+                        self.uncertain.insert((program.to_owned(), account.to_owned()));
+                        return Err(StoreError::Io(format!("scylla commit batch: {error}; settling it: {settle_error}")));
+                    }
+                },
+                Err(error) => {
+                    // Refused or lost: nothing is acknowledged, but the batch may still apply (a
+                    // Paxos proposal accepted by one replica is completed by the next round).
+                    self.uncertain.insert((program.to_owned(), account.to_owned()));
+                    return Err(io("scylla commit batch")(error));
+                }
+            }
+        };
         metrics::histogram!("loyalty_store_commit_seconds").record(started.elapsed().as_secs_f64());
         match applied {
             Lwt::Applied => {
@@ -560,7 +681,17 @@ impl Store for ScyllaStore {
         batch.append_statement(st.rules_insert.clone());
         values.push(vec![text(program_id), big(rules.version), CqlValue::Blob(encode(&rules)?)]);
         let version = rules.version;
-        let result = self.session.batch(&batch, values).await.map_err(io("scylla rules batch"))?;
+        let mut sent = 0;
+        let result = loop {
+            sent += 1;
+            match self.session.batch(&batch, &values).await {
+                Ok(result) => break result,
+                // The batch is idempotent: sent again, its Paxos round first completes or
+                // supersedes the one the coordinator gave up on, and `NotApplied` below tells.
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(cas_backoff(sent)).await,
+                Err(error) => return Err(io("scylla rules batch")(error)),
+            }
+        };
         match lwt(result)? {
             Lwt::Applied => Ok(true),
             // The driver may have sent the batch twice (it is idempotent): if the version stored is

@@ -42,6 +42,7 @@ pub mod claim {
 #[derive(Debug)]
 pub struct Statements {
     pub account_row: PreparedStatement,
+    pub account_row_serial: PreparedStatement,
     pub relay_rows_serial: PreparedStatement,
     pub ledger_page: PreparedStatement,
     pub relay_rows: PreparedStatement,
@@ -91,16 +92,26 @@ impl Statements {
     pub async fn prepare(session: &Session, profiles: &Profiles) -> Result<Self, StoreError> {
         let read = |cql: &'static str| prepare(session, cql, &profiles.read);
         let write = |cql: &'static str| prepare(session, cql, &profiles.write);
-        let mut relay_rows_serial =
-            read("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ? AND kind <= ?").await?;
         // A SERIAL read first completes any Paxos round left half-done on the partition: the
-        // recovery pass must not take "no rows" from a commit whose learn phase is still pending.
-        relay_rows_serial.set_consistency(match profiles.serial {
-            SerialConsistency::Serial => Consistency::Serial,
-            SerialConsistency::LocalSerial => Consistency::LocalSerial,
-        });
-        relay_rows_serial.set_execution_profile_handle(Some(profiles.write.clone()));
+        // recovery pass must not take "no rows" from a commit whose learn phase is still pending,
+        // nor the retry of a commit whose outcome was unknown (`ScyllaStore::uncertain`).
+        let serial = |cql: &'static str| async move {
+            let mut statement = read(cql).await?;
+            statement.set_consistency(match profiles.serial {
+                SerialConsistency::Serial => Consistency::Serial,
+                SerialConsistency::LocalSerial => Consistency::LocalSerial,
+            });
+            statement.set_execution_profile_handle(Some(profiles.write.clone()));
+            Ok::<_, StoreError>(statement)
+        };
+        let relay_rows_serial =
+            serial("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ? AND kind <= ?")
+                .await?;
         Ok(Statements {
+            account_row_serial: serial(
+                "SELECT version, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq = ? AND key = ?",
+            )
+            .await?,
             account_row: read(
                 "SELECT version, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq = ? AND key = ?",
             )
