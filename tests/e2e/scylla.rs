@@ -4,6 +4,10 @@
 //! unavailable errors, a connection dropped in the middle of a lightweight transaction. Then two
 //! engine processes over one keyspace. Each test checks the two things that matter: nothing is
 //! applied twice, and nothing is acknowledged that was not stored.
+//!
+//! The tests without faults (`Rig::shared`) run on a real cluster instead of the stand-in when
+//! `LOYALTY_TEST_CQL_NODES` names one (`host:port,...`): CI's three Apache Cassandra nodes
+//! (`tests/cassandra/cluster.sh`), with replication factor 3.
 
 use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
@@ -33,9 +37,10 @@ fn schema_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql")
 }
 
-/// A stand-in, optionally behind a proxy, and a migrated keyspace on it.
+/// A stand-in (optionally behind a proxy) or a real cluster, and a migrated keyspace on it.
 struct Rig {
-    standin: StandIn,
+    /// `None` on a real cluster.
+    standin: Option<StandIn>,
     proxy: Option<RunningProxy>,
     config: ScyllaConfig,
 }
@@ -71,7 +76,27 @@ impl Rig {
         // Retries of the tests' own calls come from the test, like a till's.
         config.request_timeout = Duration::from_secs(2);
         migrate(&config, &schema_dir()).await.expect("migrate");
-        Rig { standin, proxy, config }
+        Rig { standin: Some(standin), proxy, config }
+    }
+
+    /// The real cluster `LOYALTY_TEST_CQL_NODES` names, else the stand-in without a proxy.
+    async fn shared() -> Rig {
+        let nodes = std::env::var("LOYALTY_TEST_CQL_NODES").unwrap_or_default();
+        let nodes: Vec<String> = nodes.split(',').map(str::trim).filter(|node| !node.is_empty()).map(str::to_owned).collect();
+        if nodes.is_empty() {
+            return Rig::new(false).await;
+        }
+        let keyspace = format!("e2e_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::SeqCst));
+        let mut config = ScyllaConfig::new(nodes, &keyspace);
+        config.replication = [("datacenter1".to_owned(), 3)].into_iter().collect();
+        config.local_dc = Some("datacenter1".to_owned());
+        config.relay_settle = Duration::from_millis(200);
+        config.relay_grace = Duration::from_secs(1);
+        config.relay_lookback_minutes = 5;
+        // Three JVMs share the machine's cores: the server's own timeouts (3 s) answer first.
+        config.request_timeout = Duration::from_secs(5);
+        migrate(&config, &schema_dir()).await.expect("migrate");
+        Rig { standin: None, proxy: None, config }
     }
 
     async fn store(&self) -> Arc<ScyllaStore> {
@@ -160,7 +185,7 @@ fn entries_for<'a>(ledger: &'a [pb::LedgerEntry], receipt_id: &str) -> Vec<&'a p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkout_runs_on_scylla_with_replays_and_a_second_engine_sees_it() {
-    let rig = Rig::new(false).await;
+    let rig = Rig::shared().await;
     let server = rig.engine().await;
     let mut client = server.client().await;
     client.enroll(enroll("enrol-1", "+77015550101", "")).await.expect("enroll");
@@ -207,7 +232,9 @@ async fn checkout_runs_on_scylla_with_replays_and_a_second_engine_sees_it() {
         assert!(tokio::time::Instant::now() < deadline, "the accrual's event never reached the outbox: {events:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(rig.standin.stats().lwt > 0, "commits went through lightweight transactions");
+    if let Some(standin) = &rig.standin {
+        assert!(standin.stats().lwt > 0, "commits went through lightweight transactions");
+    }
     other.stop().await;
     server.stop().await;
 }
@@ -404,7 +431,7 @@ async fn start_engine_process(config_file: &std::path::Path, rig: &Rig) -> (Chil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_engine_processes_hammering_the_same_accounts_add_up_exactly() {
-    let rig = Rig::new(false).await;
+    let rig = Rig::shared().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config_file = dir.path().join("engine.toml");
     std::fs::write(
@@ -716,10 +743,14 @@ async fn with_tls_configured_the_store_never_talks_in_clear() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, self_signed_ca_pem()).expect("write CA");
     config.tls_ca_file = Some(ca);
-    let requests_before = rig.standin.stats().requests;
+    let requests_before = rig.standin.as_ref().expect("a rig on the stand-in").stats().requests;
     let refused = ScyllaStore::connect(config).await.expect_err("a plaintext server is not accepted");
     assert!(refused.to_string().contains("connect to ScyllaDB"), "{refused}");
-    assert_eq!(rig.standin.stats().requests, requests_before, "no CQL request reached the server in clear");
+    assert_eq!(
+        rig.standin.as_ref().expect("a rig on the stand-in").stats().requests,
+        requests_before,
+        "no CQL request reached the server in clear"
+    );
 }
 
 #[cfg(not(feature = "scylla-tls"))]
