@@ -10,6 +10,7 @@ mod faults;
 mod idempotency;
 mod rules;
 mod scylla;
+mod scylla_cluster;
 mod security;
 mod time;
 mod tls;

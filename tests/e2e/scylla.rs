@@ -38,7 +38,7 @@ fn schema_dir() -> std::path::PathBuf {
 }
 
 /// A stand-in (optionally behind a proxy) or a real cluster, and a migrated keyspace on it.
-struct Rig {
+pub(crate) struct Rig {
     /// `None` on a real cluster.
     standin: Option<StandIn>,
     proxy: Option<RunningProxy>,
@@ -80,7 +80,7 @@ impl Rig {
     }
 
     /// The real cluster `LOYALTY_TEST_CQL_NODES` names, else the stand-in without a proxy.
-    async fn shared() -> Rig {
+    pub(crate) async fn shared() -> Rig {
         let nodes = std::env::var("LOYALTY_TEST_CQL_NODES").unwrap_or_default();
         let nodes: Vec<String> = nodes.split(',').map(str::trim).filter(|node| !node.is_empty()).map(str::to_owned).collect();
         if nodes.is_empty() {
@@ -104,7 +104,7 @@ impl Rig {
     }
 
     /// The engine with spendable-at-once points, on this rig's keyspace.
-    async fn engine(&self) -> TestServer {
+    pub(crate) async fn engine(&self) -> TestServer {
         let store = self.store().await;
         assert!(store.token_aware(), "statements are routed by token to their replicas");
         let store: Arc<dyn Store> = store;
@@ -164,7 +164,7 @@ async fn accrue_until_answered(client: &mut loyalty_tests::Client, request: &pb:
 
 /// Every ledger entry of a customer, and a check that they sum to the balance and never went
 /// below zero.
-async fn checked_ledger(client: &mut loyalty_tests::Client, number: &str) -> Vec<pb::LedgerEntry> {
+pub(crate) async fn checked_ledger(client: &mut loyalty_tests::Client, number: &str) -> Vec<pb::LedgerEntry> {
     let ledger = full_ledger(client, phone(number)).await;
     let sum: Decimal = ledger.iter().map(|entry| dec(&entry.amount)).sum();
     assert_eq!(sum, dec(&balance_of(client, phone(number)).await.balance), "balance of {number} equals its ledger");
@@ -179,7 +179,7 @@ async fn assert_accrued_once(client: &mut loyalty_tests::Client, number: &str, r
     assert_eq!(dec(&balance_of(client, phone(number)).await.balance), Decimal::from(points));
 }
 
-fn entries_for<'a>(ledger: &'a [pb::LedgerEntry], receipt_id: &str) -> Vec<&'a pb::LedgerEntry> {
+pub(crate) fn entries_for<'a>(ledger: &'a [pb::LedgerEntry], receipt_id: &str) -> Vec<&'a pb::LedgerEntry> {
     ledger.iter().filter(|entry| entry.receipt_id == receipt_id).collect()
 }
 

@@ -445,8 +445,8 @@ impl ScyllaStore {
     /// left half-done on the partition, so what it returns is final for this batch: the account
     /// still at the version the commit read means it did not apply and never will (`None`: send
     /// it again); the commit's own receipt (or request, or account) row holding exactly its bytes
-    /// means it applied; anything else is a conflict.
-    async fn settle(&self, commit: &Commit) -> Result<Option<CommitOutcome>, StoreError> {
+    /// means it applied (`Some(true)`); anything else is a conflict (`Some(false)`).
+    async fn settle(&self, commit: &Commit) -> Result<Option<bool>, StoreError> {
         let program = commit.program_id.as_str();
         let account = commit.account.state.account_id.as_str();
         let serial = |kind: i8, key: &str| {
@@ -474,16 +474,7 @@ impl ScyllaStore {
         } else {
             stored == Some((expected + 1, encode(&commit.account.state)?))
         };
-        if ours {
-            metrics::counter!("loyalty_store_commits_total").increment(1);
-            let new_version = expected + 1;
-            let relays = !commit.events.is_empty() || !commit.credits.is_empty();
-            if relays {
-                relay::after_commit(self, commit, relay::Mark::now(account, new_version)).await;
-            }
-            return Ok(Some(CommitOutcome::Applied { account_version: new_version }));
-        }
-        Ok(Some(CommitOutcome::Conflict(self.conflict_after(commit).await?)))
+        Ok(Some(ours))
     }
 }
 
@@ -608,7 +599,8 @@ impl Store for ScyllaStore {
                 Ok(written) => break lwt(written)?,
                 // The coordinator gave up on the Paxos round (contention, slow replicas): settle it.
                 Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => match self.settle(&commit).await {
-                    Ok(Some(outcome)) => return Ok(outcome),
+                    Ok(Some(true)) => break Lwt::Applied,
+                    Ok(Some(false)) => break Lwt::NotApplied(Default::default()),
                     // Not applied, and after the SERIAL read it never will be: send it again.
                     Ok(None) => tokio::time::sleep(cas_backoff(sent)).await,
                     Err(settle_error) => {
