@@ -1,5 +1,6 @@
 //! End-to-end tests: a real tonic client over a real loopback socket against the real server on
-//! the real embedded store (fsync on), and on the ScyllaDB backend over the CQL stand-in (`scylla`).
+//! the real embedded store (fsync on), and on the ScyllaDB backend over the CQL stand-in or a real
+//! cluster (`scylla`), with replicas lost under load on three Cassandra nodes (`scylla_cluster`).
 //! One binary, one module per concern.
 
 mod checkout_flow;

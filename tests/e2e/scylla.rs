@@ -68,15 +68,21 @@ impl Rig {
             let addr = standin.addr();
             (standin, None, addr)
         };
-        let mut config = ScyllaConfig::new(vec![contact.to_string()], &keyspace);
-        config.replication = [("datacenter1".to_owned(), 1)].into_iter().collect();
+        // Retries of the tests' own calls come from the test, like a till's.
+        let config = Rig::migrated(vec![contact.to_string()], keyspace, 1, Duration::from_secs(2)).await;
+        Rig { standin: Some(standin), proxy, config }
+    }
+
+    /// The tests' settings for a fresh keyspace on `nodes`, migrated.
+    async fn migrated(nodes: Vec<String>, keyspace: String, replicas: u32, request_timeout: Duration) -> ScyllaConfig {
+        let mut config = ScyllaConfig::new(nodes, &keyspace);
+        config.replication = [("datacenter1".to_owned(), replicas)].into_iter().collect();
         config.relay_settle = Duration::from_millis(200);
         config.relay_grace = Duration::from_secs(1);
         config.relay_lookback_minutes = 5;
-        // Retries of the tests' own calls come from the test, like a till's.
-        config.request_timeout = Duration::from_secs(2);
+        config.request_timeout = request_timeout;
         migrate(&config, &schema_dir()).await.expect("migrate");
-        Rig { standin: Some(standin), proxy, config }
+        config
     }
 
     /// The real cluster `LOYALTY_TEST_CQL_NODES` names, else the stand-in without a proxy.
@@ -87,15 +93,9 @@ impl Rig {
             return Rig::new(false).await;
         }
         let keyspace = format!("e2e_{}_{}", std::process::id(), KEYSPACES.fetch_add(1, Ordering::SeqCst));
-        let mut config = ScyllaConfig::new(nodes, &keyspace);
-        config.replication = [("datacenter1".to_owned(), 3)].into_iter().collect();
-        config.local_dc = Some("datacenter1".to_owned());
-        config.relay_settle = Duration::from_millis(200);
-        config.relay_grace = Duration::from_secs(1);
-        config.relay_lookback_minutes = 5;
         // Three JVMs share the machine's cores: the server's own timeouts (3 s) answer first.
-        config.request_timeout = Duration::from_secs(5);
-        migrate(&config, &schema_dir()).await.expect("migrate");
+        let mut config = Rig::migrated(nodes, keyspace, 3, Duration::from_secs(5)).await;
+        config.local_dc = Some("datacenter1".to_owned());
         Rig { standin: None, proxy: None, config }
     }
 

@@ -163,9 +163,9 @@ async fn two_nodes_lost_nothing_is_acknowledged_and_retries_apply_once_after_res
     cluster(&["check"]).await;
     // The till's retry applies it once.
     let tills = load_during(&server, "after2", &customers[..1], async {}).await;
-    let (answer, _) = loop {
+    let answer = loop {
         match client.accrue(request.clone()).await {
-            Ok(answer) => break (answer.into_inner(), ()),
+            Ok(answer) => break answer.into_inner(),
             Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }

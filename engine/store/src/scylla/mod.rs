@@ -198,15 +198,26 @@ impl ScyllaStore {
     /// One row of the account's partition: (version, value). At SERIAL while the partition has a
     /// commit of unknown outcome (`uncertain`), which the first successful SERIAL read settles.
     async fn row(&self, program_id: &str, account_id: &str, kind: i8, key: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind), CqlValue::BigInt(0), text(key)];
         let partition = (program_id.to_owned(), account_id.to_owned());
-        let rows = if self.uncertain.contains(&partition) {
-            let rows = self.serial_rows(values).await?;
-            self.uncertain.remove(&partition);
-            rows
-        } else {
-            self.rows(&self.statements.account_row, values).await?
-        };
+        if !self.uncertain.contains(&partition) {
+            return self.row_at(false, program_id, account_id, kind, key).await;
+        }
+        let row = self.row_at(true, program_id, account_id, kind, key).await?;
+        self.uncertain.remove(&partition);
+        Ok(row)
+    }
+
+    /// One row of the account's partition, read at LOCAL_QUORUM or (`serial`) at SERIAL.
+    async fn row_at(
+        &self,
+        serial: bool,
+        program_id: &str,
+        account_id: &str,
+        kind: i8,
+        key: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind), CqlValue::BigInt(0), text(key)];
+        let rows = if serial { self.serial_rows(values).await? } else { self.rows(&self.statements.account_row, values).await? };
         match rows.into_iter().next() {
             None => Ok(None),
             Some(row) => {
@@ -449,17 +460,8 @@ impl ScyllaStore {
     async fn settle(&self, commit: &Commit) -> Result<Option<bool>, StoreError> {
         let program = commit.program_id.as_str();
         let account = commit.account.state.account_id.as_str();
-        let serial = |kind: i8, key: &str| {
-            let values = vec![text(program), text(account), CqlValue::TinyInt(kind), CqlValue::BigInt(0), text(key)];
-            async move {
-                let rows = self.serial_rows(values).await?;
-                let Some(row) = rows.into_iter().next() else { return Ok::<_, StoreError>(None) };
-                let version = column(&row, 0).map(as_u64).transpose()?.unwrap_or(0);
-                Ok(Some((version, column(&row, 1).map(as_blob).transpose()?.unwrap_or_default())))
-            }
-        };
         let expected = commit.account.expected_version;
-        let stored = serial(kind::ACCOUNT, "").await?;
+        let stored = self.row_at(true, program, account, kind::ACCOUNT, "").await?;
         let stored_version = stored.as_ref().map_or(0, |(version, _)| *version);
         if stored_version == expected {
             return Ok(None);
@@ -468,9 +470,10 @@ impl ScyllaStore {
         // call, and our bytes carry our call's answer: ours if it holds them at our version,
         // whatever the account did since. A commit with neither is ours if the account is.
         let ours = if let Some(receipt) = &commit.receipt {
-            serial(kind::RECEIPT, &receipt.state.receipt_id).await? == Some((receipt.expected_version + 1, encode(&receipt.state)?))
+            self.row_at(true, program, account, kind::RECEIPT, &receipt.state.receipt_id).await?
+                == Some((receipt.expected_version + 1, encode(&receipt.state)?))
         } else if let Some(request) = &commit.request {
-            serial(kind::REQUEST, &request.request_id).await? == Some((1, encode(&request.record)?))
+            self.row_at(true, program, account, kind::REQUEST, &request.request_id).await? == Some((1, encode(&request.record)?))
         } else {
             stored == Some((expected + 1, encode(&commit.account.state)?))
         };
