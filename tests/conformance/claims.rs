@@ -186,3 +186,60 @@ pub async fn released_identity_resolves_to_nothing_and_may_be_claimed_anew(backe
     let (stored_a, _) = checked_ledger(store.as_ref(), "a").await;
     assert_eq!(stored_a, a2, "a keeps its account and ledger");
 }
+
+/// Eight new accounts race for one receipt ID and one card at once, on two store instances where
+/// the backend has them (two engines): at most one commit applies, and while no commit holds the
+/// claims the racers are refused (never two winners); retried as the engine retries a refused
+/// call, exactly one account ends up with both, and every lookup names it.
+pub async fn racing_claimants_leave_the_claim_to_exactly_one(backend: &Backend) {
+    let second = backend.another_instance().await.unwrap_or_else(|| backend.store());
+    let stores = [backend.store(), second];
+    let race = |round: usize| {
+        let stores = stores.clone();
+        async move {
+            let racers = (0..8).map(|index| {
+                let store = std::sync::Arc::clone(&stores[index % 2]);
+                tokio::spawn(async move {
+                    let commit = change().earn(1).new_receipt("contested").claim(card("CONTESTED")).build(&fresh(&format!("racer{index}")));
+                    (index, store.commit(commit).await.unwrap_or_else(|error| panic!("round {round}, racer {index}: {error}")))
+                })
+            });
+            let mut winners = Vec::new();
+            for racer in racers {
+                let (index, outcome) = racer.await.expect("racer task");
+                match outcome {
+                    loyalty_store::CommitOutcome::Applied { .. } => winners.push(format!("racer{index}")),
+                    loyalty_store::CommitOutcome::Conflict(_) => {}
+                }
+            }
+            winners
+        }
+    };
+    let mut winners = Vec::new();
+    for round in 0..5 {
+        winners.extend(race(round).await);
+        assert!(winners.len() <= 1, "two accounts won one receipt ID: {winners:?}");
+        if !winners.is_empty() {
+            break;
+        }
+    }
+    let [winner] = winners.as_slice() else { panic!("nobody won the receipt in five rounds") };
+    for store in &stores {
+        assert_eq!(store.identity(PROGRAM, &card("CONTESTED")).await.expect("read identity"), Some(winner.clone()));
+        let receipt = store.receipt(PROGRAM, "contested").await.expect("read receipt").expect("the winner's receipt");
+        assert_eq!(&receipt.value.account_id, winner);
+    }
+    for index in 0..8 {
+        let racer = format!("racer{index}");
+        if &racer != winner {
+            assert_eq!(account(stores[0].as_ref(), &racer).await, None, "{racer} lost and was not created");
+        }
+    }
+    // A latecomer finds the claims held.
+    let late = change().earn(1).new_receipt("contested").claim(card("CONTESTED")).build(&fresh("late"));
+    match refused(stores[1].as_ref(), &late).await {
+        Conflict::IdentityTaken { key, account_id } => assert_eq!((key, &account_id), (card("CONTESTED"), winner)),
+        Conflict::ReceiptVersion { actual: 1 } if !backend.is_scylla() => {}
+        other => panic!("a latecomer claiming held claims: {other:?}"),
+    }
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use loyalty_store::scylla::ScyllaConfig;
 use loyalty_store::{CommitOutcome, Store, StoredRules};
 
 use crate::backend::{Backend, RELAY_SETTLE};
@@ -177,4 +178,55 @@ pub async fn migrating_twice_applies_nothing_and_an_unknown_schema_is_refused(ba
         .expect("record a newer migration");
     let refused = loyalty_store::scylla::ScyllaStore::connect(config).await.expect_err("a newer schema is refused");
     assert!(refused.to_string().contains(&format!("schema version {newer}")), "{refused}");
+}
+
+/// A keyspace written by schema 1 (claims won in `claims` alone) is migrated to schema 2 with its
+/// claim owners: `migrate` copies them into `claimants`, so an identifier bound under schema 1
+/// still resolves to its owner and is refused to anyone else. Until migrated, it is not served.
+pub async fn a_schema_1_keyspace_is_migrated_with_its_claim_owners(backend: &Backend) {
+    let mut config = backend.scylla_config().expect("a ScyllaDB backend");
+    config.keyspace = format!("{}_v1", config.keyspace);
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql");
+    // The keyspace as a build of schema 1 left it: its one file applied and recorded.
+    let session = scylla::client::session_builder::SessionBuilder::new().known_nodes(&config.nodes).build().await.expect("connect");
+    session
+        .query_unpaged(loyalty_store::scylla::create_keyspace(&ScyllaConfig { tablets: None, ..config.clone() }), ())
+        .await
+        .expect("keyspace");
+    session.use_keyspace(&config.keyspace, false).await.expect("use the keyspace");
+    let schema_1 = std::fs::read_to_string(shipped.join("0001_initial.cql")).expect("read schema 1");
+    for statement in loyalty_store::scylla::migration_statements(&schema_1) {
+        session.query_unpaged(statement, ()).await.expect("schema 1");
+    }
+    session
+        .query_unpaged("INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'initial', 0)", ())
+        .await
+        .expect("record schema 1");
+    // What schema 1 wrote for an identifier of account "old": its claim and its held fence.
+    let key = card("OLD-CARD").storage_key();
+    session
+        .query_unpaged("INSERT INTO claims (program_id, kind, id, account_id) VALUES (?, 'identity', ?, 'old')", (PROGRAM, key.as_str()))
+        .await
+        .expect("a schema 1 claim");
+    session
+        .query_unpaged(
+            "INSERT INTO accounts (program_id, account_id, kind, seq, key, version, value) VALUES (?, 'old', 6, 0, ?, 1, ?)",
+            (PROGRAM, format!("identity/{key}"), b"held".to_vec()),
+        )
+        .await
+        .expect("its fence");
+    let unserved = loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.expect_err("schema 1 is not served");
+    assert!(unserved.to_string().contains("run `loyalty-engine migrate`"), "{unserved}");
+
+    let applied = loyalty_store::scylla::migrate(&config, &shipped).await.expect("migrate to schema 2");
+    assert_eq!(applied, ["0002_claimants"]);
+    let store = loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.expect("schema 2 is served");
+    assert_eq!(store.identity(PROGRAM, &card("OLD-CARD")).await.expect("read identity"), Some("old".into()));
+    let steal = change().earn(1).new_receipt("r-new").claim(card("OLD-CARD")).build(&fresh("new"));
+    assert_eq!(
+        refused(store.as_ref(), &steal).await,
+        loyalty_store::Conflict::IdentityTaken { key: card("OLD-CARD"), account_id: "old".into() }
+    );
+    store.shutdown().await;
+    session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ()).await.expect("drop the keyspace");
 }

@@ -66,6 +66,7 @@ conformance! {
         accounts::stale_account_version_is_refused_and_writes_nothing,
         claims::claims_of_a_refused_commit_go_to_the_next_claimant_for_good,
         claims::receipt_is_claimed_once_and_versioned,
+        claims::racing_claimants_leave_the_claim_to_exactly_one,
         claims::receipt_of_another_account_is_never_overwritten,
         claims::identity_is_bound_to_one_account,
         claims::released_identity_resolves_to_nothing_and_may_be_claimed_anew,
@@ -90,5 +91,6 @@ conformance! {
         lifecycle::events_stranded_by_a_crash_are_relayed_by_the_next_commit_in_order,
         lifecycle::relay_pass_recovers_events_of_a_crashed_commit,
         lifecycle::migrating_twice_applies_nothing_and_an_unknown_schema_is_refused,
+        lifecycle::a_schema_1_keyspace_is_migrated_with_its_claim_owners,
     ],
 }

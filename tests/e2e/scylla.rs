@@ -408,7 +408,7 @@ where
 }
 
 /// Starts the engine binary on the ScyllaDB backend and waits for its "listening on" line.
-async fn start_engine_process(config_file: &std::path::Path, rig: &Rig) -> (Child, SocketAddr) {
+pub(crate) async fn start_engine_process(config_file: &std::path::Path, rig: &Rig) -> (Child, SocketAddr) {
     let nodes = rig.config.nodes.join(",");
     let credentials = config_file.with_extension("credentials.toml");
     loyalty_tests::write_test_credentials(&credentials, &[loyalty_tests::PROGRAM]);

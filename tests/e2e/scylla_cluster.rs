@@ -1,22 +1,27 @@
 //! The ScyllaDB backend on a real cluster losing replicas under load: three Apache Cassandra 5.0
 //! nodes started by `tests/cassandra/cluster.sh` (replication factor 3, LOCAL_QUORUM and
 //! LOCAL_SERIAL), the engine on them, tills calling it concurrently and retrying as tills do,
-//! while the script kills (-9), freezes (SIGSTOP) and restarts nodes. After each scenario every
-//! customer's ledger must hold each acknowledged receipt exactly once, nothing else, and sum to
-//! the balance.
+//! while the script kills (-9), freezes (SIGSTOP) and restarts nodes; and an engine process killed
+//! (-9) in the middle of its commits, its tills' calls retried on another engine. After each
+//! scenario every customer's ledger must hold each acknowledged receipt exactly once, nothing else,
+//! and sum to the balance.
 //!
 //! They need the cluster, so they are ignored by default; CI runs them after `cluster.sh up` with
 //! `LOYALTY_TEST_CQL_NODES` set: `cargo test -p loyalty-tests --test e2e scylla_cluster -- --ignored
 //! --test-threads 1`. Each leaves the cluster with three nodes up.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
+use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
 use rust_decimal::Decimal;
 use tonic::Code;
 
-use crate::scylla::{Rig, checked_ledger, entries_for};
+use crate::scylla::{Rig, checked_ledger, entries_for, start_engine_process};
 
 /// Runs `cluster.sh ARGS` and waits for it (a restart waits until the node answers CQL).
 async fn cluster(args: &[&str]) {
@@ -68,11 +73,15 @@ async fn till(server_addr: std::net::SocketAddr, name: String, customers: Vec<St
 /// Every customer's ledger holds each acknowledged receipt once with its points, nothing else,
 /// and sums to the balance (checked by `checked_ledger`).
 async fn assert_exactly_the_acknowledged(server: &TestServer, customers: &[String], tills: &[Till]) {
-    let mut client = server.client().await;
+    let acknowledged: Vec<(String, String, Decimal)> = tills.iter().flat_map(|till| till.acknowledged.iter().cloned()).collect();
+    assert_ledgers_hold_exactly(&mut server.client().await, customers, &acknowledged).await;
+}
+
+/// The same through any engine's `client`, for acknowledged (receipt, customer, points).
+async fn assert_ledgers_hold_exactly(client: &mut Client, customers: &[String], acknowledged: &[(String, String, Decimal)]) {
     for number in customers {
-        let ledger = checked_ledger(&mut client, number).await;
-        let mine: Vec<&(String, String, Decimal)> =
-            tills.iter().flat_map(|till| &till.acknowledged).filter(|(_, owner, _)| owner == number).collect();
+        let ledger = checked_ledger(client, number).await;
+        let mine: Vec<&(String, String, Decimal)> = acknowledged.iter().filter(|(_, owner, _)| owner == number).collect();
         for (receipt_id, _, points) in &mine {
             let entries = entries_for(&ledger, receipt_id);
             assert_eq!(entries.len(), 1, "{receipt_id} once in {number}'s ledger");
@@ -80,13 +89,17 @@ async fn assert_exactly_the_acknowledged(server: &TestServer, customers: &[Strin
         }
         assert_eq!(ledger.len(), mine.len(), "{number}'s ledger holds the acknowledged receipts and nothing else");
         let total: Decimal = mine.iter().map(|(_, _, points)| *points).sum();
-        assert_eq!(dec(&balance_of(&mut client, phone(number)).await.balance), total, "{number}'s balance");
+        assert_eq!(dec(&balance_of(client, phone(number)).await.balance), total, "{number}'s balance");
     }
 }
 
 /// Enrols `count` customers and returns their phone numbers.
 async fn customers(server: &TestServer, prefix: &str, count: usize) -> Vec<String> {
-    let mut client = server.client().await;
+    enrolled(&mut server.client().await, prefix, count).await
+}
+
+/// Enrols `count` customers through `client` and returns their phone numbers.
+async fn enrolled(client: &mut Client, prefix: &str, count: usize) -> Vec<String> {
     let mut numbers = Vec::new();
     for index in 0..count {
         let number = format!("+770155{prefix}{index:03}");
@@ -195,4 +208,235 @@ async fn a_node_frozen_longer_than_the_request_timeout_then_thawed_loses_and_dou
     cluster(&["check"]).await;
     assert_exactly_the_acknowledged(&server, &customers, &tills).await;
     server.stop().await;
+}
+
+/// A till's call, sent unchanged to whichever engine answers it.
+#[derive(Clone, Debug)]
+enum Call {
+    Accrue(pb::AccrueRequest),
+    Redeem(pb::RedeemRequest),
+}
+
+/// An engine's answer to a [`Call`].
+#[derive(Clone, Debug, PartialEq)]
+enum Answer {
+    Accrued(pb::AccrueResponse),
+    Redeemed(pb::RedeemResponse),
+}
+
+/// What a till retries (on the same engine or another): UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED.
+fn retried(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::Aborted | Code::DeadlineExceeded)
+}
+
+impl Call {
+    /// A till's `n`th call: every third spends 5 points, the others earn 10.
+    fn nth(receipt_id: &str, number: &str, n: usize) -> Call {
+        if n % 3 == 2 {
+            Call::Redeem(redeem(receipt_id, phone(number), "5", "", vec![line(1, "coffee", "1", "100.00")]))
+        } else {
+            Call::Accrue(accrue(receipt_id, phone(number), vec![line(1, "milk", "1", "1000.00")]))
+        }
+    }
+
+    fn receipt_id(&self) -> &str {
+        match self {
+            Call::Accrue(request) => &request.receipt_id,
+            Call::Redeem(request) => &request.receipt_id,
+        }
+    }
+
+    async fn send(&self, client: &mut Client) -> Result<Answer, tonic::Status> {
+        match self {
+            Call::Accrue(request) => client.accrue(request.clone()).await.map(|answer| Answer::Accrued(answer.into_inner())),
+            Call::Redeem(request) => client.redeem(request.clone()).await.map(|answer| Answer::Redeemed(answer.into_inner())),
+        }
+    }
+
+    /// Sends the call until it is answered, retrying (after 100 ms) what a till retries.
+    async fn until_answered(&self, client: &mut Client) -> Answer {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.send(client).await {
+                Ok(answer) => return answer,
+                Err(status) if retried(status.code()) && attempts < 300 => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(status) => panic!("{}: no answer after {attempts} attempts: {status:?}", self.receipt_id()),
+            }
+        }
+    }
+}
+
+impl Answer {
+    /// What the call added to the customer's balance: a spend is negative.
+    fn points(&self) -> Decimal {
+        match self {
+            Answer::Accrued(answer) => dec(&answer.earned),
+            Answer::Redeemed(answer) => -dec(&answer.redeemed),
+        }
+    }
+
+    fn transaction_id(&self) -> &str {
+        match self {
+            Answer::Accrued(answer) => &answer.transaction_id,
+            Answer::Redeemed(answer) => &answer.transaction_id,
+        }
+    }
+}
+
+/// The two engine processes of the kill test: A is killed, B answers the retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    A,
+    B,
+}
+
+/// An acknowledged call: the customer, what was sent, which engine answered, and its answer.
+#[derive(Debug)]
+struct Acked {
+    number: String,
+    call: Call,
+    by: Engine,
+    answer: Answer,
+}
+
+/// The kill as the tills see it: the calls acknowledged so far (the kill waits for some, so that
+/// every till is well under way) and when A was killed (a call sent to A before then that failed
+/// was in flight at the kill).
+#[derive(Debug, Default)]
+struct Kill {
+    acknowledged: AtomicUsize,
+    at: OnceLock<(Instant, SystemTime)>,
+}
+
+/// What one till saw across the kill: its acknowledged calls, and the calls in flight on A when it
+/// was killed (receipt, the code the call failed with).
+#[derive(Debug, Default)]
+struct KillTill {
+    acknowledged: Vec<Acked>,
+    in_flight: Vec<(String, Code)>,
+}
+
+/// A till with a connection to each engine: `calls` calls, each sent to A while A lives and, when
+/// A fails it, sent again unchanged to B until answered (a till's retry through another engine).
+async fn till_across_the_kill(engines: [SocketAddr; 2], till: usize, customers: Vec<String>, calls: usize, kill: Arc<Kill>) -> KillTill {
+    let (mut a, mut b) = (connect(engines[0]).await, connect(engines[1]).await);
+    let mut seen = KillTill::default();
+    for n in 0..calls {
+        // The tills start on different customers: their calls meet the kill more than each other.
+        let number = customers[(till + n) % customers.len()].clone();
+        let call = Call::nth(&format!("kill-t{till}-{n}"), &number, n);
+        let sent = Instant::now();
+        let first = if kill.at.get().is_none() { Some(call.send(&mut a).await) } else { None };
+        let (by, answer) = match first {
+            Some(Ok(answer)) => (Engine::A, answer),
+            Some(Err(status)) => {
+                match kill.at.get() {
+                    Some((killed, _)) if sent < *killed => seen.in_flight.push((call.receipt_id().to_owned(), status.code())),
+                    Some(_) => {}
+                    None => assert!(retried(status.code()), "{}: refused for good by A: {status:?}", call.receipt_id()),
+                }
+                (Engine::B, call.until_answered(&mut b).await)
+            }
+            None => (Engine::B, call.until_answered(&mut b).await),
+        };
+        kill.acknowledged.fetch_add(1, Ordering::SeqCst);
+        seen.acknowledged.push(Acked { number, call, by, answer });
+    }
+    seen
+}
+
+/// Every acknowledged call sent again to B is answered with its first answer, whichever engine
+/// gave it: a stored answer, not a new evaluation (which would differ, in its transaction ID and
+/// balance at least).
+async fn assert_replays_are_first_answers(b: &mut Client, acknowledged: &[Acked]) {
+    for acked in acknowledged {
+        let replayed = acked.call.until_answered(b).await;
+        assert_eq!(replayed, acked.answer, "{} replayed on B: the first answer, given by {:?}", acked.call.receipt_id(), acked.by);
+    }
+}
+
+/// Every acknowledged answer is its ledger entry's (the same transaction ID), whichever engine
+/// gave it. Returns when each receipt's entry was made: by A before the kill, or by B after it.
+async fn assert_answers_name_their_entries(b: &mut Client, customers: &[String], acknowledged: &[Acked]) -> BTreeMap<String, SystemTime> {
+    let mut made = BTreeMap::new();
+    for number in customers {
+        let ledger = checked_ledger(b, number).await;
+        for acked in acknowledged.iter().filter(|acked| &acked.number == number) {
+            let receipt_id = acked.call.receipt_id();
+            let entry = entries_for(&ledger, receipt_id)[0];
+            assert_eq!(entry.transaction_id, acked.answer.transaction_id(), "{receipt_id}: the answer is its entry's");
+            let at = entry.at.expect("entry time");
+            let since_epoch = Duration::new(u64::try_from(at.seconds).expect("after 1970"), u32::try_from(at.nanos).expect("nanos"));
+            made.insert(receipt_id.to_owned(), SystemTime::UNIX_EPOCH + since_epoch);
+        }
+    }
+    made
+}
+
+/// How many calls are acknowledged before engine A is killed (of 6 tills x 24 calls).
+const KILL_AFTER: usize = 36;
+
+/// Two engine processes on one keyspace; tills call A until it is killed (-9) with a call of each
+/// in flight (read, claims or batch sent, answer not yet back), then retry on B. A call A committed
+/// before dying must be answered by B from the store, one it did not must be applied once by B,
+/// and every later replay on B is the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the Cassandra cluster of tests/cassandra/cluster.sh (CI runs it)"]
+async fn an_engine_killed_mid_commit_leaves_its_calls_to_another_engine_and_each_counts_once() {
+    let rig = Rig::shared().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_file = dir.path().join("engine.toml");
+    let program = "[[programs]]\nid = \"shop\"\npending = \"none\"\nredeem_cap_percent = \"100\"\ncustomer_code = \"none\"\n";
+    std::fs::write(&config_file, format!("{program}{UNDER_TEST_LIMITS_TOML}")).expect("config");
+    let (mut first, first_addr) = start_engine_process(&config_file, &rig).await;
+    let (mut second, second_addr) = start_engine_process(&config_file, &rig).await;
+    let mut a = connect(first_addr).await;
+    let customers = enrolled(&mut a, "4", 6).await;
+    // 100 points each, so that every spend of the tills is affordable.
+    let mut acknowledged = Vec::new();
+    for (index, number) in customers.iter().enumerate() {
+        let call = Call::Accrue(accrue(&format!("kill-fund-{index}"), phone(number), vec![line(1, "gold", "1", "10000.00")]));
+        let answer = call.until_answered(&mut a).await;
+        acknowledged.push(Acked { number: number.clone(), call, by: Engine::A, answer });
+    }
+
+    let kill = Arc::new(Kill::default());
+    let tills: Vec<_> = (0..6)
+        .map(|till| tokio::spawn(till_across_the_kill([first_addr, second_addr], till, customers.clone(), 24, Arc::clone(&kill))))
+        .collect();
+    while kill.acknowledged.load(Ordering::SeqCst) < KILL_AFTER {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    kill.at.set((Instant::now(), SystemTime::now())).expect("one kill");
+    // SIGKILL: no draining, no answer for the calls it was serving.
+    first.start_kill().expect("kill -9 engine A");
+    let _ = first.wait().await;
+    let mut in_flight = Vec::new();
+    for till in tills {
+        let seen = till.await.expect("till task");
+        acknowledged.extend(seen.acknowledged);
+        in_flight.extend(seen.in_flight);
+    }
+
+    let mut b = connect(second_addr).await;
+    assert_replays_are_first_answers(&mut b, &acknowledged).await;
+    let points: Vec<(String, String, Decimal)> =
+        acknowledged.iter().map(|acked| (acked.call.receipt_id().to_owned(), acked.number.clone(), acked.answer.points())).collect();
+    assert_ledgers_hold_exactly(&mut b, &customers, &points).await;
+    let made = assert_answers_name_their_entries(&mut b, &customers, &acknowledged).await;
+    // An in-flight call whose entry is older than the kill was committed by A: B's answer to its
+    // retry is the one A stored.
+    let killed = kill.at.get().expect("killed").1;
+    let committed = in_flight.iter().filter(|(receipt_id, _)| made[receipt_id] < killed).count();
+    let by_a = acknowledged.iter().filter(|acked| acked.by == Engine::A).count();
+    eprintln!(
+        "kill: {by_a} of {} calls answered by A, {} in flight at the kill {:?}: {committed} committed by A before it died, answered by B from the store",
+        acknowledged.len(),
+        in_flight.len(),
+        in_flight.iter().map(|(_, code)| *code).collect::<Vec<_>>()
+    );
+    assert!(!in_flight.is_empty(), "some calls were in flight on A when it was killed");
+    second.start_kill().expect("stop engine B");
+    let _ = second.wait().await;
 }

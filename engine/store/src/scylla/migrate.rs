@@ -15,7 +15,7 @@ use super::session::{self, ScyllaConfig};
 use crate::StoreError;
 
 /// The schema version this build reads and writes: the number of the newest file it knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The newest migration recorded in the session's keyspace (0: none, or no schema at all).
 pub async fn schema_version(session: &Session) -> Result<i32, StoreError> {
@@ -128,6 +128,9 @@ pub async fn migrate(config: &ScyllaConfig, dir: &Path) -> Result<Vec<String>, S
                 .await
                 .map_err(|error| StoreError::Io(format!("{}: `{statement}`: {error}", migration.path.display())))?;
         }
+        if migration.version == CLAIMANTS_VERSION {
+            copy_claims_to_claimants(&session).await?;
+        }
         session
             .query_unpaged(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
@@ -138,6 +141,32 @@ pub async fn migrate(config: &ScyllaConfig, dir: &Path) -> Result<Vec<String>, S
         applied.push(format!("{:04}_{}", migration.version, migration.name));
     }
     Ok(applied)
+}
+
+/// The migration that created `claimants`.
+const CLAIMANTS_VERSION: i32 = 2;
+
+/// Schema 2 finds a claim's owner among its claimants: every owner schema 1 recorded in `claims`
+/// is written there too (a plain, repeatable write each, so an interrupted copy is run again whole).
+async fn copy_claims_to_claimants(session: &Session) -> Result<u64, StoreError> {
+    use futures_util::TryStreamExt;
+    let insert = session
+        .prepare("INSERT INTO claimants (program_id, kind, id, account_id) VALUES (?, ?, ?, ?)")
+        .await
+        .map_err(io("prepare the claimants copy"))?;
+    let mut rows = session
+        .query_iter("SELECT program_id, kind, id, account_id FROM claims", ())
+        .await
+        .map_err(io("read claims"))?
+        .rows_stream::<(String, String, String, String)>()
+        .map_err(io("read claims"))?;
+    let mut copied = 0;
+    while let Some(row) = rows.try_next().await.map_err(io("read claims"))? {
+        session.execute_unpaged(&insert, row).await.map_err(io("copy a claim to claimants"))?;
+        copied += 1;
+    }
+    tracing::info!(copied, "claims copied to claimants");
+    Ok(copied)
 }
 
 #[cfg(test)]

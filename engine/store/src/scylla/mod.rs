@@ -8,10 +8,11 @@
 //!   `IF version = <read version>`), which is what stops two engine processes from spending the
 //!   same points.
 //! - What must be unique across accounts (a receipt ID, a phone or card, an enrolment request) is
-//!   claimed once with `INSERT ... IF NOT EXISTS` in the `claims` table, before the batch, and only
-//!   when a call first uses it: a receipt's first call costs two lightweight transactions, every
-//!   later call on it one. The batch makes the claim the account's for good by writing its fence
-//!   row; a claim whose owner never did may be taken over once the owner is fenced off it.
+//!   claimed when a call first uses it, without a lightweight transaction of its own: the account
+//!   writes itself into the claim's `claimants` partition, reads it back, and if it is alone, its
+//!   batch makes the claim its own for good by writing the claim's fence row (`IF NOT EXISTS`). So
+//!   every call costs one Paxos round. Claimants that meet settle it by their fences, through an
+//!   arbiter row in `claims` when two are still open ([`ScyllaStore::claim`]).
 //! - Events and credits owed to other accounts are written in the batch, inside the account's
 //!   partition, and then relayed to the program-wide `outbox` and `credits` tables
 //!   ([`relay`]): atomic with the money, delivered at least once.
@@ -36,7 +37,7 @@ use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 
-pub use self::migrate::{SCHEMA_VERSION, migrate, schema_version};
+pub use self::migrate::{SCHEMA_VERSION, create_keyspace, migrate, schema_version, statements as migration_statements};
 pub use self::session::ScyllaConfig;
 use self::statements::{Profiles, Statements, claim, kind};
 use crate::codec::{decode, encode};
@@ -147,7 +148,7 @@ impl ScyllaStore {
     /// its partition key, and the driver knows the keyspace's replication.
     pub fn token_aware(&self) -> bool {
         self.statements.account_row.is_token_aware()
-            && self.statements.claim.is_token_aware()
+            && self.statements.claimants.is_token_aware()
             && self.session.get_cluster_state().get_keyspace(&self.config.keyspace).is_some()
     }
 
@@ -184,6 +185,7 @@ impl ScyllaStore {
         let mut sent = 0;
         loop {
             sent += 1;
+            paxos("serial_read");
             match self.session.execute_unpaged(&self.statements.account_row_serial, &values).await {
                 Ok(result) => {
                     let rows = result.into_rows_result().map_err(io("scylla result"))?;
@@ -228,15 +230,40 @@ impl ScyllaStore {
         }
     }
 
-    /// The account a claim belongs to, if any.
-    async fn claim_owner(&self, program_id: &str, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
-        let rows = self.rows(&self.statements.claim_owner, vec![text(program_id), text(kind), text(id)]).await?;
-        rows.into_iter().next().and_then(|row| column(&row, 0).map(as_text)).transpose()
+    /// The holder of a contended claim's arbiter row and since when (engine clock, ms), if any.
+    async fn arbiter(&self, program_id: &str, kind: &str, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let rows = self.rows(&self.statements.arbiter, vec![text(program_id), text(kind), text(id)]).await?;
+        match rows.first() {
+            None => Ok(None),
+            Some(row) => {
+                let holder =
+                    column(row, 0).map(as_text).transpose()?.ok_or_else(|| StoreError::Corrupt("arbiter without holder".into()))?;
+                let since = column(row, 1).map(as_u64).transpose()?.unwrap_or(0);
+                Ok(Some((holder, i64::try_from(since).unwrap_or(i64::MAX))))
+            }
+        }
+    }
+
+    /// Every account that ever put itself forward for a claim. At most one of them holds its fence.
+    async fn claimants(&self, program_id: &str, kind: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.rows(&self.statements.claimants, vec![text(program_id), text(kind), text(id)]).await?;
+        rows.iter().filter_map(|row| column(row, 0).map(as_text)).collect()
     }
 
     /// The fence of `owner`'s claim `fence_key` (`<kind>/<id>`).
     async fn fence(&self, program_id: &str, owner: &str, fence_key: &str) -> Result<Fence, StoreError> {
         Ok(fence_of(self.row(program_id, owner, kind::FENCE, fence_key).await?.as_ref().map(|(_, value)| value.as_slice())))
+    }
+
+    /// The claimant of `id` whose fence is held: the claim's owner for good, if any.
+    async fn holder(&self, program_id: &str, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let fence_key = format!("{kind}/{id}");
+        for claimant in self.claimants(program_id, kind, id).await? {
+            if self.fence(program_id, &claimant, &fence_key).await? == Fence::Held {
+                return Ok(Some(claimant));
+            }
+        }
+        Ok(None)
     }
 
     /// Fences `owner` off a claim it holds but has not used: writes the fence row as revoked unless
@@ -253,6 +280,7 @@ impl ScyllaStore {
             big(0),
             CqlValue::Blob(FENCE_REVOKED.to_vec()),
         ];
+        paxos("revoke");
         match lwt(self.run(&self.statements.insert_row_if_absent, values).await?)? {
             Lwt::Applied => Ok(Fence::Revoked),
             Lwt::NotApplied(current) => match current.get("value") {
@@ -262,45 +290,103 @@ impl ScyllaStore {
         }
     }
 
-    /// Claims `id` for `account_id` once. A claim already held by the same account is ours (a
-    /// retry). A claim of another account whose commit never used it (it failed after claiming) is
-    /// taken over once that account is fenced off it (see [`Self::revoke`] and `docs/scylla.md`).
+    /// Claims `id` for `account_id`, without a lightweight transaction unless someone contends.
+    ///
+    /// The account writes itself into the claim's `claimants` partition (a plain write at quorum),
+    /// then reads the partition (at quorum). Of two claimants, the one whose write completed last
+    /// started its read after the other's write had completed, so it sees the other: two claimants
+    /// never both find themselves alone. Alone, the claim is ours: the commit's batch writes its
+    /// fence `IF NOT EXISTS` in the same Paxos round as everything else, and a rival that comes
+    /// later finds us and our fence. Not alone, the others' fences decide: one held is the owner;
+    /// revoked ones gave up; open ones (a commit in flight, or one that failed) go to the arbiter.
     async fn claim(&self, program_id: &str, kind: &'static str, id: &str, account_id: &str) -> Result<ClaimResult, StoreError> {
         let fence_key = format!("{kind}/{id}");
-        let values = vec![text(program_id), text(kind), text(id), text(account_id)];
-        let mut current = match lwt(self.run(&self.statements.claim, values).await?)? {
-            Lwt::Applied => return Ok(ClaimResult::Ours { fence: Some(fence_key) }),
-            // The failed claim returns the current row: its owner, unless it vanished meanwhile.
-            Lwt::NotApplied(current) => match current.get("account_id").map(as_text).transpose()? {
-                Some(owner) => Some(owner),
-                None => self.claim_owner(program_id, kind, id).await?,
-            },
+        let (added, own_fence) = futures_util::future::join(
+            self.run(&self.statements.claimant_add, vec![text(program_id), text(kind), text(id), text(account_id)]),
+            self.fence(program_id, account_id, &fence_key),
+        )
+        .await;
+        added?;
+        let fence = match own_fence? {
+            Fence::Held => return Ok(ClaimResult::Ours { fence: None }),
+            Fence::Absent => Some(fence_key.clone()),
+            // We were fenced off it (or gave it up): the claim is not ours to use, ever.
+            Fence::Revoked => None,
+        };
+        let others: Vec<String> = self.claimants(program_id, kind, id).await?.into_iter().filter(|other| other != account_id).collect();
+        if others.is_empty() {
+            return Ok(match fence {
+                Some(_) => ClaimResult::Ours { fence },
+                None => ClaimResult::Theirs(account_id.to_owned()),
+            });
+        }
+        metrics::counter!("loyalty_scylla_claims_contended_total", "kind" => kind).increment(1);
+        let fences = try_join_all(others.iter().map(|other| self.fence(program_id, other, &fence_key))).await?;
+        let open: Vec<&String> = others.iter().zip(&fences).filter(|(_, fence)| **fence == Fence::Absent).map(|(other, _)| other).collect();
+        if let Some((owner, _)) = others.iter().zip(&fences).find(|(_, fence)| **fence == Fence::Held) {
+            return Ok(ClaimResult::Theirs(owner.clone()));
+        }
+        if fence.is_none() {
+            return Ok(ClaimResult::Theirs(open.first().map_or(account_id, |other| other.as_str()).to_owned()));
+        }
+        if open.is_empty() {
+            return Ok(ClaimResult::Ours { fence });
+        }
+        // Another claimant's commit may still apply. The arbiter row picks which of us fences
+        // the others off; fencing both of us off would leave the claim to nobody.
+        if let Some(owner) = self.arbitrate(program_id, kind, id, account_id).await? {
+            return Ok(ClaimResult::Theirs(owner));
+        }
+        for other in open {
+            if self.revoke(program_id, other, &fence_key).await? == Fence::Held {
+                return Ok(ClaimResult::Theirs(other.clone()));
+            }
+        }
+        Ok(ClaimResult::Ours { fence })
+    }
+
+    /// The arbiter of a contended claim: its `claim_arbiters` row, won with `INSERT ... IF NOT
+    /// EXISTS`. Returns the holder if another account holds it. A holder whose commit has not
+    /// come within [`ARBITER_LEASE_MS`] (its engine died) is fenced off and the arbiter taken over.
+    async fn arbitrate(&self, program_id: &str, kind: &'static str, id: &str, account_id: &str) -> Result<Option<String>, StoreError> {
+        let fence_key = format!("{kind}/{id}");
+        let values = vec![text(program_id), text(kind), text(id), text(account_id), CqlValue::BigInt(now_ms())];
+        paxos("arbiter");
+        let mut current = match lwt(self.run(&self.statements.arbiter_take, values).await?)? {
+            Lwt::Applied => return Ok(None),
+            Lwt::NotApplied(_) => self.arbiter(program_id, kind, id).await?,
         };
         for _ in 0..3 {
-            let Some(owner) = current else {
-                return Err(StoreError::Io(format!("claim {kind} {id}: not applied and no owner")));
+            let Some((holder, since)) = current else {
+                return Err(StoreError::Io(format!("claim {kind} {id}: arbiter not taken and not held")));
             };
-            if owner == account_id {
-                return match self.fence(program_id, &owner, &fence_key).await? {
-                    Fence::Held => Ok(ClaimResult::Ours { fence: None }),
-                    Fence::Absent => Ok(ClaimResult::Ours { fence: Some(fence_key) }),
-                    // A taker fenced us off and has yet to move the claim: it is not ours to use.
-                    Fence::Revoked => Ok(ClaimResult::Theirs(owner)),
-                };
+            if holder == account_id {
+                return Ok(None);
             }
-            if self.revoke(program_id, &owner, &fence_key).await? == Fence::Held {
-                return Ok(ClaimResult::Theirs(owner));
+            // The holder's commit may still come: fencing it off now could leave the claim to
+            // nobody (it fences us off meanwhile), so it is theirs while the lease runs.
+            if now_ms().saturating_sub(since) < ARBITER_LEASE_MS || self.revoke(program_id, &holder, &fence_key).await? == Fence::Held {
+                return Ok(Some(holder));
             }
-            let values = vec![text(account_id), text(program_id), text(kind), text(id), text(&owner)];
-            current = match lwt(self.run(&self.statements.claim_takeover, values).await?)? {
+            let values = vec![
+                text(account_id),
+                CqlValue::BigInt(now_ms()),
+                text(program_id),
+                text(kind),
+                text(id),
+                text(&holder),
+                CqlValue::BigInt(since),
+            ];
+            paxos("arbiter");
+            current = match lwt(self.run(&self.statements.arbiter_takeover, values).await?)? {
                 Lwt::Applied => {
                     metrics::counter!("loyalty_scylla_claim_takeovers_total", "kind" => kind).increment(1);
-                    return Ok(ClaimResult::Ours { fence: Some(fence_key) });
+                    return Ok(None);
                 }
-                Lwt::NotApplied(_) => self.claim_owner(program_id, kind, id).await?,
+                Lwt::NotApplied(_) => self.arbiter(program_id, kind, id).await?,
             };
         }
-        Err(StoreError::Io(format!("claim {kind} {id}: owner keeps changing")))
+        Err(StoreError::Io(format!("claim {kind} {id}: arbiter keeps changing hands")))
     }
 
     /// Takes every claim the commit needs, identifiers and the enrolment request first, then the
@@ -481,6 +567,24 @@ impl ScyllaStore {
     }
 }
 
+/// Counts a Paxos round sent (each resend too) in `loyalty_scylla_lwt_total`, by what sent it:
+/// `commit` (the account's conditional batch), `revoke` (fencing a claimant off), `arbiter`
+/// (a contended claim), `rules`, `serial_read` (a SERIAL read runs a Paxos round too). What a
+/// cluster runs out of first, so counted from the engine's side, per call.
+fn paxos(what: &'static str) {
+    metrics::counter!("loyalty_scylla_lwt_total", "statement" => what).increment(1);
+}
+
+/// How long the holder of a contended claim's arbiter has to commit before another claimant may
+/// fence it off: far longer than any commit takes, resends after timeouts included.
+const ARBITER_LEASE_MS: i64 = 30_000;
+
+/// The engine's clock in milliseconds since the epoch, for arbiter leases: no guarantee rests on
+/// it (fences do that), only how soon the claim of a dead holder is taken over.
+fn now_ms() -> i64 {
+    i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.as_millis())).unwrap_or(i64::MAX)
+}
+
 /// Sends of one conditional batch whose Paxos round the coordinator gave up on, before the store
 /// answers the error (which the engine answers UNAVAILABLE, and the till retries).
 const CAS_SENDS_MAX: u32 = 6;
@@ -512,46 +616,40 @@ impl Store for ScyllaStore {
     }
 
     async fn identity(&self, program_id: &str, key: &IdentityKey) -> Result<Option<String>, StoreError> {
-        let Some(owner) = self.claim_owner(program_id, claim::IDENTITY, &key.storage_key()).await? else {
-            return Ok(None);
-        };
-        // A claim whose owner's commit never applied binds nothing.
-        let fence = self.fence(program_id, &owner, &format!("{}/{}", claim::IDENTITY, key.storage_key())).await?;
-        Ok((fence == Fence::Held).then_some(owner))
+        // A claimant whose commit never applied (or was fenced off, or released it) binds nothing.
+        self.holder(program_id, claim::IDENTITY, &key.storage_key()).await
     }
 
     async fn receipt(&self, program_id: &str, receipt_id: &str) -> Result<Option<Versioned<ReceiptState>>, StoreError> {
         let cache_key = (program_id.to_owned(), receipt_id.to_owned());
         let cached = self.receipt_owners.get(&cache_key).map(|owner| owner.clone());
-        let owner = match cached {
-            Some(owner) => owner,
-            None => match self.claim_owner(program_id, claim::RECEIPT, receipt_id).await? {
-                Some(owner) => owner,
-                None => return Ok(None),
-            },
+        let candidates = match cached {
+            Some(owner) => vec![owner],
+            None => self.claimants(program_id, claim::RECEIPT, receipt_id).await?,
         };
-        match self.row(program_id, &owner, kind::RECEIPT, receipt_id).await? {
-            Some((version, bytes)) => {
-                // The receipt is in its owner's partition, so its claim is fenced for good: the
-                // owner never changes again, and the next call on the receipt skips the claim read.
+        // The receipt row is written only by a commit that holds the claim's fence: the claimant
+        // whose partition has it is the owner, for good.
+        for owner in candidates {
+            if let Some((version, bytes)) = self.row(program_id, &owner, kind::RECEIPT, receipt_id).await? {
+                // The owner never changes again, so the next call on the receipt skips the claimants.
                 if self.receipt_owners.len() >= RECEIPT_OWNERS_MAX {
                     self.receipt_owners.clear();
                 }
                 self.receipt_owners.insert(cache_key, owner);
-                Ok(Some(Versioned { version, value: decode("receipt", &bytes)? }))
+                return Ok(Some(Versioned { version, value: decode("receipt", &bytes)? }));
             }
-            None => Ok(None),
         }
+        Ok(None)
     }
 
     async fn request(&self, program_id: &str, request_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let Some(owner) = self.claim_owner(program_id, claim::REQUEST, request_id).await? else {
-            return Ok(None);
-        };
-        match self.row(program_id, &owner, kind::REQUEST, request_id).await? {
-            Some((_, bytes)) => Ok(Some(decode("request", &bytes)?)),
-            None => Ok(None),
+        // Like a receipt, the answer is in the partition of the claimant whose commit applied.
+        for owner in self.claimants(program_id, claim::REQUEST, request_id).await? {
+            if let Some((_, bytes)) = self.row(program_id, &owner, kind::REQUEST, request_id).await? {
+                return Ok(Some(decode("request", &bytes)?));
+            }
         }
+        Ok(None)
     }
 
     async fn ledger_page(&self, program_id: &str, account_id: &str, before_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
@@ -568,11 +666,6 @@ impl Store for ScyllaStore {
         self.check_open()?;
         commit.check_invariants()?;
         let started = std::time::Instant::now();
-        let fences = match self.take_claims(&commit).await? {
-            Ok(fences) => fences,
-            Err(conflict) => return Ok(CommitOutcome::Conflict(conflict)),
-        };
-        let (batch, values) = self.commit_batch(&commit, &fences)?;
         let program = commit.program_id.as_str();
         let account = commit.account.state.account_id.as_str();
         let new_version = commit.account.expected_version + 1;
@@ -580,7 +673,8 @@ impl Store for ScyllaStore {
         let mark = relays.then(|| relay::Mark::now(account, new_version));
         // The relay mark and the index entry are written before the batch: once the batch applied,
         // its relay rows and the new account can always be found, whatever happens next (a mark
-        // or index entry whose batch did not apply is harmless, see `relay`). They go out together.
+        // or index entry whose batch did not apply is harmless, see `relay`). They go out together,
+        // beside the claims.
         let mark_write = async {
             match &mark {
                 Some(mark) => mark.write(self, program).await,
@@ -594,10 +688,18 @@ impl Store for ScyllaStore {
             }
             Ok::<(), StoreError>(())
         };
-        futures_util::future::try_join(mark_write, index_write).await?;
+        let (claims, written) =
+            futures_util::future::join(self.take_claims(&commit), futures_util::future::try_join(mark_write, index_write)).await;
+        written?;
+        let fences = match claims? {
+            Ok(fences) => fences,
+            Err(conflict) => return Ok(CommitOutcome::Conflict(conflict)),
+        };
+        let (batch, values) = self.commit_batch(&commit, &fences)?;
         let mut sent = 0;
         let applied = loop {
             sent += 1;
+            paxos("commit");
             match self.session.batch(&batch, &values).await {
                 Ok(written) => break lwt(written)?,
                 // The coordinator gave up on the Paxos round (contention, slow replicas): settle it.
@@ -679,6 +781,7 @@ impl Store for ScyllaStore {
         let mut sent = 0;
         let result = loop {
             sent += 1;
+            paxos("rules");
             match self.session.batch(&batch, &values).await {
                 Ok(result) => break result,
                 // The batch is idempotent: sent again, its Paxos round first completes or

@@ -158,7 +158,12 @@ async fn relay_rows(
     account_id: &str,
     serial: bool,
 ) -> Result<(Vec<RelayRow>, Vec<RelayRow>), StoreError> {
-    let statement = if serial { &store.statements.relay_rows_serial } else { &store.statements.relay_rows };
+    let statement = if serial {
+        super::paxos("serial_read");
+        &store.statements.relay_rows_serial
+    } else {
+        &store.statements.relay_rows
+    };
     let values = vec![text(program_id), text(account_id), CqlValue::TinyInt(kind::EVENT), CqlValue::TinyInt(kind::CREDIT)];
     let rows = store.rows(statement, values).await?;
     let (mut events, mut credits) = (Vec::new(), Vec::new());

@@ -31,7 +31,7 @@ pub mod kind {
     pub const FENCE: i8 = 6;
 }
 
-/// Kinds of claim-once mappings (the `kind` partition key column of `claims`).
+/// Kinds of claim-once mappings (the `kind` partition key column of `claimants` and `claims`).
 pub mod claim {
     pub const RECEIPT: &str = "receipt";
     pub const IDENTITY: &str = "identity";
@@ -52,9 +52,11 @@ pub struct Statements {
     pub update_row_if_version: PreparedStatement,
     pub insert_row: PreparedStatement,
     pub delete_row: PreparedStatement,
-    pub claim_owner: PreparedStatement,
-    pub claim: PreparedStatement,
-    pub claim_takeover: PreparedStatement,
+    pub claimants: PreparedStatement,
+    pub claimant_add: PreparedStatement,
+    pub arbiter: PreparedStatement,
+    pub arbiter_take: PreparedStatement,
+    pub arbiter_takeover: PreparedStatement,
     pub index_account: PreparedStatement,
     pub index_page: PreparedStatement,
     pub mark: PreparedStatement,
@@ -104,6 +106,15 @@ impl Statements {
             statement.set_execution_profile_handle(Some(profiles.write.clone()));
             Ok::<_, StoreError>(statement)
         };
+        // Claimants are written and read at quorum in the data centers whose engines may claim:
+        // the local one, or all of them (see `ScyllaStore::claim` for why quorum on both sides).
+        let quorum = |cql: &'static str, profile: ExecutionProfileHandle| async move {
+            let mut statement = prepare(session, cql, &profile).await?;
+            if profiles.serial == SerialConsistency::Serial {
+                statement.set_consistency(Consistency::Quorum);
+            }
+            Ok::<_, StoreError>(statement)
+        };
         let relay_rows_serial =
             serial("SELECT kind, seq, key, value FROM accounts WHERE program_id = ? AND account_id = ? AND kind >= ? AND kind <= ?")
                 .await?;
@@ -140,9 +151,15 @@ impl Statements {
             .await?,
             insert_row: write("INSERT INTO accounts (program_id, account_id, kind, seq, key, value) VALUES (?, ?, ?, ?, ?, ?)").await?,
             delete_row: write("DELETE FROM accounts WHERE program_id = ? AND account_id = ? AND kind = ? AND seq = ? AND key = ?").await?,
-            claim_owner: read("SELECT account_id FROM claims WHERE program_id = ? AND kind = ? AND id = ?").await?,
-            claim: write("INSERT INTO claims (program_id, kind, id, account_id) VALUES (?, ?, ?, ?) IF NOT EXISTS").await?,
-            claim_takeover: write("UPDATE claims SET account_id = ? WHERE program_id = ? AND kind = ? AND id = ? IF account_id = ?").await?,
+            claimants: quorum("SELECT account_id FROM claimants WHERE program_id = ? AND kind = ? AND id = ?", profiles.read.clone()).await?,
+            claimant_add: quorum("INSERT INTO claimants (program_id, kind, id, account_id) VALUES (?, ?, ?, ?)", profiles.write.clone()).await?,
+            arbiter: read("SELECT account_id, since FROM claim_arbiters WHERE program_id = ? AND kind = ? AND id = ?").await?,
+            arbiter_take: write("INSERT INTO claim_arbiters (program_id, kind, id, account_id, since) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")
+                .await?,
+            arbiter_takeover: write(
+                "UPDATE claim_arbiters SET account_id = ?, since = ? WHERE program_id = ? AND kind = ? AND id = ? IF account_id = ? AND since = ?",
+            )
+            .await?,
             index_account: write("INSERT INTO account_index (program_id, bucket, account_id) VALUES (?, ?, ?)").await?,
             index_page: read("SELECT account_id FROM account_index WHERE program_id = ? AND bucket = ? AND account_id > ? LIMIT ?").await?,
             mark: write("INSERT INTO relay_marks (program_id, minute, shard, account_id, version) VALUES (?, ?, ?, ?, ?)").await?,
