@@ -7,7 +7,7 @@
 //!   (compare-and-set; ScyllaDB: `UPDATE ... IF version = ?`),
 //! - the account's new ledger entries (in the account's partition),
 //! - the receipt's new state, claimed for this account on first write (claim-once; ScyllaDB:
-//!   `INSERT ... IF NOT EXISTS`, then `IF version = ?`),
+//!   the claim's fence `IF NOT EXISTS`, then `IF version = ?`),
 //! - identifiers claimed once for the account (phone, card, app token),
 //! - an enrolment's idempotency record, claimed once,
 //! - the events the change produced, appended to the program's outbox,
@@ -157,8 +157,8 @@ pub enum Conflict {
     IdentityTaken { key: IdentityKey, account_id: String },
     /// The enrolment request ID was used already.
     RequestTaken,
-    /// The receipt ID was claimed for another account (ScyllaDB: by a call whose commit failed
-    /// after the claim; the ID stays with that account).
+    /// The receipt ID belongs to another account (ScyllaDB: also while another account's claim of
+    /// it is in flight).
     ReceiptTaken { account_id: String },
 }
 
