@@ -1,6 +1,6 @@
 //! The policy of one loyalty program (tenant): currency, rounding, pending period, expiry, holds,
 //! spending cap and refund policy. Read-only during an operation; the earning rule itself lives
-//! behind [`crate::earn::EarnEvaluator`].
+//! in [`crate::rules`].
 
 use chrono::{DateTime, Duration, Months, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;

@@ -44,7 +44,7 @@ pub struct ProgramSetup {
     pub policy: ProgramPolicy,
     pub limits: BasketLimits,
     pub initial_rules: RuleSet,
-    /// Where the initial rules came from ("config" or "file:<path>"), recorded as the author.
+    /// Where the initial rules came from ("config" or `file:<path>`), recorded as the author.
     pub initial_source: String,
 }
 
@@ -59,7 +59,7 @@ pub struct Programs {
 
 impl Programs {
     /// Reads and checks the configuration and the rule files it names. Each program starts at
-    /// version 0 (its initial rules, not yet stored) until [`crate::rule_admin::bootstrap`] installs
+    /// version 0 (its initial rules, not yet stored) until [`crate::engine::Engine::bootstrap_rules`] installs
     /// the stored version.
     pub fn from_config(config: &Config) -> Result<Programs, ConfigError> {
         config.validate()?;

@@ -120,7 +120,7 @@ pub struct StoredRules {
     /// The rule set as JSON (the admin API and rule files may use other formats; this one is canonical).
     pub document: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
-    /// Who made the change (the admin credential or "file:<path>").
+    /// Who made the change (the admin credential or `file:<path>`).
     pub author: String,
     pub comment: String,
 }

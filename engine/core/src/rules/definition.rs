@@ -1,5 +1,5 @@
 //! A program's rules as the business writes them: a TOML, YAML or JSON document kept in git or sent
-//! through the admin API. Nothing here is trusted: [`super::compile`] checks every field and turns
+//! through the admin API. Nothing here is trusted: [`super::compile::compile`] checks every field and turns
 //! the document into the indexed form that checkout evaluates.
 //!
 //! Dates, times and week days are plain strings ("2026-12-31", "08:00", "sat") so that the three

@@ -1,5 +1,5 @@
 //! `loyalty.v1.LoyaltyService`: each handler validates and converts its request, calls the engine,
-//! and converts the answer. [`LoyaltyApi::handle`] wraps every call with the in-flight limit, a
+//! and converts the answer. `LoyaltyApi::handle` wraps every call with the in-flight limit, a
 //! tracing span (program, store, till, receipt: never personal data), metrics and error mapping.
 
 use std::future::Future;

@@ -12,10 +12,10 @@
 //!   writes itself into the claim's `claimants` partition, reads it back, and if it is alone, its
 //!   batch makes the claim its own for good by writing the claim's fence row (`IF NOT EXISTS`). So
 //!   every call costs one Paxos round. Claimants that meet settle it by their fences, through an
-//!   arbiter row in `claims` when two are still open ([`ScyllaStore::claim`]).
+//!   arbiter row in `claim_arbiters` when two are still open (`ScyllaStore::claim`).
 //! - Events and credits owed to other accounts are written in the batch, inside the account's
 //!   partition, and then relayed to the program-wide `outbox` and `credits` tables
-//!   ([`relay`]): atomic with the money, delivered at least once.
+//!   (`relay`): atomic with the money, delivered at least once.
 
 mod migrate;
 mod relay;
