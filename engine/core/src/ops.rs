@@ -364,12 +364,12 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let earning_lines = earn.lines.iter().filter(|line| line.points > Decimal::ZERO).count();
     let rule_list = earn.rules.iter().map(|rule| format!("{} {}", rule.label, rule.points.normalize())).collect::<Vec<_>>().join(", ");
     let reason = format!("earned on receipt {}: {} of {} lines ({rule_list})", receipt.receipt_id, earning_lines, cmd.lines.len());
-    let rule_ids = earn.rules.iter().map(|rule| rule.rule_id.clone()).collect();
+    let rule_ids = earn.rules.iter().map(|rule| rule.rule_id.to_string()).collect();
     txn.set_program_version(earn.program_version);
     let terms = txn.earn(earn.total, receipt_posting(receipt), reason, rule_ids);
     if let Some(change) = &earn.change {
         let reason = format!("change from receipt {} kept as points ({})", receipt.receipt_id, change.label);
-        txn.bonus(EntryKind::Bonus, change.points, receipt_posting(receipt), reason, vec![change.rule_id.clone()]);
+        txn.bonus(EntryKind::Bonus, change.points, receipt_posting(receipt), reason, vec![change.rule_id.to_string()]);
     }
     let local_day = now.with_timezone(&ck.program.time_zone).date_naive();
     let tier_month = tiers::month_index(local_day);
@@ -465,7 +465,7 @@ fn rule_points_returned(program: &ProgramPolicy, accrual: &Accrual, rule_id: &st
     accrual
         .lines
         .iter()
-        .flat_map(|line| line.applied.iter().filter(|applied| applied.rule_id == rule_id).map(move |applied| (line, applied.points)))
+        .flat_map(|line| line.applied.iter().filter(|applied| *applied.rule_id == *rule_id).map(move |applied| (line, applied.points)))
         .map(
             |(line, points)| {
                 if line.returned == line.quantity { points } else { program.floor_points(points * line.returned / line.quantity) }
@@ -700,7 +700,7 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
                     }
                 }
             }
-            let rule = RulePoints { rule_id: credit.rule_id.clone(), label: "referral".to_owned(), points: credit.points };
+            let rule = RulePoints { rule_id: credit.rule_id.as_str().into(), label: "referral".into(), points: credit.points };
             (credit.points, vec![rule])
         }
         BonusCmd::Manual { points, reason } => {

@@ -1,18 +1,22 @@
 //! The answers of the checkout operations. They are stored whole with the receipt, so that a replay
 //! returns exactly the first answer: the same transaction ID, the same amounts, the same balance.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::account::BalanceView;
 
-/// Points one rule gave (on a line, or on the whole receipt).
+/// Points one rule gave (on a line, or on the whole receipt). The ID and label are shared with the
+/// compiled rule (a receipt names a rule once per line it paid): cloning one is a count, not a copy.
+/// Stored as plain strings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulePoints {
-    pub rule_id: String,
+    pub rule_id: Arc<str>,
     /// The rule's name, or its ID when it has none.
-    pub label: String,
+    pub label: Arc<str>,
     pub points: Decimal,
 }
 

@@ -692,7 +692,7 @@ fn check_earn_adds_up(earn: &Earn) -> Result<(), TestCaseError> {
 }
 
 fn given_by(earn: &Earn, rule_id: &str) -> Decimal {
-    earn.rules.iter().filter(|rule| rule.rule_id == rule_id).map(|rule| rule.points).sum()
+    earn.rules.iter().filter(|rule| *rule.rule_id == *rule_id).map(|rule| rule.points).sum()
 }
 
 /// What a rule's per-customer budget has used in the current period: (points, uses).
@@ -1040,7 +1040,7 @@ fn accrue_receipts(scenario: &Scenario, compiled: &CompiledRules, receipts: usiz
         let cmd = AccrueCmd { receipt_id, lines: scenario.lines.clone(), sale: scenario.sale.clone(), change: Decimal::ZERO };
         let outcome = ops::accrue(&ck, &mut txn, &mut receipt, &cmd)
             .map_err(|rejection| TestCaseError::fail(format!("accrue refused: {rejection:?}")))?;
-        given.push(outcome.rules.iter().map(|rule| (rule.rule_id.clone(), rule.points)).collect());
+        given.push(outcome.rules.iter().map(|rule| (rule.rule_id.to_string(), rule.points)).collect());
         account = txn.finish_all().map_err(|broken| TestCaseError::fail(format!("after accrue: {broken:?}")))?.account;
     }
     Ok(given)
@@ -1491,7 +1491,7 @@ fn generated_scenarios_reach_every_path() {
         count("lines with 2+ rules", earn.lines.iter().any(|line| line.applied.len() >= 2));
         count("bases below totals", scenario.lines.iter().zip(&scenario.bases).any(|(line, base)| *base < line.line_total));
         let paid = |test: fn(&Effect) -> bool| {
-            earn.rules.iter().any(|given| scenario.rules.rules.iter().any(|rule| rule.id == given.rule_id && test(&rule.effect)))
+            earn.rules.iter().any(|given| scenario.rules.rules.iter().any(|rule| *rule.id == *given.rule_id && test(&rule.effect)))
         };
         count("percent_of_lines paid", paid(|effect| matches!(effect, Effect::PercentOfLines { .. })));
         count("percent_of_receipt paid", paid(|effect| matches!(effect, Effect::PercentOfReceipt { .. })));

@@ -97,7 +97,7 @@ fn earn(rules: &CompiledRules, account: &AccountState, lines: &[BasketLine], at:
     let whole = |value: Decimal| i64::try_from(value.mantissa()).expect("small") / 10_i64.pow(value.scale());
     (
         earn.lines.iter().map(|line| whole(line.points)).collect(),
-        earn.rules.iter().map(|rule| (rule.rule_id.clone(), whole(rule.points))).collect(),
+        earn.rules.iter().map(|rule| (rule.rule_id.to_string(), whole(rule.points))).collect(),
         whole(earn.total),
     )
 }
@@ -308,7 +308,7 @@ fn cafe_welcome_and_review_bonuses_are_paid_once() {
     let account = customer(None);
     let mut txn = Txn::begin(&program, &account, now, "tx1".into(), Origin::default());
     let welcome = ops::enrollment_bonuses(&checkout, &mut txn);
-    assert_eq!(welcome.iter().map(|award| (award.rule_id.as_str(), award.points)).collect::<Vec<_>>(), vec![("welcome", dec("5000"))]);
+    assert_eq!(welcome.iter().map(|award| (&*award.rule_id, award.points)).collect::<Vec<_>>(), vec![("welcome", dec("5000"))]);
     let (account, _) = txn.finish().expect("invariants");
     assert_eq!(account.balance_at(now).spendable, dec("5000"), "welcome points are spendable at once");
     let review = BonusCmd::Event { event: "review".into() };

@@ -24,16 +24,19 @@ pub fn charge(rules: &CompiledRules, account: &mut AccountState, given: &[RulePo
     let mut charged = Vec::new();
     for given in given {
         let Some(period) = current(&given.rule_id) else { continue };
-        match account.counters.iter_mut().find(|counter| counter.rule_id == given.rule_id && counter.period == period) {
+        match account.counters.iter_mut().find(|counter| *counter.rule_id == *given.rule_id && counter.period == period) {
             Some(counter) => {
                 counter.points += given.points;
                 counter.uses += 1;
             }
-            None => {
-                account.counters.push(RuleCounter { rule_id: given.rule_id.clone(), period: period.clone(), points: given.points, uses: 1 })
-            }
+            None => account.counters.push(RuleCounter {
+                rule_id: given.rule_id.to_string(),
+                period: period.clone(),
+                points: given.points,
+                uses: 1,
+            }),
         }
-        charged.push(RuleCounter { rule_id: given.rule_id.clone(), period, points: given.points, uses: 1 });
+        charged.push(RuleCounter { rule_id: given.rule_id.to_string(), period, points: given.points, uses: 1 });
     }
     charged
 }

@@ -203,6 +203,9 @@ pub(crate) struct CompiledCustomer {
 pub(crate) struct CompiledRule {
     pub id: String,
     pub name: String,
+    /// `id` and `label()` as the answers carry them, made once here.
+    pub shown_id: std::sync::Arc<str>,
+    pub shown_label: std::sync::Arc<str>,
     pub stacking: Stacking,
     pub lines: CompiledFilter,
     pub min_total: Option<Decimal>,
@@ -579,6 +582,8 @@ impl Checker {
         CompiledRule {
             id: rule.id.clone(),
             name: rule.name.clone(),
+            shown_id: rule.id.as_str().into(),
+            shown_label: if rule.name.is_empty() { rule.id.as_str().into() } else { rule.name.as_str().into() },
             stacking: rule.stacking,
             lines,
             min_total: receipt.min_total,
@@ -711,14 +716,55 @@ pub fn flat_cashback(percent: Decimal) -> RuleSet {
 /// Period keys for per-customer budgets: a counter belongs to the period its key names.
 pub fn period_key(period: Period, local_day: NaiveDate) -> String {
     use chrono::Datelike;
+    // Written out rather than through a strftime pattern (parsed on every call; budgets are looked
+    // up per rule per receipt); chrono's `%Y` for the years outside 0..=9999 it writes with a sign.
+    let (year, month, day) = (local_day.year(), local_day.month(), local_day.day());
+    if !(0..=9999).contains(&year) {
+        return match period {
+            Period::Day => local_day.format("%Y-%m-%d").to_string(),
+            Period::Month => local_day.format("%Y-%m").to_string(),
+            Period::Year => local_day.format("%Y").to_string(),
+            Period::Week | Period::Ever => period_key_common(period, local_day),
+        };
+    }
     match period {
-        Period::Day => local_day.format("%Y-%m-%d").to_string(),
+        Period::Day => format!("{year:04}-{month:02}-{day:02}"),
+        Period::Month => format!("{year:04}-{month:02}"),
+        Period::Year => format!("{year:04}"),
+        Period::Week | Period::Ever => period_key_common(period, local_day),
+    }
+}
+
+fn period_key_common(period: Period, local_day: NaiveDate) -> String {
+    use chrono::Datelike;
+    match period {
         Period::Week => {
             let week = local_day.iso_week();
             format!("{}-W{:02}", week.year(), week.week())
         }
-        Period::Month => local_day.format("%Y-%m").to_string(),
-        Period::Year => local_day.format("%Y").to_string(),
-        Period::Ever => "ever".to_owned(),
+        _ => "ever".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys written out equal chrono's strftime keys, which stored counters were made with.
+    #[test]
+    fn period_keys_are_the_strftime_keys() {
+        let mut day = NaiveDate::from_ymd_opt(1899, 12, 25).expect("date");
+        let last = NaiveDate::from_ymd_opt(2101, 1, 5).expect("date");
+        while day <= last {
+            assert_eq!(period_key(Period::Day, day), day.format("%Y-%m-%d").to_string());
+            assert_eq!(period_key(Period::Month, day), day.format("%Y-%m").to_string());
+            assert_eq!(period_key(Period::Year, day), day.format("%Y").to_string());
+            day += chrono::Duration::days(1);
+        }
+        for year in [-5, 12, 999, 10_000] {
+            let day = NaiveDate::from_ymd_opt(year, 3, 7).expect("date");
+            assert_eq!(period_key(Period::Day, day), day.format("%Y-%m-%d").to_string());
+            assert_eq!(period_key(Period::Year, day), day.format("%Y").to_string());
+        }
     }
 }

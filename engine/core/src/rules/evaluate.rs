@@ -217,18 +217,21 @@ fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &st
         let Some(rule) = usize::try_from(position).ok().and_then(|position| rules.rules.get(position)) else {
             break;
         };
-        let candidate_lines: Vec<usize> = if from_keyed {
-            let lines = keyed[next_keyed..group_end].iter().map(|pair| pair.1).collect();
+        // Receipt-level conditions first: most candidates fail them, and then no line is looked at.
+        let candidates = if from_keyed { next_keyed..group_end } else { 0..0 };
+        if from_keyed {
             next_keyed = group_end;
-            lines
         } else {
             next_scanned += 1;
-            (0..ctx.lines.len()).collect()
-        };
+        }
         if !receipt_level_matches(rule, ctx, tier, local, receipt_total) {
             continue;
         }
-        let lines: Vec<usize> = candidate_lines.into_iter().filter(|&line| rule.lines.matches(&ctx.lines[line])).collect();
+        let lines: Vec<usize> = if from_keyed {
+            keyed[candidates].iter().map(|pair| pair.1).filter(|&line| rule.lines.matches(&ctx.lines[line])).collect()
+        } else {
+            (0..ctx.lines.len()).filter(|&line| rule.lines.matches(&ctx.lines[line])).collect()
+        };
         if lines.is_empty() {
             continue;
         }
@@ -272,9 +275,11 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
             Effect::TierPercent => tier_percent(rules, tier),
             _ => continue,
         };
+        // Dividing by 100 is exact (a shift of the scale): once per rule, not per line.
+        let fraction = percent / hundred;
         for &line in &rule.lines {
             if admit(&mut line_state[line], rule.rule.stacking) {
-                let exact = ctx.bases[line] * percent / hundred;
+                let exact = ctx.bases[line] * fraction;
                 percent_points[line] += exact;
                 cells.push(Cell { slot, line, exact });
             }
@@ -299,8 +304,9 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         }
         match &rule.rule.effect {
             Effect::PercentOfReceipt { percent } => {
+                let fraction = *percent / hundred;
                 for line in 0..ctx.lines.len() {
-                    cells.push(Cell { slot, line, exact: ctx.bases[line] * *percent / hundred });
+                    cells.push(Cell { slot, line, exact: ctx.bases[line] * fraction });
                 }
             }
             Effect::FixedPoints { points } => {
@@ -346,13 +352,15 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
                 continue;
             }
             line_points[cell.line] += points;
-            match line_applied[cell.line].iter_mut().find(|applied| applied.rule_id == rule.id) {
+            match line_applied[cell.line].iter_mut().find(|applied| std::sync::Arc::ptr_eq(&applied.rule_id, &rule.shown_id)) {
                 Some(applied) => applied.points += points,
-                None => line_applied[cell.line].push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points }),
+                None => {
+                    line_applied[cell.line].push(RulePoints { rule_id: rule.shown_id.clone(), label: rule.shown_label.clone(), points })
+                }
             }
         }
         total += rule_total;
-        per_rule.push(RulePoints { rule_id: rule.id.clone(), label: rule.label().to_owned(), points: rule_total });
+        per_rule.push(RulePoints { rule_id: rule.shown_id.clone(), label: rule.shown_label.clone(), points: rule_total });
     }
 
     // Referral rewards: on the receipt's base, for the chain above the buyer, after budgets.
@@ -381,8 +389,8 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
     // Change to points: the highest-priority rule that takes it.
     let change = found.iter().find_map(|rule| match &rule.rule.effect {
         Effect::ChangeToPoints { max_points } if ctx.change > Decimal::ZERO => Some(RulePoints {
-            rule_id: rule.rule.id.clone(),
-            label: rule.rule.label().to_owned(),
+            rule_id: rule.rule.shown_id.clone(),
+            label: rule.rule.shown_label.clone(),
             points: program.floor_points(ctx.change).min(*max_points),
         }),
         _ => None,
@@ -396,7 +404,16 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         .zip(line_applied)
         .map(|(((line, base), points), applied)| {
             let reason = match (applied.is_empty(), line.excise, line.promo_price) {
-                (false, _, _) => applied.iter().map(|rule| rule.label.as_str()).collect::<Vec<_>>().join(" + "),
+                (false, _, _) => {
+                    let mut reason = String::with_capacity(applied.iter().map(|rule| rule.label.len() + 3).sum());
+                    for (index, rule) in applied.iter().enumerate() {
+                        if index > 0 {
+                            reason.push_str(" + ");
+                        }
+                        reason.push_str(&rule.label);
+                    }
+                    reason
+                }
                 (true, true, _) => "no rule applies: excise goods".to_owned(),
                 (true, false, true) => "no rule applies: promo price".to_owned(),
                 (true, false, false) => "no rule applies".to_owned(),
@@ -431,7 +448,7 @@ impl Award {
     }
 
     pub fn as_rule_points(&self) -> RulePoints {
-        RulePoints { rule_id: self.rule_id.clone(), label: self.label.clone(), points: self.points() }
+        RulePoints { rule_id: self.rule_id.as_str().into(), label: self.label.as_str().into(), points: self.points() }
     }
 }
 

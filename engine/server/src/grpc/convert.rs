@@ -238,7 +238,11 @@ pub fn line_earns(program: &ProgramPolicy, lines: &[LineEarn]) -> Vec<pb::LineEa
 pub fn rule_points(program: &ProgramPolicy, rules: &[RulePoints]) -> Vec<pb::RulePoints> {
     rules
         .iter()
-        .map(|rule| pb::RulePoints { rule_id: rule.rule_id.clone(), label: rule.label.clone(), points: points(program, rule.points) })
+        .map(|rule| pb::RulePoints {
+            rule_id: rule.rule_id.to_string(),
+            label: rule.label.to_string(),
+            points: points(program, rule.points),
+        })
         .collect()
 }
 
