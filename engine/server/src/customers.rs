@@ -10,9 +10,9 @@ use loyalty_core::fingerprint::hex;
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::presence::CodeChannel;
 use loyalty_core::rejection::Rejection;
-use loyalty_store::{AccountWrite, Commit, CommitOutcome};
+use loyalty_store::{AccountWrite, Commit};
 
-use crate::engine::{ATTEMPTS_MAX, Engine};
+use crate::engine::{Attempt, Engine};
 use crate::error::{EngineError, EngineResult};
 use crate::programs::Program;
 
@@ -55,10 +55,11 @@ impl Engine {
         &self,
         program: &Program,
         customer: &IdentityKey,
-        mut change: impl FnMut(&mut AccountState, DateTime<Utc>) -> Result<AccountChange<T>, Rejection>,
+        change: impl Fn(&mut AccountState, DateTime<Utc>) -> Result<AccountChange<T>, Rejection>,
     ) -> EngineResult<T> {
         let program_id = program.policy.program_id.as_str();
-        for _attempt in 0..ATTEMPTS_MAX {
+        let change = &change;
+        self.until_committed(|| async move {
             let account_id = self.resolve_customer(program_id, customer).await?;
             let slot = self.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
@@ -67,24 +68,19 @@ impl Engine {
             let now = self.now();
             let AccountChange { value, events, releases } = change(&mut state, now)?;
             let commit = Commit {
-                program_id: program_id.to_owned(),
-                account: AccountWrite { expected_version: stored.version, state },
-                ledger: Vec::new(),
-                receipt: None,
-                identity_claims: Vec::new(),
                 identity_releases: releases.clone(),
-                request: None,
                 events,
-                credits: Vec::new(),
+                ..Commit::new(program_id, AccountWrite { expected_version: stored.version, state })
             };
-            if let CommitOutcome::Applied { .. } = self.commit_on(&mut guard, commit).await? {
-                for key in &releases {
-                    self.forget_identity(program_id, key);
-                }
-                return Ok(value);
+            if self.commit(&mut guard, commit).await?.is_none() {
+                return Ok(Attempt::Again);
             }
-        }
-        Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
+            for key in &releases {
+                self.forget_identity(program_id, key);
+            }
+            Ok(Attempt::Done(value))
+        })
+        .await
     }
 
     /// Issues the customer's one-time spending code (replacing any earlier one). The app channel

@@ -22,11 +22,14 @@ use loyalty_core::outcome::{
 };
 use loyalty_core::receipt::{CallRecord, OpKind, ReceiptState};
 use loyalty_core::rejection::Rejection;
-use loyalty_core::txn::Txn;
-use loyalty_store::{AccountWrite, Commit, CommitOutcome, Conflict, ReceiptWrite, RequestWrite, Store, Versioned};
+use loyalty_core::txn::{Finished, Txn};
+use loyalty_store::{Commit, ReceiptWrite, RequestWrite, Store, Versioned};
 use serde::Serialize;
 use tokio::sync::MutexGuard;
 
+mod commit_path;
+
+pub(crate) use self::commit_path::{Attempt, commit_of};
 use crate::accounts::{AccountSlots, Slot};
 use crate::clock::Clock;
 use crate::error::{EngineError, EngineResult};
@@ -34,7 +37,7 @@ use crate::ids::IdSource;
 use crate::programs::{Program, Programs};
 
 /// Attempts of one call before it gives up with ABORTED under contention.
-pub(crate) const ATTEMPTS_MAX: u32 = 8;
+const ATTEMPTS_MAX: u32 = 8;
 /// Identifier-to-account mappings kept in memory (they never change once claimed).
 const IDENTITY_CACHE_MAX: usize = 1_000_000;
 
@@ -174,10 +177,6 @@ impl Engine {
         Ok(stored)
     }
 
-    pub(crate) async fn commit_on(&self, slot: &mut MutexGuard<'_, Slot>, commit: Commit) -> EngineResult<CommitOutcome> {
-        self.commit(slot, commit).await
-    }
-
     /// The account's state under its slot: cached, or read from the store and cached.
     async fn load(
         &self,
@@ -201,24 +200,6 @@ impl Engine {
     /// stale version would only cost a lost compare-and-set, but a stale balance would be shown).
     fn caches_accounts(&self) -> bool {
         !self.store.shared()
-    }
-
-    /// Commits under the account's slot and keeps the cache in step with what was acknowledged.
-    async fn commit(&self, slot: &mut MutexGuard<'_, Slot>, commit: Commit) -> EngineResult<CommitOutcome> {
-        let state = self.caches_accounts().then(|| commit.account.state.clone());
-        // Cleared first: if this call is cancelled mid-commit, the next call reloads from the store.
-        slot.cached = None;
-        let outcome = self.store.commit(commit).await?;
-        match &outcome {
-            CommitOutcome::Applied { account_version } => {
-                metrics::counter!("loyalty_ledger_commits_total").increment(1);
-                slot.cached = state.map(|value| Versioned { version: *account_version, value });
-            }
-            CommitOutcome::Conflict(conflict) => {
-                metrics::counter!("loyalty_commit_conflicts_total", "kind" => conflict_kind(conflict)).increment(1);
-            }
-        }
-        Ok(outcome)
     }
 
     /// Reads an account by identifier.
@@ -394,7 +375,8 @@ impl Engine {
     ) -> EngineResult<StoredResponse> {
         let program_id = program.policy.program_id.as_str();
         let print = fingerprint(op, &(origin.place(), cmd));
-        for _attempt in 0..ATTEMPTS_MAX {
+        let apply = &apply;
+        self.until_committed(|| async move {
             let (account_id, create_card) = match route {
                 Route::Customer { key: customer, create_unknown_card } => match self.resolve(program_id, customer).await? {
                     Some(account_id) => (account_id, None),
@@ -419,7 +401,7 @@ impl Engine {
                 }
                 if let Some(answer) = replay(&stored.value, op, key, &print)? {
                     metrics::counter!("loyalty_replays_total", "op" => op.as_str()).increment(1);
-                    return Ok(answer);
+                    return Ok(Attempt::Done(answer));
                 }
             }
             let now = self.clock.now();
@@ -452,22 +434,11 @@ impl Engine {
                 Ok(response) => response,
                 // A counted code attempt is stored although the call is refused (the receipt is not).
                 Err(rejection) if rejection.records_attempt() => {
-                    let finished = txn.finish_all()?;
-                    let commit = Commit {
-                        program_id: program_id.to_owned(),
-                        account: AccountWrite { expected_version: account_version, state: finished.account },
-                        ledger: finished.entries,
-                        receipt: None,
-                        identity_claims: Vec::new(),
-                        identity_releases: Vec::new(),
-                        request: None,
-                        events: finished.events,
-                        credits: finished.credits,
+                    let commit = commit_of(program_id, account_version, txn.finish_all()?);
+                    return match self.commit(&mut guard, commit).await? {
+                        Some(_) => Err(rejection.into()),
+                        None => Ok(Attempt::Again),
                     };
-                    match self.commit(&mut guard, commit).await? {
-                        CommitOutcome::Applied { .. } => return Err(rejection.into()),
-                        CommitOutcome::Conflict(_) => continue,
-                    }
                 }
                 Err(rejection) => return Err(rejection.into()),
             };
@@ -476,37 +447,19 @@ impl Engine {
             receipt_state.check_invariants().map_err(EngineError::Internal)?;
             let owes_credits = !finished.credits.is_empty();
             let commit = Commit {
-                program_id: program_id.to_owned(),
-                account: AccountWrite { expected_version: account_version, state: finished.account },
-                ledger: finished.entries,
                 receipt: Some(ReceiptWrite { expected_version: receipt_version, state: receipt_state }),
                 identity_claims: create_card.into_iter().collect(),
-                identity_releases: Vec::new(),
-                request: None,
-                events: finished.events,
-                credits: finished.credits,
+                ..commit_of(program_id, account_version, finished)
             };
-            match self.commit(&mut guard, commit).await? {
-                CommitOutcome::Applied { .. } => {
-                    if owes_credits {
-                        self.credits_due.notify_one();
-                    }
-                    return Ok(response);
-                }
-                // Someone else wrote first: re-read everything and decide again (it may now be a
-                // replay, a conflict, or simply a newer balance).
-                CommitOutcome::Conflict(
-                    Conflict::AccountVersion { .. } | Conflict::ReceiptVersion { .. } | Conflict::IdentityTaken { .. },
-                ) => {}
-                CommitOutcome::Conflict(Conflict::ReceiptTaken { .. }) => {
-                    return Err(Rejection::IdempotencyConflict { kind: "receipt_id", key: receipt_id.to_owned() }.into());
-                }
-                CommitOutcome::Conflict(Conflict::RequestTaken) => {
-                    return Err(EngineError::Internal("request conflict on a receipt call".into()));
-                }
+            if self.commit(&mut guard, commit).await?.is_none() {
+                return Ok(Attempt::Again);
             }
-        }
-        Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
+            if owes_credits {
+                self.credits_due.notify_one();
+            }
+            Ok(Attempt::Done(response))
+        })
+        .await
     }
 
     /// Registers a customer by phone, creating an account or registering the card's anonymous one.
@@ -514,15 +467,16 @@ impl Engine {
         let program_id = program.policy.program_id.as_str();
         let print = fingerprint(OpKind::Enroll, &(origin.place(), &cmd));
         let phone = IdentityKey { kind: IdentityKind::Phone, value: cmd.phone.clone() };
-        let token = cmd.app_token.clone().map(|value| IdentityKey { kind: IdentityKind::AppToken, value });
-        for _attempt in 0..ATTEMPTS_MAX {
+        let token = &cmd.app_token.clone().map(|value| IdentityKey { kind: IdentityKind::AppToken, value });
+        let (cmd, phone) = (&cmd, &phone);
+        self.until_committed(|| async move {
             if let Some(record) = self.store.request(program_id, &cmd.request_id).await? {
                 return match (record.fingerprint == print, record.response) {
-                    (true, StoredResponse::Enroll(outcome)) => Ok(outcome),
+                    (true, StoredResponse::Enroll(outcome)) => Ok(Attempt::Done(outcome)),
                     _ => Err(Rejection::IdempotencyConflict { kind: "request_id", key: cmd.request_id.clone() }.into()),
                 };
             }
-            if self.resolve(program_id, &phone).await?.is_some() {
+            if self.resolve(program_id, phone).await?.is_some() {
                 return Err(Rejection::PhoneAlreadyRegistered.into());
             }
             if let Some(token) = &token
@@ -596,21 +550,16 @@ impl Engine {
                 response: StoredResponse::Enroll(outcome.clone()),
             };
             let commit = Commit {
-                program_id: program_id.to_owned(),
-                account: AccountWrite { expected_version: version, state },
-                ledger: finished.entries,
-                receipt: None,
                 identity_claims: claims,
-                identity_releases: Vec::new(),
                 request: Some(RequestWrite { request_id: cmd.request_id.clone(), record }),
-                events: finished.events,
-                credits: Vec::new(),
+                ..commit_of(program_id, version, Finished { account: state, ..finished })
             };
-            if let CommitOutcome::Applied { .. } = self.commit(&mut guard, commit).await? {
-                return Ok(outcome);
-            }
-        }
-        Err(EngineError::Contention { attempts: ATTEMPTS_MAX })
+            Ok(match self.commit(&mut guard, commit).await? {
+                Some(_) => Attempt::Done(outcome),
+                None => Attempt::Again,
+            })
+        })
+        .await
     }
 }
 
@@ -645,14 +594,4 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })
-}
-
-fn conflict_kind(conflict: &Conflict) -> &'static str {
-    match conflict {
-        Conflict::AccountVersion { .. } => "account_version",
-        Conflict::ReceiptVersion { .. } => "receipt_version",
-        Conflict::IdentityTaken { .. } => "identity_taken",
-        Conflict::RequestTaken => "request_taken",
-        Conflict::ReceiptTaken { .. } => "receipt_taken",
-    }
 }

@@ -83,6 +83,21 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// A commit of the account's new state alone; a call adds what else it writes by field.
+    pub fn new(program_id: &str, account: AccountWrite) -> Commit {
+        Commit {
+            program_id: program_id.to_owned(),
+            account,
+            ledger: Vec::new(),
+            receipt: None,
+            identity_claims: Vec::new(),
+            identity_releases: Vec::new(),
+            request: None,
+            events: Vec::new(),
+            credits: Vec::new(),
+        }
+    }
+
     /// The ledger invariants a commit can check by itself, right before any backend writes: the
     /// new entries are numbered without a gap up to the account's last seq (from 1 for a new
     /// account), and the account's ledger sum is its booked balance. Backends check against the
