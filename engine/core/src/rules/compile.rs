@@ -5,6 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// The index and filter maps: keys are the program's own SKUs, categories, brands, tiers and tags,
+/// looked up once or more per basket line, so a fast hash (seeded per process) beats SipHash here.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Weekday};
 use rust_decimal::Decimal;
 
@@ -127,12 +132,12 @@ pub fn format_of_path(path: &str) -> Option<DocumentFormat> {
 /// Which lines a rule takes, as sets.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CompiledFilter {
-    pub skus: HashSet<String>,
-    pub categories: HashSet<String>,
-    pub brands: HashSet<String>,
-    pub exclude_skus: HashSet<String>,
-    pub exclude_categories: HashSet<String>,
-    pub exclude_brands: HashSet<String>,
+    pub skus: Set<String>,
+    pub categories: Set<String>,
+    pub brands: Set<String>,
+    pub exclude_skus: Set<String>,
+    pub exclude_categories: Set<String>,
+    pub exclude_brands: Set<String>,
     pub excise: Option<bool>,
     pub promo_price: Option<bool>,
 }
@@ -211,9 +216,9 @@ pub(crate) struct CompiledRule {
     pub min_total: Option<Decimal>,
     pub min_matching_total: Option<Decimal>,
     pub min_matching_quantity: Option<Decimal>,
-    pub stores: HashSet<String>,
-    pub tills: HashSet<String>,
-    pub channels: HashSet<String>,
+    pub stores: Set<String>,
+    pub tills: Set<String>,
+    pub channels: Set<String>,
     pub customer: CompiledCustomer,
     pub coupon: Option<String>,
     pub effect: Effect,
@@ -231,11 +236,11 @@ impl CompiledRule {
 /// Purchase rules by what can make them match; each rule sits in exactly one place.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RuleIndex {
-    pub by_sku: HashMap<String, Vec<u32>>,
-    pub by_category: HashMap<String, Vec<u32>>,
-    pub by_brand: HashMap<String, Vec<u32>>,
-    pub by_tier: HashMap<String, Vec<u32>>,
-    pub by_tag: HashMap<String, Vec<u32>>,
+    pub by_sku: Map<String, Vec<u32>>,
+    pub by_category: Map<String, Vec<u32>>,
+    pub by_brand: Map<String, Vec<u32>>,
+    pub by_tier: Map<String, Vec<u32>>,
+    pub by_tag: Map<String, Vec<u32>>,
     /// Rules any receipt may match: checked on every purchase.
     pub general: Vec<u32>,
 }
@@ -257,7 +262,7 @@ pub struct CompiledRules {
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) purchase: RuleIndex,
     pub(crate) enrollment: Vec<u32>,
-    pub(crate) events: HashMap<String, Vec<u32>>,
+    pub(crate) events: Map<String, Vec<u32>>,
     pub(crate) schedule: Vec<u32>,
     pub(crate) tiers: Option<CompiledTiers>,
     pub(crate) spending: SpendingRules,
@@ -325,7 +330,7 @@ impl Checker {
         }
     }
 
-    fn set(&mut self, at: &str, items: &[String]) -> HashSet<String> {
+    fn set(&mut self, at: &str, items: &[String]) -> Set<String> {
         if items.len() > LIST_ITEMS_MAX {
             self.push(at, format!("at most {LIST_ITEMS_MAX} entries"));
         }
@@ -355,7 +360,7 @@ impl Checker {
         if table.levels.is_empty() || table.levels.len() > TIERS_MAX {
             self.push("tiers.levels", format!("1 to {TIERS_MAX} tiers"));
         }
-        let mut ids = HashSet::new();
+        let mut ids = Set::default();
         for (index, level) in table.levels.iter().enumerate() {
             let at = format!("tiers.levels[{index}] ({})", level.id);
             if !valid_name(&level.id) {
@@ -643,7 +648,7 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
     }
     let tiers = rule_set.tiers.as_ref().map(|table| checker.tiers(table));
     let spending_exclude = checker.spending(&rule_set.spending);
-    let mut ids = HashSet::new();
+    let mut ids = Set::default();
     let mut compiled = Vec::with_capacity(rule_set.rules.len());
     for (index, rule) in rule_set.rules.iter().enumerate() {
         if !ids.insert(rule.id.as_str()) {
@@ -661,7 +666,7 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
     let mut rules = Vec::with_capacity(compiled.len());
     let mut purchase = RuleIndex::default();
     let mut enrollment = Vec::new();
-    let mut events: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut events: Map<String, Vec<u32>> = Map::default();
     let mut schedule = Vec::new();
     for (position, (_, trigger, event, rule)) in compiled.into_iter().enumerate() {
         let position = u32::try_from(position).map_err(|_| RuleSetError::one("rules", "too many rules"))?;
