@@ -1,10 +1,36 @@
 //! Request fingerprints for idempotency: a replay must carry exactly the payload of the first call.
-//! Commands hold normalised decimals, so "100" and "100.00" are the same request.
+//! Commands hold normalised decimals, so "100" and "100.00" are the same request. Also the digest
+//! helpers the other modules share. A leaf: it uses nothing else of the crate, so everything may
+//! use it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::receipt::OpKind;
+/// The mutating calls, each with its own idempotency record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    Authorize,
+    Redeem,
+    Accrue,
+    Reverse,
+    Refund,
+    Enroll,
+    Bonus,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Authorize => "authorize",
+            OpKind::Redeem => "redeem",
+            OpKind::Accrue => "accrue",
+            OpKind::Reverse => "reverse",
+            OpKind::Refund => "refund",
+            OpKind::Enroll => "enroll",
+            OpKind::Bonus => "bonus",
+        }
+    }
+}
 
 /// SHA-256 of the canonical encoding of a command.
 pub type Fingerprint = [u8; 32];

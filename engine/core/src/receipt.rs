@@ -11,36 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::Origin;
 use crate::fingerprint::Fingerprint;
+pub use crate::fingerprint::OpKind;
 use crate::outcome::StoredResponse;
 
 /// Most refunds one receipt may take, so that a receipt's record stays bounded.
 pub const REFUNDS_PER_RECEIPT_MAX: usize = 64;
-
-/// The mutating calls, each with its own idempotency record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpKind {
-    Authorize,
-    Redeem,
-    Accrue,
-    Reverse,
-    Refund,
-    Enroll,
-    Bonus,
-}
-
-impl OpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Authorize => "authorize",
-            OpKind::Redeem => "redeem",
-            OpKind::Accrue => "accrue",
-            OpKind::Reverse => "reverse",
-            OpKind::Refund => "refund",
-            OpKind::Enroll => "enroll",
-            OpKind::Bonus => "bonus",
-        }
-    }
-}
 
 /// The first answer to one idempotent call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
