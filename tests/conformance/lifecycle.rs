@@ -182,7 +182,8 @@ pub async fn migrating_twice_applies_nothing_and_an_unknown_schema_is_refused(ba
 
 /// A keyspace written by schema 1 (claims won in `claims` alone) is migrated to schema 2 with its
 /// claim owners: `migrate` copies them into `claimants`, so an identifier bound under schema 1
-/// still resolves to its owner and is refused to anyone else. Until migrated, it is not served.
+/// still resolves to its owner and is refused to anyone else; then it drops `claims`, so an engine
+/// of schema 1 still running cannot claim anything. Until migrated, the keyspace is not served.
 pub async fn a_schema_1_keyspace_is_migrated_with_its_claim_owners(backend: &Backend) {
     let mut config = backend.scylla_config().expect("a ScyllaDB backend");
     config.keyspace = format!("{}_v1", config.keyspace);
@@ -220,6 +221,11 @@ pub async fn a_schema_1_keyspace_is_migrated_with_its_claim_owners(backend: &Bac
 
     let applied = loyalty_store::scylla::migrate(&config, &shipped).await.expect("migrate to schema 2");
     assert_eq!(applied, ["0002_claimants"]);
+    // An engine of schema 1 still running fails closed: the table it claims in is gone.
+    let stale = session
+        .query_unpaged("INSERT INTO claims (program_id, kind, id, account_id) VALUES (?, 'receipt', 'r-old', 'old')", (PROGRAM,))
+        .await;
+    assert!(stale.is_err(), "schema 1's claims table is dropped once copied");
     let store = loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.expect("schema 2 is served");
     assert_eq!(store.identity(PROGRAM, &card("OLD-CARD")).await.expect("read identity"), Some("old".into()));
     let steal = change().earn(1).new_receipt("r-new").claim(card("OLD-CARD")).build(&fresh("new"));

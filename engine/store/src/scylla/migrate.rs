@@ -147,25 +147,41 @@ pub async fn migrate(config: &ScyllaConfig, dir: &Path) -> Result<Vec<String>, S
 const CLAIMANTS_VERSION: i32 = 2;
 
 /// Schema 2 finds a claim's owner among its claimants: every owner schema 1 recorded in `claims`
-/// is written there too (a plain, repeatable write each, so an interrupted copy is run again whole).
+/// is written there too, then `claims` is dropped.
+///
+/// - Read and written at consistency ALL: a claim whose Paxos round reached a quorum in another
+///   data center only, or a copy that reached this one only, would let a claimant elsewhere think
+///   itself alone. With a replica down the migration fails (say so, and run it again when all are
+///   up), never half-copies.
+/// - Dropping `claims` makes an engine of schema 1 still running fail closed: its claims fail
+///   (UNAVAILABLE) instead of claiming what schema 2 never reads.
+/// - Each write is plain and repeatable, and a run that finds `claims` gone has nothing left to
+///   copy, so an interrupted migration is simply run again.
 async fn copy_claims_to_claimants(session: &Session) -> Result<u64, StoreError> {
     use futures_util::TryStreamExt;
-    let insert = session
+    use scylla::statement::Consistency;
+    use scylla::statement::unprepared::Statement;
+    let mut scan = Statement::new("SELECT program_id, kind, id, account_id FROM claims");
+    scan.set_consistency(Consistency::All);
+    let rows = match session.query_iter(scan, ()).await {
+        Ok(rows) => rows,
+        // Dropped by an earlier run that copied everything.
+        Err(error) if error.to_string().contains("claims") && error.to_string().contains("unconfigured") => return Ok(0),
+        Err(error) => return Err(io("read claims at ALL (every replica must be up)")(error)),
+    };
+    let mut rows = rows.rows_stream::<(String, String, String, String)>().map_err(io("read claims"))?;
+    let mut insert = session
         .prepare("INSERT INTO claimants (program_id, kind, id, account_id) VALUES (?, ?, ?, ?)")
         .await
         .map_err(io("prepare the claimants copy"))?;
-    let mut rows = session
-        .query_iter("SELECT program_id, kind, id, account_id FROM claims", ())
-        .await
-        .map_err(io("read claims"))?
-        .rows_stream::<(String, String, String, String)>()
-        .map_err(io("read claims"))?;
+    insert.set_consistency(Consistency::All);
     let mut copied = 0;
-    while let Some(row) = rows.try_next().await.map_err(io("read claims"))? {
-        session.execute_unpaged(&insert, row).await.map_err(io("copy a claim to claimants"))?;
+    while let Some(row) = rows.try_next().await.map_err(io("read claims at ALL (every replica must be up)"))? {
+        session.execute_unpaged(&insert, row).await.map_err(io("copy a claim to claimants at ALL (every replica must be up)"))?;
         copied += 1;
     }
-    tracing::info!(copied, "claims copied to claimants");
+    session.query_unpaged("DROP TABLE IF EXISTS claims", ()).await.map_err(io("drop claims"))?;
+    tracing::info!(copied, "claims copied to claimants; claims dropped");
     Ok(copied)
 }
 

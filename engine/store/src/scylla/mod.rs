@@ -354,8 +354,9 @@ impl ScyllaStore {
         paxos("arbiter");
         let mut current = match lwt(self.run(&self.statements.arbiter_take, values).await?)? {
             Lwt::Applied => return Ok(None),
-            Lwt::NotApplied(_) => self.arbiter(program_id, kind, id).await?,
+            Lwt::NotApplied(row) => self.arbiter_in(row, program_id, kind, id).await?,
         };
+        let lease = self.arbiter_lease_ms();
         for _ in 0..3 {
             let Some((holder, since)) = current else {
                 return Err(StoreError::Io(format!("claim {kind} {id}: arbiter not taken and not held")));
@@ -365,7 +366,7 @@ impl ScyllaStore {
             }
             // The holder's commit may still come: fencing it off now could leave the claim to
             // nobody (it fences us off meanwhile), so it is theirs while the lease runs.
-            if now_ms().saturating_sub(since) < ARBITER_LEASE_MS || self.revoke(program_id, &holder, &fence_key).await? == Fence::Held {
+            if now_ms().saturating_sub(since) < lease || self.revoke(program_id, &holder, &fence_key).await? == Fence::Held {
                 return Ok(Some(holder));
             }
             let values = vec![
@@ -383,10 +384,33 @@ impl ScyllaStore {
                     metrics::counter!("loyalty_scylla_claim_takeovers_total", "kind" => kind).increment(1);
                     return Ok(None);
                 }
-                Lwt::NotApplied(_) => self.arbiter(program_id, kind, id).await?,
+                Lwt::NotApplied(row) => self.arbiter_in(row, program_id, kind, id).await?,
             };
         }
         Err(StoreError::Io(format!("claim {kind} {id}: arbiter keeps changing hands")))
+    }
+
+    /// The arbiter's holder as a failed conditional write returned it (the row Paxos decided on),
+    /// else as read at quorum.
+    async fn arbiter_in(
+        &self,
+        row: std::collections::HashMap<String, CqlValue>,
+        program_id: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        match (row.get("account_id"), row.get("since")) {
+            (Some(CqlValue::Text(holder)), Some(since)) => Ok(Some((holder.clone(), i64::try_from(as_u64(since)?).unwrap_or(i64::MAX)))),
+            _ => self.arbiter(program_id, kind, id).await,
+        }
+    }
+
+    /// How long an arbiter's holder may take to commit before a rival fences it off: at least
+    /// [`ARBITER_LEASE_MS`], and longer than the slowest commit the engine still waits for (its
+    /// attempts, each up to `CAS_SENDS_MAX` sends of the request timeout).
+    fn arbiter_lease_ms(&self) -> i64 {
+        let slowest = self.config.request_timeout.as_millis().saturating_mul(u128::from(CAS_SENDS_MAX) * 8);
+        ARBITER_LEASE_MS.max(i64::try_from(slowest).unwrap_or(i64::MAX))
     }
 
     /// Takes every claim the commit needs, identifiers and the enrolment request first, then the
@@ -575,8 +599,8 @@ fn paxos(what: &'static str) {
     metrics::counter!("loyalty_scylla_lwt_total", "statement" => what).increment(1);
 }
 
-/// How long the holder of a contended claim's arbiter has to commit before another claimant may
-/// fence it off: far longer than any commit takes, resends after timeouts included.
+/// The shortest time the holder of a contended claim's arbiter has to commit before another
+/// claimant may fence it off (see [`ScyllaStore::arbiter_lease_ms`]).
 const ARBITER_LEASE_MS: i64 = 30_000;
 
 /// The engine's clock in milliseconds since the epoch, for arbiter leases: no guarantee rests on
