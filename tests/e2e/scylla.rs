@@ -588,17 +588,10 @@ impl Store for Rival {
         if self.active.load(Ordering::SeqCst)
             && let Some(current) = self.inner.account(&commit.program_id, &commit.account.state.account_id).await?
         {
-            let bump = loyalty_store::Commit {
-                program_id: commit.program_id.clone(),
-                account: loyalty_store::AccountWrite { expected_version: current.version, state: current.value },
-                ledger: Vec::new(),
-                receipt: None,
-                identity_claims: Vec::new(),
-                identity_releases: Vec::new(),
-                request: None,
-                events: Vec::new(),
-                credits: Vec::new(),
-            };
+            let bump = loyalty_store::Commit::new(
+                &commit.program_id,
+                loyalty_store::AccountWrite { expected_version: current.version, state: current.value },
+            );
             let outcome = self.inner.commit(bump).await?;
             assert!(matches!(outcome, loyalty_store::CommitOutcome::Applied { .. }), "the rival's commit applies: {outcome:?}");
         }
