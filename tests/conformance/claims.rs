@@ -243,3 +243,51 @@ pub async fn racing_claimants_leave_the_claim_to_exactly_one(backend: &Backend) 
         other => panic!("a latecomer claiming held claims: {other:?}"),
     }
 }
+
+/// Two new accounts race for the same phone and card at once, twenty times over (a double-submitted
+/// enrolment under two request IDs is this race), each retrying a refused commit as the engine
+/// does: every time exactly one of them ends up with both identifiers, and the other is refused.
+/// Never neither: two commits must not fence each other off, one on each identifier, which would
+/// leave both identifiers to nobody for good.
+pub async fn two_accounts_racing_for_two_identifiers_leave_both_to_one(backend: &Backend) {
+    let second = backend.another_instance().await.unwrap_or_else(|| backend.store());
+    let stores = [backend.store(), second];
+    for round in 0..20 {
+        let phone_key = phone(&format!("+7702{round:07}"));
+        let card_key = card(&format!("RACE-{round}"));
+        let racers = ["a", "b"].into_iter().enumerate().map(|(index, name)| {
+            let store = std::sync::Arc::clone(&stores[index]);
+            let (first, then) = if index == 0 { (phone_key.clone(), card_key.clone()) } else { (card_key.clone(), phone_key.clone()) };
+            let account = format!("{name}{round}");
+            tokio::spawn(async move {
+                for _attempt in 0..8 {
+                    let commit = change()
+                        .earn(1)
+                        .new_receipt(&format!("r-{account}"))
+                        .claim(first.clone())
+                        .claim(then.clone())
+                        .build(&fresh(&account));
+                    match store.commit(commit).await.expect("commit reaches the store") {
+                        loyalty_store::CommitOutcome::Applied { .. } => return Some(account),
+                        loyalty_store::CommitOutcome::Conflict(Conflict::IdentityTaken { account_id, .. }) if account_id != account => {
+                            // Refused in favour of another account: final once that account owns it.
+                            if store.identity(PROGRAM, &first).await.expect("read").is_some_and(|owner| owner != account) {
+                                return None;
+                            }
+                        }
+                        loyalty_store::CommitOutcome::Conflict(_) => {}
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                None
+            })
+        });
+        let mut winners = Vec::new();
+        for racer in racers.collect::<Vec<_>>() {
+            winners.extend(racer.await.expect("racer task"));
+        }
+        let [winner] = winners.as_slice() else { panic!("round {round}: winners {winners:?} (none means both identifiers are lost)") };
+        assert_eq!(stores[0].identity(PROGRAM, &phone_key).await.expect("read"), Some(winner.clone()), "round {round}: the phone");
+        assert_eq!(stores[1].identity(PROGRAM, &card_key).await.expect("read"), Some(winner.clone()), "round {round}: the card");
+    }
+}

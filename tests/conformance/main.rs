@@ -67,6 +67,7 @@ conformance! {
         claims::claims_of_a_refused_commit_go_to_the_next_claimant_for_good,
         claims::receipt_is_claimed_once_and_versioned,
         claims::racing_claimants_leave_the_claim_to_exactly_one,
+        claims::two_accounts_racing_for_two_identifiers_leave_both_to_one,
         claims::receipt_of_another_account_is_never_overwritten,
         claims::identity_is_bound_to_one_account,
         claims::released_identity_resolves_to_nothing_and_may_be_claimed_anew,

@@ -299,7 +299,20 @@ impl ScyllaStore {
     /// fence `IF NOT EXISTS` in the same Paxos round as everything else, and a rival that comes
     /// later finds us and our fence. Not alone, the others' fences decide: one held is the owner;
     /// revoked ones gave up; open ones (a commit in flight, or one that failed) go to the arbiter.
-    async fn claim(&self, program_id: &str, kind: &'static str, id: &str, account_id: &str) -> Result<ClaimResult, StoreError> {
+    ///
+    /// `earlier`: the fence keys of the claims this commit took before this one. Before it goes to
+    /// the arbiter (and may fence a rival off), the commit checks that none of its own earlier
+    /// fences was revoked: a rival seen here finished its earlier claims before it wrote itself
+    /// here, so if it fenced us off one of them, we see that now and give way instead of fencing
+    /// it off this one. Two commits therefore never fence each other off on two claims they share.
+    async fn claim(
+        &self,
+        program_id: &str,
+        kind: &'static str,
+        id: &str,
+        account_id: &str,
+        earlier: &[String],
+    ) -> Result<ClaimResult, StoreError> {
         let fence_key = format!("{kind}/{id}");
         let (added, own_fence) = futures_util::future::join(
             self.run(&self.statements.claimant_add, vec![text(program_id), text(kind), text(id), text(account_id)]),
@@ -331,6 +344,11 @@ impl ScyllaStore {
         }
         if open.is_empty() {
             return Ok(ClaimResult::Ours { fence });
+        }
+        // At SERIAL: a revocation is a Paxos round, possibly committed in another data center.
+        let own_earlier = try_join_all(earlier.iter().map(|key| self.row_at(true, program_id, account_id, kind::FENCE, key))).await?;
+        if own_earlier.iter().any(|row| fence_of(row.as_ref().map(|(_, value)| value.as_slice())) == Fence::Revoked) {
+            return Ok(ClaimResult::Theirs(open[0].clone()));
         }
         // Another claimant's commit may still apply. The arbiter row picks which of us fences
         // the others off; fencing both of us off would leave the claim to nobody.
@@ -413,37 +431,36 @@ impl ScyllaStore {
         ARBITER_LEASE_MS.max(i64::try_from(slowest).unwrap_or(i64::MAX))
     }
 
-    /// Takes every claim the commit needs, identifiers and the enrolment request first, then the
-    /// receipt (so that a commit refused for an identifier does not leave its receipt claimed).
-    /// Returns the fence rows the batch must create, or the first claim held by another account.
+    /// Takes every claim the commit needs, one after another in one order for every commit:
+    /// identifiers (by key), then the enrolment request, then the receipt (so that a commit refused
+    /// for an identifier does not put the account forward for its receipt). Two commits that
+    /// contend for two same things thus meet on them in the same order, which is what lets
+    /// [`Self::claim`] keep them from fencing each other off (see there). Returns the fence rows
+    /// the batch must create, or the first claim that is another account's.
     async fn take_claims(&self, commit: &Commit) -> Result<Result<Vec<String>, Conflict>, StoreError> {
         let program_id = commit.program_id.as_str();
         let account_id = commit.account.state.account_id.as_str();
-        let storage_keys: Vec<String> = commit.identity_claims.iter().map(IdentityKey::storage_key).collect();
-        let (identities, request) = futures_util::future::join(
-            try_join_all(storage_keys.iter().map(|key| self.claim(program_id, claim::IDENTITY, key, account_id))),
-            async {
-                match &commit.request {
-                    Some(request) => self.claim(program_id, claim::REQUEST, &request.request_id, account_id).await.map(Some),
-                    None => Ok(None),
-                }
-            },
-        )
-        .await;
+        let mut identities: Vec<(String, &IdentityKey)> = commit.identity_claims.iter().map(|key| (key.storage_key(), key)).collect();
+        identities.sort_by(|a, b| a.0.cmp(&b.0));
+        identities.dedup_by(|a, b| a.0 == b.0);
+        let mut taken: Vec<String> = Vec::new();
         let mut fences = Vec::new();
-        for (key, result) in commit.identity_claims.iter().zip(identities?) {
-            match result {
-                ClaimResult::Theirs(owner) => return Ok(Err(Conflict::IdentityTaken { key: key.clone(), account_id: owner })),
+        for (storage_key, key) in &identities {
+            match self.claim(program_id, claim::IDENTITY, storage_key, account_id, &taken).await? {
+                ClaimResult::Theirs(owner) => return Ok(Err(Conflict::IdentityTaken { key: (*key).clone(), account_id: owner })),
                 ClaimResult::Ours { fence } => fences.extend(fence),
             }
+            taken.push(format!("{}/{storage_key}", claim::IDENTITY));
         }
-        match request? {
-            Some(ClaimResult::Theirs(_)) => return Ok(Err(Conflict::RequestTaken)),
-            Some(ClaimResult::Ours { fence }) => fences.extend(fence),
-            None => {}
+        if let Some(request) = &commit.request {
+            match self.claim(program_id, claim::REQUEST, &request.request_id, account_id, &taken).await? {
+                ClaimResult::Theirs(_) => return Ok(Err(Conflict::RequestTaken)),
+                ClaimResult::Ours { fence } => fences.extend(fence),
+            }
+            taken.push(format!("{}/{}", claim::REQUEST, request.request_id));
         }
         if let Some(receipt) = commit.receipt.as_ref().filter(|receipt| receipt.expected_version == 0) {
-            match self.claim(program_id, claim::RECEIPT, &receipt.state.receipt_id, account_id).await? {
+            match self.claim(program_id, claim::RECEIPT, &receipt.state.receipt_id, account_id, &taken).await? {
                 ClaimResult::Theirs(owner) => return Ok(Err(Conflict::ReceiptTaken { account_id: owner })),
                 ClaimResult::Ours { fence } => fences.extend(fence),
             }
