@@ -201,15 +201,17 @@ pub async fn racing_claimants_leave_the_claim_to_exactly_one(backend: &Backend) 
                 let store = std::sync::Arc::clone(&stores[index % 2]);
                 tokio::spawn(async move {
                     let commit = change().earn(1).new_receipt("contested").claim(card("CONTESTED")).build(&fresh(&format!("racer{index}")));
-                    (index, store.commit(commit).await.unwrap_or_else(|error| panic!("round {round}, racer {index}: {error}")))
+                    (index, store.commit(commit).await.map_err(|error| format!("round {round}, racer {index}: {error}")))
                 })
             });
             let mut winners = Vec::new();
             for racer in racers {
                 let (index, outcome) = racer.await.expect("racer task");
                 match outcome {
-                    loyalty_store::CommitOutcome::Applied { .. } => winners.push(format!("racer{index}")),
-                    loyalty_store::CommitOutcome::Conflict(_) => {}
+                    Ok(loyalty_store::CommitOutcome::Applied { .. }) => winners.push(format!("racer{index}")),
+                    Ok(loyalty_store::CommitOutcome::Conflict(_)) => {}
+                    // Unknown outcome (the engine would answer UNAVAILABLE): the lookups below tell.
+                    Err(error) => eprintln!("{error}"),
                 }
             }
             winners
@@ -219,11 +221,13 @@ pub async fn racing_claimants_leave_the_claim_to_exactly_one(backend: &Backend) 
     for round in 0..5 {
         winners.extend(race(round).await);
         assert!(winners.len() <= 1, "two accounts won one receipt ID: {winners:?}");
-        if !winners.is_empty() {
+        if stores[0].identity(PROGRAM, &card("CONTESTED")).await.expect("read identity").is_some() {
             break;
         }
     }
-    let [winner] = winners.as_slice() else { panic!("nobody won the receipt in five rounds") };
+    let owner = stores[0].identity(PROGRAM, &card("CONTESTED")).await.expect("read identity");
+    let winner = &owner.expect("somebody won the card in five rounds");
+    assert!(winners.iter().all(|acknowledged| acknowledged == winner), "acknowledged {winners:?}, the card is {winner}'s");
     for store in &stores {
         assert_eq!(store.identity(PROGRAM, &card("CONTESTED")).await.expect("read identity"), Some(winner.clone()));
         let receipt = store.receipt(PROGRAM, "contested").await.expect("read receipt").expect("the winner's receipt");
@@ -267,15 +271,18 @@ pub async fn two_accounts_racing_for_two_identifiers_leave_both_to_one(backend: 
                         .claim(first.clone())
                         .claim(then.clone())
                         .build(&fresh(&account));
-                    match store.commit(commit).await.expect("commit reaches the store") {
-                        loyalty_store::CommitOutcome::Applied { .. } => return Some(account),
-                        loyalty_store::CommitOutcome::Conflict(Conflict::IdentityTaken { account_id, .. }) if account_id != account => {
+                    match store.commit(commit).await {
+                        Ok(loyalty_store::CommitOutcome::Applied { .. }) => return Some(account),
+                        Ok(loyalty_store::CommitOutcome::Conflict(Conflict::IdentityTaken { account_id, .. })) if account_id != account => {
                             // Refused in favour of another account: final once that account owns it.
                             if store.identity(PROGRAM, &first).await.expect("read").is_some_and(|owner| owner != account) {
                                 return None;
                             }
                         }
-                        loyalty_store::CommitOutcome::Conflict(_) => {}
+                        Ok(loyalty_store::CommitOutcome::Conflict(_)) => {}
+                        // The engine answers a store error UNAVAILABLE, and the till sends the call again
+                        // (on a real cluster, rival Paxos rounds on one partition can time each other out).
+                        Err(error) => eprintln!("{account}: {error}; sent again"),
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }

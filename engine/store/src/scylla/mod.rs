@@ -161,6 +161,24 @@ impl ScyllaStore {
         self.session.execute_unpaged(statement, values).await.map_err(io("scylla request"))
     }
 
+    /// Runs a conditional statement of a contended claim (an arbiter take, a revocation), sending
+    /// it again when the coordinator gave up on its Paxos round (a CAS write timeout: rivals'
+    /// rounds on one partition time each other out), up to `CAS_SENDS_MAX` times. A resend of one
+    /// that did apply finds its own row and is not applied, which the callers read as done: the
+    /// arbiter names us, the fence says revoked.
+    async fn run_lwt(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<QueryResult, StoreError> {
+        self.check_open()?;
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            match self.session.execute_unpaged(statement, &values).await {
+                Ok(result) => return Ok(result),
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(cas_backoff(sent)).await,
+                Err(error) => return Err(io("scylla conditional request")(error)),
+            }
+        }
+    }
+
     /// Runs a delete of rows that were written once and are never written again under the same
     /// key, with a client timestamp a minute ahead: lightweight transactions write with the Paxos
     /// ballot's timestamp, other writes with their coordinator's clock, so a plain delete could
@@ -281,7 +299,7 @@ impl ScyllaStore {
             CqlValue::Blob(FENCE_REVOKED.to_vec()),
         ];
         paxos("revoke");
-        match lwt(self.run(&self.statements.insert_row_if_absent, values).await?)? {
+        match lwt(self.run_lwt(&self.statements.insert_row_if_absent, values).await?)? {
             Lwt::Applied => Ok(Fence::Revoked),
             Lwt::NotApplied(current) => match current.get("value") {
                 Some(CqlValue::Blob(value)) => Ok(fence_of(Some(value))),
@@ -370,7 +388,7 @@ impl ScyllaStore {
         let fence_key = format!("{kind}/{id}");
         let values = vec![text(program_id), text(kind), text(id), text(account_id), CqlValue::BigInt(now_ms())];
         paxos("arbiter");
-        let mut current = match lwt(self.run(&self.statements.arbiter_take, values).await?)? {
+        let mut current = match lwt(self.run_lwt(&self.statements.arbiter_take, values).await?)? {
             Lwt::Applied => return Ok(None),
             Lwt::NotApplied(row) => self.arbiter_in(row, program_id, kind, id).await?,
         };
@@ -397,7 +415,7 @@ impl ScyllaStore {
                 CqlValue::BigInt(since),
             ];
             paxos("arbiter");
-            current = match lwt(self.run(&self.statements.arbiter_takeover, values).await?)? {
+            current = match lwt(self.run_lwt(&self.statements.arbiter_takeover, values).await?)? {
                 Lwt::Applied => {
                     metrics::counter!("loyalty_scylla_claim_takeovers_total", "kind" => kind).increment(1);
                     return Ok(None);
