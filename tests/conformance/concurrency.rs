@@ -44,10 +44,27 @@ async fn writer(store: Arc<dyn Store>, index: usize) -> Vec<(String, Call, Fate,
             assert!(attempts <= 2_000, "{receipt_id}: no decision after {attempts} attempts");
             // After a failure whose outcome is unknown, the retry first looks for the receipt, as
             // the engine does: if it is there, the call was applied and is answered from it.
-            if unknown_outcome && store.receipt(PROGRAM, &receipt_id).await.expect("read receipt").is_some() {
-                break Fate::Acknowledged;
+            // A read that fails (a timeout on a loaded cluster) is a failed attempt like any other.
+            if unknown_outcome {
+                match store.receipt(PROGRAM, &receipt_id).await {
+                    Ok(Some(_)) => break Fate::Acknowledged,
+                    Ok(None) => {}
+                    Err(error) => {
+                        eprintln!("{receipt_id}: attempt {attempts}: reading the receipt failed: {error}");
+                        assert!(attempts <= 50, "{receipt_id}: the store keeps failing: {error}");
+                        continue;
+                    }
+                }
             }
-            let stored = account(store.as_ref(), "hot").await.expect("account hot exists");
+            let stored = match store.account(PROGRAM, "hot").await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => panic!("account hot is gone"),
+                Err(error) => {
+                    eprintln!("{receipt_id}: attempt {attempts}: reading the account failed: {error}");
+                    assert!(attempts <= 50, "{receipt_id}: the store keeps failing: {error}");
+                    continue;
+                }
+            };
             let spendable = stored.value.balance_at(now()).spendable;
             assert!(spendable >= Decimal::ZERO, "negative spendable balance read: {stored:?}");
             let commit = match call {

@@ -91,9 +91,12 @@ pub struct StorageConfig {
     /// Calls that may wait for the writer.
     pub group_commit_queue_max: usize,
     pub cache_mib: usize,
-    /// Make reopening after a crash take milliseconds (redb quick-repair) at some cost in commit
-    /// throughput; without it, reopening after a crash scans the whole file.
+    /// Make reopening after a crash take milliseconds (redb quick-repair), at a small cost to each
+    /// checkpoint; without it, reopening after a crash scans the whole file.
     pub quick_repair: bool,
+    /// Journal size (MiB) after which the database file is made durable and the journal emptied:
+    /// bounds the replay after a crash.
+    pub checkpoint_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -105,7 +108,8 @@ impl Default for StorageConfig {
             group_commit_batch_max: 256,
             group_commit_queue_max: 4096,
             cache_mib: 256,
-            quick_repair: false,
+            quick_repair: true,
+            checkpoint_mib: 16,
         }
     }
 }
@@ -428,6 +432,9 @@ impl Config {
             }
         }
         let storage = &self.storage;
+        if !(1..=4096).contains(&storage.checkpoint_mib) {
+            problems.push("storage.checkpoint_mib: 1 to 4096".into());
+        }
         if !(1..=10_000).contains(&storage.group_commit_batch_max) {
             problems.push("storage.group_commit_batch_max: 1 to 10000".into());
         }
@@ -524,6 +531,7 @@ impl Config {
             queue_max: self.storage.group_commit_queue_max,
             cache_bytes: self.storage.cache_mib << 20,
             quick_repair: self.storage.quick_repair,
+            checkpoint_bytes: self.storage.checkpoint_mib << 20,
             ..EmbeddedConfig::in_dir(&self.data_dir)
         }
     }

@@ -162,3 +162,72 @@ async fn rules_versions_are_written_once_each_in_sequence_and_survive_reopening(
     assert_eq!(store.latest_rules("q").await.expect("read"), None);
     store.shutdown().await;
 }
+
+/// The files as a kill -9 would leave them: copied while the store runs, after every commit was
+/// acknowledged and before any checkpoint.
+fn crash_image(config: &EmbeddedConfig, to: &std::path::Path, with_journal: bool) -> EmbeddedConfig {
+    std::fs::create_dir_all(to).expect("dir");
+    let image = EmbeddedConfig { path: to.join("loyalty.redb"), ..config.clone() };
+    std::fs::copy(&config.path, &image.path).expect("copy the database file");
+    if with_journal {
+        std::fs::copy(config.journal_path(), image.journal_path()).expect("copy the journal");
+    }
+    image
+}
+
+async fn commit_fifty(store: &EmbeddedStore) {
+    for index in 0..50 {
+        let account = AccountState::new(format!("acc{index}"), true, now());
+        let outcome = store.commit(earn_commit(&account, 0, &format!("r{index}"), index + 1)).await.expect("commit");
+        assert!(matches!(outcome, CommitOutcome::Applied { .. }));
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_commits_come_back_from_the_journal_after_a_crash() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EmbeddedConfig::in_dir(&dir.path().join("live"));
+    let store = EmbeddedStore::open(config.clone()).expect("open");
+    commit_fifty(&store).await;
+
+    // With the journal: every acknowledged commit, once, even with an unfinished record after them.
+    let image = crash_image(&config, &dir.path().join("crashed"), true);
+    let mut journal = std::fs::OpenOptions::new().append(true).open(image.journal_path()).expect("journal");
+    std::io::Write::write_all(&mut journal, &[200, 0, 0, 0, 9, 9]).expect("unfinished record");
+    drop(journal);
+    let recovered = EmbeddedStore::open(image.clone()).expect("recover");
+    assert_eq!(recovered.verify_ledgers().expect("ledgers agree"), (50, 50));
+    let stored = recovered.account("p", "acc49").await.expect("read").expect("exists");
+    assert_eq!((stored.version, stored.value.ledger_sum), (1, Decimal::from(50)));
+    // Recovery made it durable in the file and emptied the journal; commits go on after it.
+    assert_eq!(std::fs::metadata(image.journal_path()).expect("journal").len(), 0);
+    let more = earn_commit(&stored.value, stored.version, "again", 1);
+    assert_eq!(recovered.commit(more).await.expect("commit"), CommitOutcome::Applied { account_version: 2 });
+    recovered.shutdown().await;
+
+    // The file alone does not hold them: the journal is what made them durable.
+    let without = EmbeddedStore::open(crash_image(&config, &dir.path().join("no-journal"), false)).expect("open");
+    let (accounts, _) = without.verify_ledgers().expect("ledgers agree");
+    assert!(accounts < 50, "the database file alone held {accounts} accounts");
+    without.shutdown().await;
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_makes_the_file_hold_everything_and_empties_the_journal() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A checkpoint after every batch.
+    let config = EmbeddedConfig { checkpoint_bytes: 1, ..EmbeddedConfig::in_dir(&dir.path().join("live")) };
+    let store = EmbeddedStore::open(config.clone()).expect("open");
+    commit_fifty(&store).await;
+    // The writer checkpoints after answering a batch and before it takes the next: once one more
+    // commit was answered, the first fifty are in the file itself.
+    let last = AccountState::new("last".into(), true, now());
+    store.commit(earn_commit(&last, 0, "last", 1)).await.expect("commit");
+    let recovered = EmbeddedStore::open(crash_image(&config, &dir.path().join("crashed"), false)).expect("open");
+    let (accounts, entries) = recovered.verify_ledgers().expect("ledgers agree");
+    assert!((50..=51).contains(&accounts) && accounts == entries, "{accounts} accounts, {entries} entries");
+    assert!(recovered.account("p", "acc49").await.expect("read").is_some());
+    recovered.shutdown().await;
+    store.shutdown().await;
+}
