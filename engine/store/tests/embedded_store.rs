@@ -192,18 +192,27 @@ async fn acknowledged_commits_come_back_from_the_journal_after_a_crash() {
 
     // With the journal: every acknowledged commit, once, even with an unfinished record after them.
     let image = crash_image(&config, &dir.path().join("crashed"), true);
-    let mut journal = std::fs::OpenOptions::new().append(true).open(image.journal_path()).expect("journal");
-    std::io::Write::write_all(&mut journal, &[200, 0, 0, 0, 9, 9]).expect("unfinished record");
-    drop(journal);
+    // Half a record where the next one would go: a write the crash cut short.
+    let mut bytes = std::fs::read(image.journal_path()).expect("journal");
+    // Records are a 4-byte length, a 4-byte checksum and the body; zeros follow the last one.
+    let mut end = 0;
+    while let len @ 1.. = u32::from_le_bytes(bytes[end..end + 4].try_into().expect("length")) as usize {
+        end += 8 + len;
+    }
+    bytes[end..end + 6].copy_from_slice(&[200, 0, 0, 0, 9, 9]);
+    std::fs::write(image.journal_path(), &bytes).expect("journal");
     let recovered = EmbeddedStore::open(image.clone()).expect("recover");
     assert_eq!(recovered.verify_ledgers().expect("ledgers agree"), (50, 50));
     let stored = recovered.account("p", "acc49").await.expect("read").expect("exists");
     assert_eq!((stored.version, stored.value.ledger_sum), (1, Decimal::from(50)));
-    // Recovery made it durable in the file and emptied the journal; commits go on after it.
-    assert_eq!(std::fs::metadata(image.journal_path()).expect("journal").len(), 0);
+    // Commits go on after the recovery, and a second reopen applies nothing twice.
     let more = earn_commit(&stored.value, stored.version, "again", 1);
     assert_eq!(recovered.commit(more).await.expect("commit"), CommitOutcome::Applied { account_version: 2 });
     recovered.shutdown().await;
+    drop(recovered);
+    let reopened = EmbeddedStore::open(image).expect("reopen");
+    assert_eq!(reopened.verify_ledgers().expect("ledgers agree"), (50, 51));
+    reopened.shutdown().await;
 
     // The file alone does not hold them: the journal is what made them durable.
     let without = EmbeddedStore::open(crash_image(&config, &dir.path().join("no-journal"), false)).expect("open");

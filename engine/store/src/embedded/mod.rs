@@ -477,7 +477,7 @@ impl Store for EmbeddedStore {
 }
 
 /// Applies the journal's records that the file does not hold yet (after a crash), makes them durable
-/// in the file, and empties the journal.
+/// in the file; the journal starts again.
 fn recover(db: &Database, config: &EmbeddedConfig) -> Result<Journal, StoreError> {
     let path = config.journal_path();
     let applied = {
@@ -487,9 +487,6 @@ fn recover(db: &Database, config: &EmbeddedConfig) -> Result<Journal, StoreError
     };
     let recovered = Journal::open(&path, applied)?;
     let mut journal = recovered.journal;
-    if recovered.torn_bytes > 0 {
-        tracing::warn!(bytes = recovered.torn_bytes, journal = %path.display(), "cut off an unfinished journal record (its calls were never answered)");
-    }
     if let Some(&(last, _)) = recovered.records.last() {
         let started = Instant::now();
         let mut txn = db.begin_write().map_err(io)?;
@@ -523,7 +520,7 @@ fn recover(db: &Database, config: &EmbeddedConfig) -> Result<Journal, StoreError
             "applied the journal's commits that the database file did not hold"
         );
     }
-    journal.truncate()?;
+    journal.restart();
     Ok(journal)
 }
 
@@ -566,7 +563,7 @@ fn write_loop(db: &Database, mut inbox: mpsc::Receiver<Message>, poisoned: &Atom
     }
 }
 
-/// Makes everything the batches wrote durable in the file itself, then empties the journal.
+/// Makes everything the batches wrote durable in the file itself; the journal starts again.
 fn checkpoint(db: &Database, journal: &mut Journal, poisoned: &AtomicBool, config: &EmbeddedConfig) {
     if poisoned.load(Ordering::Acquire) {
         return;
@@ -577,7 +574,8 @@ fn checkpoint(db: &Database, journal: &mut Journal, poisoned: &AtomicBool, confi
         txn.set_durability(redb::Durability::Immediate).map_err(io)?;
         txn.set_quick_repair(config.quick_repair);
         txn.commit().map_err(io)?;
-        journal.truncate()
+        journal.restart();
+        Ok(())
     })();
     metrics::histogram!("loyalty_store_checkpoint_seconds").record(started.elapsed().as_secs_f64());
     if let Err(error) = result {
