@@ -56,7 +56,14 @@ $bin/loyalty-load --target 127.0.0.1:50700 --customers "$CUSTOMERS" --seed --wor
 # Accrue before the spending workloads, so that hot customers have points to spend.
 for workload in authorize accrue redeem checkout; do
   for clients in 1 16 64; do
+    io_before=$(awk '/^write_bytes/ {print $2}' /proc/$engine/io)
     load --target 127.0.0.1:50700 --workload $workload --concurrency $clients --json "$results/$workload-c$clients.json"
+    if [ "$workload" = accrue ] && [ "$clients" = 16 ]; then
+      # Write amplification: what the engine process wrote (/proc/PID/io write_bytes counts every
+      # page it dirtied, a page dirtied again after writeback counted again) per acknowledged Accrue.
+      calls=$(python3 -c "import json; print(sum(r['count'] for r in json.load(open('$results/accrue-c16.json'))['rpcs'].values()))")
+      echo "accrue_c16_calls=$calls accrue_c16_write_bytes=$(( $(awk '/^write_bytes/ {print $2}' /proc/$engine/io) - io_before ))" > "$results/disk.txt"
+    fi
     load --target 127.0.0.1:50701 --floor --workload $workload --concurrency $clients --json "$results/floor-$workload-c$clients.json"
   done
   peak=$(python3 -c "import json,sys; print(max(max(r['rps'] for r in json.load(open(f'$results/$workload-c{c}.json'))['rpcs'].values()) for c in (1,16,64)))")
@@ -87,6 +94,8 @@ done
 
 echo "$(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$engine/status)" > "$results/rss.txt"
 kill -TERM "$engine"; wait "$engine" || true; engine=""
+# Bytes on disk after a clean stop (database file and journal), beside what the run stored.
+echo "data_dir_bytes=$(du -sb "$work/data" | cut -f1) journal_bytes=$(stat -c %s "$work/data/loyalty.journal")" >> "$results/disk.txt"
 $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" verify | tee "$results/verify.txt"
 
 if [ -z "${SKIP_CRITERION:-}" ]; then

@@ -383,9 +383,44 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "| {name} | {} | {} – {} |", human(*point), human(*low), human(*high))?;
     }
 
+    disk_section(&mut md, &args.results)?;
+
     let rss = std::fs::read_to_string(args.results.join("rss.txt")).unwrap_or_default();
     writeln!(md, "\n## Memory\n\nPeak resident set size of the engine over the whole run: {}.", rss.trim())?;
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {} and plots in {}", args.out.display(), args.plots.display());
+    Ok(())
+}
+
+/// Bytes written per acknowledged Accrue and bytes on disk per customer and per ledger entry, from
+/// `disk.txt` (key=value pairs written by bench/run.sh) and the `verify` line.
+fn disk_section(md: &mut String, results: &Path) -> anyhow::Result<()> {
+    let disk = std::fs::read_to_string(results.join("disk.txt")).unwrap_or_default();
+    let value =
+        |key: &str| -> Option<f64> { disk.split_whitespace().find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok()) };
+    let verify = std::fs::read_to_string(results.join("verify.txt")).unwrap_or_default();
+    // "ok: 2000 accounts, 752052 ledger entries agree with their balances"
+    let numbers: Vec<f64> = verify.split(|c: char| !c.is_ascii_digit()).filter_map(|word| word.parse().ok()).collect();
+    writeln!(md, "\n## Disk\n")?;
+    if let (Some(calls), Some(written)) = (value("accrue_c16_calls"), value("accrue_c16_write_bytes")) {
+        writeln!(
+            md,
+            "Accrue at 16 clients: {calls:.0} acknowledged calls, {written:.0} bytes written by the engine process \
+             (`/proc/PID/io` `write_bytes`, which counts a page each time it is dirtied again after writeback): \
+             **{:.0} bytes per acknowledged Accrue**.",
+            written / calls.max(1.0)
+        )?;
+    }
+    if let (Some(bytes), [accounts, entries, ..]) = (value("data_dir_bytes"), numbers.as_slice()) {
+        writeln!(
+            md,
+            "\nAfter a clean stop the data directory holds {bytes:.0} bytes (journal file {:.0} bytes, kept for \
+             reuse) for {accounts:.0} customers and {entries:.0} ledger entries, each entry one receipt's call: \
+             **{:.0} bytes per customer** and **{:.0} bytes per ledger entry** all told.",
+            value("journal_bytes").unwrap_or(0.0),
+            bytes / accounts.max(1.0),
+            bytes / entries.max(1.0)
+        )?;
+    }
     Ok(())
 }
