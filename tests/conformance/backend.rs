@@ -25,8 +25,16 @@ use tempfile::TempDir;
 pub const RELAY_SETTLE: Duration = Duration::from_millis(200);
 
 enum Kind {
-    Embedded { dir: TempDir },
-    Scylla { config: Box<ScyllaConfig>, real_cluster: bool, _standin: Option<StandIn> },
+    /// `journal`: with the write-ahead journal (and a checkpoint every 4 KiB of it).
+    Embedded {
+        dir: TempDir,
+        journal: bool,
+    },
+    Scylla {
+        config: Box<ScyllaConfig>,
+        real_cluster: bool,
+        _standin: Option<StandIn>,
+    },
 }
 
 /// One backend with fresh data: the store the test uses, and more instances on the same data
@@ -46,9 +54,17 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     pub async fn embedded() -> Backend {
+        Self::embedded_with(false).await
+    }
+
+    pub async fn journaled() -> Backend {
+        Self::embedded_with(true).await
+    }
+
+    async fn embedded_with(journal: bool) -> Backend {
         let dir = tempfile::tempdir().expect("temporary directory for the embedded store");
-        let store = open_embedded(dir.path()).await;
-        Backend { kind: Kind::Embedded { dir }, current: Mutex::new(Some(store)), others: Mutex::new(Vec::new()) }
+        let store = open_embedded(dir.path(), journal).await;
+        Backend { kind: Kind::Embedded { dir, journal }, current: Mutex::new(Some(store)), others: Mutex::new(Vec::new()) }
     }
 
     pub async fn scylla() -> Backend {
@@ -147,10 +163,10 @@ impl Backend {
         let old = self.current.lock().expect("backend lock").take().expect("a store is open");
         old.shutdown().await;
         let store: Arc<dyn Store> = match &self.kind {
-            Kind::Embedded { dir } => {
+            Kind::Embedded { dir, journal } => {
                 assert_eq!(Arc::strong_count(&old), 1, "the test still holds the old embedded store");
                 drop(old);
-                open_embedded(dir.path()).await
+                open_embedded(dir.path(), *journal).await
             }
             Kind::Scylla { config, .. } => {
                 drop(old);
@@ -174,12 +190,13 @@ impl Backend {
     }
 }
 
-async fn open_embedded(dir: &Path) -> Arc<dyn Store> {
+async fn open_embedded(dir: &Path, journal: bool) -> Arc<dyn Store> {
     // The writer thread of a store just dropped may still hold the file for a moment.
     let path: PathBuf = dir.to_owned();
     let mut last = None;
     for _ in 0..100 {
-        match EmbeddedStore::open(EmbeddedConfig::in_dir(&path)) {
+        let config = EmbeddedConfig { journal, checkpoint_bytes: if journal { 4096 } else { 16 << 20 }, ..EmbeddedConfig::in_dir(&path) };
+        match EmbeddedStore::open(config) {
             Ok(store) => return Arc::new(store),
             Err(error) => last = Some(error),
         }

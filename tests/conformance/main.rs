@@ -37,6 +37,19 @@ macro_rules! conformance {
             )*
         }
 
+        /// The embedded store with its write-ahead journal, a checkpoint every 4 KiB of it.
+        mod journaled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                $(#[$meta])*
+                async fn $name() {
+                    let backend = crate::backend::Backend::journaled().await;
+                    crate::$module::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+
         mod scylla {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

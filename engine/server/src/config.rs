@@ -91,9 +91,12 @@ pub struct StorageConfig {
     /// Calls that may wait for the writer.
     pub group_commit_queue_max: usize,
     pub cache_mib: usize,
-    /// Make reopening after a crash take milliseconds (redb quick-repair), at a small cost to each
-    /// checkpoint; without it, reopening after a crash scans the whole file.
+    /// Make reopening after a crash take milliseconds (redb quick-repair), at some cost to each
+    /// durable redb commit; without it, reopening after a crash scans the whole file.
     pub quick_repair: bool,
+    /// Make batches durable through a write-ahead journal and checkpoint the file every
+    /// `checkpoint_mib` (more throughput; each checkpoint stalls commits for a while).
+    pub journal: bool,
     /// Journal size (MiB) after which the database file is made durable and the journal emptied:
     /// bounds the replay after a crash.
     pub checkpoint_mib: u64,
@@ -108,7 +111,8 @@ impl Default for StorageConfig {
             group_commit_batch_max: 256,
             group_commit_queue_max: 4096,
             cache_mib: 256,
-            quick_repair: true,
+            quick_repair: false,
+            journal: false,
             checkpoint_mib: 16,
         }
     }
@@ -531,6 +535,7 @@ impl Config {
             queue_max: self.storage.group_commit_queue_max,
             cache_bytes: self.storage.cache_mib << 20,
             quick_repair: self.storage.quick_repair,
+            journal: self.storage.journal,
             checkpoint_bytes: self.storage.checkpoint_mib << 20,
             ..EmbeddedConfig::in_dir(&self.data_dir)
         }

@@ -186,7 +186,7 @@ async fn commit_fifty(store: &EmbeddedStore) {
 #[tokio::test]
 async fn acknowledged_commits_come_back_from_the_journal_after_a_crash() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = EmbeddedConfig::in_dir(&dir.path().join("live"));
+    let config = EmbeddedConfig { journal: true, ..EmbeddedConfig::in_dir(&dir.path().join("live")) };
     let store = EmbeddedStore::open(config.clone()).expect("open");
     commit_fifty(&store).await;
 
@@ -226,7 +226,7 @@ async fn acknowledged_commits_come_back_from_the_journal_after_a_crash() {
 async fn a_checkpoint_makes_the_file_hold_everything_and_empties_the_journal() {
     let dir = tempfile::tempdir().expect("dir");
     // A checkpoint after every batch.
-    let config = EmbeddedConfig { checkpoint_bytes: 1, ..EmbeddedConfig::in_dir(&dir.path().join("live")) };
+    let config = EmbeddedConfig { journal: true, checkpoint_bytes: 1, ..EmbeddedConfig::in_dir(&dir.path().join("live")) };
     let store = EmbeddedStore::open(config.clone()).expect("open");
     commit_fifty(&store).await;
     // The writer checkpoints after answering a batch and before it takes the next: once one more
