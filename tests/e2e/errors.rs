@@ -4,6 +4,7 @@ use chrono::Duration;
 use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::{bad_field, expect_error};
 
@@ -185,12 +186,20 @@ async fn clawback_of_spent_points_follows_the_program_policy() {
 }
 
 #[tokio::test]
-async fn oversized_messages_are_refused() {
+async fn oversized_messages_are_resource_exhausted_with_their_sizes() {
     let server = TestServer::start_with(|config| config.limits.message_bytes_max = 4096, |store| store).await;
     let mut client = server.client().await;
     let mut request = accrue("R1", card("1234567"), vec![line(1, "x", "1", "1.00")]);
     request.lines[0].category = "c".repeat(8192);
-    let status = client.accrue(request).await.expect_err("too large");
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // RESOURCE_EXHAUSTED, as gRPC specifies for a message over the receiver's limit, with the
+    // sizes: a till can tell "the basket is too big" from a field out of range.
+    let status = expect_error(client.accrue(request).await, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.metadata.get("limit").map(String::as_str), Some("4096"), "{status:?}");
+    let bytes: usize = info.metadata.get("bytes").expect("bytes").parse().expect("a number");
+    assert!(bytes > 8192, "{status:?}");
+    assert!(status.message().contains("more than the 4096 bytes this engine accepts"), "{status:?}");
+    // Nothing was written for it, and the connection carries on.
+    expect_error(client.get_account(get_account(card("1234567"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
     server.stop().await;
 }

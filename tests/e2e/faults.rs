@@ -24,6 +24,8 @@ struct FaultyStore {
     failing: AtomicBool,
     gate: RwLock<()>,
     waiting: AtomicUsize,
+    /// Set if the store was shut while a commit was still waiting to be written.
+    shut_under_a_commit: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -83,6 +85,9 @@ impl Store for FaultyStore {
         !self.failing.load(Ordering::SeqCst) && self.inner.is_writable()
     }
     async fn shutdown(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.shut_under_a_commit.store(true, Ordering::SeqCst);
+        }
         self.inner.shutdown().await
     }
 }
@@ -90,7 +95,13 @@ impl Store for FaultyStore {
 async fn faulty_server(configure: impl FnOnce(&mut loyalty_engine::config::Config)) -> (TestServer, Arc<FaultyStore>) {
     let mut handle = None;
     let server = TestServer::start_with(configure, |inner| {
-        let faulty = Arc::new(FaultyStore { inner, failing: AtomicBool::new(false), gate: RwLock::new(()), waiting: AtomicUsize::new(0) });
+        let faulty = Arc::new(FaultyStore {
+            inner,
+            failing: AtomicBool::new(false),
+            gate: RwLock::new(()),
+            waiting: AtomicUsize::new(0),
+            shut_under_a_commit: AtomicBool::new(false),
+        });
         handle = Some(Arc::clone(&faulty));
         faulty
     })
@@ -134,13 +145,7 @@ async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
         let request = accrue(&format!("W{index}"), card(&format!("77770000{index}")), vec![line(1, "x", "1", "100.00")]);
         waiting.push(tokio::spawn(async move { client.accrue(request).await }));
     }
-    for _ in 0..500 {
-        if store.waiting.load(Ordering::SeqCst) == 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.waiting.load(Ordering::SeqCst), 4, "four calls in flight");
+    wait_for_commits_at_the_gate(&store, 4).await;
     let mut client = server.client().await;
     let status = expect_error(
         client.accrue(accrue("X", card("88880000"), vec![line(1, "x", "1", "100.00")])).await,
@@ -186,5 +191,57 @@ async fn health_follows_the_store() {
         assert_eq!(health.check(status(service)).await.expect("check").into_inner().status, ServingStatus::NotServing as i32, "{service}");
     }
     store.failing.store(false, Ordering::SeqCst);
+    server.stop().await;
+}
+
+/// Waits (at most 5 s) until `count` commits wait at the store's gate.
+async fn wait_for_commits_at_the_gate(store: &FaultyStore, count: usize) {
+    for _ in 0..500 {
+        if store.waiting.load(Ordering::SeqCst) == count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.waiting.load(Ordering::SeqCst), count, "commits in flight");
+}
+
+/// A stopping engine shuts its store only after the last call inside it: hyper runs each stream as
+/// a task of its own, so a call can still be committing when the server has returned (as seen under
+/// SIGTERM: "all calls drained", then "the store is shut down" for calls already in the ledger).
+#[tokio::test]
+async fn the_store_outlives_a_call_still_inside_the_engine_when_the_server_has_returned() {
+    let (server, store) = faulty_server(|_| {}).await;
+    let mut client = server.client().await;
+    let customer = card("66660001");
+    let closed = store.gate.write().await;
+    let mut till = server.client().await;
+    let held = tokio::spawn({
+        let customer = customer.clone();
+        async move { till.accrue(accrue("S1", customer, vec![line(1, "x", "1", "10000.00")])).await }
+    });
+    wait_for_commits_at_the_gate(&store, 1).await;
+    assert_eq!(server.engine.calls().count(), 1, "the held call is inside the engine");
+
+    // What the binary does once its server has returned: close, wait for the calls, shut the store.
+    let mut stopping = tokio::spawn({
+        let engine = Arc::clone(&server.engine);
+        async move { engine.close_after_calls(std::time::Duration::from_secs(30)).await }
+    });
+    while !server.engine.calls().is_closed() {
+        tokio::task::yield_now().await;
+    }
+    let refused = expect_error(client.get_account(get_account(customer.clone())).await, Code::Unavailable, "SHUTTING_DOWN");
+    assert!(refused.message().contains("shutting down"), "{refused:?}");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut stopping).await.is_err(),
+        "the store is not shut while a call is inside the engine"
+    );
+    assert!(!store.shut_under_a_commit.load(Ordering::SeqCst));
+
+    drop(closed);
+    let answer = held.await.expect("task").expect("the held call commits and is answered").into_inner();
+    assert_eq!(answer.earned, "100");
+    assert_eq!(stopping.await.expect("stop task"), 0, "no call left behind");
+    assert!(!store.shut_under_a_commit.load(Ordering::SeqCst), "the store was shut only after the commit");
     server.stop().await;
 }

@@ -250,10 +250,10 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
     assert_eq!(server.engine.sweep(&program).await.expect("sweep").awards, 1);
     assert_eq!(server.engine.sweep(&program).await.expect("sweep again").awards, 0);
     let before = balance_of(&mut client, customer.clone()).await;
-    // The certificate pays at most 50% of a receipt; the points at most the friend tier's 10%.
+    // The certificate pays at most 50% of a receipt; the points at most the friend tier's 7%.
     let quote = client.authorize(authorize("K2", customer.clone(), vec![line(1, "cake", "1", "2000.00")], "")).await.expect("quote");
     let quote = quote.into_inner();
-    assert_eq!(quote.max_spend, "1200", "10% = 200 in points + 50% = 1,000 from the certificate: {}", quote.spend_explanation);
+    assert_eq!(quote.max_spend, "1140", "7% = 140 in points + 50% = 1,000 from the certificate: {}", quote.spend_explanation);
 
     let events = admin
         .read_events(admin_pb::ReadEventsRequest { program_id: PROGRAM.into(), after_seq: 0, limit: 0 })

@@ -194,8 +194,10 @@ impl TestServer {
         admin_with(self.addr, Some(&test_key(PROGRAM))).await
     }
 
-    /// Stops the server, drains calls and flushes the store.
+    /// Stops as the binary does: refuses new calls, stops the server, waits for the calls still
+    /// inside the engine, then flushes the store.
     pub async fn stop(mut self) {
+        self.engine.calls().close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -203,7 +205,8 @@ impl TestServer {
             let _ = task.await;
         }
         self.credits.abort();
-        self.store.shutdown().await;
+        let left = self.engine.close_after_calls(std::time::Duration::from_secs(30)).await;
+        assert_eq!(left, 0, "calls still inside the engine 30 s after the server stopped");
     }
 }
 

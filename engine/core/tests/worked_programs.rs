@@ -231,13 +231,20 @@ fn cafe_caps_spending_by_tier_and_a_birthday_certificate_adds_at_most_7_percent(
     let program = ProgramPolicy::with_defaults("worked");
     let now = local_morning(2026, 6, 1);
     let lines = [line(1, "cake", "", "10000.00", "")];
+    // UDS's café figures: points pay 7% of a receipt at the first tier, rising to 20% at the top.
+    for (spend, cap) in [("0", "7"), ("30000", "10"), ("80000", "12"), ("200000", "15"), ("500000", "20")] {
+        let customer = with_points(regular_with_spend(&rules, spend, now), "5000", None);
+        let quote = spend_quote(&rules, &program, &customer, &lines, now, dec("5000"), now);
+        let expected = dec("10000") * dec(cap) / dec("100");
+        assert_eq!((quote.max, quote.cap_percent), (expected, dec(cap)), "spend {spend}: {}", quote.explanation);
+    }
     let gold = with_points(regular_with_spend(&rules, "250000", now), "5000", None);
     let quote = spend_quote(&rules, &program, &gold, &lines, now, dec("5000"), now);
-    assert_eq!((quote.max, quote.cap_percent), (dec("1800"), dec("18")), "gold: 18%");
+    assert_eq!((quote.max, quote.cap_percent), (dec("1500"), dec("15")), "gold: 15%");
     let certificate = Certificate { rule_id: "birthday-certificate".into(), label: "birthday certificate".into(), cap_percent: dec("7") };
     let regular = with_points(with_points(regular_with_spend(&rules, "30000", now), "5000", None), "1000", Some(certificate.clone()));
     let quote = spend_quote(&rules, &program, &regular, &lines, now, dec("6000"), now);
-    assert_eq!(quote.max, dec("1900"), "12% = 1,200 in points + 7% = 700 from the certificate");
+    assert_eq!(quote.max, dec("1700"), "10% = 1,000 in points + 7% = 700 from the certificate");
     assert_eq!(quote.certificate_limits.iter().map(|(_, max)| *max).collect::<Vec<_>>(), vec![dec("700")]);
     let only_certificate = with_points(regular_with_spend(&rules, "30000", now), "1000", Some(certificate));
     let quote = spend_quote(&rules, &program, &only_certificate, &lines, now, dec("1000"), now);
@@ -256,7 +263,7 @@ fn certificates_and_points_together_never_pay_for_more_than_the_receipt() {
     assert_eq!(
         (quote.max, quote.limit),
         (dec("1000"), SpendLimit::ReceiptCap),
-        "12% in points plus 100% from the certificate is bounded by the 1,000 receipt: {}",
+        "10% in points plus 100% from the certificate is bounded by the 1,000 receipt: {}",
         quote.explanation
     );
     let mut account = account;
@@ -285,16 +292,16 @@ fn cafe_spend_takes_the_certificate_up_to_its_cap_then_points() {
     let mut receipt = ReceiptState::new("R".into(), "acc".into(), now, Origin::default());
     let cmd = RedeemCmd {
         receipt_id: "R".into(),
-        points: dec("1901"),
+        points: dec("1701"),
         hold_id: None,
         lines: vec![line(1, "cake", "", "10000.00", "")],
         presence: Default::default(),
     };
     assert!(matches!(ops::redeem(&checkout, &mut txn, &mut receipt, &cmd), Err(Rejection::ExceedsReceiptCap { .. })));
-    let cmd = RedeemCmd { points: dec("1900"), ..cmd };
+    let cmd = RedeemCmd { points: dec("1700"), ..cmd };
     ops::redeem(&checkout, &mut txn, &mut receipt, &cmd).expect("within both caps");
     let taken: Vec<(bool, Decimal)> = receipt.spent_slices.iter().map(|slice| (slice.certificate.is_some(), slice.amount)).collect();
-    assert_eq!(taken, vec![(true, dec("700")), (false, dec("1200"))]);
+    assert_eq!(taken, vec![(true, dec("700")), (false, dec("1000"))]);
     txn.finish().expect("invariants hold");
 }
 

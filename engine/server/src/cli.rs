@@ -274,19 +274,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     };
     let mut server = tokio::spawn(crate::server::serve(listener, Arc::clone(&engine), config.limits.clone(), stop, tls));
+    // The grace counts from the signal, over both waits: the connections, then the calls.
+    let mut grace_ends = None;
     let outcome = tokio::select! {
         () = shutdown_signal() => {
+            grace_ends = Some(tokio::time::Instant::now() + grace);
             tracing::info!("shutting down: refusing new calls, draining in-flight calls");
+            engine.calls().close();
             let _ = stop_tx.send(());
             match tokio::time::timeout(grace, &mut server).await {
                 Ok(Ok(Ok(()))) => {
-                    tracing::info!("all calls drained");
+                    tracing::info!("connections closed");
                     Ok(())
                 }
                 Ok(Ok(Err(error))) => Err(anyhow::anyhow!("server stopped with an error: {error}")),
                 Ok(Err(error)) => Err(anyhow::anyhow!("server task failed: {error}")),
                 Err(_) => {
-                    tracing::warn!(grace_seconds = grace.as_secs(), "calls still in flight after the grace period");
+                    tracing::warn!(grace_seconds = grace.as_secs(), "connections still open after the grace period");
                     Ok(())
                 }
             }
@@ -304,8 +308,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(sweep) = sweep {
         sweep.abort();
     }
-    store.shutdown().await;
-    tracing::info!("store flushed");
+    // The server returning does not mean its calls have: a stream's task can outlive its
+    // connection. The store is shut only after the last call inside the engine has its answer.
+    let grace_left = grace_ends.map_or(grace, |ends| ends.saturating_duration_since(tokio::time::Instant::now()));
+    let left = engine.close_after_calls(grace_left).await;
+    if left == 0 {
+        tracing::info!("all calls drained; store flushed");
+    } else {
+        tracing::warn!(calls = left, "calls still inside the engine after the grace period; store flushed without them");
+    }
     outcome
 }
 

@@ -26,7 +26,9 @@ pub struct ConfigError {
 pub struct Config {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Prometheus /metrics listen address; absent disables the endpoint.
+    /// Prometheus /metrics listen address; `"off"` (in the file, as on the command line) disables
+    /// the endpoint.
+    #[serde(deserialize_with = "address_or_off")]
     pub metrics_listen: Option<SocketAddr>,
     /// Where the embedded store keeps its file.
     pub data_dir: PathBuf,
@@ -270,7 +272,8 @@ pub struct ProgramConfig {
     pub phone_trunk_prefix: String,
     /// The program's rules (TOML, YAML or JSON, by extension): the first rules version when the
     /// store has none. Without it, the program starts with `cashback_percent` on every line
-    /// except excise and promo-price goods. Relative paths are relative to the working directory.
+    /// except excise and promo-price goods. A relative path is read from the configuration file's
+    /// folder.
     pub rules_file: Option<PathBuf>,
     /// When spending needs the customer's one-time code: `for_phone` (default: a customer named by
     /// phone number needs one; a scanned card or app token is presence), `always`, or `none`.
@@ -411,11 +414,43 @@ impl ProgramConfig {
     }
 }
 
+/// `"HOST:PORT"`, or `"off"` (or empty) for none.
+fn address_or_off<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    match raw.as_str() {
+        "off" | "" => Ok(None),
+        address => address.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("'{address}' is not HOST:PORT or \"off\""))),
+    }
+}
+
 impl Config {
-    /// Reads a TOML file.
+    /// Reads a TOML file. The files it names (rules, credentials, TLS certificates and keys, the
+    /// ScyllaDB CA) are read from the file's own folder when relative, so a configuration and the
+    /// files beside it move together; `data_dir` stays relative to the working directory, like the
+    /// `--data-dir` flag.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError { problems: vec![format!("{}: {error}", path.display())] })?;
-        toml::from_str(&text).map_err(|error| ConfigError { problems: vec![format!("{}: {error}", path.display())] })
+        let mut config: Config =
+            toml::from_str(&text).map_err(|error| ConfigError { problems: vec![format!("{}: {error}", path.display())] })?;
+        config.resolve_files_from(path.parent().unwrap_or(std::path::Path::new("")));
+        Ok(config)
+    }
+
+    /// Makes every relative file name in the configuration relative to `folder` instead.
+    fn resolve_files_from(&mut self, folder: &std::path::Path) {
+        let rebase = |file: &mut Option<PathBuf>| {
+            if let Some(path) = file.as_mut().filter(|path| path.is_relative() && !path.as_os_str().is_empty()) {
+                *path = folder.join(&*path);
+            }
+        };
+        for program in &mut self.programs {
+            rebase(&mut program.rules_file);
+        }
+        rebase(&mut self.security.credentials_file);
+        rebase(&mut self.tls.cert_file);
+        rebase(&mut self.tls.key_file);
+        rebase(&mut self.tls.client_ca_file);
+        rebase(&mut self.storage.scylla.tls_ca_file);
     }
 
     /// The programs to serve: the configured ones, or the demo program when none is configured.
@@ -571,6 +606,50 @@ mod tests {
         assert!(text.contains("programs[0].time_zone"), "{text}");
         assert!(text.contains("programs[0].cashback_percent"), "{text}");
         assert!(text.contains("limits.in_flight_max"), "{text}");
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_in_the_file_and_a_bad_address_names_its_key() {
+        let config: Config = toml::from_str("metrics_listen = \"off\"").expect("off parses");
+        assert_eq!(config.metrics_listen, None);
+        let config: Config = toml::from_str("metrics_listen = \"0.0.0.0:9500\"").expect("an address parses");
+        assert_eq!(config.metrics_listen, Some(SocketAddr::from(([0, 0, 0, 0], 9500))));
+        assert_eq!(Config::default().metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9464))), "absent: the default");
+        let error = toml::from_str::<Config>("metrics_listen = \"nine\"").expect_err("refused").to_string();
+        assert!(error.contains("metrics_listen") && error.contains("'nine' is not HOST:PORT or \"off\""), "{error}");
+    }
+
+    #[test]
+    fn files_named_in_a_config_file_are_read_from_its_folder_and_data_dir_from_the_working_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("programs")).expect("programs folder");
+        std::fs::write(
+            dir.path().join("programs/shop.toml"),
+            "[[rules]]\nid = \"base\"\neffect = { kind = \"percent_of_lines\", percent = \"2\" }\n",
+        )
+        .expect("rules file");
+        let file = dir.path().join("loyalty.toml");
+        let text = "data_dir = \"./data\"\n[security]\ncredentials_file = \"keys.toml\"\n[tls]\ncert_file = \"/etc/loyalty/server.pem\"\n\
+                    key_file = \"tls/server.key\"\n[[programs]]\nid = \"shop\"\nrules_file = \"programs/shop.toml\"\n";
+        std::fs::write(&file, text).expect("config file");
+        let config = Config::from_file(&file).expect("reads");
+        assert_eq!(config.programs[0].rules_file.as_deref(), Some(dir.path().join("programs/shop.toml").as_path()));
+        assert_eq!(config.security.credentials_file.as_deref(), Some(dir.path().join("keys.toml").as_path()));
+        assert_eq!(config.tls.key_file.as_deref(), Some(dir.path().join("tls/server.key").as_path()));
+        assert_eq!(config.tls.cert_file.as_deref(), Some(std::path::Path::new("/etc/loyalty/server.pem")), "absolute: as written");
+        assert_eq!(config.data_dir, PathBuf::from("./data"), "data_dir: as written");
+        crate::programs::Programs::from_config(&config).expect("the rules file is found from any working directory");
+    }
+
+    #[test]
+    fn the_shipped_example_configuration_validates_with_its_rules_files() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/loyalty.toml");
+        let config = Config::from_file(&file).expect("deploy/loyalty.toml reads");
+        for program in &config.programs {
+            let rules = program.rules_file.as_ref().expect("each example program names its rules file");
+            assert!(rules.is_file(), "{} exists", rules.display());
+        }
+        crate::programs::Programs::from_config(&config).expect("deploy/loyalty.toml and its rules files are valid");
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Engine {
     access: crate::auth::registry::Access,
     /// Woken when a commit wrote credits owed to other accounts (see `credits`).
     pub(crate) credits_due: tokio::sync::Notify,
+    /// The calls inside the engine: the store is shut only after the last (see `drain`).
+    calls: crate::drain::InFlight,
 }
 
 impl Engine {
@@ -106,7 +108,23 @@ impl Engine {
             identities: DashMap::new(),
             access: crate::auth::registry::Access::default(),
             credits_due: tokio::sync::Notify::new(),
+            calls: crate::drain::InFlight::default(),
         }
+    }
+
+    /// The calls inside the engine. Each gRPC call holds a place from admission to its answer.
+    pub fn calls(&self) -> &crate::drain::InFlight {
+        &self.calls
+    }
+
+    /// Stops taking calls, waits (at most `grace`) for the calls inside to finish, then shuts the
+    /// store: every call that reached the store is committed and answered before it closes.
+    /// Returns how many calls were still inside when the grace ran out (they then meet a closed
+    /// store and fail UNAVAILABLE, nothing acknowledged).
+    pub async fn close_after_calls(&self, grace: std::time::Duration) -> usize {
+        let left = self.calls.close_and_drain(grace).await;
+        self.store.shutdown().await;
+        left
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -55,6 +55,13 @@ pub enum EngineError {
     /// A credentials change names a credential the program does not have.
     #[error("no credential {0} in this program")]
     CredentialNotFound(String),
+    /// The request is larger than the engine accepts; tonic refused it before decoding
+    /// (`grpc::size_limit` gives it this status).
+    #[error("the request is {bytes} bytes, more than the {limit} bytes this engine accepts")]
+    MessageTooLarge { bytes: usize, limit: usize },
+    /// The engine is stopping: it finishes the calls it has, and takes no new one.
+    #[error("the engine is shutting down; send the call to another engine, or again after the restart")]
+    ShuttingDown,
     /// Stored data of an unexpected shape: a bug or corruption.
     #[error("internal error: {0}")]
     Internal(String),

@@ -8,6 +8,7 @@
 //!   idempotent replays, the domain operation, and the conditional commit.
 //! - [`programs`]: each program's policy and earning rule; [`config`]: file, flags and validation.
 //! - [`clock`] and [`ids`]: the injected time and ID sources.
+//! - [`drain`]: the calls inside the engine, so that a stopping engine shuts its store after the last.
 //! - [`cli`] and [`telemetry`]: the binary's command line, logs and Prometheus metrics.
 //! - [`tls`]: TLS and optional mutual TLS on the gRPC server, and the client-certificate fingerprint.
 
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod credits;
 pub mod customers;
+pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod grpc;

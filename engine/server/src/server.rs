@@ -50,7 +50,8 @@ pub async fn serve(
     let mut builder = match tls {
         Some(tls) => Server::builder().tls_config(tls)?,
         None => Server::builder(),
-    };
+    }
+    .layer(crate::grpc::size_limit::layer());
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in STORE_BACKED {
         reporter.set_service_status(service, ServingStatus::Serving).await;

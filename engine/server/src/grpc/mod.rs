@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod convert;
+pub mod log_limit;
 pub mod runtime_lag;
 pub mod security;
 pub mod service;
+pub mod size_limit;
 pub mod status;

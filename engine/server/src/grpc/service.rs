@@ -23,6 +23,7 @@ use crate::config::LimitsConfig;
 use crate::engine::{Engine, EnrollCmd};
 use crate::error::{AuthFailure, EngineError, EngineResult};
 use crate::grpc::convert;
+use crate::grpc::log_limit::LogLimit;
 use crate::grpc::runtime_lag::RuntimeLag;
 use crate::grpc::status::to_status;
 
@@ -39,6 +40,8 @@ pub struct LoyaltyApi {
     in_flight: Arc<Semaphore>,
     /// The runtime-lag watcher, unless `scheduling_delay_max_ms` is 0.
     lag: Option<Arc<RuntimeLag>>,
+    /// Bounds the ERROR lines of failed calls to one per cause a second.
+    failure_log: Arc<LogLimit>,
 }
 
 /// IDs that identify a call in traces. Operational IDs only.
@@ -94,7 +97,7 @@ impl LoyaltyApi {
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
         let lag = (limits.scheduling_delay_max_ms > 0)
             .then(|| RuntimeLag::watch(Duration::from_millis(limits.scheduling_delay_max_ms.saturating_mul(4))));
-        LoyaltyApi { engine, limits, in_flight, lag }
+        LoyaltyApi { engine, limits, in_flight, lag, failure_log: Arc::new(LogLimit::new(Duration::from_secs(1))) }
     }
 
     pub(crate) fn engine(&self) -> &Arc<Engine> {
@@ -142,8 +145,19 @@ impl LoyaltyApi {
                 let status = to_status(&error);
                 let _entered = span.enter();
                 match status.code() {
-                    tonic::Code::Internal | tonic::Code::Unavailable => {
-                        tracing::error!(code = ?status.code(), latency_us = elapsed.as_micros() as u64, %error, "call failed")
+                    // A refusal while stopping is expected, not a fault.
+                    tonic::Code::Internal | tonic::Code::Unavailable if !matches!(error, EngineError::ShuttingDown) => {
+                        // One line per cause a second: a store that refuses every write (a full
+                        // disk) would otherwise write a line per call.
+                        if let Some(more_since_last_line) = self.failure_log.admit(failure_cause(&error), Instant::now()) {
+                            tracing::error!(
+                                code = ?status.code(),
+                                latency_us = elapsed.as_micros() as u64,
+                                more_since_last_line,
+                                %error,
+                                "call failed"
+                            )
+                        }
                     }
                     _ => tracing::debug!(code = ?status.code(), latency_us = elapsed.as_micros() as u64, %error, "call refused"),
                 }
@@ -176,6 +190,8 @@ impl LoyaltyApi {
         shed_when_saturated: bool,
         call: impl Future<Output = EngineResult<T>>,
     ) -> EngineResult<T> {
+        // Held until the answer: a stopping engine shuts its store only after the last call.
+        let _inside = self.engine.calls().enter().ok_or(EngineError::ShuttingDown)?;
         let now = Instant::now();
         if deadline.is_some_and(|deadline| deadline <= now) {
             return Err(EngineError::DeadlineExceeded);
@@ -209,6 +225,18 @@ impl LoyaltyApi {
     pub(crate) fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
         convert::id("program_id", program_id, self.limits.id_len_max)?;
         self.engine.program(program_id)
+    }
+}
+
+/// What a failed call's ERROR line is counted under: the kind of failure, never its details.
+fn failure_cause(error: &EngineError) -> &'static str {
+    match error {
+        EngineError::Store(loyalty_store::StoreError::Io(_)) => "store_io",
+        EngineError::Store(loyalty_store::StoreError::Corrupt(_)) => "store_corrupt",
+        EngineError::Store(loyalty_store::StoreError::Poisoned) => "store_poisoned",
+        EngineError::Store(loyalty_store::StoreError::Closed) => "store_closed",
+        EngineError::Invariant(_) => "invariant",
+        _ => "other",
     }
 }
 

@@ -36,6 +36,8 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
         EngineError::AccessVersionConflict { .. } => (Code::Aborted, "ACCESS_VERSION_CONFLICT"),
         EngineError::CredentialNotFound(_) => (Code::NotFound, "CREDENTIAL_NOT_FOUND"),
+        EngineError::MessageTooLarge { .. } => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
+        EngineError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
         EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
@@ -91,6 +93,11 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
         }
         EngineError::PermissionDenied { credential_id, .. } => {
             map.insert("credential_id".to_owned(), credential_id.clone());
+            return map;
+        }
+        EngineError::MessageTooLarge { bytes, limit } => {
+            map.insert("bytes".to_owned(), bytes.to_string());
+            map.insert("limit".to_owned(), limit.to_string());
             return map;
         }
         _ => return map,
@@ -257,6 +264,8 @@ mod tests {
             EngineError::DeadlineExceeded,
             EngineError::AccessVersionConflict { program_id: id(), current: 2 },
             EngineError::CredentialNotFound(id()),
+            EngineError::MessageTooLarge { bytes: 2, limit: 1 },
+            EngineError::ShuttingDown,
             EngineError::Internal(id()),
         ]);
         for error in &errors {
@@ -277,6 +286,8 @@ mod tests {
                 | EngineError::DeadlineExceeded
                 | EngineError::AccessVersionConflict { .. }
                 | EngineError::CredentialNotFound(_)
+                | EngineError::MessageTooLarge { .. }
+                | EngineError::ShuttingDown
                 | EngineError::Internal(_) => {}
             }
         }
