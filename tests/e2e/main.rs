@@ -6,6 +6,7 @@
 mod checkout_flow;
 mod concurrency;
 mod crash_recovery;
+mod customers;
 mod errors;
 mod faults;
 mod idempotency;

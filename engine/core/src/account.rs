@@ -72,6 +72,8 @@ pub struct Profile {
     pub phone: Option<String>,
     pub name: Option<String>,
     pub birth_date: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub gender: Option<crate::profile::Gender>,
 }
 
 /// The state of one account. Persisted whole, replaced by compare-and-set on its version.
@@ -124,6 +126,9 @@ pub struct AccountState {
     /// [`AUDIT_NOTES_MAX`]; balance changes are audited by the ledger itself.
     #[serde(default)]
     pub audit: Vec<AuditNote>,
+    /// The customer's consent per messaging channel (`profile`); personal data, erased with it.
+    #[serde(default)]
+    pub consents: Vec<crate::profile::Consent>,
 }
 
 /// An admin action on an account: who, when, what.
@@ -207,6 +212,16 @@ impl AccountState {
             presence: crate::presence::PresenceState::default(),
             erased_at: None,
             audit: Vec::new(),
+            consents: Vec::new(),
+        }
+    }
+
+    /// Notes an admin action in the account's audit trail, dropping the oldest past
+    /// [`AUDIT_NOTES_MAX`].
+    pub fn note(&mut self, at: DateTime<Utc>, actor: &str, what: String) {
+        self.audit.push(AuditNote { at, actor: actor.to_owned(), what });
+        if self.audit.len() > AUDIT_NOTES_MAX {
+            self.audit.remove(0);
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`receipt::ReceiptState`]: what one receipt did (hold, spend, accrual, refunds) and the first
 //!   responses of the calls made on it, for idempotent replays.
 //! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, enrol).
+//! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
 //!   evaluated in memory with an explanation per line.
 //! - [`rejection::Rejection`]: every reason an operation refuses, with a stable code.
@@ -26,6 +27,7 @@ pub mod ledger;
 pub mod ops;
 pub mod outcome;
 pub mod presence;
+pub mod profile;
 pub mod program;
 pub mod receipt;
 pub mod rejection;

@@ -4,11 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use loyalty_core::Origin;
-use loyalty_core::account::{AUDIT_NOTES_MAX, AccountState, AuditNote, Profile};
+use loyalty_core::account::{AccountState, Profile};
 use loyalty_core::events::{Event, EventKind};
 use loyalty_core::fingerprint::hex;
 use loyalty_core::identity::IdentityKey;
 use loyalty_core::presence::CodeChannel;
+use loyalty_core::profile::{Consent, Editor, ProfileChange};
 use loyalty_core::rejection::Rejection;
 use loyalty_store::{AccountWrite, Commit};
 
@@ -47,6 +48,18 @@ struct AccountChange<T> {
     value: T,
     events: Vec<Event>,
     releases: Vec<IdentityKey>,
+    /// False when the account is as it was: nothing is written.
+    write: bool,
+}
+
+/// A profile change as applied: the account, the fields that changed, and the consents and tags
+/// after it.
+#[derive(Debug)]
+pub struct ProfileUpdated {
+    pub account_id: String,
+    pub changed: Vec<String>,
+    pub consents: Vec<Consent>,
+    pub tags: Vec<String>,
 }
 
 impl Engine {
@@ -66,7 +79,10 @@ impl Engine {
             let stored = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
             let mut state = stored.value;
             let now = self.now();
-            let AccountChange { value, events, releases } = change(&mut state, now)?;
+            let AccountChange { value, events, releases, write } = change(&mut state, now)?;
+            if !write {
+                return Ok(Attempt::Done(value));
+            }
             let commit = Commit {
                 identity_releases: releases.clone(),
                 events,
@@ -115,7 +131,7 @@ impl Engine {
             };
             tracing::debug!(actor = origin.actor.as_str(), channel = ?channel, "customer code issued");
             let value = IssuedCode { code: (channel == CodeChannel::App).then(|| code.clone()), expires_at };
-            Ok(AccountChange { value, events, releases: Vec::new() })
+            Ok(AccountChange { value, events, releases: Vec::new(), write: true })
         })
         .await
     }
@@ -133,12 +149,35 @@ impl Engine {
         self.change_account(program, customer, |state, now| {
             let releases = std::mem::take(&mut state.identities);
             state.profile = Profile::default();
+            state.consents.clear();
             state.erased_at = Some(now);
-            state.audit.push(AuditNote { at: now, actor: actor.to_owned(), what: format!("personal data erased: {reason}") });
-            if state.audit.len() > AUDIT_NOTES_MAX {
-                state.audit.remove(0);
-            }
-            Ok(AccountChange { value: (state.account_id.clone(), now), events: Vec::new(), releases })
+            state.note(now, actor, format!("personal data erased: {reason}"));
+            Ok(AccountChange { value: (state.account_id.clone(), now), events: Vec::new(), releases, write: true })
+        })
+        .await
+    }
+
+    /// Changes the customer's profile and consents ([`ProfileChange::apply`]): one compare-and-set
+    /// on the account when something changed, no write when nothing did.
+    pub async fn update_profile(
+        &self,
+        program: &Program,
+        customer: &IdentityKey,
+        change: &ProfileChange,
+        editor: Editor,
+        actor: &str,
+    ) -> EngineResult<ProfileUpdated> {
+        change.check(editor)?;
+        self.change_account(program, customer, |state, now| {
+            let changed = change.apply(state, editor, actor, now)?;
+            let write = !changed.is_empty();
+            let value = ProfileUpdated {
+                account_id: state.account_id.clone(),
+                changed,
+                consents: state.consents.clone(),
+                tags: state.tags.clone(),
+            };
+            Ok(AccountChange { value, events: Vec::new(), releases: Vec::new(), write })
         })
         .await
     }

@@ -10,6 +10,7 @@ use loyalty_core::ledger::{EntryKind, LedgerEntry};
 use loyalty_core::ops::{RefundLine, SaleContext};
 use loyalty_core::outcome::{BonusOutcome, HoldView, LineEarn, RulePoints, SpendLimit};
 use loyalty_core::presence::PresenceProof;
+use loyalty_core::profile::{Consent, ConsentChannel, Gender, ProfileChange};
 use loyalty_core::program::ProgramPolicy;
 use loyalty_core::rejection::Rejection;
 use loyalty_proto::v1 as pb;
@@ -258,6 +259,66 @@ pub fn sale(channel: &str, coupons: &[String]) -> Result<SaleContext, Rejection>
         .collect::<Result<Vec<_>, _>>()?;
     let channel = if channel.is_empty() { "pos".to_owned() } else { id("channel", channel, TAG_LEN_MAX)? };
     Ok(SaleContext { channel, coupons })
+}
+
+/// What an UpdateProfile request changes, each field checked and named when refused.
+pub fn profile_change(req: &pb::UpdateProfileRequest, today: NaiveDate) -> Result<ProfileChange, Rejection> {
+    let gender = match req.gender.map(pb::Gender::try_from) {
+        None => None,
+        Some(Ok(pb::Gender::Unspecified)) => Some(None),
+        Some(Ok(pb::Gender::Female)) => Some(Some(Gender::Female)),
+        Some(Ok(pb::Gender::Male)) => Some(Some(Gender::Male)),
+        Some(Ok(pb::Gender::Other)) => Some(Some(Gender::Other)),
+        Some(Err(_)) => {
+            return Err(Rejection::invalid("gender", "one of GENDER_FEMALE, GENDER_MALE, GENDER_OTHER, or unspecified to clear"));
+        }
+    };
+    let consents = req
+        .consents
+        .iter()
+        .enumerate()
+        .map(|(index, consent)| {
+            let channel = match pb::ConsentChannel::try_from(consent.channel) {
+                Ok(pb::ConsentChannel::Sms) => ConsentChannel::Sms,
+                Ok(pb::ConsentChannel::Email) => ConsentChannel::Email,
+                Ok(pb::ConsentChannel::Push) => ConsentChannel::Push,
+                Ok(pb::ConsentChannel::Messenger) => ConsentChannel::Messenger,
+                Ok(pb::ConsentChannel::Unspecified) | Err(_) => {
+                    return Err(Rejection::invalid(format!("consents[{index}].channel"), "one of SMS, EMAIL, PUSH, MESSENGER"));
+                }
+            };
+            if consent.changed_at.is_some() {
+                return Err(Rejection::invalid(format!("consents[{index}].changed_at"), "set by the engine; leave it empty"));
+            }
+            Ok((channel, consent.granted))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ProfileChange {
+        name: req.name.as_deref().map(name).transpose()?,
+        birth_date: req.birth_date.as_deref().map(|raw| birth_date(raw, today)).transpose()?,
+        gender,
+        tags: req.tags.as_ref().map(|list| tags("tags.tags", &list.tags)).transpose()?,
+        consents,
+    })
+}
+
+pub fn consent(consent: &Consent) -> pb::Consent {
+    let channel = match consent.channel {
+        ConsentChannel::Sms => pb::ConsentChannel::Sms,
+        ConsentChannel::Email => pb::ConsentChannel::Email,
+        ConsentChannel::Push => pb::ConsentChannel::Push,
+        ConsentChannel::Messenger => pb::ConsentChannel::Messenger,
+    };
+    pb::Consent { channel: channel.into(), granted: consent.granted, changed_at: Some(timestamp(consent.changed_at)) }
+}
+
+pub fn gender(gender: Option<Gender>) -> pb::Gender {
+    match gender {
+        None => pb::Gender::Unspecified,
+        Some(Gender::Female) => pb::Gender::Female,
+        Some(Gender::Male) => pb::Gender::Male,
+        Some(Gender::Other) => pb::Gender::Other,
+    }
 }
 
 /// Segment tags: IDs, at most `TAGS_MAX`.

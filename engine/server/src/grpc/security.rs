@@ -15,8 +15,19 @@ use crate::grpc::convert;
 use crate::programs::Program;
 
 /// Every call a credential's `operations` may name.
-pub const OPERATIONS: &[&str] =
-    &["Enroll", "GetAccount", "ListTransactions", "Authorize", "Redeem", "Accrue", "Reverse", "Refund", "AwardBonus", "IssueCustomerCode"];
+pub const OPERATIONS: &[&str] = &[
+    "Enroll",
+    "GetAccount",
+    "ListTransactions",
+    "Authorize",
+    "Redeem",
+    "Accrue",
+    "Reverse",
+    "Refund",
+    "AwardBonus",
+    "IssueCustomerCode",
+    "UpdateProfile",
+];
 
 const AUDIT_PAGE_DEFAULT: u32 = 50;
 const AUDIT_PAGE_MAX: u32 = 200;
@@ -95,6 +106,8 @@ pub fn export(policy: &ProgramPolicy, state: &AccountState, now: chrono::DateTim
         balance: Some(convert::balance(policy, &state.balance_at(now))),
         ledger_entries: state.ledger_seq,
         erased_at: state.erased_at.map(convert::timestamp),
+        gender: convert::gender(state.profile.gender).into(),
+        consents: state.consents.iter().map(convert::consent).collect(),
     }
 }
 

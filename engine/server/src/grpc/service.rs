@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use loyalty_core::presence::CodeChannel;
+use loyalty_core::profile::Editor;
 use loyalty_core::rules::tiers;
 
 use crate::auth::{Caller, Deadline, Needs, Scope};
@@ -81,6 +82,9 @@ pub(crate) const READ: &[Scope] = &[Scope::Checkout, Scope::ReadOnly, Scope::Cus
 pub(crate) const QUOTE: &[Scope] = &[Scope::Checkout, Scope::ReadOnly];
 pub(crate) const BONUS: &[Scope] = &[Scope::Checkout, Scope::PartnerIssueCertificates];
 pub(crate) const ADMIN: &[Scope] = &[Scope::Admin];
+/// Who may change a customer's profile: the till, the program's app (within `profile::Editor`'s
+/// bounds), the program's administrators.
+pub(crate) const PROFILE: &[Scope] = &[Scope::Checkout, Scope::CustomerApp, Scope::Admin];
 
 /// Caps an untrusted ID before it goes into a span.
 fn trace_id(raw: &str) -> &str {
@@ -584,6 +588,34 @@ impl LoyaltyService for LoyaltyApi {
             Ok(pb::IssueCustomerCodeResponse {
                 code: issued.code.unwrap_or_default(),
                 expires_at: Some(convert::timestamp(issued.expires_at)),
+            })
+        })
+        .await
+    }
+
+    async fn update_profile(&self, request: Request<pb::UpdateProfileRequest>) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: "" };
+        self.handle("UpdateProfile", &ctx, PROFILE, ids, |caller| async move {
+            let program = self.program(&req.program_id)?;
+            let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
+            let today = self.engine.now().with_timezone(&program.policy.time_zone).date_naive();
+            let change = convert::profile_change(req, today)?;
+            let editor = if caller.credential.scopes.contains(&Scope::Admin) {
+                Editor::Admin
+            } else if caller.credential.scopes.contains(&Scope::Checkout) {
+                Editor::Till
+            } else {
+                Editor::CustomerApp
+            };
+            let updated = self.engine.update_profile(&program, &customer, &change, editor, &caller.credential.id).await?;
+            Ok(pb::UpdateProfileResponse {
+                account_id: updated.account_id,
+                changed: updated.changed,
+                consents: updated.consents.iter().map(convert::consent).collect(),
+                tags: updated.tags,
             })
         })
         .await

@@ -1,0 +1,173 @@
+//! The customer's life after enrolment, over gRPC: profile and consent changes from the till, the
+//! app and the admin, audited by field name, seen by rules from the next call.
+
+use loyalty_proto::admin as admin_pb;
+use loyalty_proto::v1 as pb;
+use loyalty_tests::*;
+use tonic::Code;
+
+use crate::{bad_field, expect_error};
+
+/// A key of the test program with only `scopes`.
+async fn key_with(server: &TestServer, id: &str, scopes: &[admin_pb::Scope]) -> Client {
+    let mut admin = server.admin().await;
+    let version =
+        admin.list_credentials(admin_pb::ListCredentialsRequest { program_id: PROGRAM.into() }).await.expect("list").into_inner().version;
+    let created = admin
+        .create_credential(admin_pb::CreateCredentialRequest {
+            program_id: PROGRAM.into(),
+            expected_version: version,
+            credential_id: id.into(),
+            scopes: scopes.iter().map(|scope| *scope as i32).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("create credential")
+        .into_inner();
+    connect_with(server.addr, Some(&created.api_key)).await
+}
+
+fn update(customer: Option<pb::CustomerRef>) -> pb::UpdateProfileRequest {
+    pb::UpdateProfileRequest { program_id: PROGRAM.into(), store_id: STORE.into(), till_id: TILL.into(), customer, ..Default::default() }
+}
+
+fn consent(channel: pb::ConsentChannel, granted: bool) -> pb::Consent {
+    pb::Consent { channel: channel as i32, granted, changed_at: None }
+}
+
+#[tokio::test]
+async fn a_till_updates_profile_and_consents_audited_by_name_and_rules_see_the_new_tags() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    let mut till = key_with(&server, "till-1", &[admin_pb::Scope::Checkout]).await;
+    let enrolled = client.enroll(enroll("e1", "+77010000501", "PROF0001")).await.expect("enroll").into_inner();
+    let customer = phone("+77010000501");
+
+    // A rule for pensioners: 5% more on every line.
+    let version = admin.list_rules(admin_pb::ListRulesRequest { program_id: PROGRAM.into(), ..Default::default() }).await;
+    let version = version.expect("rules").into_inner().version;
+    admin
+        .upsert_rule(admin_pb::UpsertRuleRequest {
+            program_id: PROGRAM.into(),
+            expected_version: version,
+            format: admin_pb::DocumentFormat::Toml as i32,
+            document: "id = \"pensioner\"\nwhen.customer = { tags_any = [\"pensioner\"] }\neffect = { kind = \"percent_of_lines\", percent = \"5\" }\n"
+                .into(),
+            comment: "pensioner offer".into(),
+        })
+        .await
+        .expect("pensioner rule");
+    let rules_of = |response: &pb::AccrueResponse| response.rules.iter().map(|rule| rule.rule_id.clone()).collect::<Vec<_>>();
+    let before = till.accrue(accrue("P1", customer.clone(), vec![line(1, "bread", "1", "1000.00")])).await.expect("accrue").into_inner();
+    assert!(!rules_of(&before).contains(&"pensioner".to_owned()), "{before:?}");
+
+    let request = pb::UpdateProfileRequest {
+        name: Some("Aigerim Sadykova".into()),
+        birth_date: Some("1958-03-12".into()),
+        gender: Some(pb::Gender::Female as i32),
+        tags: Some(pb::TagList { tags: vec!["pensioner".into()] }),
+        consents: vec![consent(pb::ConsentChannel::Sms, true), consent(pb::ConsentChannel::Email, false)],
+        ..update(customer.clone())
+    };
+    let updated = till.update_profile(request.clone()).await.expect("update").into_inner();
+    assert_eq!(updated.account_id, enrolled.account_id);
+    assert_eq!(updated.changed, ["name", "birth_date", "gender", "tags", "consent.sms=granted", "consent.email=withdrawn"]);
+    assert_eq!(updated.tags, ["pensioner"]);
+    let channels: Vec<(i32, bool)> = updated.consents.iter().map(|consent| (consent.channel, consent.granted)).collect();
+    assert_eq!(channels, [(pb::ConsentChannel::Sms as i32, true), (pb::ConsentChannel::Email as i32, false)]);
+    assert!(updated.consents.iter().all(|consent| consent.changed_at.is_some()));
+
+    // The same change again: nothing changes, nothing is written.
+    let again = till.update_profile(request).await.expect("again").into_inner();
+    assert!(again.changed.is_empty(), "{again:?}");
+
+    // Rules see the tag from the next call.
+    let after = till.accrue(accrue("P2", customer.clone(), vec![line(1, "bread", "1", "1000.00")])).await.expect("accrue").into_inner();
+    assert!(rules_of(&after).contains(&"pensioner".to_owned()), "{after:?}");
+
+    let export = admin
+        .export_customer(admin_pb::ExportCustomerRequest { program_id: PROGRAM.into(), customer: customer.clone() })
+        .await
+        .expect("export")
+        .into_inner();
+    assert_eq!((export.name.as_str(), export.birth_date.as_str()), ("Aigerim Sadykova", "1958-03-12"));
+    assert_eq!((export.gender, export.tags.clone()), (pb::Gender::Female as i32, vec!["pensioner".to_owned()]));
+    assert_eq!(export.consents.len(), 2);
+
+    // Audited once, by field names and credential, never by value.
+    let audit = admin
+        .read_audit(admin_pb::ReadAuditRequest {
+            program_id: PROGRAM.into(),
+            account_id: enrolled.account_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner();
+    let notes: Vec<&admin_pb::AuditRecord> = audit.records.iter().filter(|record| record.kind == "account").collect();
+    assert_eq!(notes.len(), 1, "{audit:?}");
+    assert_eq!(notes[0].actor, "till-1");
+    assert!(notes[0].what.contains("birth_date") && notes[0].what.contains("consent.sms=granted"), "{}", notes[0].what);
+    let text = format!("{audit:?}");
+    assert!(!text.contains("Aigerim") && !text.contains("1958"), "no personal values in the audit trail");
+
+    // Clearing: an empty name and GENDER_UNSPECIFIED; fields not named stay.
+    let cleared = till
+        .update_profile(pb::UpdateProfileRequest {
+            name: Some(String::new()),
+            gender: Some(pb::Gender::Unspecified as i32),
+            ..update(card("PROF0001"))
+        })
+        .await
+        .expect("clear")
+        .into_inner();
+    assert_eq!(cleared.changed, ["name", "gender"]);
+    assert_eq!(cleared.tags, ["pensioner"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_app_may_not_tag_its_customer_nor_move_a_set_birth_date_and_bad_input_names_the_field() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut app = key_with(&server, "app-1", &[admin_pb::Scope::CustomerApp]).await;
+    let mut reader = key_with(&server, "reader-1", &[admin_pb::Scope::ReadOnly]).await;
+    client.enroll(enroll("e1", "+77010000502", "")).await.expect("enroll");
+    let customer = phone("+77010000502");
+
+    let tagged = pb::UpdateProfileRequest { tags: Some(pb::TagList { tags: vec!["veteran".into()] }), ..update(customer.clone()) };
+    let status = expect_error(app.update_profile(tagged).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(bad_field(&status), "tags");
+    let born = pb::UpdateProfileRequest { birth_date: Some("1990-03-12".into()), ..update(customer.clone()) };
+    assert_eq!(app.update_profile(born).await.expect("the app sets the first birth date").into_inner().changed, ["birth_date"]);
+    let moved = pb::UpdateProfileRequest { birth_date: Some("1990-06-01".into()), ..update(customer.clone()) };
+    let status = expect_error(app.update_profile(moved.clone()).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(bad_field(&status), "birth_date");
+    expect_error(reader.update_profile(moved.clone()).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_eq!(client.update_profile(moved).await.expect("an admin may").into_inner().changed, ["birth_date"]);
+
+    let cases = [
+        (
+            pb::UpdateProfileRequest { consents: vec![consent(pb::ConsentChannel::Unspecified, true)], ..update(customer.clone()) },
+            "consents[0].channel",
+        ),
+        (
+            pb::UpdateProfileRequest {
+                consents: vec![consent(pb::ConsentChannel::Push, true), consent(pb::ConsentChannel::Push, false)],
+                ..update(customer.clone())
+            },
+            "consents[1].channel",
+        ),
+        (pb::UpdateProfileRequest { birth_date: Some("2999-01-01".into()), ..update(customer.clone()) }, "birth_date"),
+        (pb::UpdateProfileRequest { gender: Some(9), ..update(customer.clone()) }, "gender"),
+        (pb::UpdateProfileRequest { tags: Some(pb::TagList { tags: vec!["bad tag".into()] }), ..update(customer.clone()) }, "tags.tags[0]"),
+        (pb::UpdateProfileRequest { name: Some("x".repeat(500)), ..update(customer.clone()) }, "name"),
+    ];
+    for (request, field) in cases {
+        let status = expect_error(client.update_profile(request).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_eq!(bad_field(&status), field, "{status:?}");
+    }
+    expect_error(client.update_profile(update(phone("+77010000599"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
+    server.stop().await;
+}
