@@ -232,6 +232,7 @@ impl Change {
                     created: account.version == 0,
                     balance: balance.clone(),
                     bonuses: Vec::new(),
+                    fee_points: Decimal::ZERO,
                 }),
             },
         });

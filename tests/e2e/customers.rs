@@ -171,3 +171,112 @@ async fn the_app_may_not_tag_its_customer_nor_move_a_set_birth_date_and_bad_inpu
     expect_error(client.update_profile(update(phone("+77010000599"))).await, Code::NotFound, "CUSTOMER_NOT_FOUND");
     server.stop().await;
 }
+
+fn replace(request_id: &str, customer: Option<pb::CustomerRef>, new_card: &str, old_card: &str, fee: &str) -> pb::ReplaceCardRequest {
+    pb::ReplaceCardRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: request_id.into(),
+        customer,
+        new_card_number: new_card.into(),
+        old_card_number: old_card.into(),
+        card_fee: fee.into(),
+    }
+}
+
+/// A registered customer loses a card: the new one carries the account, the old one is blocked
+/// at the till and still found by administrators; the fee is credited; replays answer alike.
+async fn a_lost_card_is_replaced(server: TestServer) {
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    // The card was sold for 2.50: 2 points at once (rounded down), replayed alike.
+    let enrolment = pb::EnrollRequest { card_fee: "2.50".into(), ..enroll("e-lost", "+77010000601", "LOST0001") };
+    let enrolled = client.enroll(enrolment.clone()).await.expect("enroll").into_inner();
+    assert_eq!((enrolled.fee_points.as_str(), enrolled.balance.clone().expect("balance").spendable.as_str()), ("2", "2"));
+    assert_eq!(client.enroll(enrolment).await.expect("replay").into_inner(), enrolled);
+    client.accrue(accrue("L1", card("LOST0001"), vec![line(1, "milk", "1", "10000.00")])).await.expect("accrue");
+    let before = client.get_account(get_account(card("LOST0001"))).await.expect("account").into_inner();
+
+    let request = replace("rc-1", phone("+77010000601"), "NEWC0001", "LOST0001", "2.00");
+    let replaced = client.replace_card(request.clone()).await.expect("replace").into_inner();
+    assert_eq!((replaced.account_id.as_str(), replaced.card_number.as_str()), (enrolled.account_id.as_str(), "NEWC0001"));
+    assert_eq!((replaced.blocked_cards.clone(), replaced.fee_points.as_str()), (vec!["LOST0001".to_owned()], "2"));
+    assert_eq!(client.replace_card(request).await.expect("replay").into_inner(), replaced, "a replay answers the first answer");
+    let other = replace("rc-1", phone("+77010000601"), "NEWC0002", "", "");
+    let status = expect_error(client.replace_card(other).await, Code::AlreadyExists, "IDEMPOTENCY_CONFLICT");
+    let info = tonic_types::StatusExt::get_details_error_info(&status).expect("ErrorInfo");
+    assert_eq!(info.metadata.get("key_kind").map(String::as_str), Some("request_id"));
+    assert_eq!(info.metadata.get("key").map(String::as_str), Some("rc-1"));
+
+    // Points, tier and history follow the new card; the fee is spendable at once.
+    let after = client.get_account(get_account(card("NEWC0001"))).await.expect("new card").into_inner();
+    assert_eq!(after.account_id, enrolled.account_id);
+    let (before, after_balance) = (before.balance.expect("balance"), after.balance.expect("balance"));
+    assert_eq!(dec(&after_balance.balance) - dec(&before.balance), dec("2"), "{after_balance:?}");
+    assert_eq!(dec(&after_balance.available) - dec(&before.available), dec("2"));
+    // The old card is blocked at the till and says when.
+    let blocked = expect_error(
+        client.accrue(accrue("L2", card("LOST0001"), vec![line(1, "milk", "1", "100.00")])).await,
+        Code::FailedPrecondition,
+        "CARD_BLOCKED",
+    );
+    let info = tonic_types::StatusExt::get_details_error_info(&blocked).expect("ErrorInfo");
+    assert!(info.metadata.contains_key("replaced_at"), "{info:?}");
+    expect_error(client.get_account(get_account(card("LOST0001"))).await, Code::FailedPrecondition, "CARD_BLOCKED");
+    // Administrators still find the customer by the old card.
+    let export = admin
+        .export_customer(admin_pb::ExportCustomerRequest { program_id: PROGRAM.into(), customer: card("LOST0001") })
+        .await
+        .expect("export by the old card")
+        .into_inner();
+    assert_eq!(export.account_id, enrolled.account_id);
+    assert_eq!(export.blocked_cards, ["LOST0001"]);
+
+    // Refusals: an anonymous card, another customer's card, a blocked card, a card not the customer's.
+    client.accrue(accrue("A1", card("ANON0001"), vec![line(1, "milk", "1", "100.00")])).await.expect("anonymous card earns");
+    expect_error(
+        client.replace_card(replace("rc-2", card("ANON0001"), "NEWC0003", "", "")).await,
+        Code::FailedPrecondition,
+        "CARD_NOT_REGISTERED",
+    );
+    expect_error(
+        client.replace_card(replace("rc-3", phone("+77010000601"), "ANON0001", "", "")).await,
+        Code::AlreadyExists,
+        "IDENTIFIER_TAKEN",
+    );
+    expect_error(
+        client.replace_card(replace("rc-4", phone("+77010000601"), "LOST0001", "", "")).await,
+        Code::FailedPrecondition,
+        "CARD_BLOCKED",
+    );
+    let status = expect_error(
+        client.replace_card(replace("rc-5", phone("+77010000601"), "NEWC0004", "ANON0001", "")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(bad_field(&status), "old_card_number");
+    let status = expect_error(
+        client.replace_card(replace("rc-6", phone("+77010000601"), "NEWC0004", "", "-1")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(bad_field(&status), "card_fee");
+    // Without an old card, every other card is blocked.
+    let again = client.replace_card(replace("rc-7", card("NEWC0001"), "NEWC0005", "", "")).await.expect("replace again").into_inner();
+    assert_eq!((again.blocked_cards, again.fee_points.as_str()), (vec!["NEWC0001".to_owned()], "0"));
+    expect_error(client.get_account(get_account(card("NEWC0001"))).await, Code::FailedPrecondition, "CARD_BLOCKED");
+    client.get_account(get_account(card("NEWC0005"))).await.expect("the newest card works");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_card_is_replaced_on_the_embedded_store() {
+    a_lost_card_is_replaced(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_card_is_replaced_on_scylla() {
+    let rig = crate::scylla::Rig::shared().await;
+    a_lost_card_is_replaced(rig.engine().await).await;
+}

@@ -129,6 +129,9 @@ pub struct AccountState {
     /// The customer's consent per messaging channel (`profile`); personal data, erased with it.
     #[serde(default)]
     pub consents: Vec<crate::profile::Consent>,
+    /// Cards replaced by a new one (`cards`): still bound, refused at the till.
+    #[serde(default)]
+    pub blocked_cards: Vec<crate::cards::BlockedCard>,
 }
 
 /// An admin action on an account: who, when, what.
@@ -213,7 +216,13 @@ impl AccountState {
             erased_at: None,
             audit: Vec::new(),
             consents: Vec::new(),
+            blocked_cards: Vec::new(),
         }
+    }
+
+    /// The card's block, if `number` was replaced.
+    pub fn blocked_card(&self, number: &str) -> Option<&crate::cards::BlockedCard> {
+        self.blocked_cards.iter().find(|blocked| blocked.number == number)
     }
 
     /// Notes an admin action in the account's audit trail, dropping the oldest past

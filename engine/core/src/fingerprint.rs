@@ -16,6 +16,7 @@ pub enum OpKind {
     Refund,
     Enroll,
     Bonus,
+    ReplaceCard,
 }
 
 impl OpKind {
@@ -28,6 +29,7 @@ impl OpKind {
             OpKind::Refund => "refund",
             OpKind::Enroll => "enroll",
             OpKind::Bonus => "bonus",
+            OpKind::ReplaceCard => "replace_card",
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`receipt::ReceiptState`]: what one receipt did (hold, spend, accrual, refunds) and the first
 //!   responses of the calls made on it, for idempotent replays.
 //! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, enrol).
+//! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
 //!   evaluated in memory with an explanation per line.
@@ -20,6 +21,7 @@
 pub mod account;
 pub mod allocate;
 pub mod basket;
+pub mod cards;
 pub mod events;
 pub mod fingerprint;
 pub mod identity;

@@ -141,6 +141,9 @@ pub struct EnrollOutcome {
     /// Welcome bonuses credited by enrolment rules.
     #[serde(default)]
     pub bonuses: Vec<RulePoints>,
+    /// Points credited for the card's fee (a card sold at the till).
+    #[serde(default)]
+    pub fee_points: Decimal,
 }
 
 /// An event bonus or a manual adjustment.
@@ -165,6 +168,7 @@ pub enum StoredResponse {
     Refund(RefundOutcome),
     Enroll(EnrollOutcome),
     Bonus(BonusOutcome),
+    ReplaceCard(crate::cards::ReplaceCardOutcome),
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
@@ -191,4 +195,5 @@ from_stored! {
     Refund => RefundOutcome,
     Enroll => EnrollOutcome,
     Bonus => BonusOutcome,
+    ReplaceCard => crate::cards::ReplaceCardOutcome,
 }

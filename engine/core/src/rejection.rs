@@ -76,6 +76,9 @@ pub enum Rejection {
     /// Too many wrong codes: spending is locked for a while (earning goes on).
     #[error("spending is locked after too many wrong codes, until {until}")]
     CustomerLocked { until: DateTime<Utc> },
+    /// The card was replaced (lost): the till asks for the new card.
+    #[error("this card was replaced on {replaced_at}: present the customer's new card")]
+    CardBlocked { replaced_at: DateTime<Utc> },
     /// The account had its codes for this hour.
     #[error("too many codes issued for this customer; the next one may be issued at {next}")]
     CodeIssueLimit { next: DateTime<Utc> },
@@ -109,6 +112,7 @@ impl Rejection {
             Rejection::CustomerCodeInvalid { .. } => "CUSTOMER_CODE_INVALID",
             Rejection::CustomerLocked { .. } => "CUSTOMER_LOCKED",
             Rejection::CodeIssueLimit { .. } => "CODE_ISSUE_LIMIT",
+            Rejection::CardBlocked { .. } => "CARD_BLOCKED",
         }
     }
 

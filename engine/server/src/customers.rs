@@ -5,15 +5,20 @@
 use chrono::{DateTime, Utc};
 use loyalty_core::Origin;
 use loyalty_core::account::{AccountState, Profile};
+use loyalty_core::cards::{self, ReplaceCardCmd, ReplaceCardOutcome};
 use loyalty_core::events::{Event, EventKind};
+use loyalty_core::fingerprint::fingerprint;
 use loyalty_core::fingerprint::hex;
-use loyalty_core::identity::IdentityKey;
+use loyalty_core::identity::{IdentityKey, IdentityKind};
+use loyalty_core::outcome::StoredResponse;
 use loyalty_core::presence::CodeChannel;
 use loyalty_core::profile::{Consent, Editor, ProfileChange};
+use loyalty_core::receipt::{CallRecord, OpKind};
 use loyalty_core::rejection::Rejection;
-use loyalty_store::{AccountWrite, Commit};
+use loyalty_core::txn::Txn;
+use loyalty_store::{AccountWrite, Commit, RequestWrite};
 
-use crate::engine::{Attempt, Engine};
+use crate::engine::{Attempt, Engine, commit_of};
 use crate::error::{EngineError, EngineResult};
 use crate::programs::Program;
 
@@ -64,10 +69,12 @@ pub struct ProfileUpdated {
 
 impl Engine {
     /// Changes one account (found by identifier) with `change`, retrying lost compare-and-sets.
+    /// A replaced card finds its account only for an administrator's change (`by_admin`).
     async fn change_account<T>(
         &self,
         program: &Program,
         customer: &IdentityKey,
+        by_admin: bool,
         change: impl Fn(&mut AccountState, DateTime<Utc>) -> Result<AccountChange<T>, Rejection>,
     ) -> EngineResult<T> {
         let program_id = program.policy.program_id.as_str();
@@ -76,7 +83,10 @@ impl Engine {
             let account_id = self.resolve_customer(program_id, customer).await?;
             let slot = self.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
-            let stored = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
+            let stored = match by_admin {
+                true => self.load_bound(&mut guard, program_id, &account_id, customer).await?,
+                false => self.load_checked(&mut guard, program_id, &account_id, customer).await?,
+            };
             let mut state = stored.value;
             let now = self.now();
             let AccountChange { value, events, releases, write } = change(&mut state, now)?;
@@ -111,7 +121,7 @@ impl Engine {
         let code = random_code()?;
         let salt = random_salt()?;
         let policy = &program.policy.presence;
-        self.change_account(program, customer, |state, now| {
+        self.change_account(program, customer, false, |state, now| {
             let expires_at = state.presence.issue(policy, &code, salt.clone(), channel, now)?;
             let events = match channel {
                 CodeChannel::App => Vec::new(),
@@ -146,10 +156,11 @@ impl Engine {
         actor: &str,
         reason: &str,
     ) -> EngineResult<(String, DateTime<Utc>)> {
-        self.change_account(program, customer, |state, now| {
+        self.change_account(program, customer, true, |state, now| {
             let releases = std::mem::take(&mut state.identities);
             state.profile = Profile::default();
             state.consents.clear();
+            state.blocked_cards.clear();
             state.erased_at = Some(now);
             state.note(now, actor, format!("personal data erased: {reason}"));
             Ok(AccountChange { value: (state.account_id.clone(), now), events: Vec::new(), releases, write: true })
@@ -168,7 +179,7 @@ impl Engine {
         actor: &str,
     ) -> EngineResult<ProfileUpdated> {
         change.check(editor)?;
-        self.change_account(program, customer, |state, now| {
+        self.change_account(program, customer, editor == Editor::Admin, |state, now| {
             let changed = change.apply(state, editor, actor, now)?;
             let write = !changed.is_empty();
             let value = ProfileUpdated {
@@ -178,6 +189,55 @@ impl Engine {
                 tags: state.tags.clone(),
             };
             Ok(AccountChange { value, events: Vec::new(), releases: Vec::new(), write })
+        })
+        .await
+    }
+
+    /// Replaces a registered customer's card ([`cards::replace_card`]), idempotent by request ID
+    /// (claimed as `replace-card/<ID>`): the new card is claimed for the account in the same commit
+    /// as the block of the old one and the fee's points.
+    pub async fn replace_card(
+        &self,
+        program: &Program,
+        origin: &Origin,
+        customer: &IdentityKey,
+        cmd: &ReplaceCardCmd,
+    ) -> EngineResult<ReplaceCardOutcome> {
+        let program_id = program.policy.program_id.as_str();
+        let print = fingerprint(OpKind::ReplaceCard, &(origin.place(), customer, cmd));
+        // Request IDs never contain '/', so this key cannot meet an enrolment's.
+        let key = &format!("replace-card/{}", cmd.request_id);
+        let new_card = &IdentityKey { kind: IdentityKind::Card, value: cmd.new_card.clone() };
+        let print = &print;
+        self.until_committed(|| async move {
+            if let Some(outcome) = self.replayed_request(program_id, key, &cmd.request_id, print).await? {
+                return Ok(Attempt::Done(outcome));
+            }
+            let account_id = self.resolve_customer(program_id, customer).await?;
+            if self.resolve(program_id, new_card).await?.is_some_and(|holder| holder != account_id) {
+                return Err(Rejection::IdentifierTaken { kind: "card" }.into());
+            }
+            let slot = self.slot(program_id, &account_id);
+            let mut guard = slot.lock().await;
+            let stored = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
+            let now = self.now();
+            let mut txn = Txn::begin(&program.policy, &stored.value, now, self.ids().transaction_id(), origin.clone());
+            let outcome = cards::replace_card(&mut txn, cmd, program.policy.floor_points(cmd.card_fee))?;
+            let record = CallRecord {
+                op: OpKind::ReplaceCard,
+                key: key.clone(),
+                fingerprint: *print,
+                response: StoredResponse::ReplaceCard(outcome.clone()),
+            };
+            let commit = Commit {
+                identity_claims: vec![new_card.clone()],
+                request: Some(RequestWrite { request_id: key.clone(), record }),
+                ..commit_of(program_id, stored.version, txn.finish_all()?)
+            };
+            Ok(match self.commit(&mut guard, commit).await? {
+                Some(_) => Attempt::Done(outcome),
+                None => Attempt::Again,
+            })
         })
         .await
     }

@@ -55,6 +55,8 @@ pub struct EnrollCmd {
     pub tags: Vec<String>,
     /// The customer who referred this one, if any.
     pub referrer: Option<IdentityKey>,
+    /// What the customer paid for the card; credited as points (rounded down).
+    pub card_fee: rust_decimal::Decimal,
 }
 
 /// An account as read, with the time it was read at.
@@ -127,6 +129,11 @@ impl Engine {
         left
     }
 
+    /// The source of the IDs the engine mints.
+    pub(crate) fn ids(&self) -> &dyn IdSource {
+        self.ids.as_ref()
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -149,7 +156,7 @@ impl Engine {
     }
 
     /// The account bound to an identifier, from memory or the store.
-    async fn resolve(&self, program_id: &str, key: &IdentityKey) -> EngineResult<Option<String>> {
+    pub(crate) async fn resolve(&self, program_id: &str, key: &IdentityKey) -> EngineResult<Option<String>> {
         let cache_key = format!("{program_id}/{}", key.storage_key());
         if let Some(account_id) = self.identities.get(&cache_key) {
             return Ok(Some(account_id.clone()));
@@ -178,9 +185,28 @@ impl Engine {
         self.accounts.slot(program_id, account_id)
     }
 
-    /// The account an identifier led to, which must still hold that identifier: an erasure on
-    /// another engine may have released it since this engine remembered the binding.
+    /// The account a customer presented at the till led to: it must still hold that identifier
+    /// (an erasure on another engine may have released it since this engine remembered the
+    /// binding), and a card must not have been replaced (`CARD_BLOCKED`).
     pub(crate) async fn load_checked(
+        &self,
+        slot: &mut MutexGuard<'_, Slot>,
+        program_id: &str,
+        account_id: &str,
+        key: &IdentityKey,
+    ) -> EngineResult<Versioned<AccountState>> {
+        let stored = self.load_bound(slot, program_id, account_id, key).await?;
+        if key.kind == IdentityKind::Card
+            && let Some(blocked) = stored.value.blocked_card(&key.value)
+        {
+            return Err(Rejection::CardBlocked { replaced_at: blocked.blocked_at }.into());
+        }
+        Ok(stored)
+    }
+
+    /// The account an identifier led to, which must still hold that identifier; a replaced card
+    /// still finds its account here (administrators look customers up by old cards too).
+    pub(crate) async fn load_bound(
         &self,
         slot: &mut MutexGuard<'_, Slot>,
         program_id: &str,
@@ -220,13 +246,25 @@ impl Engine {
         !self.store.shared()
     }
 
-    /// Reads an account by identifier.
+    /// Reads an account by the identifier a till presented (a replaced card is `CARD_BLOCKED`).
     pub async fn get_account(&self, program: &Program, customer: &IdentityKey) -> EngineResult<AccountSnapshot> {
+        self.read_account(program, customer, false).await
+    }
+
+    /// Reads an account for an administrator: a replaced card still finds its customer.
+    pub async fn find_account(&self, program: &Program, customer: &IdentityKey) -> EngineResult<AccountSnapshot> {
+        self.read_account(program, customer, true).await
+    }
+
+    async fn read_account(&self, program: &Program, customer: &IdentityKey, blocked_ok: bool) -> EngineResult<AccountSnapshot> {
         let program_id = program.policy.program_id.as_str();
         let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
         let slot = self.accounts.slot(program_id, &account_id);
         let mut guard = slot.lock().await;
-        let state = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
+        let state = match blocked_ok {
+            true => self.load_bound(&mut guard, program_id, &account_id, customer).await?,
+            false => self.load_checked(&mut guard, program_id, &account_id, customer).await?,
+        };
         Ok(AccountSnapshot { state: state.value, now: self.clock.now() })
     }
 
@@ -488,11 +526,8 @@ impl Engine {
         let token = &cmd.app_token.clone().map(|value| IdentityKey { kind: IdentityKind::AppToken, value });
         let (cmd, phone) = (&cmd, &phone);
         self.until_committed(|| async move {
-            if let Some(record) = self.store.request(program_id, &cmd.request_id).await? {
-                return match (record.fingerprint == print, record.response) {
-                    (true, StoredResponse::Enroll(outcome)) => Ok(Attempt::Done(outcome)),
-                    _ => Err(Rejection::IdempotencyConflict { kind: "request_id", key: cmd.request_id.clone() }.into()),
-                };
+            if let Some(outcome) = self.replayed_request(program_id, &cmd.request_id, &cmd.request_id, &print).await? {
+                return Ok(Attempt::Done(outcome));
             }
             if self.resolve(program_id, phone).await?.is_some() {
                 return Err(Rejection::PhoneAlreadyRegistered.into());
@@ -552,6 +587,8 @@ impl Engine {
             // Welcome bonuses of the program's enrolment rules, in the same commit.
             let mut txn = Txn::begin(&program.policy, &state, now, self.ids.transaction_id(), origin.clone());
             let bonuses = ops::enrollment_bonuses(&program.checkout(), &mut txn);
+            let fee_points = program.policy.floor_points(cmd.card_fee);
+            loyalty_core::cards::credit_card_fee(&mut txn, fee_points);
             let finished = txn.finish_all()?;
             let state = finished.account;
             let outcome = EnrollOutcome {
@@ -560,6 +597,7 @@ impl Engine {
                 created: existing.is_none(),
                 balance: state.balance_at(now),
                 bonuses,
+                fee_points,
             };
             let record = CallRecord {
                 op: OpKind::Enroll,
@@ -578,6 +616,27 @@ impl Engine {
             })
         })
         .await
+    }
+}
+
+impl Engine {
+    /// The stored first answer to a call keyed by request ID (claimed as `key`: the ID itself, or
+    /// `<kind>/<ID>`), if it was made before with the same payload; a conflict naming the caller's
+    /// `request_id` if it was made with another payload, or is another kind of call.
+    pub(crate) async fn replayed_request<T: TryFrom<StoredResponse, Error = StoredResponse>>(
+        &self,
+        program_id: &str,
+        key: &str,
+        request_id: &str,
+        print: &Fingerprint,
+    ) -> EngineResult<Option<T>> {
+        let Some(record) = self.store.request(program_id, key).await? else {
+            return Ok(None);
+        };
+        match T::try_from(record.response) {
+            Ok(outcome) if record.fingerprint == *print => Ok(Some(outcome)),
+            _ => Err(Rejection::IdempotencyConflict { kind: "request_id", key: request_id.to_owned() }.into()),
+        }
     }
 }
 
@@ -609,6 +668,7 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
             StoredResponse::Refund(_) => "refund",
             StoredResponse::Enroll(_) => "enroll",
             StoredResponse::Bonus(_) => "bonus",
+            StoredResponse::ReplaceCard(_) => "replace_card",
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })

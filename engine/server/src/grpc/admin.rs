@@ -222,7 +222,7 @@ impl ProgramAdmin for AdminApi {
                 let account = match req.customer.as_ref() {
                     Some(customer) => {
                         let key = convert::customer(Some(customer), policy)?;
-                        engine.get_account(&program, &key).await?.state
+                        engine.find_account(&program, &key).await?.state
                     }
                     None => {
                         let mut account = AccountState::new(String::new(), true, at);
@@ -450,7 +450,7 @@ impl ProgramAdmin for AdminApi {
             .handle("ExportCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
-                let snapshot = self.api.engine().get_account(&program, &customer).await?;
+                let snapshot = self.api.engine().find_account(&program, &customer).await?;
                 // Who exported whose data goes to the log by IDs only.
                 tracing::info!(
                     credential = caller.credential.id.as_str(),

@@ -72,6 +72,15 @@ pub fn amount_or_zero(field: &str, raw: &str) -> Result<Decimal, Rejection> {
     Ok(value)
 }
 
+/// What a customer paid for a card: money from 0 to `max`; empty is 0.
+pub fn card_fee(raw: &str, max: Decimal) -> Result<Decimal, Rejection> {
+    let fee = amount_or_zero("card_fee", raw)?;
+    if fee > max {
+        return Err(Rejection::invalid("card_fee", format!("at most {max}")));
+    }
+    Ok(fee)
+}
+
 /// A required, strictly positive decimal no larger than `max`.
 pub fn positive(field: &str, raw: &str, max: Decimal) -> Result<Decimal, Rejection> {
     if raw.is_empty() {

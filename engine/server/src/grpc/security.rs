@@ -27,6 +27,7 @@ pub const OPERATIONS: &[&str] = &[
     "AwardBonus",
     "IssueCustomerCode",
     "UpdateProfile",
+    "ReplaceCard",
 ];
 
 const AUDIT_PAGE_DEFAULT: u32 = 50;
@@ -108,6 +109,7 @@ pub fn export(policy: &ProgramPolicy, state: &AccountState, now: chrono::DateTim
         erased_at: state.erased_at.map(convert::timestamp),
         gender: convert::gender(state.profile.gender).into(),
         consents: state.consents.iter().map(convert::consent).collect(),
+        blocked_cards: state.blocked_cards.iter().map(|blocked| blocked.number.clone()).collect(),
     }
 }
 

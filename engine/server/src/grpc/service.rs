@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use loyalty_core::cards::ReplaceCardCmd;
 use loyalty_core::presence::CodeChannel;
 use loyalty_core::profile::Editor;
 use loyalty_core::rules::tiers;
@@ -302,6 +303,7 @@ impl LoyaltyService for LoyaltyApi {
                     })?),
                     None => None,
                 },
+                card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
             };
             let outcome = self.engine.enroll(&program, &origin, cmd).await?;
             Ok(pb::EnrollResponse {
@@ -310,6 +312,7 @@ impl LoyaltyService for LoyaltyApi {
                 created: outcome.created,
                 balance: Some(convert::balance(policy, &outcome.balance)),
                 bonuses: convert::rule_points(policy, &outcome.bonuses),
+                fee_points: convert::points(policy, outcome.fee_points),
             })
         })
         .await
@@ -588,6 +591,38 @@ impl LoyaltyService for LoyaltyApi {
             Ok(pb::IssueCustomerCodeResponse {
                 code: issued.code.unwrap_or_default(),
                 expires_at: Some(convert::timestamp(issued.expires_at)),
+            })
+        })
+        .await
+    }
+
+    async fn replace_card(&self, request: Request<pb::ReplaceCardRequest>) -> Result<Response<pb::ReplaceCardResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
+        self.handle("ReplaceCard", &ctx, CHECKOUT, ids, |caller| async move {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let cmd = ReplaceCardCmd {
+                request_id: convert::id("request_id", &req.request_id, self.limits.id_len_max)?,
+                new_card: loyalty_core::identity::normalize_card("new_card_number", &req.new_card_number)?,
+                old_card: match req.old_card_number.as_str() {
+                    "" => None,
+                    raw => Some(loyalty_core::identity::normalize_card("old_card_number", raw)?),
+                },
+                card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
+            };
+            let outcome = self.engine.replace_card(&program, &origin, &customer, &cmd).await?;
+            Ok(pb::ReplaceCardResponse {
+                transaction_id: outcome.tx_id,
+                account_id: outcome.account_id,
+                card_number: outcome.card_number,
+                blocked_cards: outcome.blocked,
+                fee_points: convert::points(policy, outcome.fee_points),
+                balance: Some(convert::balance(policy, &outcome.balance)),
             })
         })
         .await

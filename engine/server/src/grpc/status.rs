@@ -72,7 +72,7 @@ fn rejection_code(rejection: &Rejection) -> Code {
         Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {
             Code::AlreadyExists
         }
-        Rejection::CustomerCodeRequired => Code::FailedPrecondition,
+        Rejection::CustomerCodeRequired | Rejection::CardBlocked { .. } => Code::FailedPrecondition,
         Rejection::CustomerCodeInvalid { .. } | Rejection::CustomerLocked { .. } => Code::PermissionDenied,
         Rejection::CodeIssueLimit { .. } => Code::ResourceExhausted,
     }
@@ -147,6 +147,7 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
         Rejection::CustomerCodeInvalid { attempts_left } => put("attempts_left", attempts_left.to_string()),
         Rejection::CustomerLocked { until } => put("locked_until", until.to_rfc3339()),
         Rejection::CodeIssueLimit { next } => put("next_at", next.to_rfc3339()),
+        Rejection::CardBlocked { replaced_at } => put("replaced_at", replaced_at.to_rfc3339()),
         Rejection::CustomerNotFound
         | Rejection::CustomerCodeRequired
         | Rejection::CardNotRegistered
@@ -201,6 +202,7 @@ mod tests {
             Rejection::CustomerCodeInvalid { attempts_left: 1 },
             Rejection::CustomerLocked { until: at },
             Rejection::CodeIssueLimit { next: at },
+            Rejection::CardBlocked { replaced_at: at },
         ];
         for rejection in &rejections {
             match rejection {
@@ -227,7 +229,8 @@ mod tests {
                 | Rejection::CustomerCodeRequired
                 | Rejection::CustomerCodeInvalid { .. }
                 | Rejection::CustomerLocked { .. }
-                | Rejection::CodeIssueLimit { .. } => {}
+                | Rejection::CodeIssueLimit { .. }
+                | Rejection::CardBlocked { .. } => {}
             }
         }
         let failures =
