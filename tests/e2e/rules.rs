@@ -268,6 +268,23 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
     let certificate = &events.events[5];
     assert_eq!((certificate.points.as_str(), certificate.rule_ids.clone()), ("2000", vec!["win-back".to_owned()]));
     assert_eq!(before.available, "8750", "5,000 welcome + 1,500 earned - 750 clawed back + 1,000 review + 2,000 certificate");
+
+    // The same request ID for another customer is the caller's request ID reused, said as such.
+    let reused = pb::AwardBonusRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: "review-1".into(),
+        customer: card("CAFE0999"),
+        event: "review".into(),
+    };
+    client.accrue(accrue("K0", card("CAFE0999"), vec![line(1, "tea", "1", "100.00")])).await.expect("another customer");
+    let status = crate::expect_error(client.award_bonus(reused).await, tonic::Code::AlreadyExists, "IDEMPOTENCY_CONFLICT");
+    let info = tonic_types::StatusExt::get_details_error_info(&status).expect("ErrorInfo");
+    assert_eq!(
+        (info.metadata.get("key_kind").map(String::as_str), info.metadata.get("key").map(String::as_str)),
+        (Some("request_id"), Some("review-1"))
+    );
     server.stop().await;
 }
 

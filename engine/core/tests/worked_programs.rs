@@ -241,6 +241,7 @@ fn cafe_caps_spending_by_tier_and_a_birthday_certificate_adds_at_most_7_percent(
     let gold = with_points(regular_with_spend(&rules, "250000", now), "5000", None);
     let quote = spend_quote(&rules, &program, &gold, &lines, now, dec("5000"), now);
     assert_eq!((quote.max, quote.cap_percent), (dec("1500"), dec("15")), "gold: 15%");
+    assert_eq!(quote.explanation, "points may pay for 15% of the 10000 of eligible goods (tier gold cap)", "of money, not of points");
     let certificate = Certificate { rule_id: "birthday-certificate".into(), label: "birthday certificate".into(), cap_percent: dec("7") };
     let regular = with_points(with_points(regular_with_spend(&rules, "30000", now), "5000", None), "1000", Some(certificate.clone()));
     let quote = spend_quote(&rules, &program, &regular, &lines, now, dec("6000"), now);

@@ -36,6 +36,8 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::IdSource;
 use crate::programs::{Program, Programs};
 
+/// AwardBonus requests are kept as receipts under this prefix and their request ID.
+const BONUS_RECEIPT_PREFIX: &str = "bonus/";
 /// Attempts of one call before it gives up with ABORTED under contention.
 const ATTEMPTS_MAX: u32 = 8;
 /// Identifier-to-account mappings kept in memory (they never change once claimed).
@@ -393,7 +395,7 @@ impl Engine {
     ) -> EngineResult<BonusOutcome> {
         let route = Route::Customer { key: customer, create_unknown_card: false };
         // Request IDs never contain '/', so these keys cannot meet a till's receipt ID.
-        let key = format!("bonus/{request_id}");
+        let key = format!("{BONUS_RECEIPT_PREFIX}{request_id}");
         let response = self
             .receipt_call(program, origin, route, &key, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
                 ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
@@ -453,7 +455,8 @@ impl Engine {
             let receipt = self.store.receipt(program_id, receipt_id).await?;
             if let Some(stored) = &receipt {
                 if stored.value.account_id != account_id {
-                    return Err(Rejection::IdempotencyConflict { kind: "receipt_id", key: receipt_id.to_owned() }.into());
+                    let (kind, key) = conflict_key(receipt_id);
+                    return Err(Rejection::IdempotencyConflict { kind, key }.into());
                 }
                 if let Some(answer) = replay(&stored.value, op, key, &print)? {
                     metrics::counter!("loyalty_replays_total", "op" => op.as_str()).increment(1);
@@ -646,10 +649,19 @@ fn replay(receipt: &ReceiptState, op: OpKind, key: &str, print: &Fingerprint) ->
     match receipt.call(op, key) {
         Some(call) if call.fingerprint == *print => Ok(Some(call.response.clone())),
         Some(_) => {
-            let (kind, key) = if key.is_empty() { ("receipt_id", receipt.receipt_id.clone()) } else { ("refund_id", key.to_owned()) };
+            let (kind, key) = if key.is_empty() { conflict_key(&receipt.receipt_id) } else { ("refund_id", key.to_owned()) };
             Err(Rejection::IdempotencyConflict { kind, key }.into())
         }
         None => Ok(None),
+    }
+}
+
+/// How a conflict on a receipt key is reported to the caller: an AwardBonus request is kept as the
+/// receipt `bonus/<request ID>`, but the caller sent a request ID.
+fn conflict_key(receipt_id: &str) -> (&'static str, String) {
+    match receipt_id.strip_prefix(BONUS_RECEIPT_PREFIX) {
+        Some(request_id) => ("request_id", request_id.to_owned()),
+        None => ("receipt_id", receipt_id.to_owned()),
     }
 }
 

@@ -98,7 +98,7 @@ pub fn spend_quote(
         )
     } else {
         let explanation =
-            format!("{}% of the {} points may pay for ({source} cap){certificates}", cap_percent.normalize(), eligible.normalize());
+            format!("points may pay for {}% of the {} of eligible goods ({source} cap){certificates}", cap_percent.normalize(), eligible.normalize());
         quote(capacity, SpendLimit::ReceiptCap, explanation, certificate_limits)
     }
 }
