@@ -56,7 +56,13 @@ fn domain(c: &mut Criterion) {
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("time");
     for (lines, buckets) in [(3, 1), (20, 100), (200, 100)] {
         let account = account_with_buckets(&program, buckets);
-        let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(lines), sale: SaleContext::default(), change: Decimal::ZERO };
+        let cmd = AccrueCmd {
+            occurred_at: None,
+            receipt_id: "R".into(),
+            lines: basket(lines),
+            sale: SaleContext::default(),
+            change: Decimal::ZERO,
+        };
         c.bench_function(&format!("ledger_apply/accrue_{lines}_lines_{buckets}_buckets"), |b| {
             b.iter(|| {
                 let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
@@ -66,7 +72,8 @@ fn domain(c: &mut Criterion) {
             })
         });
     }
-    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(20), sale: SaleContext::default(), change: Decimal::ZERO };
+    let cmd =
+        AccrueCmd { occurred_at: None, receipt_id: "R".into(), lines: basket(20), sale: SaleContext::default(), change: Decimal::ZERO };
     c.bench_function("idempotency/fingerprint_accrue_20_lines", |b| {
         b.iter(|| fingerprint(OpKind::Accrue, &(Origin::default().place(), &cmd)))
     });
@@ -176,7 +183,8 @@ fn idempotency_lookup(c: &mut Criterion) {
     let limits = BasketLimits::default();
     let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("time");
-    let cmd = AccrueCmd { receipt_id: "R".into(), lines: basket(3), sale: SaleContext::default(), change: Decimal::ZERO };
+    let cmd =
+        AccrueCmd { occurred_at: None, receipt_id: "R".into(), lines: basket(3), sale: SaleContext::default(), change: Decimal::ZERO };
     let print = fingerprint(OpKind::Accrue, &(Origin::default().place(), &cmd));
     let account = AccountState::new("acc".into(), true, now);
     let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());

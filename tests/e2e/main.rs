@@ -10,6 +10,7 @@ mod customers;
 mod errors;
 mod faults;
 mod idempotency;
+mod offline;
 mod rules;
 mod scylla;
 mod scylla_cluster;

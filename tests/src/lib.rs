@@ -333,6 +333,7 @@ pub fn refund(receipt_id: &str, refund_id: &str, lines: &[(u32, &str)]) -> pb::R
         refund_id: refund_id.into(),
         lines: lines.iter().map(|(line_no, quantity)| pb::RefundLine { line_no: *line_no, quantity: (*quantity).into() }).collect(),
         reason: String::new(),
+        occurred_at: None,
     }
 }
 

@@ -76,6 +76,11 @@ pub struct AccrueCmd {
     pub sale: SaleContext,
     /// Change the customer keeps as points (money; zero for none).
     pub change: Decimal,
+    /// When the sale happened, for a receipt sent late by a till that was offline (`offline`);
+    /// `None`: now. Last and left out when `None`, so a call's fingerprint is what it was before
+    /// the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 /// An event bonus (a rule pays for a named event) or a manual adjustment (staff give or take
@@ -123,6 +128,10 @@ pub struct RefundCmd {
     pub refund_id: String,
     pub lines: Vec<RefundLine>,
     pub reason: String,
+    /// When the goods were returned, for a refund sent late by an offline till; `None`: now.
+    /// Last and left out when `None` (see [`AccrueCmd::occurred_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 fn receipt_posting(receipt: &ReceiptState) -> Posting<'_> {
@@ -340,7 +349,9 @@ pub fn redeem(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
 pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, cmd: &AccrueCmd) -> Result<AccrueOutcome, Rejection> {
     ensure_open(receipt)?;
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
-    let now = txn.now();
+    // Everything about the sale is evaluated as of when it happened: rules, tier, birthday
+    // windows, budgets' periods, and the points' pending period and expiry.
+    let sold_at = crate::offline::sale_time(ck.program, txn.now(), cmd.occurred_at)?;
     let total = basket_total(&cmd.lines);
     if receipt.spent > total {
         return Err(Rejection::invalid(
@@ -357,7 +368,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let shares = allocate(receipt.spent, &totals, ck.program.share_scale());
     let bases: Vec<Decimal> = totals.iter().zip(&shares).map(|(total, share)| *total - *share).collect();
     let origin = txn.origin().clone();
-    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, now, &origin, &cmd.sale, cmd.change);
+    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, sold_at, &origin, &cmd.sale, cmd.change);
     if cmd.change > Decimal::ZERO && earn.change.is_none() {
         return Err(Rejection::invalid("change_to_points", "this program takes no change as points here"));
     }
@@ -366,18 +377,19 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let reason = format!("earned on receipt {}: {} of {} lines ({rule_list})", receipt.receipt_id, earning_lines, cmd.lines.len());
     let rule_ids = earn.rules.iter().map(|rule| rule.rule_id.to_string()).collect();
     txn.set_program_version(earn.program_version);
-    let terms = txn.earn(earn.total, receipt_posting(receipt), reason, rule_ids);
+    let terms = txn.earn_as_of(sold_at, earn.total, receipt_posting(receipt), reason, rule_ids);
     if let Some(change) = &earn.change {
         let reason = format!("change from receipt {} kept as points ({})", receipt.receipt_id, change.label);
         txn.bonus(EntryKind::Bonus, change.points, receipt_posting(receipt), reason, vec![change.rule_id.to_string()]);
     }
-    let local_day = now.with_timezone(&ck.program.time_zone).date_naive();
+    let local_day = sold_at.with_timezone(&ck.program.time_zone).date_naive();
     let tier_month = tiers::month_index(local_day);
     let account = txn.account_mut();
     let budget_charges = budgets::charge(ck.rules, account, &earn.rules, local_day);
     account.purchases = account.purchases.saturating_add(1);
-    account.last_purchase_at = Some(now);
-    let change = tiers::record_spend(ck.rules, account, Some(tier_month), total, now, ck.program.time_zone);
+    // A late receipt never moves the last purchase back (win-back counts from the latest).
+    account.last_purchase_at = account.last_purchase_at.max(Some(sold_at));
+    let change = tiers::record_spend(ck.rules, account, Some(tier_month), total, sold_at, ck.program.time_zone);
     let tier = account.tier.clone();
     if let Some(change) = change {
         txn.tier_changed(change);
@@ -427,7 +439,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         points_spent: receipt.spent,
         available_from: terms.map(|terms| terms.available_from),
         expires_at: terms.map(|terms| terms.expires_at),
-        balance: txn.account().balance_at(now),
+        balance: txn.account().balance_at(txn.now()),
         hold_released,
         change_points: earn.change.map_or(Decimal::ZERO, |change| change.points),
     })
@@ -519,6 +531,8 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let Some(mut accrual) = receipt.accrual.clone() else {
         return Err(Rejection::ReceiptNotClosed { receipt_id: receipt.receipt_id.clone() });
     };
+    // A return sent late by an offline till: the tier it changes is reviewed as of the return.
+    let returned_at = crate::offline::sale_time(ck.program, txn.now(), cmd.occurred_at)?;
     if cmd.lines.is_empty() {
         return Err(Rejection::invalid("lines", "a refund returns at least one line"));
     }
@@ -555,10 +569,11 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     txn.return_spent(&receipt.spent_slices, receipt.spent_returned, spent_back, posting, reason.clone());
     let debt_created = txn.clawback(clawback, posting, accrual.bucket_id, reason)?;
     if let Some(before) = &receipt.accrual {
-        let now = txn.now();
         let account = txn.account_mut();
         give_back_budgets(ck.program, account, before, &accrual, false);
-        if let Some(change) = tiers::record_spend(ck.rules, account, accrual.tier_month, -refunded_amount, now, ck.program.time_zone) {
+        if let Some(change) =
+            tiers::record_spend(ck.rules, account, accrual.tier_month, -refunded_amount, returned_at, ck.program.time_zone)
+        {
             txn.tier_changed(change);
         }
     }
@@ -726,4 +741,43 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
         rules,
         balance: txn.account().balance_at(txn.now()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::{OpKind, fingerprint};
+
+    /// The commands as they were before `occurred_at`: receipts stored then keep their
+    /// fingerprints, so their replays are still answered rather than refused as conflicts.
+    #[derive(Serialize)]
+    struct AccrueBefore<'a> {
+        receipt_id: &'a str,
+        lines: &'a [BasketLine],
+        sale: &'a SaleContext,
+        change: Decimal,
+    }
+
+    #[derive(Serialize)]
+    struct RefundBefore<'a> {
+        receipt_id: &'a str,
+        refund_id: &'a str,
+        lines: &'a [RefundLine],
+        reason: &'a str,
+    }
+
+    #[test]
+    fn a_call_without_occurred_at_has_the_fingerprint_it_had_before_the_field() {
+        let sale = SaleContext { channel: "pos".into(), coupons: vec!["C1".into()] };
+        let cmd = AccrueCmd { receipt_id: "R1".into(), lines: Vec::new(), sale: sale.clone(), change: Decimal::ONE, occurred_at: None };
+        let before = AccrueBefore { receipt_id: "R1", lines: &[], sale: &sale, change: Decimal::ONE };
+        assert_eq!(fingerprint(OpKind::Accrue, &cmd), fingerprint(OpKind::Accrue, &before));
+        let late = AccrueCmd { occurred_at: Some(DateTime::UNIX_EPOCH), ..cmd };
+        assert_ne!(fingerprint(OpKind::Accrue, &late), fingerprint(OpKind::Accrue, &before), "the sale's time is part of the call");
+
+        let refund =
+            RefundCmd { receipt_id: "R1".into(), refund_id: "F1".into(), lines: Vec::new(), reason: String::new(), occurred_at: None };
+        let before = RefundBefore { receipt_id: "R1", refund_id: "F1", lines: &[], reason: "" };
+        assert_eq!(fingerprint(OpKind::Refund, &refund), fingerprint(OpKind::Refund, &before));
+    }
 }

@@ -78,6 +78,8 @@ pub struct ProgramPolicy {
     pub phone_plan: PhonePlan,
     /// When spending needs the customer's one-time code, and its limits.
     pub presence: crate::presence::PresencePolicy,
+    /// How many days late a till may send a receipt it made offline (`offline`).
+    pub offline_days_max: u32,
 }
 
 impl ProgramPolicy {
@@ -100,6 +102,7 @@ impl ProgramPolicy {
             // Bare domain policies (tests, benches) spend without codes; programs built from the
             // configuration get the product default, `for_phone` (see `ProgramConfig`).
             presence: crate::presence::PresencePolicy { requirement: crate::presence::CodeRequirement::None, ..Default::default() },
+            offline_days_max: 7,
         }
     }
 

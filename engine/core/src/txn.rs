@@ -194,8 +194,22 @@ impl<'p> Txn<'p> {
     /// holds at most one bucket per day of purchases. Returns the bucket's terms, or `None` for a
     /// zero amount (no entry is written).
     pub fn earn(&mut self, amount: Decimal, posting: Posting<'_>, reason: String, rule_ids: Vec<String>) -> Option<BucketTerms> {
-        let available_from = self.program.available_from(self.now);
-        self.credit(EntryKind::Earn, amount, available_from, posting, reason, rule_ids)
+        self.earn_as_of(self.now, amount, posting, reason, rule_ids)
+    }
+
+    /// Earns as [`Txn::earn`] does, for a sale made at `sold_at` (a late receipt from an offline
+    /// till): the pending period and the expiry count from the sale, while the entry is posted now.
+    pub fn earn_as_of(
+        &mut self,
+        sold_at: DateTime<Utc>,
+        amount: Decimal,
+        posting: Posting<'_>,
+        reason: String,
+        rule_ids: Vec<String>,
+    ) -> Option<BucketTerms> {
+        let available_from = self.program.available_from(sold_at);
+        let expires_at = self.program.expires_at(sold_at);
+        self.credit(EntryKind::Earn, amount, available_from, expires_at, posting, reason, rule_ids)
     }
 
     /// Credits a bonus (welcome, event) or a positive manual adjustment: spendable at once, with
@@ -209,14 +223,17 @@ impl<'p> Txn<'p> {
         rule_ids: Vec<String>,
     ) -> Option<BucketTerms> {
         assert!(matches!(kind, EntryKind::Bonus | EntryKind::Adjustment), "bonus of kind {kind:?}");
-        self.credit(kind, amount, self.now, posting, reason, rule_ids)
+        let expires_at = self.program.expires_at(self.now);
+        self.credit(kind, amount, self.now, expires_at, posting, reason, rule_ids)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn credit(
         &mut self,
         kind: EntryKind,
         amount: Decimal,
         available_from: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
         posting: Posting<'_>,
         reason: String,
         rule_ids: Vec<String>,
@@ -226,7 +243,6 @@ impl<'p> Txn<'p> {
             return None;
         }
         let now = self.now;
-        let expires_at = self.program.expires_at(now);
         // Buckets already spendable differ only in a past available_from: that no longer matters.
         let same_terms = |bucket: &Bucket| {
             bucket.certificate.is_none()

@@ -627,7 +627,13 @@ fn step_accrue(env: &Env, model: &mut Model, receipt: Target, specs: &[LineSpec]
     };
     let spent = model.receipts.get(&receipt_id).map_or(Decimal::ZERO, |state| state.spent);
     let now = model.now;
-    let cmd = AccrueCmd { receipt_id: receipt_id.clone(), lines: lines.clone(), sale: SaleContext::default(), change: Decimal::ZERO };
+    let cmd = AccrueCmd {
+        occurred_at: None,
+        receipt_id: receipt_id.clone(),
+        lines: lines.clone(),
+        sale: SaleContext::default(),
+        change: Decimal::ZERO,
+    };
     match apply(env, model, &receipt_id, |ck, txn, rc, _| ops::accrue(ck, txn, rc, &cmd))? {
         Ok(applied) => {
             check!(
@@ -958,7 +964,13 @@ fn step_refund(env: &Env, model: &mut Model, receipt: Target, mask: u8, quantiti
     }
     let refund_id = model.mint("refund");
     let debt_before = model.account.debt;
-    let cmd = RefundCmd { receipt_id: receipt_id.clone(), refund_id: refund_id.clone(), lines: lines.clone(), reason: String::new() };
+    let cmd = RefundCmd {
+        occurred_at: None,
+        receipt_id: receipt_id.clone(),
+        refund_id: refund_id.clone(),
+        lines: lines.clone(),
+        reason: String::new(),
+    };
     match apply(env, model, &receipt_id, |ck, txn, rc, _| ops::refund(ck, txn, rc, &cmd))? {
         Ok(applied) => {
             check!(
@@ -1461,7 +1473,8 @@ impl Shop {
     }
 
     fn accrue(&mut self, receipt_id: &str, lines: Vec<BasketLine>) -> loyalty_core::outcome::AccrueOutcome {
-        let cmd = AccrueCmd { receipt_id: receipt_id.into(), lines, sale: SaleContext::default(), change: Decimal::ZERO };
+        let cmd =
+            AccrueCmd { occurred_at: None, receipt_id: receipt_id.into(), lines, sale: SaleContext::default(), change: Decimal::ZERO };
         let result =
             apply(&self.env, &mut self.model, receipt_id, |ck, txn, rc, _| ops::accrue(ck, txn, rc, &cmd)).expect("model invariants");
         self.checked();
@@ -1522,6 +1535,7 @@ impl Shop {
         lines: &[(u32, &str)],
     ) -> Result<loyalty_core::outcome::RefundOutcome, Rejection> {
         let cmd = RefundCmd {
+            occurred_at: None,
             receipt_id: receipt_id.into(),
             refund_id: refund_id.into(),
             lines: lines.iter().map(|(line_no, quantity)| RefundLine { line_no: *line_no, quantity: d(quantity) }).collect(),

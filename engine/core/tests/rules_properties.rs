@@ -1037,7 +1037,8 @@ fn accrue_receipts(scenario: &Scenario, compiled: &CompiledRules, receipts: usiz
         let receipt_id = format!("R{number}");
         let mut txn = Txn::begin(&scenario.program, &account, scenario.at, format!("tx{number}"), scenario.origin.clone());
         let mut receipt = ReceiptState::new(receipt_id.clone(), account.account_id.clone(), scenario.at, scenario.origin.clone());
-        let cmd = AccrueCmd { receipt_id, lines: scenario.lines.clone(), sale: scenario.sale.clone(), change: Decimal::ZERO };
+        let cmd =
+            AccrueCmd { occurred_at: None, receipt_id, lines: scenario.lines.clone(), sale: scenario.sale.clone(), change: Decimal::ZERO };
         let outcome = ops::accrue(&ck, &mut txn, &mut receipt, &cmd)
             .map_err(|rejection| TestCaseError::fail(format!("accrue refused: {rejection:?}")))?;
         given.push(outcome.rules.iter().map(|rule| (rule.rule_id.to_string(), rule.points)).collect());

@@ -153,6 +153,36 @@ fn supermarket_birthday_window_is_14_percent_from_two_days_before_through_the_da
     assert_eq!(total, 140);
 }
 
+/// A till offline on the birthday sends its receipt three days later: the birthday window is
+/// judged at the sale, the points count their pending period and expiry from it.
+#[test]
+fn a_late_receipt_from_the_birthday_still_earns_the_birthday_percent() {
+    let rules = program_file("supermarket.toml");
+    let program = ProgramPolicy::with_defaults("worked");
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &program, rules: &rules, limits: &limits };
+    let (sold_at, now) = (local_morning(2026, 3, 12), local_morning(2026, 3, 15));
+    let lines = vec![line(1, "meat", "", "1000.00", "")];
+    let accrue = |occurred_at: Option<DateTime<Utc>>| {
+        let account = customer(NaiveDate::from_ymd_opt(1990, 3, 12));
+        let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
+        let mut receipt = ReceiptState::new("R".into(), account.account_id.clone(), now, Origin::default());
+        let cmd =
+            ops::AccrueCmd { receipt_id: "R".into(), lines: lines.clone(), sale: Default::default(), change: Decimal::ZERO, occurred_at };
+        let outcome = ops::accrue(&checkout, &mut txn, &mut receipt, &cmd).expect("accrued");
+        let (account, _) = txn.finish().expect("invariants hold");
+        (outcome, account)
+    };
+    let (late, account) = accrue(Some(sold_at));
+    assert_eq!((late.earned, late.rules[0].rule_id.as_ref()), (dec("140"), "birthday-14"));
+    assert_eq!(late.available_from, Some(program.available_from(sold_at)), "pending until the day after the sale");
+    assert_eq!(late.expires_at, Some(program.expires_at(sold_at)));
+    assert_eq!(account.last_purchase_at, Some(sold_at));
+    assert_eq!(late.balance.available, dec("140"), "spendable now: the day after the sale has passed");
+    let (on_time, _) = accrue(None);
+    assert_eq!(on_time.earned, dec("10"), "three days after the birthday: base 1% only");
+}
+
 #[test]
 fn supermarket_birthday_points_are_capped_per_receipt_and_per_year() {
     let rules = program_file("supermarket.toml");

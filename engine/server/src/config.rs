@@ -284,6 +284,9 @@ pub struct ProgramConfig {
     pub customer_code_lockout_minutes: u32,
     /// Codes one customer may be issued per hour (each may be a paid message).
     pub customer_codes_per_hour_max: u32,
+    /// How many days late a till that was offline may send a receipt (`occurred_at` on Accrue and
+    /// Refund): 0 to 28 (the shortest expiry, one month, must outlive the latest receipt).
+    pub offline_days_max: u32,
 }
 
 /// Reads a rule file; the error names the file and the problem.
@@ -320,6 +323,7 @@ impl Default for ProgramConfig {
             customer_code_attempts_max: policy.presence.attempts_max,
             customer_code_lockout_minutes: policy.presence.lockout_seconds / 60,
             customer_codes_per_hour_max: policy.presence.codes_per_hour_max,
+            offline_days_max: policy.offline_days_max,
         }
     }
 }
@@ -382,6 +386,9 @@ impl ProgramConfig {
         if !(1..=60).contains(&self.customer_codes_per_hour_max) {
             problems.push(format!("{at}.customer_codes_per_hour_max: 1 to 60"));
         }
+        if self.offline_days_max > 28 {
+            problems.push(format!("{at}.offline_days_max: 0 to 28"));
+        }
         match (problems.is_empty(), time_zone) {
             (true, Some(time_zone)) => Ok(ProgramPolicy {
                 program_id: self.id.clone(),
@@ -408,6 +415,7 @@ impl ProgramConfig {
                     lockout_seconds: self.customer_code_lockout_minutes * 60,
                     codes_per_hour_max: self.customer_codes_per_hour_max,
                 },
+                offline_days_max: self.offline_days_max,
             }),
             _ => Err(problems),
         }

@@ -357,6 +357,11 @@ impl Engine {
         cmd: AccrueCmd,
     ) -> EngineResult<AccrueOutcome> {
         let route = Route::Customer { key: customer, create_unknown_card: true };
+        // A late receipt's first call is evaluated against the version in force when it was made.
+        let program = &match cmd.occurred_at {
+            Some(at) => self.version_in_force(program, at).await?,
+            None => Arc::clone(program),
+        };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {
                 ops::accrue(checkout, txn, receipt, &cmd).map(StoredResponse::Accrue)

@@ -55,6 +55,8 @@ pub struct Programs {
     current: RwLock<HashMap<String, Arc<Program>>>,
     /// (program, version) -> program, for pinned receipts; at most `OLD_VERSIONS_KEPT` per program.
     old: Mutex<HashMap<String, Vec<Arc<Program>>>>,
+    /// When each stored version was made (versions are written once), for late receipts.
+    created: Mutex<HashMap<(String, u64), chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Programs {
@@ -94,7 +96,7 @@ impl Programs {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
-        Ok(Programs { setups, current: RwLock::new(current), old: Mutex::new(HashMap::new()) })
+        Ok(Programs { setups, current: RwLock::new(current), old: Mutex::new(HashMap::new()), created: Mutex::new(HashMap::new()) })
     }
 
     /// The current version of a program.
@@ -148,6 +150,18 @@ impl Programs {
             if versions.len() > OLD_VERSIONS_KEPT {
                 versions.remove(0);
             }
+        }
+    }
+
+    /// When a version was stored, if this engine has seen it.
+    pub fn created_at(&self, program_id: &str, version: u64) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.created.lock().ok()?.get(&(program_id.to_owned(), version)).copied()
+    }
+
+    /// Remembers when a version was stored (a few hundred bytes per version, ever).
+    pub fn note_created_at(&self, program_id: &str, version: u64, at: chrono::DateTime<chrono::Utc>) {
+        if let Ok(mut created) = self.created.lock() {
+            created.insert((program_id.to_owned(), version), at);
         }
     }
 

@@ -171,6 +171,30 @@ impl Engine {
     }
 
     /// The program at the version a receipt is pinned to: from memory, or read from the store.
+    /// The program as it was at `at`: the latest version stored at or before it (walking back from
+    /// the current one, at most [`VERSIONS_WALKED_MAX`]), for a receipt a till sends late. The
+    /// current version when nothing older is stored (its rules were the program's from the start).
+    pub(crate) async fn version_in_force(&self, program: &Arc<Program>, at: chrono::DateTime<chrono::Utc>) -> EngineResult<Arc<Program>> {
+        let mut version = program.rules.version();
+        for _ in 0..VERSIONS_WALKED_MAX {
+            let since = match self.programs().created_at(program.id(), version) {
+                Some(since) => since,
+                None => match self.store().rules_version(program.id(), version).await? {
+                    Some(stored) => {
+                        self.programs().note_created_at(program.id(), version, stored.created_at);
+                        stored.created_at
+                    }
+                    None => break,
+                },
+            };
+            if since <= at || version <= 1 {
+                break;
+            }
+            version -= 1;
+        }
+        self.pinned(program, version).await
+    }
+
     pub(crate) async fn pinned(&self, program: &Arc<Program>, version: u64) -> EngineResult<Arc<Program>> {
         if program.rules.version() == version {
             return Ok(Arc::clone(program));
@@ -194,6 +218,9 @@ impl Engine {
         Ok(pinned)
     }
 }
+
+/// Most versions a late receipt looks back through for the one in force at its sale.
+const VERSIONS_WALKED_MAX: usize = 64;
 
 /// Runs `work` every `every` for as long as the engine lives (the task holds only a weak
 /// reference, so dropping the engine ends it).

@@ -97,8 +97,11 @@ pub fn spend_quote(
             certificate_limits,
         )
     } else {
-        let explanation =
-            format!("points may pay for {}% of the {} of eligible goods ({source} cap){certificates}", cap_percent.normalize(), eligible.normalize());
+        let explanation = format!(
+            "points may pay for {}% of the {} of eligible goods ({source} cap){certificates}",
+            cap_percent.normalize(),
+            eligible.normalize()
+        );
         quote(capacity, SpendLimit::ReceiptCap, explanation, certificate_limits)
     }
 }

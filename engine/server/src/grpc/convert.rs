@@ -216,6 +216,17 @@ pub fn money(program: &ProgramPolicy, value: Decimal) -> String {
     value.to_string()
 }
 
+/// An optional time sent by a till (`occurred_at`).
+pub fn time(field: &str, at: Option<&prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Rejection> {
+    at.map(|at| {
+        u32::try_from(at.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(at.seconds, nanos))
+            .ok_or_else(|| Rejection::invalid(field, "not a valid time"))
+    })
+    .transpose()
+}
+
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
 }

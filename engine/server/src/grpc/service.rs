@@ -468,6 +468,7 @@ impl LoyaltyService for LoyaltyApi {
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
                 sale: convert::sale(&req.channel, &req.coupon_codes)?,
                 change: convert::amount_or_zero("change_to_points", &req.change_to_points)?,
+                occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
             };
             let outcome = self.engine.accrue(&program, &origin, &customer, cmd).await?;
             Ok(pb::AccrueResponse {
@@ -531,6 +532,7 @@ impl LoyaltyService for LoyaltyApi {
                 refund_id: convert::id("refund_id", &req.refund_id, self.limits.id_len_max)?,
                 lines: convert::refund_lines(&req.lines, self.limits.basket_lines_max)?,
                 reason: convert::reason(&req.reason)?,
+                occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
             };
             let outcome = self.engine.refund(&program, &origin, cmd).await?;
             Ok(pb::RefundResponse {
