@@ -12,6 +12,7 @@ mod faults;
 mod idempotency;
 mod offline;
 mod rules;
+mod sandbox;
 mod scylla;
 mod scylla_cluster;
 mod security;

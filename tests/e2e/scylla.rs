@@ -105,10 +105,15 @@ impl Rig {
 
     /// The engine with spendable-at-once points, on this rig's keyspace.
     pub(crate) async fn engine(&self) -> TestServer {
+        self.engine_with(|config| config.programs[0].pending = PendingRule::None).await
+    }
+
+    /// The engine configured by `configure`, on this rig's keyspace.
+    pub(crate) async fn engine_with(&self, configure: impl FnOnce(&mut loyalty_engine::config::Config)) -> TestServer {
         let store = self.store().await;
         assert!(store.token_aware(), "statements are routed by token to their replicas");
         let store: Arc<dyn Store> = store;
-        TestServer::start_on(store, |config| config.programs[0].pending = PendingRule::None).await
+        TestServer::start_on(store, configure).await
     }
 
     fn proxy(&mut self) -> &mut RunningProxy {

@@ -287,6 +287,10 @@ pub struct ProgramConfig {
     /// How many days late a till that was offline may send a receipt (`occurred_at` on Accrue and
     /// Refund): 0 to 28 (the shortest expiry, one month, must outlive the latest receipt).
     pub offline_days_max: u32,
+    /// A test program for integrators: its clock is the engine's plus an offset that the admin call
+    /// `AdvanceClock` moves forward (pending points, expiry, win-back and birthday funnels tested
+    /// in minutes). Production programs refuse that call. Off by default.
+    pub sandbox: bool,
 }
 
 /// Reads a rule file; the error names the file and the problem.
@@ -324,6 +328,7 @@ impl Default for ProgramConfig {
             customer_code_lockout_minutes: policy.presence.lockout_seconds / 60,
             customer_codes_per_hour_max: policy.presence.codes_per_hour_max,
             offline_days_max: policy.offline_days_max,
+            sandbox: false,
         }
     }
 }

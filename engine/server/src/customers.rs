@@ -88,7 +88,7 @@ impl Engine {
                 false => self.load_checked(&mut guard, program_id, &account_id, customer).await?,
             };
             let mut state = stored.value;
-            let now = self.now();
+            let now = self.now_in(program_id);
             let AccountChange { value, events, releases, write } = change(&mut state, now)?;
             if !write {
                 return Ok(Attempt::Done(value));
@@ -220,7 +220,7 @@ impl Engine {
             let slot = self.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
             let stored = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
-            let now = self.now();
+            let now = self.now_in(program_id);
             let mut txn = Txn::begin(&program.policy, &stored.value, now, self.ids().transaction_id(), origin.clone());
             let outcome = cards::replace_card(&mut txn, cmd, program.policy.floor_points(cmd.card_fee))?;
             let record = CallRecord {

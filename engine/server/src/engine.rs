@@ -93,6 +93,8 @@ pub struct Engine {
     pub(crate) credits_due: tokio::sync::Notify,
     /// The calls inside the engine: the store is shut only after the last (see `drain`).
     calls: crate::drain::InFlight,
+    /// The test clocks of sandbox programs (see `sandbox`).
+    sandbox_clocks: crate::sandbox::SandboxClocks,
 }
 
 impl Engine {
@@ -113,7 +115,12 @@ impl Engine {
             access: crate::auth::registry::Access::default(),
             credits_due: tokio::sync::Notify::new(),
             calls: crate::drain::InFlight::default(),
+            sandbox_clocks: crate::sandbox::SandboxClocks::default(),
         }
+    }
+
+    pub(crate) fn sandbox_clocks(&self) -> &crate::sandbox::SandboxClocks {
+        &self.sandbox_clocks
     }
 
     /// The calls inside the engine. Each gRPC call holds a place from admission to its answer.
@@ -267,7 +274,7 @@ impl Engine {
             true => self.load_bound(&mut guard, program_id, &account_id, customer).await?,
             false => self.load_checked(&mut guard, program_id, &account_id, customer).await?,
         };
-        Ok(AccountSnapshot { state: state.value, now: self.clock.now() })
+        Ok(AccountSnapshot { state: state.value, now: self.now_in(program_id) })
     }
 
     /// A page of an account's ledger, newest first, and the seq to continue before (if any).
@@ -319,7 +326,7 @@ impl Engine {
         cmd: &AuthorizeCmd,
     ) -> EngineResult<AuthorizeOutcome> {
         let program_id = program.policy.program_id.as_str();
-        let now = self.clock.now();
+        let now = self.now_in(program_id);
         let state = match self.resolve(program_id, customer).await? {
             Some(account_id) => {
                 let slot = self.accounts.slot(program_id, &account_id);
@@ -468,7 +475,7 @@ impl Engine {
                     return Ok(Attempt::Done(answer));
                 }
             }
-            let now = self.clock.now();
+            let now = self.now_in(program_id);
             let (account_version, account) = match &create_card {
                 Some(card) => {
                     let mut fresh = AccountState::new(account_id.clone(), false, now);
@@ -559,7 +566,7 @@ impl Engine {
             let account_id = existing.clone().unwrap_or_else(|| self.ids.account_id(&origin_key));
             let slot = self.accounts.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
-            let now = self.clock.now();
+            let now = self.now_in(program_id);
             let (version, mut state) = match &existing {
                 Some(_) => {
                     let stored = self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?;

@@ -59,6 +59,9 @@ pub enum EngineError {
     /// (`grpc::size_limit` gives it this status).
     #[error("the request is {bytes} bytes, more than the {limit} bytes this engine accepts")]
     MessageTooLarge { bytes: usize, limit: usize },
+    /// A sandbox-only call (a test clock) made for a production program.
+    #[error("program {0} is not a sandbox: its clock is the engine's (set `sandbox = true` on a test program)")]
+    NotSandbox(String),
     /// The engine is stopping: it finishes the calls it has, and takes no new one.
     #[error("the engine is shutting down; send the call to another engine, or again after the restart")]
     ShuttingDown,

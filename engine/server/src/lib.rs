@@ -9,6 +9,7 @@
 //! - [`programs`]: each program's policy and earning rule; [`config`]: file, flags and validation.
 //! - [`clock`] and [`ids`]: the injected time and ID sources.
 //! - [`drain`]: the calls inside the engine, so that a stopping engine shuts its store after the last.
+//! - [`sandbox`]: test clocks for sandbox programs (`Engine::now_in`, `AdvanceClock`).
 //! - [`cli`] and [`telemetry`]: the binary's command line, logs and Prometheus metrics.
 //! - [`tls`]: TLS and optional mutual TLS on the gRPC server, and the client-certificate fingerprint.
 
@@ -26,6 +27,7 @@ pub mod grpc;
 pub mod ids;
 pub mod programs;
 pub mod rule_admin;
+pub mod sandbox;
 pub mod server;
 pub mod sweep;
 pub mod telemetry;

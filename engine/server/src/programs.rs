@@ -46,6 +46,8 @@ pub struct ProgramSetup {
     pub initial_rules: RuleSet,
     /// Where the initial rules came from ("config" or `file:<path>`), recorded as the author.
     pub initial_source: String,
+    /// A test program with a clock of its own (`sandbox`).
+    pub sandbox: bool,
 }
 
 /// Programs by ID, each at its current version.
@@ -91,7 +93,7 @@ impl Programs {
             let limits = config.limits.basket();
             let id = policy.program_id.clone();
             current.insert(id.clone(), Arc::new(Program { policy: policy.clone(), rules: Arc::new(rules), limits: limits.clone() }));
-            setups.insert(id, ProgramSetup { policy, limits, initial_rules, initial_source });
+            setups.insert(id, ProgramSetup { policy, limits, initial_rules, initial_source, sandbox: program.sandbox });
         }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -102,6 +104,11 @@ impl Programs {
     /// The current version of a program.
     pub fn get(&self, program_id: &str) -> Option<Arc<Program>> {
         self.current.read().ok().and_then(|current| current.get(program_id).cloned())
+    }
+
+    /// Whether the program is a sandbox (a test clock, `AdvanceClock`).
+    pub fn is_sandbox(&self, program_id: &str) -> bool {
+        self.setups.get(program_id).is_some_and(|setup| setup.sandbox)
     }
 
     pub fn ids(&self) -> Vec<String> {

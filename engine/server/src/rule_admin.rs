@@ -61,7 +61,7 @@ impl Engine {
                     let first = StoredRules {
                         version: 1,
                         document: serde_json::to_string(&setup.initial_rules).map_err(|error| EngineError::Internal(error.to_string()))?,
-                        created_at: self.now(),
+                        created_at: self.now_in(&program_id),
                         author: setup.initial_source.clone(),
                         comment: "initial rules".into(),
                     };
@@ -83,6 +83,8 @@ impl Engine {
                 );
             }
         }
+        // Sandbox programs read their test clocks before the first call.
+        self.refresh_clocks().await?;
         Ok(())
     }
 
@@ -158,7 +160,7 @@ impl Engine {
         let stored = StoredRules {
             version,
             document: serde_json::to_string(&rule_set).map_err(|error| EngineError::Internal(error.to_string()))?,
-            created_at: self.now(),
+            created_at: self.now_in(program_id),
             author: change.author,
             comment: change.comment,
         };
@@ -170,7 +172,6 @@ impl Engine {
         self.programs().install(program_id, compiled).ok_or_else(|| EngineError::ProgramNotFound(program_id.to_owned()))
     }
 
-    /// The program at the version a receipt is pinned to: from memory, or read from the store.
     /// The program as it was at `at`: the latest version stored at or before it (walking back from
     /// the current one, at most [`VERSIONS_WALKED_MAX`]), for a receipt a till sends late. The
     /// current version when nothing older is stored (its rules were the program's from the start).
@@ -195,6 +196,7 @@ impl Engine {
         self.pinned(program, version).await
     }
 
+    /// The program at the version a receipt is pinned to: from memory, or read from the store.
     pub(crate) async fn pinned(&self, program: &Arc<Program>, version: u64) -> EngineResult<Arc<Program>> {
         if program.rules.version() == version {
             return Ok(Arc::clone(program));
@@ -251,6 +253,10 @@ pub fn spawn_refresh(engine: Arc<Engine>, every: std::time::Duration) -> tokio::
         // Credentials too: a key revoked through another engine stops working here.
         if let Err(error) = engine.refresh_access().await {
             tracing::warn!(%error, "credentials refresh failed; will retry");
+        }
+        // And sandbox programs' test clocks, advanced through another engine.
+        if let Err(error) = engine.refresh_clocks().await {
+            tracing::warn!(%error, "sandbox clock refresh failed; will retry");
         }
     })
 }

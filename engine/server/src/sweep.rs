@@ -40,7 +40,7 @@ impl Engine {
             for account_id in &page.ids {
                 let Some(stored) = self.store().account(program_id, account_id).await? else { continue };
                 report.accounts += 1;
-                let now = self.now();
+                let now = self.now_in(program_id);
                 let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)
                     .into_iter()
                     .map(|(award, occasion)| {

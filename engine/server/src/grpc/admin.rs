@@ -217,7 +217,7 @@ impl ProgramAdmin for AdminApi {
                 let at = match req.at {
                     Some(at) => chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
                         .ok_or_else(|| Rejection::invalid("at", "not a valid time"))?,
-                    None => engine.now(),
+                    None => engine.now_in(program.id()),
                 };
                 let account = match req.customer.as_ref() {
                     Some(customer) => {
@@ -286,6 +286,31 @@ impl ProgramAdmin for AdminApi {
                 let outcome =
                     self.api.engine().bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason }).await?;
                 Ok(convert::bonus(&program.policy, &outcome))
+            })
+            .await
+    }
+
+    async fn advance_clock(&self, request: Request<pb::AdvanceClockRequest>) -> Result<Response<pb::AdvanceClockResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("AdvanceClock", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+                let program = self.api.program(&req.program_id)?;
+                let request_id = convert::id("request_id", &req.request_id, self.api.limits().id_len_max)?;
+                if req.seconds <= 0 || req.seconds > crate::sandbox::OFFSET_MAX.num_seconds() {
+                    return Err(Rejection::invalid("seconds", "above 0 and at most ten years").into());
+                }
+                let by = chrono::Duration::seconds(req.seconds);
+                let advanced = self.api.engine().advance_clock(&program, &request_id, by, &caller.credential.id).await?;
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                Ok(pb::AdvanceClockResponse {
+                    now: Some(convert::timestamp(advanced.now)),
+                    offset_seconds: advanced.offset.num_seconds(),
+                    accounts_swept: count(advanced.sweep.accounts),
+                    awards: count(advanced.sweep.awards),
+                    expiry_notices: count(advanced.sweep.expiry_notices),
+                })
             })
             .await
     }

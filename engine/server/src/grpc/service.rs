@@ -279,7 +279,7 @@ impl LoyaltyService for LoyaltyApi {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
             let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
-            let today = self.engine.now().with_timezone(&policy.time_zone).date_naive();
+            let today = self.engine.now_in(&policy.program_id).with_timezone(&policy.time_zone).date_naive();
             let cmd = EnrollCmd {
                 request_id: convert::id("request_id", &req.request_id, self.limits.id_len_max)?,
                 phone: loyalty_core::identity::normalize_phone("phone", &req.phone, &policy.phone_plan)?,
@@ -638,7 +638,7 @@ impl LoyaltyService for LoyaltyApi {
         self.handle("UpdateProfile", &ctx, PROFILE, ids, |caller| async move {
             let program = self.program(&req.program_id)?;
             let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
-            let today = self.engine.now().with_timezone(&program.policy.time_zone).date_naive();
+            let today = self.engine.now_in(program.id()).with_timezone(&program.policy.time_zone).date_naive();
             let change = convert::profile_change(req, today)?;
             let editor = if caller.credential.scopes.contains(&Scope::Admin) {
                 Editor::Admin

@@ -38,6 +38,7 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::CredentialNotFound(_) => (Code::NotFound, "CREDENTIAL_NOT_FOUND"),
         EngineError::MessageTooLarge { .. } => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
         EngineError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
+        EngineError::NotSandbox(_) => (Code::FailedPrecondition, "NOT_A_SANDBOX"),
         EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
@@ -269,6 +270,7 @@ mod tests {
             EngineError::CredentialNotFound(id()),
             EngineError::MessageTooLarge { bytes: 2, limit: 1 },
             EngineError::ShuttingDown,
+            EngineError::NotSandbox(id()),
             EngineError::Internal(id()),
         ]);
         for error in &errors {
@@ -291,6 +293,7 @@ mod tests {
                 | EngineError::CredentialNotFound(_)
                 | EngineError::MessageTooLarge { .. }
                 | EngineError::ShuttingDown
+                | EngineError::NotSandbox(_)
                 | EngineError::Internal(_) => {}
             }
         }
