@@ -37,7 +37,16 @@ fn consent(channel: pb::ConsentChannel, granted: bool) -> pb::Consent {
 
 #[tokio::test]
 async fn a_till_updates_profile_and_consents_audited_by_name_and_rules_see_the_new_tags() {
-    let server = TestServer::start().await;
+    profile_and_consents_are_updated_audited_and_seen_by_rules(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profile_and_consents_are_updated_on_scylla() {
+    let rig = crate::scylla::Rig::shared().await;
+    profile_and_consents_are_updated_audited_and_seen_by_rules(rig.engine().await).await;
+}
+
+async fn profile_and_consents_are_updated_audited_and_seen_by_rules(server: TestServer) {
     let mut client = server.client().await;
     let mut admin = server.admin().await;
     let mut till = key_with(&server, "till-1", &[admin_pb::Scope::Checkout]).await;
