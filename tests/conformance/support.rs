@@ -144,6 +144,7 @@ impl Change {
             points: points(amount),
             rule_id: "referral".into(),
             reason: format!("{amount} for a referral"),
+            transfer: None,
         });
         self
     }

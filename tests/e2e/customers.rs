@@ -289,3 +289,106 @@ async fn a_lost_card_is_replaced_on_scylla() {
     let rig = crate::scylla::Rig::shared().await;
     a_lost_card_is_replaced(rig.engine().await).await;
 }
+
+fn merge(request_id: &str, customer: Option<pb::CustomerRef>, card_number: &str) -> pb::MergeCardRequest {
+    pb::MergeCardRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: request_id.into(),
+        customer,
+        card_number: card_number.into(),
+    }
+}
+
+/// A customer enrolled by phone turns up with an old anonymous card that earned points: its
+/// buckets move with their own terms, once; the card leads to the customer from then on; a later
+/// refund of one of the card's receipts settles on the customer's account.
+async fn an_old_anonymous_card_is_merged_into_the_customer(server: TestServer) {
+    let mut client = server.client().await;
+    let mut admin = server.admin().await;
+    let old_card = card("MERG0001");
+    // Two days of purchases on the anonymous card: two buckets with different terms.
+    client.accrue(accrue("M1", old_card.clone(), vec![line(1, "milk", "1", "10000.00")])).await.expect("day one");
+    server.clock.advance(chrono::Duration::days(1));
+    client.accrue(accrue("M2", old_card.clone(), vec![line(1, "milk", "1", "5000.00")])).await.expect("day two");
+    let before = client.get_account(get_account(old_card.clone())).await.expect("card account").into_inner();
+    let enrolled = client.enroll(enroll("e-merge", "+77010000901", "")).await.expect("enroll by phone").into_inner();
+    let customer = phone("+77010000901");
+    client.accrue(accrue("M3", customer.clone(), vec![line(1, "milk", "1", "2000.00")])).await.expect("customer's own");
+    let own = client.get_account(get_account(customer.clone())).await.expect("customer").into_inner().balance.expect("balance");
+
+    let request = merge("mg-1", customer.clone(), "MERG0001");
+    let merged = client.merge_card(request.clone()).await.expect("merge").into_inner();
+    assert_eq!((merged.account_id.as_str(), merged.merged_account_id.as_str()), (enrolled.account_id.as_str(), before.account_id.as_str()));
+    assert_eq!((merged.points.as_str(), merged.buckets), ("150", 2));
+    assert_eq!(client.merge_card(request).await.expect("replay").into_inner(), merged, "a replay answers the first answer");
+    let again =
+        expect_error(client.merge_card(merge("mg-2", customer.clone(), "MERG0001")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(bad_field(&again), "card_number", "merged once only");
+
+    // Balances add up, each bucket kept its own terms, and the card leads to the customer.
+    let after = client.get_account(get_account(customer.clone())).await.expect("customer").into_inner().balance.expect("balance");
+    let card_before = before.balance.expect("balance");
+    assert_eq!(dec(&after.balance), dec(&own.balance) + dec(&card_before.balance));
+    assert_eq!(dec(&after.pending), dec(&own.pending) + dec(&card_before.pending));
+    assert_eq!(dec(&after.available), dec(&own.available) + dec(&card_before.available));
+    let by_card = client.get_account(get_account(old_card.clone())).await.expect("the old card").into_inner();
+    assert_eq!(by_card.account_id, enrolled.account_id);
+    let ledger = full_ledger(&mut client, customer.clone()).await;
+    let moved: Vec<_> = ledger.iter().filter(|entry| entry.kind == pb::EntryKind::Merge as i32).collect();
+    assert_eq!(moved.len(), 2, "{ledger:?}");
+    assert_ne!(moved[0].expires_at, moved[1].expires_at, "each bucket keeps its own expiry");
+    let earned = client.accrue(accrue("M4", old_card.clone(), vec![line(1, "milk", "1", "1000.00")])).await.expect("card at the till");
+    assert_eq!(earned.into_inner().account_id, enrolled.account_id);
+
+    // A return of the card's first receipt takes its 100 points back from the customer's account.
+    let before_refund =
+        dec(&client.get_account(get_account(customer.clone())).await.expect("customer").into_inner().balance.expect("b").balance);
+    let refunded = client.refund(refund("M1", "M1-r1", &[(1, "1")])).await.expect("refund of an old receipt").into_inner();
+    assert_eq!(refunded.earn_clawed_back, "100");
+    let mut settled = None;
+    for _ in 0..100 {
+        let balance =
+            dec(&client.get_account(get_account(customer.clone())).await.expect("customer").into_inner().balance.expect("b").balance);
+        if balance == before_refund - dec("100") {
+            settled = Some(balance);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(settled.is_some(), "the clawback reached the customer's account");
+
+    // Audited on both accounts.
+    for account_id in [&enrolled.account_id, &before.account_id] {
+        let audit = admin
+            .read_audit(admin_pb::ReadAuditRequest { program_id: PROGRAM.into(), account_id: account_id.clone(), ..Default::default() })
+            .await
+            .expect("audit")
+            .into_inner();
+        assert!(audit.records.iter().any(|record| record.kind == "account" && record.what.contains("merge")), "{audit:?}");
+    }
+
+    // Refusals: a registered customer's card, the customer's own card, no such card.
+    client.enroll(enroll("e-other", "+77010000902", "MERG0002")).await.expect("another customer");
+    expect_error(client.merge_card(merge("mg-3", customer.clone(), "MERG0002")).await, Code::AlreadyExists, "IDENTIFIER_TAKEN");
+    let status = expect_error(
+        client.merge_card(merge("mg-4", customer.clone(), &enrolled.card_number)).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(bad_field(&status), "card_number");
+    expect_error(client.merge_card(merge("mg-5", customer.clone(), "NOSUCH01")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_anonymous_card_is_merged_on_the_embedded_store() {
+    an_old_anonymous_card_is_merged_into_the_customer(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_anonymous_card_is_merged_on_scylla() {
+    let rig = crate::scylla::Rig::shared().await;
+    an_old_anonymous_card_is_merged_into_the_customer(rig.engine().await).await;
+}

@@ -132,6 +132,10 @@ pub struct AccountState {
     /// Cards replaced by a new one (`cards`): still bound, refused at the till.
     #[serde(default)]
     pub blocked_cards: Vec<crate::cards::BlockedCard>,
+    /// Set when this (anonymous) account was merged into a registered customer's (`merge`): it
+    /// holds nothing since, and its card leads to that account.
+    #[serde(default)]
+    pub merged_into: Option<String>,
 }
 
 /// An admin action on an account: who, when, what.
@@ -217,6 +221,7 @@ impl AccountState {
             audit: Vec::new(),
             consents: Vec::new(),
             blocked_cards: Vec::new(),
+            merged_into: None,
         }
     }
 

@@ -71,4 +71,8 @@ pub struct PendingCredit {
     pub points: Decimal,
     pub rule_id: String,
     pub reason: String,
+    /// For a merge: everything the merged account held, applied whole instead of `points`. Last,
+    /// and left out when `None`: other credits encode as they did before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Box<crate::merge::AccountTransfer>>,
 }

@@ -17,6 +17,7 @@ pub enum OpKind {
     Enroll,
     Bonus,
     ReplaceCard,
+    Merge,
 }
 
 impl OpKind {
@@ -30,6 +31,7 @@ impl OpKind {
             OpKind::Enroll => "enroll",
             OpKind::Bonus => "bonus",
             OpKind::ReplaceCard => "replace_card",
+            OpKind::Merge => "merge",
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum EntryKind {
     Bonus,
     /// A manual change by the program's staff, always with a reason; either sign.
     Adjustment,
+    /// Points moved by a merge of two accounts: out of the merged card's account (negative), into
+    /// the customer's (positive, one entry per bucket with its own expiry); debt moves the same way.
+    Merge,
 }
 
 /// One change to an account's balance.

@@ -14,6 +14,7 @@
 //! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, enrol).
 //! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
+//! - [`merge`]: an anonymous card's account merged into a registered customer's, exactly once.
 //! - [`offline`]: receipts a till sends late, evaluated as of the sale, within the program's bound.
 //! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
 //!   evaluated in memory with an explanation per line.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod fingerprint;
 pub mod identity;
 pub mod ledger;
+pub mod merge;
 pub mod offline;
 pub mod ops;
 pub mod outcome;

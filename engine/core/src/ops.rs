@@ -401,6 +401,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             points: reward.points,
             rule_id: reward.rule_id.clone(),
             reason: format!("referral reward, level {}, receipt {}", reward.level, receipt.receipt_id),
+            transfer: None,
         });
     }
     receipt.accrual = Some(Accrual {
@@ -467,6 +468,7 @@ fn owe_back_referrals(
                 points: -owed_back,
                 rule_id: reward.rule_id.clone(),
                 reason: format!("referral reward taken back, level {}, receipt {} ({key})", reward.level, receipt.receipt_id),
+                transfer: None,
             });
         }
     }
@@ -700,7 +702,13 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
         BonusCmd::Credit(credit) => {
             let posting = Posting { receipt_id: None, refund_id: None };
             txn.set_program_version(ck.rules.version());
-            if credit.points > Decimal::ZERO {
+            let merged = credit.rule_id == crate::merge::MERGE_RULE_ID;
+            if let Some(transfer) = &credit.transfer {
+                crate::merge::merge_in(txn, transfer);
+            } else if merged && credit.points > Decimal::ZERO {
+                // Points a merged card's refund gave back: spendable at once, as they were.
+                txn.bonus(EntryKind::Merge, credit.points, posting, credit.reason.clone(), Vec::new());
+            } else if credit.points > Decimal::ZERO {
                 txn.earn(credit.points, posting, credit.reason.clone(), vec![credit.rule_id.clone()]);
             } else if credit.points < Decimal::ZERO {
                 // Under the reject policy a referrer who spent the reward keeps what cannot be taken.
@@ -715,7 +723,8 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
                     }
                 }
             }
-            let rule = RulePoints { rule_id: credit.rule_id.as_str().into(), label: "referral".into(), points: credit.points };
+            let label = if merged { "merge" } else { "referral" };
+            let rule = RulePoints { rule_id: credit.rule_id.as_str().into(), label: label.into(), points: credit.points };
             (credit.points, vec![rule])
         }
         BonusCmd::Manual { points, reason } => {

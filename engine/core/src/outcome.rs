@@ -169,6 +169,7 @@ pub enum StoredResponse {
     Enroll(EnrollOutcome),
     Bonus(BonusOutcome),
     ReplaceCard(crate::cards::ReplaceCardOutcome),
+    Merge(crate::merge::MergeOutcome),
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
@@ -196,4 +197,5 @@ from_stored! {
     Enroll => EnrollOutcome,
     Bonus => BonusOutcome,
     ReplaceCard => crate::cards::ReplaceCardOutcome,
+    Merge => crate::merge::MergeOutcome,
 }

@@ -54,6 +54,9 @@ pub struct Txn<'p> {
     events: Vec<Event>,
     /// Owed to other accounts, committed with the entries.
     credits: Vec<PendingCredit>,
+    /// On an account merged into another (`merge`): what returns gave back (positive) and
+    /// claw-backs took (negative), owed to that account instead of changing this empty one.
+    owed_to_merged: Decimal,
 }
 
 /// What a finished operation hands to the store.
@@ -79,6 +82,7 @@ impl<'p> Txn<'p> {
             program_version: None,
             events: Vec::new(),
             credits: Vec::new(),
+            owed_to_merged: Decimal::ZERO,
         };
         txn.settle_expired();
         txn
@@ -222,7 +226,7 @@ impl<'p> Txn<'p> {
         reason: String,
         rule_ids: Vec<String>,
     ) -> Option<BucketTerms> {
-        assert!(matches!(kind, EntryKind::Bonus | EntryKind::Adjustment), "bonus of kind {kind:?}");
+        assert!(matches!(kind, EntryKind::Bonus | EntryKind::Adjustment | EntryKind::Merge), "bonus of kind {kind:?}");
         let expires_at = self.program.expires_at(self.now);
         self.credit(kind, amount, self.now, expires_at, posting, reason, rule_ids)
     }
@@ -359,6 +363,10 @@ impl<'p> Txn<'p> {
         if amount.is_zero() {
             return;
         }
+        if self.account.merged_into.is_some() {
+            self.owed_to_merged += amount;
+            return;
+        }
         let mut order: Vec<&Slice> = slices.iter().collect();
         order.sort_by_key(|slice| std::cmp::Reverse((slice.expires_at, slice.bucket_id)));
         let mut skip = already_returned;
@@ -390,6 +398,12 @@ impl<'p> Txn<'p> {
         reason: String,
     ) -> Result<Decimal, Rejection> {
         if amount.is_zero() {
+            return Ok(Decimal::ZERO);
+        }
+        // A merged account holds nothing: the account it was merged into gives the points back
+        // (under its own refund policy), through a credit.
+        if self.account.merged_into.is_some() {
+            self.owed_to_merged -= amount;
             return Ok(Decimal::ZERO);
         }
         let now = self.now;
@@ -517,6 +531,42 @@ impl<'p> Txn<'p> {
         self.credits.push(credit);
     }
 
+    /// Moves everything out of the account for a merge: one `Merge` entry per bucket (each with
+    /// its terms) and one for the debt. Returns the buckets and the debt, which the receiving
+    /// account takes with [`Txn::transfer_in`]. Holds must have been released.
+    pub fn transfer_out(&mut self, reason: &str) -> (Vec<Bucket>, Decimal) {
+        assert!(self.account.holds.iter().all(|hold| !hold.is_active(self.now)), "transfer with an active hold");
+        let posting = Posting { receipt_id: None, refund_id: None };
+        let buckets = std::mem::take(&mut self.account.buckets);
+        for bucket in &buckets {
+            let terms = BucketTerms { id: bucket.id, available_from: bucket.available_from, expires_at: bucket.expires_at };
+            self.post(EntryKind::Merge, -bucket.remaining, posting, reason.to_owned(), Some(terms), Vec::new());
+        }
+        let debt = std::mem::take(&mut self.account.debt);
+        if debt > Decimal::ZERO {
+            self.post(EntryKind::Merge, debt, posting, format!("{reason} (debt)"), None, Vec::new());
+        }
+        (buckets, debt)
+    }
+
+    /// Takes in what [`Txn::transfer_out`] moved out of another account: each bucket keeps its
+    /// pending period, expiry and certificate terms (under a new ID here); the debt becomes this
+    /// account's.
+    pub fn transfer_in(&mut self, buckets: &[Bucket], debt: Decimal, reason: &str) {
+        let posting = Posting { receipt_id: None, refund_id: None };
+        for bucket in buckets {
+            let id = self.account.next_bucket_id;
+            self.account.next_bucket_id += 1;
+            let terms = BucketTerms { id, available_from: bucket.available_from, expires_at: bucket.expires_at };
+            self.credit_bucket(bucket.remaining, terms, None, bucket.certificate.as_ref());
+            self.post(EntryKind::Merge, bucket.remaining, posting, reason.to_owned(), Some(terms), Vec::new());
+        }
+        if debt > Decimal::ZERO {
+            self.account.debt += debt;
+            self.post(EntryKind::Merge, -debt, posting, format!("{reason} (debt)"), None, Vec::new());
+        }
+    }
+
     /// [`Txn::finish_all`] without the events and credits.
     pub fn finish(self) -> Result<(AccountState, Vec<LedgerEntry>), InvariantBroken> {
         self.finish_all().map(|finished| (finished.account, finished.entries))
@@ -526,6 +576,18 @@ impl<'p> Txn<'p> {
     /// into a bucket past its expiry), checks the invariants and hands back the new state and the
     /// entries to append.
     pub fn finish_all(mut self) -> Result<Finished, InvariantBroken> {
+        if let Some(target) = self.account.merged_into.clone()
+            && !self.owed_to_merged.is_zero()
+        {
+            self.credits.push(PendingCredit {
+                credit_id: format!("merged/{}", self.tx_id),
+                account_id: target,
+                points: self.owed_to_merged,
+                rule_id: crate::merge::MERGE_RULE_ID.to_owned(),
+                reason: format!("settled for merged account {}", self.account.account_id),
+                transfer: None,
+            });
+        }
         self.settle_expired();
         self.account
             .check_invariants(self.now)

@@ -44,8 +44,8 @@ impl Engine {
         Ok(applied)
     }
 
-    async fn apply_credit(&self, program: &Arc<Program>, credit: &PendingCredit) -> EngineResult<()> {
-        let origin = Origin::system("referral");
+    pub(crate) async fn apply_credit(&self, program: &Arc<Program>, credit: &PendingCredit) -> EngineResult<()> {
+        let origin = Origin::system(if credit.rule_id == loyalty_core::merge::MERGE_RULE_ID { "merge" } else { "referral" });
         let cmd = BonusCmd::Credit(credit.clone());
         let route = Route::Account(&credit.account_id);
         self.receipt_call(program, &origin, route, &credit.credit_id, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {

@@ -2,6 +2,8 @@
 //! export and erasure of a customer's personal data. Each is one compare-and-set on the account,
 //! retried like any other commit; none touches the balance.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use loyalty_core::Origin;
 use loyalty_core::account::{AccountState, Profile};
@@ -10,6 +12,7 @@ use loyalty_core::events::{Event, EventKind};
 use loyalty_core::fingerprint::fingerprint;
 use loyalty_core::fingerprint::hex;
 use loyalty_core::identity::{IdentityKey, IdentityKind};
+use loyalty_core::merge::{self, MergeOutcome};
 use loyalty_core::outcome::StoredResponse;
 use loyalty_core::presence::CodeChannel;
 use loyalty_core::profile::{Consent, Editor, ProfileChange};
@@ -191,6 +194,74 @@ impl Engine {
             Ok(AccountChange { value, events: Vec::new(), releases: Vec::new(), write })
         })
         .await
+    }
+
+    /// Merges the account of an anonymous card into a registered customer's
+    /// ([`merge::merge_out`], then [`merge::merge_in`] through the pending credit it writes),
+    /// idempotent by request ID (claimed as `merge/<ID>` with the first commit). The second commit
+    /// runs at once; if it fails, the credit applier finishes it (the points wait in the credit).
+    pub async fn merge_card(
+        &self,
+        program: &Arc<Program>,
+        origin: &Origin,
+        customer: &IdentityKey,
+        card: &IdentityKey,
+        request_id: &str,
+    ) -> EngineResult<MergeOutcome> {
+        let program_id = program.policy.program_id.as_str();
+        let print = &fingerprint(OpKind::Merge, &(origin.place(), customer, card, request_id));
+        // Request IDs never contain '/', so this key cannot meet another call's.
+        let key = &format!("merge/{request_id}");
+        let (outcome, credit) = self
+            .until_committed(|| async move {
+                if let Some(outcome) = self.replayed_request(program_id, key, request_id, print).await? {
+                    return Ok(Attempt::Done((outcome, None)));
+                }
+                let target_id = self.resolve_customer(program_id, customer).await?;
+                {
+                    let slot = self.slot(program_id, &target_id);
+                    let mut guard = slot.lock().await;
+                    if !self.load_checked(&mut guard, program_id, &target_id, customer).await?.value.registered {
+                        return Err(Rejection::CardNotRegistered.into());
+                    }
+                }
+                let source_id =
+                    self.resolve(program_id, card).await?.ok_or_else(|| Rejection::invalid("card_number", "no account has this card"))?;
+                if source_id == target_id {
+                    return Err(Rejection::invalid("card_number", "is already this customer's card").into());
+                }
+                let slot = self.slot(program_id, &source_id);
+                let mut guard = slot.lock().await;
+                // Not load_checked: a card merged before leads to the shell it left, which refuses.
+                let source = self.load_bound(&mut guard, program_id, &source_id, card).await?;
+                let now = self.now_in(program_id);
+                let mut txn = Txn::begin(&program.policy, &source.value, now, self.ids().transaction_id(), origin.clone());
+                let outcome = merge::merge_out(&mut txn, &target_id, key)?;
+                let finished = txn.finish_all()?;
+                let credit = finished.credits.iter().find(|credit| credit.credit_id == *key).cloned();
+                let record = CallRecord {
+                    op: OpKind::Merge,
+                    key: key.clone(),
+                    fingerprint: *print,
+                    response: StoredResponse::Merge(outcome.clone()),
+                };
+                let commit = Commit {
+                    request: Some(RequestWrite { request_id: key.clone(), record }),
+                    ..commit_of(program_id, source.version, finished)
+                };
+                Ok(match self.commit(&mut guard, commit).await? {
+                    Some(_) => Attempt::Done((outcome, credit)),
+                    None => Attempt::Again,
+                })
+            })
+            .await?;
+        if let Some(credit) = credit
+            && let Err(error) = self.apply_credit(program, &credit).await
+        {
+            tracing::warn!(program = program_id, %error, "merge credited later: the credit applier will apply it");
+            self.credits_due.notify_one();
+        }
+        Ok(outcome)
     }
 
     /// Replaces a registered customer's card ([`cards::replace_card`]), idempotent by request ID

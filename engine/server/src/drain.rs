@@ -5,7 +5,7 @@
 //! a task of its own, so a call can still be committing after `serve` has returned (a connection
 //! that went away under it, say). Every call holds a [`CallPass`] from admission to its answer;
 //! stopping is [`InFlight::close`] (new calls are refused, [`crate::error::EngineError::ShuttingDown`])
-//! and then [`InFlight::idle`] before the store is shut. A call that reached the store is thus
+//! and then [`InFlight::close_and_drain`] before the store is shut. A call that reached the store is thus
 //! committed and answered, never refused by a closed store.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -36,6 +36,8 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::IdSource;
 use crate::programs::{Program, Programs};
 
+/// Merges an identifier may lead through (a merged account is never merged again: one is enough).
+const MERGE_HOPS_MAX: usize = 3;
 /// AwardBonus requests are kept as receipts under this prefix and their request ID.
 const BONUS_RECEIPT_PREFIX: &str = "bonus/";
 /// Attempts of one call before it gives up with ABORTED under contention.
@@ -205,6 +207,12 @@ impl Engine {
         key: &IdentityKey,
     ) -> EngineResult<Versioned<AccountState>> {
         let stored = self.load_bound(slot, program_id, account_id, key).await?;
+        // A card merged into a customer's account leads there from now on: remember that, and
+        // have the call run again on that account (`until_committed`, `following_merges`).
+        if let Some(target) = &stored.value.merged_into {
+            self.identities.insert(format!("{program_id}/{}", key.storage_key()), target.clone());
+            return Err(EngineError::AccountMoved);
+        }
         if key.kind == IdentityKind::Card
             && let Some(blocked) = stored.value.blocked_card(&key.value)
         {
@@ -257,7 +265,23 @@ impl Engine {
 
     /// Reads an account by the identifier a till presented (a replaced card is `CARD_BLOCKED`).
     pub async fn get_account(&self, program: &Program, customer: &IdentityKey) -> EngineResult<AccountSnapshot> {
-        self.read_account(program, customer, false).await
+        self.following_merges(|| self.read_account(program, customer, false)).await
+    }
+
+    /// Runs a read again when the identifier's account turned out to be merged into another
+    /// (`EngineError::AccountMoved`); calls that write go through `until_committed`, which does too.
+    pub(crate) async fn following_merges<T, F, Fut>(&self, mut read: F) -> EngineResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = EngineResult<T>>,
+    {
+        for _ in 0..MERGE_HOPS_MAX {
+            match read().await {
+                Err(EngineError::AccountMoved) => continue,
+                other => return other,
+            }
+        }
+        Err(EngineError::Contention { attempts: MERGE_HOPS_MAX as u32 })
     }
 
     /// Reads an account for an administrator: a replaced card still finds its customer.
@@ -285,6 +309,16 @@ impl Engine {
         before_seq: u64,
         limit: usize,
     ) -> EngineResult<(Vec<LedgerEntry>, Option<u64>)> {
+        self.following_merges(|| self.ledger_page(program, customer, before_seq, limit)).await
+    }
+
+    async fn ledger_page(
+        &self,
+        program: &Program,
+        customer: &IdentityKey,
+        before_seq: u64,
+        limit: usize,
+    ) -> EngineResult<(Vec<LedgerEntry>, Option<u64>)> {
         let program_id = program.policy.program_id.as_str();
         let account_id = self.resolve(program_id, customer).await?.ok_or(Rejection::CustomerNotFound)?;
         // The binding may have been released by an erasure on another engine.
@@ -306,7 +340,7 @@ impl Engine {
         cmd: AuthorizeCmd,
     ) -> EngineResult<AuthorizeOutcome> {
         if cmd.spend.is_zero() {
-            return self.quote(program, origin, customer, &cmd).await;
+            return self.following_merges(|| self.quote(program, origin, customer, &cmd)).await;
         }
         let hold_id = self.ids.hold_id();
         let route = Route::Customer { key: customer, create_unknown_card: false };
@@ -693,6 +727,7 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
             StoredResponse::Enroll(_) => "enroll",
             StoredResponse::Bonus(_) => "bonus",
             StoredResponse::ReplaceCard(_) => "replace_card",
+            StoredResponse::Merge(_) => "merge",
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })

@@ -59,6 +59,10 @@ pub enum EngineError {
     /// (`grpc::size_limit` gives it this status).
     #[error("the request is {bytes} bytes, more than the {limit} bytes this engine accepts")]
     MessageTooLarge { bytes: usize, limit: usize },
+    /// The identifier led to an account merged into another since: the call runs again there.
+    /// Handled inside the engine; if it ever reaches a caller, it is a retry (CONTENTION).
+    #[error("the customer's card was merged into another account while the call ran; retry the call")]
+    AccountMoved,
     /// A sandbox-only call (a test clock) made for a production program.
     #[error("program {0} is not a sandbox: its clock is the engine's (set `sandbox = true` on a test program)")]
     NotSandbox(String),

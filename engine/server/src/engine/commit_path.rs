@@ -43,8 +43,11 @@ impl Engine {
         Fut: std::future::Future<Output = EngineResult<Attempt<T>>>,
     {
         for _ in 0..ATTEMPTS_MAX {
-            if let Attempt::Done(value) = attempt().await? {
-                return Ok(value);
+            match attempt().await {
+                Ok(Attempt::Done(value)) => return Ok(value),
+                // The identifier's account was merged into another: resolve again and run there.
+                Ok(Attempt::Again) | Err(EngineError::AccountMoved) => {}
+                Err(error) => return Err(error),
             }
         }
         Err(EngineError::Contention { attempts: ATTEMPTS_MAX })

@@ -381,6 +381,7 @@ pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerE
         EntryKind::Clawback => pb::EntryKind::Clawback,
         EntryKind::Bonus => pb::EntryKind::Bonus,
         EntryKind::Adjustment => pb::EntryKind::Adjustment,
+        EntryKind::Merge => pb::EntryKind::Merge,
     };
     pb::LedgerEntry {
         seq: entry.seq,

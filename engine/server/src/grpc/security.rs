@@ -28,6 +28,7 @@ pub const OPERATIONS: &[&str] = &[
     "IssueCustomerCode",
     "UpdateProfile",
     "ReplaceCard",
+    "MergeCard",
 ];
 
 const AUDIT_PAGE_DEFAULT: u32 = 50;

@@ -86,6 +86,8 @@ pub(crate) const ADMIN: &[Scope] = &[Scope::Admin];
 /// Who may change a customer's profile: the till, the program's app (within `profile::Editor`'s
 /// bounds), the program's administrators.
 pub(crate) const PROFILE: &[Scope] = &[Scope::Checkout, Scope::CustomerApp, Scope::Admin];
+/// Who may merge a card into a customer's account: the till with the card in hand, or an admin.
+pub(crate) const MERGE: &[Scope] = &[Scope::Checkout, Scope::Admin];
 
 /// Caps an untrusted ID before it goes into a span.
 fn trace_id(raw: &str) -> &str {
@@ -593,6 +595,33 @@ impl LoyaltyService for LoyaltyApi {
             Ok(pb::IssueCustomerCodeResponse {
                 code: issued.code.unwrap_or_default(),
                 expires_at: Some(convert::timestamp(issued.expires_at)),
+            })
+        })
+        .await
+    }
+
+    async fn merge_card(&self, request: Request<pb::MergeCardRequest>) -> Result<Response<pb::MergeCardResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
+        self.handle("MergeCard", &ctx, MERGE, ids, |caller| async move {
+            let program = self.program(&req.program_id)?;
+            let policy = &program.policy;
+            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let customer = convert::customer(req.customer.as_ref(), policy)?;
+            let request_id = convert::id("request_id", &req.request_id, self.limits.id_len_max)?;
+            let card = loyalty_core::identity::IdentityKey {
+                kind: loyalty_core::identity::IdentityKind::Card,
+                value: loyalty_core::identity::normalize_card("card_number", &req.card_number)?,
+            };
+            let outcome = self.engine.merge_card(&program, &origin, &customer, &card, &request_id).await?;
+            Ok(pb::MergeCardResponse {
+                transaction_id: outcome.tx_id,
+                account_id: outcome.account_id,
+                merged_account_id: outcome.merged_account_id,
+                points: convert::points(policy, outcome.points),
+                buckets: outcome.buckets,
             })
         })
         .await

@@ -25,7 +25,7 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::Store(StoreError::Corrupt(_)) => (Code::Internal, "STORE_CORRUPT"),
         EngineError::Store(_) => (Code::Unavailable, "STORE_UNAVAILABLE"),
         EngineError::Invariant(_) => (Code::Internal, "INVARIANT_BROKEN"),
-        EngineError::Contention { .. } => (Code::Aborted, "CONTENTION"),
+        EngineError::Contention { .. } | EngineError::AccountMoved => (Code::Aborted, "CONTENTION"),
         EngineError::Overloaded { .. } | EngineError::Saturated { .. } => (Code::ResourceExhausted, "OVERLOADED"),
         EngineError::RulesInvalid(_) => (Code::InvalidArgument, "RULES_INVALID"),
         EngineError::RulesVersionConflict { .. } => (Code::Aborted, "RULES_VERSION_CONFLICT"),
@@ -271,6 +271,7 @@ mod tests {
             EngineError::MessageTooLarge { bytes: 2, limit: 1 },
             EngineError::ShuttingDown,
             EngineError::NotSandbox(id()),
+            EngineError::AccountMoved,
             EngineError::Internal(id()),
         ]);
         for error in &errors {
@@ -294,6 +295,7 @@ mod tests {
                 | EngineError::MessageTooLarge { .. }
                 | EngineError::ShuttingDown
                 | EngineError::NotSandbox(_)
+                | EngineError::AccountMoved
                 | EngineError::Internal(_) => {}
             }
         }

@@ -1,0 +1,140 @@
+//! Merging an anonymous card's account into a registered customer's. A customer who enrolled by
+//! phone turns up with an old card that earned points before: everything the card's account holds
+//! moves to the customer's, once.
+//!
+//! A commit writes one account, so a merge is two: [`merge_out`] empties the card's account (a
+//! `Merge` entry per bucket, each with its terms; its debt; its holds must be closed) and records
+//! the whole as a pending credit owed to the customer's account, in the same commit; [`merge_in`]
+//! applies that credit there once (keyed by the merge), each bucket keeping its own pending period,
+//! expiry and certificate terms, with tier progress, budget counters and purchase counts added.
+//! Until then the points are in the pending credit, durably: nothing is lost or counted twice.
+//!
+//! Afterwards the card's account is a forwarding shell (`merged_into`): its card leads to the
+//! customer, and what a later refund or reversal of one of its old receipts gives back or takes
+//! back is owed to the customer's account ([`crate::txn::Txn`] redirects it).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::account::{Bucket, MonthSpend, RuleCounter};
+use crate::events::PendingCredit;
+use crate::identity::IdentityKey;
+use crate::rejection::Rejection;
+use crate::txn::Txn;
+
+/// The credit's rule ID: credits of merges are applied by [`merge_in`], or as points moved.
+pub const MERGE_RULE_ID: &str = "merge";
+
+/// Everything a merged account held, on its way to the customer's account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTransfer {
+    pub from_account: String,
+    pub buckets: Vec<Bucket>,
+    pub debt: Decimal,
+    pub months: Vec<MonthSpend>,
+    pub counters: Vec<RuleCounter>,
+    pub purchases: u32,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// The card(s) that led to the merged account, which lead to the customer from now on.
+    pub identities: Vec<IdentityKey>,
+}
+
+/// What a merge did; stored as the request's first answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOutcome {
+    pub tx_id: String,
+    /// The customer's account, which now holds everything.
+    pub account_id: String,
+    /// The card's account, now empty.
+    pub merged_account_id: String,
+    /// Points moved (available and pending, certificates included), less the debt moved.
+    pub points: Decimal,
+    pub buckets: u32,
+}
+
+/// Empties the card's account in `txn` into a transfer owed to `target` (the customer's account),
+/// keyed `transfer_id`. The card's account must be anonymous, not merged before, with no active
+/// hold (a checkout in progress on the card finishes first).
+pub fn merge_out(txn: &mut Txn<'_>, target: &str, transfer_id: &str) -> Result<MergeOutcome, Rejection> {
+    let now = txn.now();
+    let account = txn.account();
+    if account.registered {
+        return Err(Rejection::IdentifierTaken { kind: "card" });
+    }
+    if account.merged_into.is_some() {
+        return Err(Rejection::invalid("card_number", "this card was already merged into a customer's account"));
+    }
+    // Anonymous cards cannot spend, so cannot hold; a guard all the same, as a hold's receipt
+    // belongs to this account and could not be captured from another.
+    if account.holds.iter().any(|hold| hold.is_active(now)) {
+        return Err(Rejection::invalid("card_number", "a checkout on this card holds points: finish or cancel it first"));
+    }
+    let source = account.account_id.clone();
+    let reason = format!("merged into account {target}");
+    let (buckets, debt) = txn.transfer_out(&reason);
+    let account = txn.account_mut();
+    account.holds.clear();
+    account.merged_into = Some(target.to_owned());
+    let transfer = AccountTransfer {
+        from_account: source.clone(),
+        debt,
+        months: std::mem::take(&mut account.tier_progress.months),
+        counters: std::mem::take(&mut account.counters),
+        purchases: std::mem::take(&mut account.purchases),
+        last_purchase_at: account.last_purchase_at,
+        identities: account.identities.clone(),
+        buckets,
+    };
+    let points = transfer.buckets.iter().map(|bucket| bucket.remaining).sum::<Decimal>() - debt;
+    let actor = txn.origin().actor.clone();
+    txn.account_mut().note(now, &actor, format!("merged into account {target} ({points} points)"));
+    let outcome = MergeOutcome {
+        tx_id: txn.tx_id().to_owned(),
+        account_id: target.to_owned(),
+        merged_account_id: source.clone(),
+        points,
+        buckets: u32::try_from(transfer.buckets.len()).unwrap_or(u32::MAX),
+    };
+    txn.owe(PendingCredit {
+        credit_id: transfer_id.to_owned(),
+        account_id: target.to_owned(),
+        points,
+        rule_id: MERGE_RULE_ID.to_owned(),
+        reason: format!("merged from account {source}"),
+        transfer: Some(Box::new(transfer)),
+    });
+    Ok(outcome)
+}
+
+/// Applies a merge's transfer to the customer's account in `txn`.
+pub fn merge_in(txn: &mut Txn<'_>, transfer: &AccountTransfer) {
+    let now = txn.now();
+    txn.transfer_in(&transfer.buckets, transfer.debt, &format!("merged from account {}", transfer.from_account));
+    let account = txn.account_mut();
+    for month in &transfer.months {
+        match account.tier_progress.months.iter_mut().find(|mine| mine.month == month.month) {
+            Some(mine) => mine.amount += month.amount,
+            None => account.tier_progress.months.push(month.clone()),
+        }
+    }
+    account.tier_progress.months.sort_by_key(|month| month.month);
+    for counter in &transfer.counters {
+        match account.counters.iter_mut().find(|mine| mine.rule_id == counter.rule_id && mine.period == counter.period) {
+            Some(mine) => {
+                mine.points += counter.points;
+                mine.uses = mine.uses.saturating_add(counter.uses);
+            }
+            None => account.counters.push(counter.clone()),
+        }
+    }
+    account.purchases = account.purchases.saturating_add(transfer.purchases);
+    account.last_purchase_at = account.last_purchase_at.max(transfer.last_purchase_at);
+    for key in &transfer.identities {
+        if !account.identities.contains(key) {
+            account.identities.push(key.clone());
+        }
+    }
+    let actor = txn.origin().actor.clone();
+    txn.account_mut().note(now, &actor, format!("account {} merged in", transfer.from_account));
+}
