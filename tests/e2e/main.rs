@@ -3,6 +3,7 @@
 //! cluster (`scylla`), with replicas lost under load on three Cassandra nodes (`scylla_cluster`).
 //! One binary, one module per concern.
 
+mod backup;
 mod checkout_flow;
 mod concurrency;
 mod crash_recovery;

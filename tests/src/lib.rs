@@ -170,6 +170,9 @@ impl TestServer {
         let programs = Programs::from_config(&config).expect("valid test config");
         let clock = Arc::new(ManualClock::new(start_time()));
         let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock.clone(), Arc::new(UuidIds), 100_000));
+        if let Some(dir) = &config.storage.backup_dir {
+            engine.set_backups(loyalty_engine::backups::Backups::new(dir.clone(), config.storage.backups_kept));
+        }
         engine.bootstrap_rules().await.expect("rules load");
         let programs: Vec<String> = config.programs.iter().map(|program| program.id.clone()).collect();
         engine.bootstrap_access(&test_credentials(&programs)).await.expect("credentials load");

@@ -93,6 +93,14 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_value = "checkout")]
         scopes: Vec<String>,
     },
+    /// Put a backup (from the admin API's `BackupStore`) in place of the data directory's store,
+    /// the engine stopped: every ledger of the backup is verified first; the replaced file stays
+    /// beside it as `loyalty.redb.replaced`. Calls acknowledged after the backup are lost.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
     /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet, then exit.
     Migrate {
         /// The versioned CQL files.
@@ -220,6 +228,18 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             println!("ok: {accounts} accounts, {entries} ledger entries agree with their balances");
             Ok(())
         }
+        Command::Restore { from } => {
+            anyhow::ensure!(
+                config.storage.backend == Backend::Embedded,
+                "restore puts back the embedded store's file; ScyllaDB restores from its own snapshots"
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (accounts, entries) = runtime
+                .block_on(EmbeddedStore::restore(&from, &config.embedded_store()))
+                .with_context(|| format!("restoring {}", from.display()))?;
+            println!("restored {}: {accounts} accounts, {entries} ledger entries agree with their balances", from.display());
+            Ok(())
+        }
         Command::Serve => {
             crate::telemetry::init_tracing(&config.log)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("engine").build()?;
@@ -237,6 +257,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let tls = config.tls.server_config().context("loading the [tls] files")?;
     let store = open_store(&config).await?;
     let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
+    if let Some(dir) = &config.storage.backup_dir {
+        engine.set_backups(crate::backups::Backups::new(dir.clone(), config.storage.backups_kept));
+    }
     engine.bootstrap_rules().await.context("loading the programs' rules")?;
     let seeds = match &config.security.credentials_file {
         Some(path) => crate::auth::seed::load(path, &engine.programs().ids(), engine.now())

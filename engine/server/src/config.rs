@@ -102,6 +102,12 @@ pub struct StorageConfig {
     /// Journal size (MiB) after which the database file is made durable and the journal emptied:
     /// bounds the replay after a crash.
     pub checkpoint_mib: u64,
+    /// Where `BackupStore` (admin API) writes online backups of the embedded store,
+    /// `loyalty-<UTC time>.redb`; absent: backups are off. Relative to the working directory, like
+    /// `data_dir`. A backup holds every program's data.
+    pub backup_dir: Option<PathBuf>,
+    /// Backups kept in `backup_dir`; older ones are deleted after each new one (24: a day of hourly).
+    pub backups_kept: usize,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +122,8 @@ impl Default for StorageConfig {
             quick_repair: false,
             journal: false,
             checkpoint_mib: 16,
+            backup_dir: None,
+            backups_kept: 24,
         }
     }
 }
@@ -484,6 +492,9 @@ impl Config {
             }
         }
         let storage = &self.storage;
+        if !(1..=10_000).contains(&storage.backups_kept) {
+            problems.push("storage.backups_kept: 1 to 10000".into());
+        }
         if !(1..=4096).contains(&storage.checkpoint_mib) {
             problems.push("storage.checkpoint_mib: 1 to 4096".into());
         }

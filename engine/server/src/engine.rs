@@ -97,6 +97,8 @@ pub struct Engine {
     calls: crate::drain::InFlight,
     /// The test clocks of sandbox programs (see `sandbox`).
     sandbox_clocks: crate::sandbox::SandboxClocks,
+    /// Online backups, when configured (see `backups`).
+    backups: std::sync::OnceLock<crate::backups::Backups>,
 }
 
 impl Engine {
@@ -118,7 +120,17 @@ impl Engine {
             credits_due: tokio::sync::Notify::new(),
             calls: crate::drain::InFlight::default(),
             sandbox_clocks: crate::sandbox::SandboxClocks::default(),
+            backups: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Turns online backups on (`storage.backup_dir`); a second call changes nothing.
+    pub fn set_backups(&self, backups: crate::backups::Backups) {
+        let _ = self.backups.set(backups);
+    }
+
+    pub(crate) fn backups(&self) -> Option<&crate::backups::Backups> {
+        self.backups.get()
     }
 
     pub(crate) fn sandbox_clocks(&self) -> &crate::sandbox::SandboxClocks {

@@ -63,6 +63,9 @@ pub enum EngineError {
     /// Handled inside the engine; if it ever reaches a caller, it is a retry (CONTENTION).
     #[error("the customer's card was merged into another account while the call ran; retry the call")]
     AccountMoved,
+    /// No online backup here: none configured (`storage.backup_dir`), or a backend with its own.
+    #[error("no backup: {0}")]
+    BackupUnavailable(&'static str),
     /// A sandbox-only call (a test clock) made for a production program.
     #[error("program {0} is not a sandbox: its clock is the engine's (set `sandbox = true` on a test program)")]
     NotSandbox(String),

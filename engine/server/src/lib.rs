@@ -9,12 +9,14 @@
 //! - [`programs`]: each program's policy and earning rule; [`config`]: file, flags and validation.
 //! - [`clock`] and [`ids`]: the injected time and ID sources.
 //! - [`drain`]: the calls inside the engine, so that a stopping engine shuts its store after the last.
+//! - [`backups`]: online backups of the embedded store (`BackupStore`), pruned to the newest few.
 //! - [`sandbox`]: test clocks for sandbox programs (`Engine::now_in`, `AdvanceClock`).
 //! - [`cli`] and [`telemetry`]: the binary's command line, logs and Prometheus metrics.
 //! - [`tls`]: TLS and optional mutual TLS on the gRPC server, and the client-certificate fingerprint.
 
 pub mod accounts;
 pub mod auth;
+pub mod backups;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -244,6 +244,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn relay(&self, _program_id: &str) -> Result<usize, StoreError> {
         Ok(0)
     }
+    /// Writes a consistent copy of everything, as of one committed state, to the new file `path`
+    /// while commits go on, and returns what it holds; `None` where the backend has no such copy
+    /// (ScyllaDB: its own snapshots, `nodetool snapshot`, per node).
+    async fn backup(&self, _path: &std::path::Path) -> Result<Option<BackupReport>, StoreError> {
+        Ok(None)
+    }
     /// Flushes and stops; later calls fail with [`StoreError::Closed`].
     async fn shutdown(&self);
+}
+
+/// What a backup holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupReport {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    /// Rows copied, all tables together.
+    pub rows: u64,
+    pub accounts: u64,
+    pub ledger_entries: u64,
 }

@@ -290,6 +290,26 @@ impl ProgramAdmin for AdminApi {
             .await
     }
 
+    async fn backup_store(&self, request: Request<pb::BackupStoreRequest>) -> Result<Response<pb::BackupStoreResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let req = &req;
+        self.api
+            .handle("BackupStore", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
+                self.api.program(&req.program_id)?;
+                let started = std::time::Instant::now();
+                let report = self.api.engine().backup_store().await?;
+                Ok(pb::BackupStoreResponse {
+                    path: report.path.display().to_string(),
+                    bytes: report.bytes,
+                    accounts: report.accounts,
+                    ledger_entries: report.ledger_entries,
+                    took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .await
+    }
+
     async fn advance_clock(&self, request: Request<pb::AdvanceClockRequest>) -> Result<Response<pb::AdvanceClockResponse>, Status> {
         let ctx = CallContext::of(&request);
         let req = request.into_inner();

@@ -39,6 +39,7 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::MessageTooLarge { .. } => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
         EngineError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
         EngineError::NotSandbox(_) => (Code::FailedPrecondition, "NOT_A_SANDBOX"),
+        EngineError::BackupUnavailable(_) => (Code::FailedPrecondition, "BACKUP_UNAVAILABLE"),
         EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
@@ -272,6 +273,7 @@ mod tests {
             EngineError::ShuttingDown,
             EngineError::NotSandbox(id()),
             EngineError::AccountMoved,
+            EngineError::BackupUnavailable("off"),
             EngineError::Internal(id()),
         ]);
         for error in &errors {
@@ -296,6 +298,7 @@ mod tests {
                 | EngineError::ShuttingDown
                 | EngineError::NotSandbox(_)
                 | EngineError::AccountMoved
+                | EngineError::BackupUnavailable(_)
                 | EngineError::Internal(_) => {}
             }
         }

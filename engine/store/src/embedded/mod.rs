@@ -471,6 +471,14 @@ impl Store for EmbeddedStore {
         Ok(records)
     }
 
+    async fn backup(&self, path: &Path) -> Result<Option<crate::BackupReport>, StoreError> {
+        // A long copy of pages: off the async workers. The read transaction it holds does not
+        // block the writer (redb readers see a snapshot).
+        let db = Arc::clone(&self.db);
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || backup_database(&db, &path).map(Some)).await.map_err(io)?
+    }
+
     fn is_writable(&self) -> bool {
         !self.poisoned.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) && !self.queue.is_closed()
     }
@@ -787,4 +795,121 @@ fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<Result<Commi
         tables.credits.insert((program, credit_id.as_str()), bytes.as_slice()).map_err(io)?;
     }
     Ok(Ok(CommitOutcome::Applied { account_version: stored_version + 1 }))
+}
+
+/// Rows copied per write transaction of a backup: bounds the memory a large copy holds.
+const BACKUP_ROWS_PER_TXN: u64 = 100_000;
+
+/// Copies one table of `read` into `copy`, committing every [`BACKUP_ROWS_PER_TXN`] rows.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    copy: &Database,
+    definition: TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    let from = match read.open_table(definition) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(error) => return Err(io(error)),
+    };
+    let mut rows = from.iter().map_err(io)?;
+    let mut copied = 0u64;
+    loop {
+        let mut txn = copy.begin_write().map_err(io)?;
+        txn.set_durability(redb::Durability::None).map_err(io)?;
+        let mut done = true;
+        {
+            let mut to = txn.open_table(definition).map_err(io)?;
+            for item in rows.by_ref() {
+                let (key, value) = item.map_err(io)?;
+                to.insert(key.value(), value.value()).map_err(io)?;
+                copied += 1;
+                if copied.is_multiple_of(BACKUP_ROWS_PER_TXN) {
+                    done = false;
+                    break;
+                }
+            }
+        }
+        txn.commit().map_err(io)?;
+        if done {
+            return Ok(copied);
+        }
+    }
+}
+
+impl EmbeddedStore {
+    /// Writes a consistent copy of the store to the new file `path` while commits go on: one read
+    /// transaction sees one committed state (with the journal on, every acknowledged commit: a
+    /// batch is visible only once its journal record is durable). Written as `path` + ".partial",
+    /// made durable, then renamed, so a file at `path` is always whole.
+    pub fn backup_to(&self, path: &Path) -> Result<crate::BackupReport, StoreError> {
+        backup_database(&self.db, path)
+    }
+}
+
+/// See [`EmbeddedStore::backup_to`].
+fn backup_database(db: &Database, path: &Path) -> Result<crate::BackupReport, StoreError> {
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    if path.exists() {
+        return Err(StoreError::Io(format!("backup {}: the file exists", path.display())));
+    }
+    let read = db.begin_read().map_err(io)?;
+    let copy = Database::create(&partial).map_err(|error| StoreError::Io(format!("create {}: {error}", partial.display())))?;
+    let accounts = copy_table(&read, &copy, ACCOUNTS)?;
+    let ledger_entries = copy_table(&read, &copy, LEDGER)?;
+    let mut rows = accounts + ledger_entries;
+    rows += copy_table(&read, &copy, RECEIPTS)?;
+    rows += copy_table(&read, &copy, IDENTITIES)?;
+    rows += copy_table(&read, &copy, REQUESTS)?;
+    rows += copy_table(&read, &copy, META)?;
+    rows += copy_table(&read, &copy, RULES)?;
+    rows += copy_table(&read, &copy, RULES_HEAD)?;
+    rows += copy_table(&read, &copy, OUTBOX)?;
+    rows += copy_table(&read, &copy, OUTBOX_HEAD)?;
+    rows += copy_table(&read, &copy, CREDITS)?;
+    drop(read);
+    // One durable commit makes every page of the copy durable.
+    let mut last = copy.begin_write().map_err(io)?;
+    last.set_durability(redb::Durability::Immediate).map_err(io)?;
+    last.commit().map_err(io)?;
+    drop(copy);
+    std::fs::rename(&partial, path).map_err(|error| StoreError::Io(format!("rename {}: {error}", partial.display())))?;
+    sync_parent(path)?;
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    Ok(crate::BackupReport { path: path.to_owned(), bytes, rows, accounts, ledger_entries })
+}
+
+impl EmbeddedStore {
+    /// Puts the backup `from` in place of the store of `config` (the engine stopped): the backup is
+    /// opened and every ledger verified first; then it replaces the database file, the file it
+    /// replaces is kept beside it as `<name>.replaced`, and the journal is removed (it belongs to
+    /// the replaced file). Returns the verified accounts and ledger entries.
+    pub async fn restore(from: &Path, config: &EmbeddedConfig) -> Result<(u64, u64), StoreError> {
+        let dir = config.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let restoring = dir.join("restoring.redb");
+        let _ = std::fs::remove_file(&restoring);
+        let _ = std::fs::remove_file(restoring.with_extension("journal"));
+        std::fs::copy(from, &restoring).map_err(|error| StoreError::Io(format!("copy {}: {error}", from.display())))?;
+        let checked = {
+            let store = EmbeddedStore::open(EmbeddedConfig { path: restoring.clone(), journal: false, ..config.clone() })?;
+            let checked = store.verify_ledgers();
+            store.shutdown().await;
+            checked?
+        };
+        let _ = std::fs::remove_file(restoring.with_extension("journal"));
+        if config.path.exists() {
+            std::fs::rename(&config.path, config.path.with_extension("redb.replaced")).map_err(io)?;
+        }
+        let _ = std::fs::remove_file(config.journal_path());
+        std::fs::rename(&restoring, &config.path).map_err(io)?;
+        sync_parent(&config.path)?;
+        Ok(checked)
+    }
+}
+
+/// Makes a rename in `path`'s folder durable.
+fn sync_parent(path: &Path) -> Result<(), StoreError> {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| StoreError::Io(format!("sync {}: {error}", dir.display())))
 }
