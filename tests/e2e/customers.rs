@@ -191,6 +191,7 @@ fn replace(request_id: &str, customer: Option<pb::CustomerRef>, new_card: &str, 
         new_card_number: new_card.into(),
         old_card_number: old_card.into(),
         card_fee: fee.into(),
+        customer_code: String::new(),
     }
 }
 
@@ -279,6 +280,42 @@ async fn a_lost_card_is_replaced(server: TestServer) {
     server.stop().await;
 }
 
+/// Named by phone, a customer proves it is them with their one-time code, as for spending:
+/// otherwise anyone who knows the number could bind their own card to the account.
+#[tokio::test]
+async fn replacing_a_card_by_phone_needs_the_customers_code_where_spending_does() {
+    let server = TestServer::start_with(
+        |config| config.programs[0].customer_code = loyalty_core::presence::CodeRequirement::ForPhone,
+        |store| store,
+    )
+    .await;
+    let mut client = server.client().await;
+    client.enroll(enroll("e-code", "+77010000611", "CODE0001")).await.expect("enroll");
+    let request = replace("rc-code", phone("+77010000611"), "CODE0002", "CODE0001", "");
+    expect_error(client.replace_card(request.clone()).await, Code::FailedPrecondition, "CUSTOMER_CODE_REQUIRED");
+    let wrong = pb::ReplaceCardRequest { customer_code: "000000".into(), ..request.clone() };
+    expect_error(client.replace_card(wrong).await, Code::PermissionDenied, "CUSTOMER_CODE_INVALID");
+    let issued = client
+        .issue_customer_code(pb::IssueCustomerCodeRequest {
+            program_id: PROGRAM.into(),
+            customer: phone("+77010000611"),
+            channel: pb::CodeChannel::App as i32,
+            store_id: String::new(),
+            till_id: String::new(),
+        })
+        .await
+        .expect("a code for the app")
+        .into_inner();
+    let right = pb::ReplaceCardRequest { customer_code: issued.code.clone(), ..request };
+    let replaced = client.replace_card(right.clone()).await.expect("replaced with the code").into_inner();
+    assert_eq!(replaced.blocked_cards, ["CODE0001"]);
+    assert_eq!(client.replace_card(right).await.expect("a retry").into_inner(), replaced, "a retry replays, the used code notwithstanding");
+    // Presented by the card itself, the card is the proof.
+    let by_card = replace("rc-code-2", card("CODE0002"), "CODE0003", "", "");
+    client.replace_card(by_card).await.expect("by the card");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_lost_card_is_replaced_on_the_embedded_store() {
     a_lost_card_is_replaced(TestServer::start().await).await;
@@ -309,7 +346,7 @@ async fn an_old_anonymous_card_is_merged_into_the_customer(server: TestServer) {
     let mut admin = server.admin().await;
     let old_card = card("MERG0001");
     // Two days of purchases on the anonymous card: two buckets with different terms.
-    client.accrue(accrue("M1", old_card.clone(), vec![line(1, "milk", "1", "10000.00")])).await.expect("day one");
+    let first = client.accrue(accrue("M1", old_card.clone(), vec![line(1, "milk", "1", "10000.00")])).await.expect("day one").into_inner();
     server.clock.advance(chrono::Duration::days(1));
     client.accrue(accrue("M2", old_card.clone(), vec![line(1, "milk", "1", "5000.00")])).await.expect("day two");
     let before = client.get_account(get_account(old_card.clone())).await.expect("card account").into_inner();
@@ -341,6 +378,16 @@ async fn an_old_anonymous_card_is_merged_into_the_customer(server: TestServer) {
     assert_ne!(moved[0].expires_at, moved[1].expires_at, "each bucket keeps its own expiry");
     let earned = client.accrue(accrue("M4", old_card.clone(), vec![line(1, "milk", "1", "1000.00")])).await.expect("card at the till");
     assert_eq!(earned.into_inner().account_id, enrolled.account_id);
+    // A retry of a call made on the card before the merge is answered as always.
+    let retried = client.accrue(accrue("M1", old_card.clone(), vec![line(1, "milk", "1", "10000.00")])).await.expect("a retry");
+    assert_eq!(retried.into_inner(), first);
+    // Administrators find the customer by the merged card.
+    let export = admin
+        .export_customer(admin_pb::ExportCustomerRequest { program_id: PROGRAM.into(), customer: old_card.clone() })
+        .await
+        .expect("export by the merged card")
+        .into_inner();
+    assert_eq!(export.account_id, enrolled.account_id);
 
     // A return of the card's first receipt takes its 100 points back from the customer's account.
     let before_refund =

@@ -35,6 +35,11 @@ pub struct ReplaceCardCmd {
     pub old_card: Option<String>,
     /// What the customer paid for the new card; credited as points (rounded down).
     pub card_fee: Decimal,
+    /// How the customer was identified, and their one-time code: a customer named by phone proves
+    /// it is them as for spending (program policy), or anyone who knows the number could bind
+    /// their own card to the account. Not part of the call's fingerprint (codes are one-use).
+    #[serde(skip)]
+    pub presence: crate::presence::PresenceProof,
 }
 
 /// What a replacement did; stored as the request's first answer.
@@ -52,12 +57,20 @@ pub struct ReplaceCardOutcome {
 
 /// Binds `cmd.new_card` to the account in `txn` and blocks the old card (or every other card),
 /// crediting the card's fee. The caller claims the new card for the account in the same commit.
-pub fn replace_card(txn: &mut Txn<'_>, cmd: &ReplaceCardCmd, points_of_fee: Decimal) -> Result<ReplaceCardOutcome, Rejection> {
+pub fn replace_card(
+    txn: &mut Txn<'_>,
+    policy: &crate::presence::PresencePolicy,
+    cmd: &ReplaceCardCmd,
+    points_of_fee: Decimal,
+) -> Result<ReplaceCardOutcome, Rejection> {
     let now = txn.now();
-    let account = txn.account();
-    if !account.registered {
+    if !txn.account().registered {
         return Err(Rejection::CardNotRegistered);
     }
+    // A counted failed attempt changes the account: the caller stores it although the call is
+    // refused (`Rejection::records_attempt`).
+    txn.account_mut().presence.verify(policy, &cmd.presence, now)?;
+    let account = txn.account();
     let is_card = |key: &IdentityKey, number: &str| key.kind == IdentityKind::Card && key.value == number;
     if let Some(blocked) = account.blocked_card(&cmd.new_card) {
         return Err(Rejection::CardBlocked { replaced_at: blocked.blocked_at });
@@ -143,6 +156,7 @@ mod tests {
             new_card: "NEW00009".into(),
             old_card: old.map(str::to_owned),
             card_fee: fee.parse().expect("fee"),
+            presence: Default::default(),
         }
     }
 
@@ -151,7 +165,7 @@ mod tests {
         let program = ProgramPolicy::with_defaults("p");
         let now = DateTime::UNIX_EPOCH + chrono::Duration::days(3);
         let mut txn = Txn::begin(&program, &registered(), now, "tx".into(), Origin { actor: "till-key".into(), ..Origin::default() });
-        let outcome = replace_card(&mut txn, &cmd(Some("OLD00001"), "2.00"), "2".parse().expect("2")).expect("replaced");
+        let outcome = replace_card(&mut txn, &program.presence, &cmd(Some("OLD00001"), "2.00"), "2".parse().expect("2")).expect("replaced");
         assert_eq!(
             (outcome.blocked.clone(), outcome.fee_points, outcome.balance.available),
             (vec!["OLD00001".to_owned()], 2.into(), 2.into())
@@ -173,7 +187,7 @@ mod tests {
         let mut account = registered();
         account.identities.push(card("OLD00002"));
         let mut txn = Txn::begin(&program, &account, DateTime::UNIX_EPOCH, "tx".into(), Origin::default());
-        let outcome = replace_card(&mut txn, &cmd(None, "0"), Decimal::ZERO).expect("replaced");
+        let outcome = replace_card(&mut txn, &program.presence, &cmd(None, "0"), Decimal::ZERO).expect("replaced");
         assert_eq!(outcome.blocked, ["OLD00001", "OLD00002"]);
         let (_, entries) = txn.finish().expect("invariants hold");
         assert!(entries.is_empty());
@@ -185,7 +199,7 @@ mod tests {
         let now = DateTime::UNIX_EPOCH;
         let refuse = |account: &AccountState, cmd: &ReplaceCardCmd| {
             let mut txn = Txn::begin(&program, account, now, "tx".into(), Origin::default());
-            replace_card(&mut txn, cmd, Decimal::ZERO).expect_err("refused")
+            replace_card(&mut txn, &program.presence, cmd, Decimal::ZERO).expect_err("refused")
         };
         let mut anonymous = registered();
         anonymous.registered = false;

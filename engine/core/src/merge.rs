@@ -138,3 +138,48 @@ pub fn merge_in(txn: &mut Txn<'_>, transfer: &AccountTransfer) {
     let actor = txn.origin().actor.clone();
     txn.account_mut().note(now, &actor, format!("account {} merged in", transfer.from_account));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Origin;
+    use crate::account::AccountState;
+    use crate::program::ProgramPolicy;
+
+    /// Debt that moves with a merge is paid from the customer's points first: debt never stands
+    /// beside points that could pay it.
+    #[test]
+    fn debt_moved_by_a_merge_comes_off_the_customers_points_first() {
+        let program = ProgramPolicy::with_defaults("p");
+        let now = DateTime::UNIX_EPOCH + chrono::Duration::days(10);
+        let mut card = AccountState::new("card".into(), false, DateTime::UNIX_EPOCH);
+        card.debt = Decimal::from(300);
+        card.ledger_sum = Decimal::from(-300);
+        let mut txn = Txn::begin(&program, &card, now, "tx1".into(), Origin::default());
+        let outcome = merge_out(&mut txn, "customer", "merge/m1").expect("merged out");
+        assert_eq!(outcome.points, Decimal::from(-300));
+        let finished = txn.finish_all().expect("invariants hold on the card's account");
+        assert_eq!((finished.account.debt, finished.account.ledger_sum), (Decimal::ZERO, Decimal::ZERO));
+        let transfer = finished.credits[0].transfer.clone().expect("the transfer");
+
+        let mut customer = AccountState::new("customer".into(), true, DateTime::UNIX_EPOCH);
+        let mut credit = Txn::begin(&program, &customer, now, "tx0".into(), Origin::default());
+        credit.bonus(
+            crate::ledger::EntryKind::Bonus,
+            Decimal::from(500),
+            crate::txn::Posting { receipt_id: None, refund_id: None },
+            "gift".into(),
+            Vec::new(),
+        );
+        customer = credit.finish().expect("credited").0;
+        let mut txn = Txn::begin(&program, &customer, now, "tx2".into(), Origin::default());
+        merge_in(&mut txn, &transfer);
+        let (customer, entries) = txn.finish().expect("invariants hold on the customer's account");
+        let balance = customer.balance_at(now);
+        assert_eq!((balance.available, customer.debt, customer.ledger_sum), (Decimal::from(200), Decimal::ZERO, Decimal::from(200)));
+        assert_eq!(
+            entries.iter().map(|entry| (entry.kind, entry.amount)).collect::<Vec<_>>(),
+            [(crate::ledger::EntryKind::Merge, Decimal::from(-300))]
+        );
+    }
+}

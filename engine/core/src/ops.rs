@@ -710,6 +710,10 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
                 txn.bonus(EntryKind::Merge, credit.points, posting, credit.reason.clone(), Vec::new());
             } else if credit.points > Decimal::ZERO {
                 txn.earn(credit.points, posting, credit.reason.clone(), vec![credit.rule_id.clone()]);
+            } else if merged && credit.points < Decimal::ZERO {
+                // What a refund of a merged card's old receipt took back: that refund was taken and
+                // cannot be refused now, so what these points cannot cover becomes debt.
+                txn.clawback_into_debt(-credit.points, posting, credit.reason.clone());
             } else if credit.points < Decimal::ZERO {
                 // Under the reject policy a referrer who spent the reward keeps what cannot be taken.
                 let wanted = -credit.points;

@@ -406,6 +406,30 @@ impl<'p> Txn<'p> {
             self.owed_to_merged -= amount;
             return Ok(Decimal::ZERO);
         }
+        self.take_back(amount, posting, own_bucket, reason, EntryKind::Clawback, self.program.refund_policy)
+    }
+
+    /// Takes back `amount` as [`Txn::clawback`] does, except that what cannot be covered always
+    /// becomes debt: for what a merged card's refund owes the account it was merged into, which
+    /// that account's reject policy can no longer refuse (the refund was taken). Returns the debt.
+    pub fn clawback_into_debt(&mut self, amount: Decimal, posting: Posting<'_>, reason: String) -> Decimal {
+        if amount.is_zero() {
+            return Decimal::ZERO;
+        }
+        self.take_back(amount, posting, None, reason, EntryKind::Clawback, RefundPolicy::AllowNegative).unwrap_or(Decimal::ZERO)
+    }
+
+    /// Takes `amount` from pending buckets (`own_bucket` first), then from spendable points, and
+    /// posts one `kind` entry; what is left becomes debt, or refuses under `policy`.
+    fn take_back(
+        &mut self,
+        amount: Decimal,
+        posting: Posting<'_>,
+        own_bucket: Option<u64>,
+        reason: String,
+        kind: EntryKind,
+        policy: RefundPolicy,
+    ) -> Result<Decimal, Rejection> {
         let now = self.now;
         let mut left = amount;
         let mut order: Vec<usize> = (0..self.account.buckets.len()).filter(|&i| self.account.buckets[i].is_pending(now)).collect();
@@ -425,14 +449,14 @@ impl<'p> Txn<'p> {
         }
         self.account.buckets.retain(|bucket| bucket.remaining > Decimal::ZERO);
         if left > Decimal::ZERO {
-            match self.program.refund_policy {
+            match policy {
                 RefundPolicy::AllowNegative => self.account.debt += left,
                 RefundPolicy::Reject => {
                     return Err(Rejection::ClawbackExceedsBalance { needed: amount, coverable: amount - left });
                 }
             }
         }
-        self.post(EntryKind::Clawback, -amount, posting, reason, None, Vec::new());
+        self.post(kind, -amount, posting, reason, None, Vec::new());
         Ok(left)
     }
 
@@ -561,9 +585,10 @@ impl<'p> Txn<'p> {
             self.credit_bucket(bucket.remaining, terms, None, bucket.certificate.as_ref());
             self.post(EntryKind::Merge, bucket.remaining, posting, reason.to_owned(), Some(terms), Vec::new());
         }
+        // The debt comes off this account's points first, as a claw-back would: debt never stands
+        // beside points that could pay it.
         if debt > Decimal::ZERO {
-            self.account.debt += debt;
-            self.post(EntryKind::Merge, -debt, posting, format!("{reason} (debt)"), None, Vec::new());
+            let _ = self.take_back(debt, posting, None, format!("{reason} (debt)"), EntryKind::Merge, RefundPolicy::AllowNegative);
         }
     }
 

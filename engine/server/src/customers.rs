@@ -232,7 +232,11 @@ impl Engine {
                 }
                 let slot = self.slot(program_id, &source_id);
                 let mut guard = slot.lock().await;
-                // Not load_checked: a card merged before leads to the shell it left, which refuses.
+                // A retry that waited for this lock behind its first call: the first answer.
+                if let Some(outcome) = self.replayed_request(program_id, key, request_id, print).await? {
+                    return Ok(Attempt::Done((outcome, None)));
+                }
+                // Not load_checked: a replaced card may still be merged (it is the card in hand).
                 let source = self.load_bound(&mut guard, program_id, &source_id, card).await?;
                 let now = self.now_in(program_id);
                 let mut txn = Txn::begin(&program.policy, &source.value, now, self.ids().transaction_id(), origin.clone());
@@ -290,10 +294,25 @@ impl Engine {
             }
             let slot = self.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
+            // A retry that waited for this lock behind its first call: the first answer.
+            if let Some(outcome) = self.replayed_request(program_id, key, &cmd.request_id, print).await? {
+                return Ok(Attempt::Done(outcome));
+            }
             let stored = self.load_checked(&mut guard, program_id, &account_id, customer).await?;
             let now = self.now_in(program_id);
             let mut txn = Txn::begin(&program.policy, &stored.value, now, self.ids().transaction_id(), origin.clone());
-            let outcome = cards::replace_card(&mut txn, cmd, program.policy.floor_points(cmd.card_fee))?;
+            let outcome = match cards::replace_card(&mut txn, &program.policy.presence, cmd, program.policy.floor_points(cmd.card_fee)) {
+                Ok(outcome) => outcome,
+                // A counted wrong code is stored although the call is refused.
+                Err(rejection) if rejection.records_attempt() => {
+                    let commit = commit_of(program_id, stored.version, txn.finish_all()?);
+                    return match self.commit(&mut guard, commit).await? {
+                        Some(_) => Err(rejection.into()),
+                        None => Ok(Attempt::Again),
+                    };
+                }
+                Err(rejection) => return Err(rejection.into()),
+            };
             let record = CallRecord {
                 op: OpKind::ReplaceCard,
                 key: key.clone(),

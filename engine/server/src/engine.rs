@@ -194,6 +194,11 @@ impl Engine {
         Ok(found)
     }
 
+    /// The account `account_id` was merged into, if it was.
+    async fn merged_into(&self, program_id: &str, account_id: &str) -> EngineResult<Option<String>> {
+        Ok(self.store.account(program_id, account_id).await?.and_then(|stored| stored.value.merged_into))
+    }
+
     /// The account bound to an identifier, or CUSTOMER_NOT_FOUND.
     pub(crate) async fn resolve_customer(&self, program_id: &str, key: &IdentityKey) -> EngineResult<String> {
         Ok(self.resolve(program_id, key).await?.ok_or(Rejection::CustomerNotFound)?)
@@ -219,12 +224,6 @@ impl Engine {
         key: &IdentityKey,
     ) -> EngineResult<Versioned<AccountState>> {
         let stored = self.load_bound(slot, program_id, account_id, key).await?;
-        // A card merged into a customer's account leads there from now on: remember that, and
-        // have the call run again on that account (`until_committed`, `following_merges`).
-        if let Some(target) = &stored.value.merged_into {
-            self.identities.insert(format!("{program_id}/{}", key.storage_key()), target.clone());
-            return Err(EngineError::AccountMoved);
-        }
         if key.kind == IdentityKind::Card
             && let Some(blocked) = stored.value.blocked_card(&key.value)
         {
@@ -243,6 +242,12 @@ impl Engine {
         key: &IdentityKey,
     ) -> EngineResult<Versioned<AccountState>> {
         let stored = self.load(slot, program_id, account_id).await?.ok_or_else(|| dangling(account_id))?;
+        // A card merged into a customer's account leads there from now on: remember that, and
+        // have the call run again on that account (`until_committed`, `following_merges`).
+        if let Some(target) = &stored.value.merged_into {
+            self.identities.insert(format!("{program_id}/{}", key.storage_key()), target.clone());
+            return Err(EngineError::AccountMoved);
+        }
         if !stored.value.identities.contains(key) {
             self.forget_identity(program_id, key);
             return Err(Rejection::CustomerNotFound.into());
@@ -298,7 +303,7 @@ impl Engine {
 
     /// Reads an account for an administrator: a replaced card still finds its customer.
     pub async fn find_account(&self, program: &Program, customer: &IdentityKey) -> EngineResult<AccountSnapshot> {
-        self.read_account(program, customer, true).await
+        self.following_merges(|| self.read_account(program, customer, true)).await
     }
 
     async fn read_account(&self, program: &Program, customer: &IdentityKey, blocked_ok: bool) -> EngineResult<AccountSnapshot> {
@@ -513,6 +518,19 @@ impl Engine {
             let receipt = self.store.receipt(program_id, receipt_id).await?;
             if let Some(stored) = &receipt {
                 if stored.value.account_id != account_id {
+                    // Begun on a card merged into this account since: a retry of a call made then
+                    // is answered as always; anything new on it is refused (the card's account
+                    // holds nothing now).
+                    if self.merged_into(program_id, &stored.value.account_id).await?.as_deref() == Some(account_id.as_str()) {
+                        if let Some(answer) = replay(&stored.value, op, key, &print)? {
+                            return Ok(Attempt::Done(answer));
+                        }
+                        return Err(Rejection::invalid(
+                            "receipt_id",
+                            "was begun on a card merged into this customer's account since; start a new receipt",
+                        )
+                        .into());
+                    }
                     let (kind, key) = conflict_key(receipt_id);
                     return Err(Rejection::IdempotencyConflict { kind, key }.into());
                 }

@@ -132,9 +132,17 @@ impl Engine {
                 None => (0, ClockDocument { offset_seconds: 0, recent_requests: Vec::new() }),
             };
             let offset = Duration::seconds(document.offset_seconds);
-            if document.recent_requests.iter().any(|done| done == request_id) {
+            // Remembered as `<request ID>=<seconds>`: a retry moves nothing, the same ID for
+            // another distance is a conflict.
+            let done = format!("{request_id}={}", by.num_seconds());
+            if document.recent_requests.contains(&done) {
                 self.sandbox_clocks().install(program_id, version, offset);
                 break;
+            }
+            if document.recent_requests.iter().any(|recent| recent.split_once('=').is_some_and(|(id, _)| id == request_id)) {
+                return Err(
+                    loyalty_core::rejection::Rejection::IdempotencyConflict { kind: "request_id", key: request_id.to_owned() }.into()
+                );
             }
             let moved = offset + by;
             if moved > OFFSET_MAX {
@@ -146,7 +154,7 @@ impl Engine {
                 .into());
             }
             let mut recent_requests = document.recent_requests;
-            recent_requests.push(request_id.to_owned());
+            recent_requests.push(done);
             if recent_requests.len() > RECENT_REQUESTS_MAX {
                 recent_requests.remove(0);
             }

@@ -39,6 +39,10 @@ impl Engine {
             let page = self.store().account_ids(program_id, &cursor, PAGE).await?;
             for account_id in &page.ids {
                 let Some(stored) = self.store().account(program_id, account_id).await? else { continue };
+                // A merged card's emptied account: its customer is swept under their own account.
+                if stored.value.merged_into.is_some() {
+                    continue;
+                }
                 report.accounts += 1;
                 let now = self.now_in(program_id);
                 let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)

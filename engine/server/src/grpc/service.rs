@@ -645,6 +645,7 @@ impl LoyaltyService for LoyaltyApi {
                     raw => Some(loyalty_core::identity::normalize_card("old_card_number", raw)?),
                 },
                 card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
+                presence: convert::presence(&customer, &req.customer_code)?,
             };
             let outcome = self.engine.replace_card(&program, &origin, &customer, &cmd).await?;
             Ok(pb::ReplaceCardResponse {
