@@ -1,6 +1,7 @@
-//! Calls about the customer rather than a receipt: issuing one-time spending codes, and the admin's
-//! export and erasure of a customer's personal data. Each is one compare-and-set on the account,
-//! retried like any other commit; none touches the balance.
+//! Calls about the customer rather than a receipt: one-time spending codes, profile and consent
+//! changes, card replacement (with the card's fee as points), merging an old anonymous card's
+//! account, and the admin's export and erasure of personal data. Each is one compare-and-set on one
+//! account, retried like any other commit (a merge is two: the second through a pending credit).
 
 use std::sync::Arc;
 
