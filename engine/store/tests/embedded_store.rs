@@ -240,3 +240,51 @@ async fn a_checkpoint_makes_the_file_hold_everything_and_empties_the_journal() {
     recovered.shutdown().await;
     store.shutdown().await;
 }
+
+/// A damaged file is refused, never misread, with a message that says what is damaged and what to
+/// do (restore the newest backup); a backup taken before the damage restores it.
+#[tokio::test]
+async fn a_damaged_file_is_refused_saying_to_restore_and_a_backup_restores_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EmbeddedConfig::in_dir(dir.path());
+    let store = open(dir.path());
+    for index in 0..20 {
+        let account = AccountState::new(format!("a{index}"), true, now());
+        store.commit(earn_commit(&account, 0, &format!("r{index}"), 10)).await.expect("commit");
+    }
+    let backup = dir.path().join("backup.redb");
+    let report = store.backup_to(&backup).expect("backup");
+    assert_eq!((report.accounts, report.ledger_entries), (20, 20));
+    store.shutdown().await;
+    drop(store);
+
+    // A cut tail, then pages overwritten: each refused as damaged, naming the file and the way back.
+    let length = std::fs::metadata(&config.path).expect("file").len();
+    let whole = std::fs::read(&config.path).expect("read");
+    let cut = std::fs::OpenOptions::new().write(true).open(&config.path).expect("open");
+    cut.set_len(length / 3).expect("cut the tail");
+    drop(cut);
+    let overwritten = {
+        let mut bytes = whole.clone();
+        for byte in bytes.iter_mut().skip(4096).take(whole.len() / 2) {
+            *byte ^= 0xA5;
+        }
+        bytes
+    };
+    for damaged in [None, Some(overwritten)] {
+        if let Some(bytes) = damaged {
+            std::fs::write(&config.path, bytes).expect("write damage");
+        }
+        let error = EmbeddedStore::open(config.clone()).expect_err("a damaged file does not open").to_string();
+        assert!(error.contains("is damaged") && error.contains("restore --from"), "{error}");
+        assert!(error.contains(&config.path.display().to_string()), "{error}");
+    }
+
+    let (accounts, entries) = EmbeddedStore::restore(&backup, &config).await.expect("restore");
+    assert_eq!((accounts, entries), (20, 20));
+    let store = open(dir.path());
+    assert!(store.account("p", "a7").await.expect("read").is_some());
+    assert_eq!(store.verify_ledgers().expect("ledgers agree"), (20, 20));
+    store.shutdown().await;
+    assert!(config.path.with_extension("redb.replaced").exists(), "the damaged file is kept beside it");
+}

@@ -181,10 +181,20 @@ impl EmbeddedStore {
         if let Some(dir) = config.path.parent() {
             std::fs::create_dir_all(dir).map_err(|error| StoreError::Io(format!("create {}: {error}", dir.display())))?;
         }
-        let db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create(&config.path)
-            .map_err(|error| StoreError::Io(format!("open {}: {error}", config.path.display())))?;
+        // redb's repair of some damaged files panics ("entered unreachable code") rather than
+        // answering an error: either way the file is damaged, and the operator is told so.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::builder().set_cache_size(config.cache_bytes).create(&config.path)
+        }));
+        let db = match opened {
+            Ok(opened) => opened.map_err(|error| opening_failed(&config.path, error))?,
+            Err(_) => {
+                return Err(opening_failed(
+                    &config.path,
+                    redb::DatabaseError::Storage(redb::StorageError::Corrupted("the database's repair gave up (a panic in redb)".into())),
+                ));
+            }
+        };
         let db = Arc::new(db);
         Self::prepare_schema(&db)?;
         let journal = recover(&db, &config)?;
@@ -905,6 +915,26 @@ impl EmbeddedStore {
         std::fs::rename(&restoring, &config.path).map_err(io)?;
         sync_parent(&config.path)?;
         Ok(checked)
+    }
+}
+
+/// Why a database file does not open, saying what to do when it is damaged: the engine does not
+/// start on a damaged file (nothing is misread), and the way back is the newest backup.
+fn opening_failed(path: &Path, error: redb::DatabaseError) -> StoreError {
+    let damaged = match &error {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => false,
+    };
+    if damaged {
+        StoreError::Corrupt(format!(
+            "{} is damaged ({error}): the engine does not start on it, so nothing is misread. Stop here, keep the damaged \
+             file for analysis, and put the newest backup in its place: `loyalty-engine --data-dir DIR restore --from BACKUP` \
+             (README, Backups); calls acknowledged after that backup are lost unless the tills send them again",
+            path.display()
+        ))
+    } else {
+        StoreError::Io(format!("open {}: {error}", path.display()))
     }
 }
 
