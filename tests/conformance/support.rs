@@ -2,8 +2,7 @@
 //! the engine), and reading back what a store holds.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use loyalty_core::account::AccountState;
@@ -17,6 +16,8 @@ use loyalty_core::receipt::{CallRecord, OpKind, ReceiptState};
 use loyalty_core::txn::{Posting, Txn};
 use loyalty_core::{Decimal, Origin};
 use loyalty_store::{AccountWrite, Commit, CommitOutcome, Conflict, OutboxRecord, ReceiptWrite, RequestWrite, Store, Versioned};
+/// Shared with the end-to-end tests.
+pub use loyalty_tests::eventually;
 
 /// The program every test writes to (each test has fresh data).
 pub const PROGRAM: &str = "p";
@@ -345,24 +346,6 @@ pub async fn checked_ledger(store: &dyn Store, account_id: &str) -> (Versioned<A
     assert_eq!(stored.value.ledger_sum, sum, "account {account_id}: ledger_sum against the stored entries");
     assert_eq!(stored.value.booked_balance(), sum, "account {account_id}: booked balance against the stored entries");
     (stored, entries)
-}
-
-/// Polls `read` every 25 ms until `done` holds of its result; panics after `within`.
-pub async fn eventually<T: std::fmt::Debug, F: Future<Output = T>>(
-    within: Duration,
-    what: &str,
-    mut read: impl FnMut() -> F,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = read().await;
-        if done(&value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}; last seen: {value:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The whole outbox of the program as readable now, in reading order, paged by `limit`.

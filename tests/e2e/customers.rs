@@ -394,17 +394,14 @@ async fn an_old_anonymous_card_is_merged_into_the_customer(server: TestServer) {
         dec(&client.get_account(get_account(customer.clone())).await.expect("customer").into_inner().balance.expect("b").balance);
     let refunded = client.refund(refund("M1", "M1-r1", &[(1, "1")])).await.expect("refund of an old receipt").into_inner();
     assert_eq!(refunded.earn_clawed_back, "100");
-    let mut settled = None;
-    for _ in 0..100 {
-        let balance =
-            dec(&client.get_account(get_account(customer.clone())).await.expect("customer").into_inner().balance.expect("b").balance);
-        if balance == before_refund - dec("100") {
-            settled = Some(balance);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(settled.is_some(), "the clawback reached the customer's account");
+    let balance = || {
+        let (mut client, customer) = (client.clone(), customer.clone());
+        async move { dec(&balance_of(&mut client, customer).await.balance) }
+    };
+    eventually(std::time::Duration::from_secs(5), "the clawback reaches the customer's account", balance, |balance| {
+        *balance == before_refund - dec("100")
+    })
+    .await;
 
     // Audited on both accounts.
     for account_id in [&enrolled.account_id, &before.account_id] {

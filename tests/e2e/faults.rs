@@ -177,16 +177,12 @@ async fn health_follows_the_store() {
     }
 
     store.failing.store(true, Ordering::SeqCst);
-    let mut seen = None;
-    for _ in 0..50 {
-        let now = health.check(status("")).await.expect("check").into_inner().status;
-        if now != serving {
-            seen = Some(now);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, Some(ServingStatus::NotServing as i32), "health turns NOT_SERVING when the store refuses writes");
+    let checks = || {
+        let mut health = health.clone();
+        async move { health.check(status("")).await.expect("check").into_inner().status }
+    };
+    let seen = eventually(std::time::Duration::from_secs(5), "health follows the store", checks, |now| *now != serving).await;
+    assert_eq!(seen, ServingStatus::NotServing as i32, "health turns NOT_SERVING when the store refuses writes");
     for service in ["loyalty.v1.LoyaltyService", "loyalty.admin.v1.ProgramAdmin"] {
         assert_eq!(health.check(status(service)).await.expect("check").into_inner().status, ServingStatus::NotServing as i32, "{service}");
     }
@@ -196,13 +192,8 @@ async fn health_follows_the_store() {
 
 /// Waits (at most 5 s) until `count` commits wait at the store's gate.
 async fn wait_for_commits_at_the_gate(store: &FaultyStore, count: usize) {
-    for _ in 0..500 {
-        if store.waiting.load(Ordering::SeqCst) == count {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.waiting.load(Ordering::SeqCst), count, "commits in flight");
+    let waiting = || async { store.waiting.load(Ordering::SeqCst) };
+    eventually(std::time::Duration::from_secs(5), "commits at the gate", waiting, |waiting| *waiting == count).await;
 }
 
 /// A stopping engine shuts its store only after the last call inside it: hyper runs each stream as

@@ -386,3 +386,21 @@ pub fn dec(value: &str) -> rust_decimal::Decimal {
 pub async fn balance_of(client: &mut Client, customer: Option<pb::CustomerRef>) -> pb::Balance {
     client.get_account(get_account(customer)).await.expect("get account").into_inner().balance.expect("balance")
 }
+
+/// Polls `read` every 25 ms until `done` holds of its result; panics after `within`.
+pub async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    within: std::time::Duration,
+    what: &str,
+    mut read: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let value = read().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}; last seen: {value:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
