@@ -400,8 +400,8 @@ impl<'p> Txn<'p> {
         if amount.is_zero() {
             return Ok(Decimal::ZERO);
         }
-        // A merged account holds nothing: the account it was merged into gives the points back
-        // (under its own refund policy), through a credit.
+        // A merged account holds nothing: the account it was merged into gives the points back,
+        // through a credit (what its points cannot cover becomes debt there).
         if self.account.merged_into.is_some() {
             self.owed_to_merged -= amount;
             return Ok(Decimal::ZERO);
