@@ -84,6 +84,28 @@ async fn offline_receipts_are_evaluated_as_of_their_sale(server: TestServer) {
     let stale = pb::RefundRequest { occurred_at: at(now - Duration::days(9)), ..refund("ON-1", "ON-1-r1", &[(1, "1")]) };
     let status = expect_error(client.refund(stale).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(bad_field(&status), "occurred_at");
+
+    // The card is lost and replaced now: a sale it made offline before that still counts on it,
+    // while a sale made on it after the replacement is refused.
+    let replace = pb::ReplaceCardRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: "rc-offline".into(),
+        customer: customer.clone(),
+        new_card_number: "OFFL0002".into(),
+        old_card_number: "OFFL0001".into(),
+        card_fee: String::new(),
+        customer_code: String::new(),
+    };
+    client.replace_card(replace).await.expect("replaced");
+    let before_replacement = pb::AccrueRequest {
+        occurred_at: at(now - Duration::hours(2)),
+        ..accrue("OFF-2", customer.clone(), vec![line(1, "milk", "1", "100.00")])
+    };
+    client.accrue(before_replacement).await.expect("a sale made before the card was replaced");
+    let after_replacement = accrue("OFF-3", customer.clone(), vec![line(1, "milk", "1", "100.00")]);
+    expect_error(client.accrue(after_replacement).await, Code::FailedPrecondition, "CARD_BLOCKED");
     server.stop().await;
 }
 

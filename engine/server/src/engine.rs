@@ -74,7 +74,8 @@ pub struct AccountSnapshot {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Route<'a> {
     /// By the customer's identifier; an unknown card may be created as an anonymous account.
-    Customer { key: &'a IdentityKey, create_unknown_card: bool },
+    /// `sold_at`: a late receipt's sale, which a card replaced after it may still carry.
+    Customer { key: &'a IdentityKey, create_unknown_card: bool, sold_at: Option<chrono::DateTime<chrono::Utc>> },
     /// By the receipt (refunds and reversals).
     Receipt,
     /// By the account itself (the daily sweep).
@@ -223,9 +224,23 @@ impl Engine {
         account_id: &str,
         key: &IdentityKey,
     ) -> EngineResult<Versioned<AccountState>> {
+        self.load_presented(slot, program_id, account_id, key, None).await
+    }
+
+    /// [`Engine::load_checked`] for a sale made at `sold_at` (a late receipt): a card replaced
+    /// only after that sale still carries it, as it did at the till then.
+    pub(crate) async fn load_presented(
+        &self,
+        slot: &mut MutexGuard<'_, Slot>,
+        program_id: &str,
+        account_id: &str,
+        key: &IdentityKey,
+        sold_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> EngineResult<Versioned<AccountState>> {
         let stored = self.load_bound(slot, program_id, account_id, key).await?;
         if key.kind == IdentityKind::Card
             && let Some(blocked) = stored.value.blocked_card(&key.value)
+            && sold_at.is_none_or(|sold_at| sold_at >= blocked.blocked_at)
         {
             return Err(Rejection::CardBlocked { replaced_at: blocked.blocked_at }.into());
         }
@@ -360,7 +375,7 @@ impl Engine {
             return self.following_merges(|| self.quote(program, origin, customer, &cmd)).await;
         }
         let hold_id = self.ids.hold_id();
-        let route = Route::Customer { key: customer, create_unknown_card: false };
+        let route = Route::Customer { key: customer, create_unknown_card: false, sold_at: None };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Authorize, "", &cmd, |checkout, txn, receipt| {
                 ops::authorize(checkout, txn, receipt, &cmd, hold_id.clone()).map(StoredResponse::Authorize)
@@ -398,7 +413,7 @@ impl Engine {
         customer: &IdentityKey,
         cmd: RedeemCmd,
     ) -> EngineResult<RedeemOutcome> {
-        let route = Route::Customer { key: customer, create_unknown_card: false };
+        let route = Route::Customer { key: customer, create_unknown_card: false, sold_at: None };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Redeem, "", &cmd, |checkout, txn, receipt| {
                 ops::redeem(checkout, txn, receipt, &cmd).map(StoredResponse::Redeem)
@@ -414,7 +429,7 @@ impl Engine {
         customer: &IdentityKey,
         cmd: AccrueCmd,
     ) -> EngineResult<AccrueOutcome> {
-        let route = Route::Customer { key: customer, create_unknown_card: true };
+        let route = Route::Customer { key: customer, create_unknown_card: true, sold_at: cmd.occurred_at };
         // A late receipt's first call is evaluated against the version in force when it was made.
         let program = &match cmd.occurred_at {
             Some(at) => self.version_in_force(program, at).await?,
@@ -456,7 +471,7 @@ impl Engine {
         request_id: &str,
         cmd: BonusCmd,
     ) -> EngineResult<BonusOutcome> {
-        let route = Route::Customer { key: customer, create_unknown_card: false };
+        let route = Route::Customer { key: customer, create_unknown_card: false, sold_at: None };
         // Request IDs never contain '/', so these keys cannot meet a till's receipt ID.
         let key = format!("{BONUS_RECEIPT_PREFIX}{request_id}");
         let response = self
@@ -499,7 +514,7 @@ impl Engine {
         let apply = &apply;
         self.until_committed(|| async move {
             let (account_id, create_card) = match route {
-                Route::Customer { key: customer, create_unknown_card } => match self.resolve(program_id, customer).await? {
+                Route::Customer { key: customer, create_unknown_card, .. } => match self.resolve(program_id, customer).await? {
                     Some(account_id) => (account_id, None),
                     None if create_unknown_card && customer.kind == IdentityKind::Card => {
                         (self.ids.account_id(&format!("card/{program_id}/{}", customer.value)), Some(customer.clone()))
@@ -548,7 +563,9 @@ impl Engine {
                 }
                 None => {
                     let stored = match route {
-                        Route::Customer { key: customer, .. } => self.load_checked(&mut guard, program_id, &account_id, customer).await?,
+                        Route::Customer { key: customer, sold_at, .. } => {
+                            self.load_presented(&mut guard, program_id, &account_id, customer, sold_at).await?
+                        }
                         _ => self.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?,
                     };
                     (stored.version, stored.value)
