@@ -181,20 +181,6 @@ async fn the_app_may_not_tag_its_customer_nor_move_a_set_birth_date_and_bad_inpu
     server.stop().await;
 }
 
-fn replace(request_id: &str, customer: Option<pb::CustomerRef>, new_card: &str, old_card: &str, fee: &str) -> pb::ReplaceCardRequest {
-    pb::ReplaceCardRequest {
-        program_id: PROGRAM.into(),
-        store_id: STORE.into(),
-        till_id: TILL.into(),
-        request_id: request_id.into(),
-        customer,
-        new_card_number: new_card.into(),
-        old_card_number: old_card.into(),
-        card_fee: fee.into(),
-        customer_code: String::new(),
-    }
-}
-
 /// A registered customer loses a card: the new one carries the account, the old one is blocked
 /// at the till and still found by administrators; the fee is credited; replays answer alike.
 async fn a_lost_card_is_replaced(server: TestServer) {

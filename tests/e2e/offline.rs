@@ -87,18 +87,7 @@ async fn offline_receipts_are_evaluated_as_of_their_sale(server: TestServer) {
 
     // The card is lost and replaced now: a sale it made offline before that still counts on it,
     // while a sale made on it after the replacement is refused.
-    let replace = pb::ReplaceCardRequest {
-        program_id: PROGRAM.into(),
-        store_id: STORE.into(),
-        till_id: TILL.into(),
-        request_id: "rc-offline".into(),
-        customer: customer.clone(),
-        new_card_number: "OFFL0002".into(),
-        old_card_number: "OFFL0001".into(),
-        card_fee: String::new(),
-        customer_code: String::new(),
-    };
-    client.replace_card(replace).await.expect("replaced");
+    client.replace_card(replace("rc-offline", customer.clone(), "OFFL0002", "OFFL0001", "")).await.expect("replaced");
     let before_replacement = pb::AccrueRequest {
         occurred_at: at(now - Duration::hours(2)),
         ..accrue("OFF-2", customer.clone(), vec![line(1, "milk", "1", "100.00")])

@@ -404,3 +404,18 @@ pub async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
+
+/// A ReplaceCard of the test program at the test till (no customer code).
+pub fn replace(request_id: &str, customer: Option<pb::CustomerRef>, new_card: &str, old_card: &str, fee: &str) -> pb::ReplaceCardRequest {
+    pb::ReplaceCardRequest {
+        program_id: PROGRAM.into(),
+        store_id: STORE.into(),
+        till_id: TILL.into(),
+        request_id: request_id.into(),
+        customer,
+        new_card_number: new_card.into(),
+        old_card_number: old_card.into(),
+        card_fee: fee.into(),
+        customer_code: String::new(),
+    }
+}

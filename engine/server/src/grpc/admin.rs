@@ -214,11 +214,7 @@ impl ProgramAdmin for AdminApi {
                     }
                 };
                 let rules = candidate.as_ref().unwrap_or(&program.rules);
-                let at = match req.at {
-                    Some(at) => chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
-                        .ok_or_else(|| Rejection::invalid("at", "not a valid time"))?,
-                    None => engine.now_in(program.id()),
-                };
+                let at = convert::time("at", req.at.as_ref())?.unwrap_or_else(|| engine.now_in(program.id()));
                 let account = match req.customer.as_ref() {
                     Some(customer) => {
                         let key = convert::customer(Some(customer), policy)?;
