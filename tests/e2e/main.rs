@@ -11,6 +11,7 @@ mod customers;
 mod errors;
 mod faults;
 mod idempotency;
+mod import;
 mod offline;
 mod rules;
 mod sandbox;

@@ -18,6 +18,7 @@ pub enum OpKind {
     Bonus,
     ReplaceCard,
     Merge,
+    Import,
 }
 
 impl OpKind {
@@ -32,6 +33,7 @@ impl OpKind {
             OpKind::Bonus => "bonus",
             OpKind::ReplaceCard => "replace_card",
             OpKind::Merge => "merge",
+            OpKind::Import => "import",
         }
     }
 }

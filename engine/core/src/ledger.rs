@@ -25,6 +25,9 @@ pub enum EntryKind {
     /// Points moved by a merge of two accounts: out of the merged card's account (negative), into
     /// the customer's (positive, one entry per bucket with its own expiry); debt moves the same way.
     Merge,
+    /// A balance brought from the platform a program moved from (`import`): one entry per bucket,
+    /// with the bucket's own pending period and expiry.
+    Opening,
 }
 
 /// One change to an account's balance.

@@ -15,6 +15,7 @@
 //! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`merge`]: an anonymous card's account merged into a registered customer's, exactly once.
+//! - [`import`]: a customer brought from another platform, with balances exact to the bucket.
 //! - [`offline`]: receipts a till sends late, evaluated as of the sale, within the program's bound.
 //! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
 //!   evaluated in memory with an explanation per line.
@@ -27,6 +28,7 @@ pub mod cards;
 pub mod events;
 pub mod fingerprint;
 pub mod identity;
+pub mod import;
 pub mod ledger;
 pub mod merge;
 pub mod offline;

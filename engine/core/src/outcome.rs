@@ -170,6 +170,7 @@ pub enum StoredResponse {
     Bonus(BonusOutcome),
     ReplaceCard(crate::cards::ReplaceCardOutcome),
     Merge(crate::merge::MergeOutcome),
+    Import(crate::import::ImportOutcome),
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
@@ -198,4 +199,5 @@ from_stored! {
     Bonus => BonusOutcome,
     ReplaceCard => crate::cards::ReplaceCardOutcome,
     Merge => crate::merge::MergeOutcome,
+    Import => crate::import::ImportOutcome,
 }

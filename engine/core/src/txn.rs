@@ -592,6 +592,17 @@ impl<'p> Txn<'p> {
         }
     }
 
+    /// Opens a bucket brought from another platform (`import`): its own terms, an `Opening` entry,
+    /// no event (the customer was not given anything new).
+    pub fn opening(&mut self, amount: Decimal, available_from: DateTime<Utc>, expires_at: DateTime<Utc>, reason: String) {
+        assert!(amount > Decimal::ZERO, "opening balance of {amount}");
+        let id = self.account.next_bucket_id;
+        self.account.next_bucket_id += 1;
+        let terms = BucketTerms { id, available_from, expires_at };
+        self.credit_bucket(amount, terms, None, None);
+        self.post(EntryKind::Opening, amount, Posting { receipt_id: None, refund_id: None }, reason, Some(terms), Vec::new());
+    }
+
     /// [`Txn::finish_all`] without the events and credits.
     pub fn finish(self) -> Result<(AccountState, Vec<LedgerEntry>), InvariantBroken> {
         self.finish_all().map(|finished| (finished.account, finished.entries))

@@ -559,7 +559,7 @@ fn sums_by_kind<'a>(entries: impl Iterator<Item = &'a LedgerEntry>, receipt_id: 
             EntryKind::Spend => sums.1 += entry.amount,
             EntryKind::ReturnSpent => sums.2 += entry.amount,
             EntryKind::Clawback => sums.3 += entry.amount,
-            EntryKind::Expire | EntryKind::Bonus | EntryKind::Adjustment | EntryKind::Merge => {}
+            EntryKind::Expire | EntryKind::Bonus | EntryKind::Adjustment | EntryKind::Merge | EntryKind::Opening => {}
         }
     }
     sums
@@ -1148,7 +1148,7 @@ fn check_ledger(model: &Model) -> Result<(), TestCaseError> {
         running += entry.amount;
         check!(entry.balance_after == running, "entry {} balance_after {} != running sum {running}", entry.seq, entry.balance_after);
         let sign_ok = match entry.kind {
-            EntryKind::Earn | EntryKind::ReturnSpent | EntryKind::Bonus => entry.amount > Decimal::ZERO,
+            EntryKind::Earn | EntryKind::ReturnSpent | EntryKind::Bonus | EntryKind::Opening => entry.amount > Decimal::ZERO,
             EntryKind::Adjustment | EntryKind::Merge => !entry.amount.is_zero(),
             EntryKind::Spend | EntryKind::Clawback | EntryKind::Expire => entry.amount < Decimal::ZERO,
         };

@@ -1,5 +1,6 @@
 //! The `loyalty-engine` command line: flags and environment variables over the config file, then
-//! `serve` (the default), `verify` (check every ledger in the data directory) or `check-config`.
+//! `serve` (the default), `verify` (check every ledger in the data directory), `import`, `restore`,
+//! `migrate`, `keygen` or `check-config`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +101,24 @@ pub enum Command {
         /// The backup file.
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+    },
+    /// Import a chain's customers from the platform it moves from (JSON lines; docs/import.md):
+    /// one account per row with its balances to the point, idempotent by row ID (a rerun after a
+    /// crash imports each row once). Rows refused go to the rejects file with the reason. On the
+    /// embedded store the engine must be stopped; over ScyllaDB engines may serve meanwhile.
+    Import {
+        /// The program the customers join.
+        #[arg(long)]
+        program: String,
+        /// The file: one JSON object per line.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Where refused rows are written [default: FILE.rejects.jsonl].
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<PathBuf>,
+        /// Rows in flight at once (they share group commits).
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
     },
     /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet, then exit.
     Migrate {
@@ -240,6 +259,11 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             println!("restored {}: {accounts} accounts, {entries} ledger entries agree with their balances", from.display());
             Ok(())
         }
+        Command::Import { program, file, rejects, concurrency } => {
+            crate::telemetry::init_tracing(&config.log)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("import").build()?;
+            runtime.block_on(import(config, &program, &file, rejects, concurrency))
+        }
         Command::Serve => {
             crate::telemetry::init_tracing(&config.log)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("engine").build()?;
@@ -341,6 +365,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(calls = left, "calls still inside the engine after the grace period; store flushed without them");
     }
     outcome
+}
+
+/// Accounts an import keeps in memory: it writes each once and never reads it again.
+const IMPORT_CACHED_ACCOUNTS: usize = 4096;
+
+async fn import(
+    config: Config,
+    program_id: &str,
+    file: &std::path::Path,
+    rejects: Option<PathBuf>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let programs = Programs::from_config(&config)?;
+    let store = open_store(&config).await?;
+    let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), IMPORT_CACHED_ACCOUNTS));
+    engine.bootstrap_rules().await.context("loading the programs' rules")?;
+    let rejects = rejects.unwrap_or_else(|| crate::import::default_rejects_path(file));
+    let started = std::time::Instant::now();
+    let report = crate::import::import_file(Arc::clone(&engine), program_id, file, &rejects, concurrency).await;
+    engine.close_after_calls(Duration::from_secs(5)).await;
+    let report = report?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} rows in {seconds:.1} s ({:.0} rows/s): {} imported, {} imported before, {} rejected; {} points in the imported accounts",
+        file.display(),
+        report.rows,
+        report.rows as f64 / seconds.max(1e-9),
+        report.imported,
+        report.already,
+        report.rejected,
+        report.points
+    );
+    if report.rejected > 0 {
+        println!("rejected rows, with line and reason: {}", rejects.display());
+    }
+    Ok(())
 }
 
 /// The configured store: the embedded file, or a ScyllaDB session (migrated first if configured).

@@ -775,6 +775,7 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
             StoredResponse::Bonus(_) => "bonus",
             StoredResponse::ReplaceCard(_) => "replace_card",
             StoredResponse::Merge(_) => "merge",
+            StoredResponse::Import(_) => "import",
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })

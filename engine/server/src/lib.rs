@@ -27,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod ids;
+pub mod import;
 pub mod programs;
 pub mod rule_admin;
 pub mod sandbox;

@@ -126,6 +126,21 @@ pub fn record_spend(
     (account.tier != before).then(|| TierChange { from: before, to: account.tier.clone() })
 }
 
+/// Grants the tier `tier_id` until the next review, as if a review had just fixed it as the floor
+/// (a customer's tier brought from another platform). `false` if the program has no such tier.
+pub fn grant_until_review(rules: &CompiledRules, account: &mut AccountState, tier_id: &str, now: DateTime<Utc>, tz: Tz) -> bool {
+    let Some(tiers) = &rules.tiers else {
+        return tier_id == BASE_TIER;
+    };
+    if !tiers.levels.iter().any(|level| level.id == tier_id) {
+        return false;
+    }
+    account.tier_progress.floor = Some(tier_id.to_owned());
+    account.tier_progress.review_due = next_review(tiers.review, local_day(now, tz), tz);
+    account.tier = tiers.levels[effective_level(tiers, account, now, tz)].id.clone();
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +200,18 @@ mod tests {
         assert_eq!(account.tier, "t3");
         assert_eq!(effective_tier(&rules, &account, at(2026, 12, 31), tz), "t3");
         assert_eq!(effective_tier(&rules, &account, at(2027, 2, 1), tz), "t1");
+    }
+
+    /// An imported tier holds until the next review, then the spend decides as for anyone.
+    #[test]
+    fn a_granted_tier_holds_until_the_next_review() {
+        let rules = rules(ReviewPeriod::Quarter);
+        let now = at(2026, 2, 10);
+        let mut account = AccountState::new("a".into(), true, now);
+        assert!(!grant_until_review(&rules, &mut account, "gold", now, Tz::UTC));
+        assert!(grant_until_review(&rules, &mut account, "t3", now, Tz::UTC));
+        assert_eq!(account.tier, "t3");
+        assert_eq!(effective_tier(&rules, &account, at(2026, 3, 31), Tz::UTC), "t3");
+        assert_eq!(effective_tier(&rules, &account, at(2026, 4, 2), Tz::UTC), "t1");
     }
 }

@@ -382,6 +382,7 @@ pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerE
         EntryKind::Bonus => pb::EntryKind::Bonus,
         EntryKind::Adjustment => pb::EntryKind::Adjustment,
         EntryKind::Merge => pb::EntryKind::Merge,
+        EntryKind::Opening => pb::EntryKind::Opening,
     };
     pb::LedgerEntry {
         seq: entry.seq,

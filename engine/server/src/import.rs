@@ -1,0 +1,341 @@
+//! `loyalty-engine import`: a chain's customer base brought from the platform it moves from.
+//!
+//! The file has one JSON object per line (`docs/import.md`, example `deploy/import-example.jsonl`).
+//! Each row becomes one account ([`loyalty_core::import`]) in one commit that also claims the
+//! request `import/<row id>`: a row already imported answers from that record, so a rerun after a
+//! crash halfway changes nothing twice, on either store. A row that cannot be imported is written
+//! to the rejects file with its line, field and reason; every row is counted in the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use loyalty_core::Origin;
+use loyalty_core::fingerprint::fingerprint;
+use loyalty_core::identity::{self, IdentityKey, IdentityKind};
+use loyalty_core::import::{self, ImportOutcome, Opening, OpeningBucket};
+use loyalty_core::outcome::StoredResponse;
+use loyalty_core::receipt::{CallRecord, OpKind};
+use loyalty_core::rejection::Rejection;
+use loyalty_core::txn::Txn;
+use loyalty_core::{Decimal, profile::Gender};
+use loyalty_store::{Commit, RequestWrite};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+use crate::engine::{Attempt, Engine, commit_of};
+use crate::error::{EngineError, EngineResult};
+use crate::grpc::convert;
+use crate::programs::Program;
+
+/// Longest row ID (it becomes part of a request key).
+const ROW_ID_LEN_MAX: usize = 64;
+/// Longest line read; a longer one is refused without being parsed.
+const LINE_LEN_MAX: usize = 64 * 1024;
+
+/// One line of the file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    id: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    cards: Vec<String>,
+    #[serde(default)]
+    app_tokens: Vec<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    birth_date: Option<String>,
+    #[serde(default)]
+    gender: Option<RowGender>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    purchases: u32,
+    #[serde(default)]
+    last_purchase_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    buckets: Vec<RowBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RowGender {
+    Female,
+    Male,
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowBucket {
+    /// A decimal string ("120", "12.50"), so that no float ever touches a balance.
+    points: String,
+    #[serde(default)]
+    available_from: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+}
+
+/// A row refused, as written to the rejects file.
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    /// 1-based line of the file.
+    pub line: u64,
+    /// The row's ID, when it could be read.
+    pub id: Option<String>,
+    /// The rejection's code (INVALID_ARGUMENT, PHONE_ALREADY_REGISTERED, ...).
+    pub code: String,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+/// What an import did with every row of the file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub rows: u64,
+    /// Accounts opened by this run.
+    pub imported: u64,
+    /// Rows imported by an earlier run (same row, same content): nothing done twice.
+    pub already: u64,
+    pub rejected: u64,
+    /// Points opened by this run and by earlier runs of the rows above.
+    pub points: Decimal,
+}
+
+/// How one row ended.
+enum RowOutcome {
+    Imported(ImportOutcome),
+    Already(ImportOutcome),
+    Rejected(Rejected),
+}
+
+/// Reads a line into an [`Opening`], field by field: JSON shape, then each value's format as the
+/// gRPC API checks it, then what the domain asks of a row ([`Opening::check`]).
+fn parse(line: &str, program: &Program, now: DateTime<Utc>) -> Result<Opening, (Option<String>, Rejection)> {
+    let mut deserializer = serde_json::Deserializer::from_str(line);
+    let row: Row = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        (None, Rejection::invalid(if field == "." { "line".to_owned() } else { field }, error.inner().to_string()))
+    })?;
+    let id = row.id.clone();
+    let policy = &program.policy;
+    let opening = (|| {
+        let id = convert::id("id", &row.id, ROW_ID_LEN_MAX)?;
+        let phone = row.phone.as_deref().map(|raw| identity::normalize_phone("phone", raw, &policy.phone_plan)).transpose()?;
+        let cards = (row.cards.iter().enumerate())
+            .map(|(index, raw)| identity::normalize_card(&format!("cards[{index}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let app_tokens = (row.app_tokens.iter().enumerate())
+            .map(|(index, raw)| identity::normalize_app_token(&format!("app_tokens[{index}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let today = now.with_timezone(&policy.time_zone).date_naive();
+        let buckets = (row.buckets.iter().enumerate())
+            .map(|(index, bucket)| {
+                Ok(OpeningBucket {
+                    points: convert::decimal(&format!("buckets[{index}].points"), &bucket.points)?,
+                    available_from: bucket.available_from,
+                    expires_at: bucket.expires_at,
+                })
+            })
+            .collect::<Result<Vec<_>, Rejection>>()?;
+        let opening = Opening {
+            id,
+            phone,
+            cards,
+            app_tokens,
+            name: row.name.as_deref().map(convert::name).transpose()?.flatten(),
+            birth_date: row.birth_date.as_deref().map(|raw| convert::birth_date(raw, today)).transpose()?.flatten(),
+            gender: row.gender.map(|gender| match gender {
+                RowGender::Female => Gender::Female,
+                RowGender::Male => Gender::Male,
+                RowGender::Other => Gender::Other,
+            }),
+            tags: convert::tags("tags", &row.tags)?,
+            tier: row.tier.clone(),
+            purchases: row.purchases,
+            last_purchase_at: row.last_purchase_at,
+            buckets,
+        };
+        opening.check(policy, now)?;
+        Ok::<_, Rejection>(opening)
+    })();
+    opening.map_err(|rejection| (Some(id), rejection))
+}
+
+/// Opens the account of one imported customer, once: idempotent by the row's ID (claimed as
+/// `import/<id>`); the same ID with other content is an idempotency conflict. A customer whose
+/// phone, card or app token another account holds is refused, never merged.
+pub async fn import_customer(
+    engine: &Engine,
+    program: &Program,
+    origin: &Origin,
+    opening: &Opening,
+) -> EngineResult<(ImportOutcome, bool)> {
+    let program_id = program.policy.program_id.as_str();
+    // The row alone: a rerun from another machine or till is the same import.
+    let print = &fingerprint(OpKind::Import, opening);
+    let key = &format!("import/{}", opening.id);
+    let identities = &opening.identities();
+    engine
+        .until_committed(|| async move {
+            if let Some(outcome) = engine.replayed_request(program_id, key, &opening.id, print).await? {
+                return Ok(Attempt::Done((outcome, false)));
+            }
+            for identity in identities {
+                if engine.resolve(program_id, identity).await?.is_some() {
+                    return Err(taken(identity).into());
+                }
+            }
+            let account_id = engine.ids().account_id(&format!("import/{program_id}/{}", opening.id));
+            let slot = engine.slot(program_id, &account_id);
+            let mut guard = slot.lock().await;
+            let now = engine.now_in(program_id);
+            let fresh = import::new_account(account_id, now);
+            let mut txn = Txn::begin(&program.policy, &fresh, now, engine.ids().transaction_id(), origin.clone());
+            let outcome = import::open_account(&program.checkout(), &mut txn, opening)?;
+            let record =
+                CallRecord { op: OpKind::Import, key: key.clone(), fingerprint: *print, response: StoredResponse::Import(outcome.clone()) };
+            let commit = Commit {
+                identity_claims: identities.clone(),
+                request: Some(RequestWrite { request_id: key.clone(), record }),
+                ..commit_of(program_id, 0, txn.finish_all()?)
+            };
+            Ok(match engine.commit(&mut guard, commit).await? {
+                Some(_) => Attempt::Done((outcome, true)),
+                None => Attempt::Again,
+            })
+        })
+        .await
+}
+
+fn taken(identity: &IdentityKey) -> Rejection {
+    match identity.kind {
+        IdentityKind::Phone => Rejection::PhoneAlreadyRegistered,
+        IdentityKind::Card => Rejection::IdentifierTaken { kind: "card" },
+        IdentityKind::AppToken => Rejection::IdentifierTaken { kind: "app token" },
+    }
+}
+
+/// Where the rejects of `file` go unless told: beside it, `<file>.rejects.jsonl`.
+pub fn default_rejects_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    name.push(".rejects.jsonl");
+    file.with_file_name(name)
+}
+
+/// Imports every row of `file` into `program_id`, `concurrency` rows at a time (they share group
+/// commits), writing refused rows to `rejects` (replaced). Progress goes to the log every 10 s.
+pub async fn import_file(
+    engine: Arc<Engine>,
+    program_id: &str,
+    file: &Path,
+    rejects: &Path,
+    concurrency: usize,
+) -> anyhow::Result<ImportReport> {
+    use anyhow::Context;
+    let program = engine.program(program_id).map_err(|error| anyhow::anyhow!("program {program_id}: {error}"))?;
+    let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut rejects_out =
+        std::io::BufWriter::new(std::fs::File::create(rejects).with_context(|| format!("creating {}", rejects.display()))?);
+    let origin = Origin { store_id: "import".into(), till_id: "import".into(), actor: "system:import".into() };
+    // Lines are read on their own thread as the rows before them are committed: memory stays
+    // bounded by `concurrency`.
+    let (lines_tx, lines_rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(concurrency.max(1) * 2);
+    let reader = std::thread::Builder::new().name("import-reader".into()).spawn(move || {
+        use std::io::BufRead;
+        let lines = std::io::BufReader::with_capacity(1 << 20, input).split(b'\n');
+        for (index, line) in lines.enumerate() {
+            if lines_tx.blocking_send(line.map(|line| (index as u64 + 1, line))).is_err() {
+                break;
+            }
+        }
+    })?;
+    let rows = tokio_stream::wrappers::ReceiverStream::new(lines_rx);
+    let (engine, program, origin) = (&engine, &program, &origin);
+    let mut outcomes = rows
+        .map(|row| async move {
+            let (line, bytes) = row?;
+            Ok::<_, std::io::Error>(row_outcome(engine, program, origin, line, &bytes).await)
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut report = ImportReport::default();
+    let (started, mut logged) = (Instant::now(), Instant::now());
+    while let Some(outcome) = outcomes.next().await {
+        let outcome = outcome.with_context(|| format!("reading {}", file.display()))?;
+        report.rows += 1;
+        match outcome? {
+            RowOutcome::Imported(outcome) => {
+                report.imported += 1;
+                report.points += outcome.points;
+            }
+            RowOutcome::Already(outcome) => {
+                report.already += 1;
+                report.points += outcome.points;
+            }
+            RowOutcome::Rejected(rejected) => {
+                report.rejected += 1;
+                serde_json::to_writer(&mut rejects_out, &rejected)?;
+                rejects_out.write_all(b"\n").with_context(|| format!("writing {}", rejects.display()))?;
+            }
+        }
+        if logged.elapsed() >= Duration::from_secs(10) {
+            logged = Instant::now();
+            let rate = report.rows as f64 / started.elapsed().as_secs_f64();
+            tracing::info!(
+                rows = report.rows,
+                imported = report.imported,
+                already = report.already,
+                rejected = report.rejected,
+                rows_per_second = rate as u64,
+                "importing"
+            );
+        }
+    }
+    rejects_out.flush().with_context(|| format!("writing {}", rejects.display()))?;
+    drop(outcomes);
+    let _ = reader.join();
+    Ok(report)
+}
+
+/// One line's outcome; `Err` only for what stops the whole import (the store failing).
+async fn row_outcome(engine: &Engine, program: &Program, origin: &Origin, line: u64, bytes: &[u8]) -> anyhow::Result<RowOutcome> {
+    let rejected = |id: Option<String>, rejection: Rejection| {
+        let (field, reason) = match &rejection {
+            Rejection::InvalidArgument { field, reason } => (Some(field.clone()), reason.clone()),
+            Rejection::IdempotencyConflict { key, .. } => {
+                (Some("id".to_owned()), format!("row {key} was imported before with other content"))
+            }
+            Rejection::PhoneAlreadyRegistered => (Some("phone".to_owned()), rejection.to_string()),
+            Rejection::IdentifierTaken { kind: "card" } => (Some("cards".to_owned()), rejection.to_string()),
+            Rejection::IdentifierTaken { kind: "app token" } => (Some("app_tokens".to_owned()), rejection.to_string()),
+            other => (None, other.to_string()),
+        };
+        RowOutcome::Rejected(Rejected { line, id, code: rejection.code().to_owned(), field, reason })
+    };
+    if bytes.len() > LINE_LEN_MAX {
+        return Ok(rejected(None, Rejection::invalid("line", format!("longer than {LINE_LEN_MAX} bytes"))));
+    }
+    let Ok(text) = std::str::from_utf8(bytes.strip_suffix(b"\r").unwrap_or(bytes)) else {
+        return Ok(rejected(None, Rejection::invalid("line", "not UTF-8")));
+    };
+    if text.trim().is_empty() {
+        return Ok(rejected(None, Rejection::invalid("line", "empty")));
+    }
+    let now = engine.now_in(&program.policy.program_id);
+    let opening = match parse(text, program, now) {
+        Ok(opening) => opening,
+        Err((id, rejection)) => return Ok(rejected(id, rejection)),
+    };
+    match import_customer(engine, program, origin, &opening).await {
+        Ok((outcome, true)) => Ok(RowOutcome::Imported(outcome)),
+        Ok((outcome, false)) => Ok(RowOutcome::Already(outcome)),
+        Err(EngineError::Rejected(rejection)) => Ok(rejected(Some(opening.id), rejection)),
+        Err(error) => Err(anyhow::anyhow!("row {} (line {line}): {error}", opening.id)),
+    }
+}
