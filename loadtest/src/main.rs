@@ -112,6 +112,14 @@ struct Args {
     /// `--data` for `loyalty.bench.v1.Echo/Echo`) and exit: the floor under ghz.
     #[arg(long)]
     echo_request: bool,
+    /// Write the `--customers` as a `loyalty-engine import` file (docs/import.md) here and exit:
+    /// the scale benchmark's seed. Each has this run's phone and card and `--buckets` buckets of
+    /// 100 points, spendable at once, expiring on the first of consecutive months from 2030-01.
+    #[arg(long, value_name = "FILE")]
+    write_import: Option<std::path::PathBuf>,
+    /// Buckets (so ledger entries) per customer in `--write-import`.
+    #[arg(long, default_value_t = 10)]
+    buckets: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,6 +443,23 @@ async fn floor_iteration(
 // ---------------------------------------------------------------------------------------------
 // Seeding
 
+/// The customers `--seed` enrols, as an import file: the same phones and cards, `buckets` buckets
+/// of 100 points each (one `Opening` ledger entry each).
+fn write_import(path: &std::path::Path, customers: u64, buckets: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let buckets: Vec<String> = (0..buckets)
+        .map(|month| format!(r#"{{"points":"100","expires_at":"{}-{:02}-01T00:00:00Z"}}"#, 2030 + month / 12, month % 12 + 1))
+        .collect();
+    let buckets = buckets.join(",");
+    for index in 0..customers {
+        writeln!(out, r#"{{"id":"lt-{index}","phone":"+7700{index:07}","cards":["LT{index:010}"],"purchases":10,"buckets":[{buckets}]}}"#)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn seed(client: &mut LoyaltyServiceClient<InterceptedService<Channel, ApiKey>>, args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     for index in 0..args.customers {
@@ -750,6 +775,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.echo_request {
         println!("{}", echo_request_json(args.workload, &args.program));
+        return Ok(());
+    }
+    if let Some(path) = &args.write_import {
+        write_import(path, args.customers, args.buckets)?;
+        eprintln!("wrote {} customers with {} buckets each to {}", args.customers, args.buckets, path.display());
         return Ok(());
     }
     anyhow::ensure!(

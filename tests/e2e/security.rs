@@ -394,7 +394,15 @@ async fn overload_is_shed_at_once_and_admitted_calls_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_engine_refuses_new_calls_and_recovers() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let server = TestServer::start_with(|config| config.limits.scheduling_delay_max_ms = 2, |store| store).await;
+    // Lateness alone sheds here (the blockers stand for the engine's own work).
+    let server = TestServer::start_with(
+        |config| {
+            config.limits.scheduling_delay_max_ms = 2;
+            config.limits.shed_in_flight_min = 0;
+        },
+        |store| store,
+    )
+    .await;
     let mut client = server.client().await;
     let basket = || vec![line(1, "milk", "1", "100.00")];
     // Other tests share the machine: a call that should be served may meet a moment of saturation
@@ -433,6 +441,37 @@ async fn a_saturated_engine_refuses_new_calls_and_recovers() {
     let served = served_eventually(&mut client, accrue("R1", card("CARD0001"), basket())).await;
     // 1 point each for R0 and R1: the refused call wrote nothing.
     assert_eq!(served.balance.map(|balance| balance.balance), Some("2".to_owned()), "R0 and R1, once each");
+    server.stop().await;
+}
+
+/// Late tasks with few calls in flight (another process has the CPU) are not overload: with the
+/// default floor of calls in flight, the same saturation refuses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_tasks_with_few_calls_in_flight_shed_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = TestServer::start_with(|config| config.limits.scheduling_delay_max_ms = 2, |store| store).await;
+    let mut client = server.client().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let blockers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for index in 0..5 {
+        client.accrue(accrue(&format!("L{index}"), card("CARD0001"), vec![line(1, "milk", "1", "100.00")])).await.expect("served");
+        client.get_account(get_account(card("CARD0001"))).await.expect("a read is served");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for blocker in blockers {
+        blocker.await.expect("blocker");
+    }
     server.stop().await;
 }
 

@@ -18,9 +18,6 @@ use crate::engine::Engine;
 use crate::ids::UuidIds;
 use crate::programs::Programs;
 
-/// Accounts kept in memory.
-const CACHED_ACCOUNTS_MAX: usize = 1_000_000;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "loyalty-engine",
@@ -280,7 +277,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Before the store opens: a bad certificate or key file is a start-up error naming the file.
     let tls = config.tls.server_config().context("loading the [tls] files")?;
     let store = open_store(&config).await?;
-    let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), CACHED_ACCOUNTS_MAX));
+    let engine =
+        Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), config.storage.cached_accounts));
     if let Some(dir) = &config.storage.backup_dir {
         engine.set_backups(crate::backups::Backups::new(dir.clone(), config.storage.backups_kept));
     }

@@ -93,6 +93,10 @@ pub struct StorageConfig {
     /// Calls that may wait for the writer.
     pub group_commit_queue_max: usize,
     pub cache_mib: usize,
+    /// Accounts (and as many identifiers) the engine keeps in memory; past it, idle ones are
+    /// evicted and read again from the store when next used. With `cache_mib` this bounds the
+    /// engine's memory whatever the number of customers in the store.
+    pub cached_accounts: usize,
     /// Make reopening after a crash take milliseconds (redb quick-repair), at some cost to each
     /// durable redb commit; without it, reopening after a crash scans the whole file.
     pub quick_repair: bool,
@@ -119,6 +123,7 @@ impl Default for StorageConfig {
             group_commit_batch_max: 256,
             group_commit_queue_max: 4096,
             cache_mib: 256,
+            cached_accounts: 1_000_000,
             quick_repair: false,
             journal: false,
             checkpoint_mib: 16,
@@ -201,6 +206,11 @@ pub struct LimitsConfig {
     /// every millisecond, `grpc::runtime_lag`), the CPU is saturated and new calls are refused
     /// with RESOURCE_EXHAUSTED at once; 0 turns this off.
     pub scheduling_delay_max_ms: u64,
+    /// ... but only while at least this many calls are being served: late tasks with few calls in
+    /// flight mean another process has the CPU, not that this engine's queues grow, and refusing
+    /// then would shed an idle engine's calls. Reads (GetAccount, quotes, history) are shed only at
+    /// twice the delay: they are the last thing shed.
+    pub shed_in_flight_min: usize,
     pub basket_lines_max: usize,
     /// Longest receipt, store, till, refund or request ID.
     pub id_len_max: usize,
@@ -219,6 +229,7 @@ impl Default for LimitsConfig {
             in_flight_max: 256,
             admission_wait_ms: 2,
             scheduling_delay_max_ms: 3,
+            shed_in_flight_min: 16,
             basket_lines_max: 500,
             id_len_max: 64,
             amount_max: Decimal::from(1_000_000_000_i64),

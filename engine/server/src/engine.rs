@@ -42,8 +42,6 @@ const MERGE_HOPS_MAX: usize = 3;
 const BONUS_RECEIPT_PREFIX: &str = "bonus/";
 /// Attempts of one call before it gives up with ABORTED under contention.
 const ATTEMPTS_MAX: u32 = 8;
-/// Identifier-to-account mappings kept in memory (they never change once claimed).
-const IDENTITY_CACHE_MAX: usize = 1_000_000;
 
 /// An enrolment, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -90,7 +88,10 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     accounts: AccountSlots,
+    /// Identifier-to-account mappings kept in memory (they never change once claimed), at most
+    /// `identities_max`.
     identities: DashMap<String, String>,
+    identities_max: usize,
     access: crate::auth::registry::Access,
     /// Woken when a commit wrote credits owed to other accounts (see `credits`).
     pub(crate) credits_due: tokio::sync::Notify,
@@ -117,6 +118,7 @@ impl Engine {
             ids,
             accounts: AccountSlots::new(cached_accounts_max),
             identities: DashMap::new(),
+            identities_max: cached_accounts_max.max(16),
             access: crate::auth::registry::Access::default(),
             credits_due: tokio::sync::Notify::new(),
             calls: crate::drain::InFlight::default(),
@@ -187,7 +189,7 @@ impl Engine {
         }
         let found = self.store.identity(program_id, key).await?;
         if let Some(account_id) = &found {
-            if self.identities.len() >= IDENTITY_CACHE_MAX {
+            if self.identities.len() >= self.identities_max {
                 self.identities.clear();
             }
             self.identities.insert(cache_key, account_id.clone());

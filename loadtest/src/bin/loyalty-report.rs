@@ -21,6 +21,9 @@ struct Args {
     criterion: PathBuf,
     #[arg(long, default_value = "bench/RESULTS.md")]
     out: PathBuf,
+    /// Folder with the scale benchmark's results (bench/scale.sh); its section is left out if absent.
+    #[arg(long, default_value = "bench/results-scale")]
+    scale: PathBuf,
     /// Folder for the SVG plots (linked relative to the report).
     #[arg(long, default_value = "bench/plots")]
     plots: PathBuf,
@@ -384,6 +387,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     disk_section(&mut md, &args.results)?;
+    scale_section(&mut md, &args.scale, &args.plots, &plots_rel)?;
 
     let rss = std::fs::read_to_string(args.results.join("rss.txt")).unwrap_or_default();
     writeln!(md, "\n## Memory\n\nPeak resident set size of the engine over the whole run: {}.", rss.trim())?;
@@ -422,5 +426,161 @@ fn disk_section(md: &mut String, results: &Path) -> anyhow::Result<()> {
             bytes / entries.max(1.0)
         )?;
     }
+    Ok(())
+}
+
+/// One size of the scale run: `disk-N.txt` (key=value lines from bench/scale.sh) and the runs.
+struct ScaleRun {
+    customers: f64,
+    facts: std::collections::HashMap<String, f64>,
+    /// (stem, engine, floor) per workload.
+    workloads: Vec<(&'static str, Stats, Stats)>,
+}
+
+fn scale_runs(dir: &Path) -> Vec<ScaleRun> {
+    let mut runs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return runs;
+    };
+    for entry in entries.filter_map(|entry| entry.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(size) = name.strip_prefix("disk-").and_then(|rest| rest.strip_suffix(".txt")) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let facts: std::collections::HashMap<String, f64> = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .filter_map(|(key, value)| Some((key.trim().to_owned(), value.trim().parse().ok()?)))
+            .collect();
+        let workloads = WORKLOADS
+            .iter()
+            .filter_map(|(stem, _, rpc)| {
+                Some((*stem, load(dir, &format!("{stem}-{size}"), rpc)?, load(dir, &format!("floor-{stem}-{size}"), rpc)?))
+            })
+            .collect();
+        if let Some(customers) = facts.get("customers").copied() {
+            runs.push(ScaleRun { customers, facts, workloads });
+        }
+    }
+    runs.sort_by(|a, b| a.customers.total_cmp(&b.customers));
+    runs
+}
+
+/// The scale table (throughput, p99, memory, disk, recovery against the customers in the store)
+/// and its plots.
+fn scale_section(md: &mut String, dir: &Path, plots: &Path, plots_rel: &Path) -> anyhow::Result<()> {
+    let runs = scale_runs(dir);
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let machine = std::fs::read_to_string(dir.join("machine.txt")).unwrap_or_default();
+    writeln!(md, "\n## Scale: the same calls with up to 1,000,000 customers in the store\n")?;
+    writeln!(
+        md,
+        "`bash bench/scale.sh`: for each size a fresh data directory is loaded by `loyalty-engine import` \
+         (every customer with 10 buckets, so 10 opening ledger entries: 10,000,000 at a million customers), \
+         then the release engine (embedded store, fsync) serves each workload at 16 clients for the measured \
+         seconds, beside the echo floor in the same run; customers are picked uniformly from all of them \
+         (10% of calls on 10 hot ones), so most calls read an account the cache has not seen. Then the \
+         engine is killed with -9 two seconds into an Accrue run and restarted: *recovery* is the time \
+         from the restart to its \"listening\" line.\n\n```\n{}```\n",
+        machine
+    )?;
+    let value = |run: &ScaleRun, key: &str| run.facts.get(key).copied().unwrap_or(f64::NAN);
+    writeln!(
+        md,
+        "| customers | ledger entries | import s (rows/s) | bytes on disk / customer | engine peak RSS MiB | restart after clean stop s | recovery after kill -9 s |"
+    )?;
+    writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|")?;
+    for run in &runs {
+        let import = value(run, "import_seconds");
+        writeln!(
+            md,
+            "| {:.0} | {:.0} | {import:.1} ({:.0}) | {:.0} | {:.0} | {:.2} | {:.2} |",
+            run.customers,
+            value(run, "ledger_entries_imported"),
+            run.customers / import,
+            value(run, "bytes_after_import") / run.customers,
+            value(run, "rss_peak_kib") / 1024.0,
+            value(run, "open_seconds"),
+            value(run, "recovery_seconds"),
+        )?;
+    }
+    writeln!(
+        md,
+        "\n| workload (16 clients) | customers | rps | floor rps | rps / floor | p50 ms | p99 ms | errors | bytes written per call |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for (stem, title, _) in WORKLOADS {
+        for run in &runs {
+            let Some((_, engine, floor)) = run.workloads.iter().find(|(name, _, _)| name == stem) else {
+                continue;
+            };
+            let written = value(run, &format!("{stem}_write_bytes"));
+            let calls = engine.rps * run.facts.get("load_seconds").copied().unwrap_or(f64::NAN);
+            let per_call = if calls.is_nan() { "–".to_owned() } else { format!("{:.0}", written / calls) };
+            writeln!(
+                md,
+                "| {title} | {:.0} | {:.0} | {:.0} | {:.0}% | {} | {} | {} | {per_call} |",
+                run.customers,
+                engine.rps,
+                floor.rps,
+                100.0 * engine.rps / floor.rps,
+                ms(engine.p50),
+                ms(engine.p99),
+                engine.errors
+            )?;
+        }
+    }
+    if let (Some(first), Some(last)) = (runs.first(), runs.last())
+        && runs.len() > 1
+    {
+        writeln!(md, "\nAt {:.0} customers against {:.0}:", last.customers, first.customers)?;
+        for (stem, title, _) in WORKLOADS {
+            let rps = |run: &ScaleRun| run.workloads.iter().find(|(name, _, _)| name == stem).map(|(_, engine, _)| engine.rps);
+            if let (Some(small), Some(large)) = (rps(first), rps(last)) {
+                let change = 100.0 * (large / small - 1.0);
+                let verdict = if change >= -20.0 { "within 20%" } else { "**more than 20% slower**" };
+                writeln!(md, "- {title}: {change:+.1}% calls/s ({verdict}).")?;
+            }
+        }
+    }
+    scale_plot(&plots.join("scale-rps.svg"), "Calls per second at 16 clients", "calls/s", &runs, |engine| engine.rps)?;
+    scale_plot(&plots.join("scale-p99.svg"), "p99 latency at 16 clients", "p99 (ms)", &runs, |engine| engine.p99)?;
+    writeln!(md, "\n![calls per second against customers]({}/scale-rps.svg)\n", plots_rel.display())?;
+    writeln!(md, "![p99 against customers]({}/scale-p99.svg)", plots_rel.display())?;
+    Ok(())
+}
+
+/// One line per workload of `measure` against the customers in the store (log scale).
+fn scale_plot(path: &Path, title: &str, y_desc: &str, runs: &[ScaleRun], measure: impl Fn(&Stats) -> f64) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (760, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let values = runs.iter().flat_map(|run| run.workloads.iter().map(|(_, engine, _)| measure(engine)));
+    let y_max = values.fold(0.1_f64, f64::max) * 1.15;
+    let x_min = runs.first().map_or(1.0, |run| run.customers) / 2.0;
+    let x_max = runs.last().map_or(10.0, |run| run.customers) * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x_min..x_max).log_scale(), 0.0..y_max)?;
+    chart.configure_mesh().x_desc("customers in the store").y_desc(y_desc).x_label_formatter(&|x| format!("{x:.0}")).draw()?;
+    let colors = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    for ((stem, title, _), color) in WORKLOADS.iter().zip(colors) {
+        let points: Vec<(f64, f64)> = runs
+            .iter()
+            .filter_map(|run| run.workloads.iter().find(|(name, _, _)| name == stem).map(|(_, engine, _)| (run.customers, measure(engine))))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(*title)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|point| Circle::new(point, 3, color.filled())))?;
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).draw()?;
+    root.present()?;
     Ok(())
 }

@@ -140,9 +140,7 @@ impl LoyaltyApi {
             credential = ctx.caller.as_ref().map_or("", |caller| caller.credential.id.as_str())
         );
         let result = match self.authorize(rpc, ctx, scopes, &ids) {
-            // Admin calls (a revocation, say) are few and must get through an overload: only
-            // checkout-side calls are shed on CPU saturation.
-            Ok(caller) => self.admit_and_run(ctx.deadline, scopes != ADMIN, call(caller).instrument(span.clone())).await,
+            Ok(caller) => self.admit_and_run(ctx.deadline, Shed::of(scopes), call(caller).instrument(span.clone())).await,
             Err(error) => Err(error),
         };
         let elapsed = started.elapsed();
@@ -194,7 +192,7 @@ impl LoyaltyApi {
     async fn admit_and_run<T>(
         &self,
         deadline: Option<Instant>,
-        shed_when_saturated: bool,
+        shed: Shed,
         call: impl Future<Output = EngineResult<T>>,
     ) -> EngineResult<T> {
         // Held until the answer: a stopping engine shuts its store only after the last call.
@@ -203,9 +201,12 @@ impl LoyaltyApi {
         if deadline.is_some_and(|deadline| deadline <= now) {
             return Err(EngineError::DeadlineExceeded);
         }
-        if let Some(lag) = self.lag.as_ref().filter(|_| shed_when_saturated) {
+        if let Some(lag) = &self.lag
+            && let Some(bound) = shed.delay_bound(self.limits.scheduling_delay_max_ms)
+        {
             let delay = lag.current();
-            if delay > Duration::from_millis(self.limits.scheduling_delay_max_ms) {
+            let serving = self.limits.in_flight_max.saturating_sub(self.in_flight.available_permits());
+            if delay > bound && serving >= self.limits.shed_in_flight_min {
                 return Err(EngineError::Saturated { delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) });
             }
         }
@@ -232,6 +233,38 @@ impl LoyaltyApi {
     pub(crate) fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
         convert::id("program_id", program_id, self.limits.id_len_max)?;
         self.engine.program(program_id)
+    }
+}
+
+/// How a call is shed when the engine's tasks run late (`limits.scheduling_delay_max_ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// Admin calls (a revocation, say) are few and must get through an overload.
+    Never,
+    /// Reads: the last thing shed, at twice the delay.
+    Last,
+    /// Calls that write.
+    Writes,
+}
+
+impl Shed {
+    fn of(scopes: &[Scope]) -> Shed {
+        if scopes == ADMIN {
+            Shed::Never
+        } else if scopes == READ || scopes == QUOTE {
+            Shed::Last
+        } else {
+            Shed::Writes
+        }
+    }
+
+    /// The lateness beyond which the call is refused, if it may be.
+    fn delay_bound(self, max_ms: u64) -> Option<Duration> {
+        match self {
+            Shed::Never => None,
+            Shed::Last => Some(Duration::from_millis(max_ms.saturating_mul(2))),
+            Shed::Writes => Some(Duration::from_millis(max_ms)),
+        }
     }
 }
 
