@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Overload: what the admitted calls get at twice the sustainable rate, with the engine's shedding
-# (the defaults) and without it, beside the echo floor at the same rates. Writes
+# (the defaults) and without it, and with another process taking the engine's CPU, beside the echo
+# floor at the same rates. Writes
 # loadtest/OVERLOAD.md; raw JSON in loadtest/results/. About 5 minutes.
 #
 # Open model only (latency from each call's intended start, so queueing counts). With two or more
@@ -97,10 +98,23 @@ for setting in "${settings[@]}"; do
   stop_server
 done
 
-# 3. The floor at both rates.
+# 3. Another process taking the engine's CPU (a busy loop on its core), with the defaults: at half
+#    the sustainable rate the engine is not overloaded and must refuse nothing; at twice it, what
+#    the admitted calls get.
+half=$((sustainable / 2))
+start_engine ""
+$on_server sh -c 'while :; do :; done' &
+hog=$!
+run "hog-half" "$half" --target 127.0.0.1:50750
+run "hog-double" "$double" --target 127.0.0.1:50750
+kill "$hog"; wait "$hog" 2>/dev/null || true
+stop_server
+
+# 4. The floor at the three rates.
 $on_server $bin/loyalty-echo --listen 127.0.0.1:50751 > "$work/echo.out" 2>&1 &
 server=$!
 wait_listening $server "$work/echo.out"
+run floor-half "$half" --target 127.0.0.1:50751 --floor
 run floor-sustained "$sustainable" --target 127.0.0.1:50751 --floor
 run floor-double "$double" --target 127.0.0.1:50751 --floor
 stop_server
@@ -146,12 +160,20 @@ for index in range(1, int(settings) + 1):
     print(row(name, load(f"sustained-{index}"), floor_sustained))
     print(row(name, load(f"double-{index}"), floor_double))
 print()
+print("**With another process on the engine's core** (a shell busy loop pinned beside it), engine on its defaults: "
+      "shedding must wait for the engine's own calls to pile up (`limits.shed_in_flight_min`), so at half the sustainable "
+      "rate nothing is refused.\n")
+print("| engine limits | offered /s | served /s | shed | admitted p50 ms | admitted p99 ms | admitted p99.9 ms | refused p50 ms | refused p99 ms | floor p99 ms | p99 / floor |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print(row("defaults, CPU hog", load("hog-half"), load("floor-half")))
+print(row("defaults, CPU hog", load("hog-double"), floor_double))
+print()
 print("Failures other than RESOURCE_EXHAUSTED: " + ("; ".join(others) if others else "none") + ".\n")
 floor_double_p99 = floor_double["rpcs"]["Accrue"]["p99_us"] / 1000
 if floor_double_p99 > float(target):
     print(f"**Caution:** the floor's own p99 at {double}/s is {floor_double_p99:.1f} ms: the driver is saturated at that rate, "
           "so the overload rows measure it as much as the engine.\n")
-print("Defaults: `limits.in_flight_max = 256`, `admission_wait_ms = 2`, `scheduling_delay_max_ms = 3` "
+print("Defaults: `limits.in_flight_max = 256`, `admission_wait_ms = 2`, `scheduling_delay_max_ms = 3`, `shed_in_flight_min = 16` "
       "(`deploy/loyalty.toml` explains each). Raw JSON and summaries: `loadtest/results/`.")
 EOF
 echo "wrote loadtest/OVERLOAD.md"

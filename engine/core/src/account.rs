@@ -18,7 +18,9 @@ pub struct Bucket {
     pub id: u64,
     /// The receipt that earned it, so that a refund claws back from its own bucket first.
     pub receipt_id: Option<String>,
+    #[serde(with = "crate::timecode")]
     pub available_from: DateTime<Utc>,
+    #[serde(with = "crate::timecode")]
     pub expires_at: DateTime<Utc>,
     /// Always above zero: empty buckets are removed.
     pub remaining: Decimal,
@@ -57,6 +59,7 @@ pub struct Hold {
     pub hold_id: String,
     pub receipt_id: String,
     pub amount: Decimal,
+    #[serde(with = "crate::timecode")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -82,6 +85,7 @@ pub struct AccountState {
     pub account_id: String,
     /// Only registered accounts may spend; a card earns before registration.
     pub registered: bool,
+    #[serde(with = "crate::timecode")]
     pub created_at: DateTime<Utc>,
     pub tier: String,
     pub profile: Profile,
@@ -103,7 +107,7 @@ pub struct AccountState {
     /// Paid receipts so far (first-purchase rules) and when the last one was.
     #[serde(default)]
     pub purchases: u32,
-    #[serde(default)]
+    #[serde(default, with = "crate::timecode::option")]
     pub last_purchase_at: Option<DateTime<Utc>>,
     /// Spend by month and the tier floor, from which the tier is computed.
     #[serde(default)]
@@ -120,7 +124,7 @@ pub struct AccountState {
     pub presence: crate::presence::PresenceState,
     /// Set when the customer's personal data was erased: the account and its ledger stay, under
     /// the account ID alone.
-    #[serde(default)]
+    #[serde(default, with = "crate::timecode::option")]
     pub erased_at: Option<DateTime<Utc>>,
     /// Admin actions on the account that change no balance (erasure, say), newest last, at most
     /// [`AUDIT_NOTES_MAX`]; balance changes are audited by the ledger itself.
@@ -141,6 +145,7 @@ pub struct AccountState {
 /// An admin action on an account: who, when, what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditNote {
+    #[serde(with = "crate::timecode")]
     pub at: DateTime<Utc>,
     pub actor: String,
     pub what: String,
@@ -168,6 +173,7 @@ pub struct TierProgress {
     /// The tier fixed at the last review.
     pub floor: Option<String>,
     /// The end of the current review period.
+    #[serde(default, with = "crate::timecode::option")]
     pub review_due: Option<DateTime<Utc>>,
 }
 

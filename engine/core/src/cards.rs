@@ -20,6 +20,7 @@ use crate::txn::{Posting, Txn};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedCard {
     pub number: String,
+    #[serde(with = "crate::timecode")]
     pub blocked_at: DateTime<Utc>,
     /// The card that replaced it.
     pub replaced_by: String,

@@ -40,6 +40,7 @@ pub mod program;
 pub mod receipt;
 pub mod rejection;
 pub mod rules;
+pub mod timecode;
 pub mod txn;
 
 pub use rust_decimal::Decimal;

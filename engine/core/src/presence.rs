@@ -91,6 +91,7 @@ pub struct ActiveCode {
     /// Hex SHA-256 of `salt`, a NUL and the code.
     pub digest: String,
     pub salt: String,
+    #[serde(with = "crate::timecode")]
     pub expires_at: DateTime<Utc>,
     pub channel: CodeChannel,
 }
@@ -102,8 +103,10 @@ pub struct PresenceState {
     /// Failed attempts since the last success or lock-out.
     pub failures: u32,
     /// No spending (and no new code) until then.
+    #[serde(default, with = "crate::timecode::option")]
     pub locked_until: Option<DateTime<Utc>>,
     /// When codes were issued within the last hour, oldest first.
+    #[serde(default, with = "crate::timecode::vec")]
     pub issued: Vec<DateTime<Utc>>,
 }
 

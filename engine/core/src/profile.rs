@@ -47,6 +47,7 @@ impl ConsentChannel {
 pub struct Consent {
     pub channel: ConsentChannel,
     pub granted: bool,
+    #[serde(with = "crate::timecode")]
     pub changed_at: DateTime<Utc>,
 }
 
