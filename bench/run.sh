@@ -5,7 +5,8 @@
 # ghz too, beside ghz against the floor; criterion; PostgreSQL via pgbench; peak RSS. About 15-20
 # minutes (Go builds ghz once, with .ci/tools.sh). Raw results stay in bench/results/.
 #   DURATION=10 WARMUP=2 CUSTOMERS=2000 bash bench/run.sh
-# SKIP_PG=1 and SKIP_CRITERION=1 leave those parts out (for a quick check of the pipeline).
+# Then the scale run (bench/scale.sh). SKIP_PG=1, SKIP_CRITERION=1 and SKIP_SCALE=1 leave those parts
+# out (for a quick check of the pipeline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -102,4 +103,7 @@ if [ -z "${SKIP_CRITERION:-}" ]; then
   cargo bench --locked -p loyalty-bench --bench hot_paths --bench rules -- --warm-up-time 1 --measurement-time 3
 fi
 if [ -z "${SKIP_PG:-}" ]; then bash bench/pg/run.sh "$results/pg.json"; fi
+# The scale run (10,000 to 1,000,000 customers; about 15 minutes, 10 GB of disk at its largest)
+# into bench/results-scale/. SKIP_SCALE=1 keeps the last one's results.
+if [ -z "${SKIP_SCALE:-}" ]; then bash bench/scale.sh; fi
 $bin/loyalty-report --results "$results" --out bench/RESULTS.md --plots bench/plots
