@@ -386,7 +386,7 @@ async fn import(
     let report = report?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{}: {} rows in {seconds:.1} s ({:.0} rows/s): {} imported, {} imported before, {} rejected; {} points in the imported accounts",
+        "{}: {} rows in {seconds:.1} s ({:.0} rows/s): {} imported, {} imported before, {} rejected; {} points opened",
         file.display(),
         report.rows,
         report.rows as f64 / seconds.max(1e-9),

@@ -206,10 +206,12 @@ pub struct LimitsConfig {
     /// every millisecond, `grpc::runtime_lag`), the CPU is saturated and new calls are refused
     /// with RESOURCE_EXHAUSTED at once; 0 turns this off.
     pub scheduling_delay_max_ms: u64,
-    /// ... but only while at least this many calls are being served: late tasks with few calls in
-    /// flight mean another process has the CPU, not that this engine's queues grow, and refusing
-    /// then would shed an idle engine's calls. Reads (GetAccount, quotes, history) are shed only at
-    /// twice the delay: they are the last thing shed.
+    /// ... calls that write only while at least this many calls are being served: late tasks with
+    /// few calls in flight mean another process has the CPU, not that this engine's queues grow,
+    /// and refusing then would shed an idle engine's calls. Above `in_flight_max` it counts as
+    /// `in_flight_max` (all places taken). Reads
+    /// (GetAccount, quotes, history) are shed at twice the delay whatever is in flight: they are
+    /// the last thing shed.
     pub shed_in_flight_min: usize,
     pub basket_lines_max: usize,
     /// Longest receipt, store, till, refund or request ID.

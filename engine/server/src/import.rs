@@ -104,19 +104,20 @@ pub struct ImportReport {
     /// Rows imported by an earlier run (same row, same content): nothing done twice.
     pub already: u64,
     pub rejected: u64,
-    /// Points opened by this run and by earlier runs of the rows above.
+    /// Points opened by this run (rows imported before are not counted again).
     pub points: Decimal,
 }
 
 /// How one row ended.
 enum RowOutcome {
     Imported(ImportOutcome),
-    Already(ImportOutcome),
+    Already,
     Rejected(Rejected),
 }
 
 /// Reads a line into an [`Opening`], field by field: JSON shape, then each value's format as the
-/// gRPC API checks it, then what the domain asks of a row ([`Opening::check`]).
+/// gRPC API checks it. What the domain asks of a row ([`Opening::check`]) depends on the clock, so
+/// it is checked only once the row is known not to be imported already.
 fn parse(line: &str, program: &Program, now: DateTime<Utc>) -> Result<Opening, (Option<String>, Rejection)> {
     let mut deserializer = serde_json::Deserializer::from_str(line);
     let row: Row = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -162,7 +163,6 @@ fn parse(line: &str, program: &Program, now: DateTime<Utc>) -> Result<Opening, (
             last_purchase_at: row.last_purchase_at,
             buckets,
         };
-        opening.check(policy, now)?;
         Ok::<_, Rejection>(opening)
     })();
     opening.map_err(|rejection| (Some(id), rejection))
@@ -187,6 +187,9 @@ pub async fn import_customer(
             if let Some(outcome) = engine.replayed_request(program_id, key, &opening.id, print).await? {
                 return Ok(Attempt::Done((outcome, false)));
             }
+            // After the replay: a row imported before stays "imported before" when a bucket of it
+            // has expired since.
+            opening.check(&program.policy, engine.now_in(program_id))?;
             for identity in identities {
                 if engine.resolve(program_id, identity).await?.is_some() {
                     return Err(taken(identity).into());
@@ -246,12 +249,19 @@ pub async fn import_file(
     let origin = Origin { store_id: "import".into(), till_id: "import".into(), actor: "system:import".into() };
     // Lines are read on their own thread as the rows before them are committed: memory stays
     // bounded by `concurrency`.
-    let (lines_tx, lines_rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(concurrency.max(1) * 2);
+    let (lines_tx, lines_rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Option<Vec<u8>>)>>(concurrency.max(1) * 2);
     let reader = std::thread::Builder::new().name("import-reader".into()).spawn(move || {
-        use std::io::BufRead;
-        let lines = std::io::BufReader::with_capacity(1 << 20, input).split(b'\n');
-        for (index, line) in lines.enumerate() {
-            if lines_tx.blocking_send(line.map(|line| (index as u64 + 1, line))).is_err() {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+        let mut index = 0u64;
+        loop {
+            let line = match next_line(&mut reader, LINE_LEN_MAX) {
+                Ok(Some(line)) => Ok((index + 1, line)),
+                Ok(None) => break,
+                Err(error) => Err(error),
+            };
+            index += 1;
+            let failed = line.is_err();
+            if lines_tx.blocking_send(line).is_err() || failed {
                 break;
             }
         }
@@ -261,7 +271,7 @@ pub async fn import_file(
     let mut outcomes = rows
         .map(|row| async move {
             let (line, bytes) = row?;
-            Ok::<_, std::io::Error>(row_outcome(engine, program, origin, line, &bytes).await)
+            Ok::<_, std::io::Error>(row_outcome(engine, program, origin, line, bytes.as_deref()).await)
         })
         .buffer_unordered(concurrency.max(1));
     let mut report = ImportReport::default();
@@ -274,10 +284,7 @@ pub async fn import_file(
                 report.imported += 1;
                 report.points += outcome.points;
             }
-            RowOutcome::Already(outcome) => {
-                report.already += 1;
-                report.points += outcome.points;
-            }
+            RowOutcome::Already => report.already += 1,
             RowOutcome::Rejected(rejected) => {
                 report.rejected += 1;
                 serde_json::to_writer(&mut rejects_out, &rejected)?;
@@ -303,8 +310,36 @@ pub async fn import_file(
     Ok(report)
 }
 
+/// The next line of `reader` without its newline: `Some(None)` for a line longer than `max`
+/// bytes, which is skipped without being held in memory; `None` at the end.
+fn next_line(reader: &mut impl std::io::BufRead, max: usize) -> std::io::Result<Option<Option<Vec<u8>>>> {
+    let mut line = Some(Vec::new());
+    let mut read_any = false;
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(read_any.then_some(line));
+        }
+        read_any = true;
+        let newline = buffer.iter().position(|&byte| byte == b'\n');
+        let chunk = &buffer[..newline.unwrap_or(buffer.len())];
+        if let Some(kept) = &mut line {
+            if kept.len() + chunk.len() <= max {
+                kept.extend_from_slice(chunk);
+            } else {
+                line = None;
+            }
+        }
+        let used = newline.map_or(buffer.len(), |at| at + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Some(line));
+        }
+    }
+}
+
 /// One line's outcome; `Err` only for what stops the whole import (the store failing).
-async fn row_outcome(engine: &Engine, program: &Program, origin: &Origin, line: u64, bytes: &[u8]) -> anyhow::Result<RowOutcome> {
+async fn row_outcome(engine: &Engine, program: &Program, origin: &Origin, line: u64, bytes: Option<&[u8]>) -> anyhow::Result<RowOutcome> {
     let rejected = |id: Option<String>, rejection: Rejection| {
         let (field, reason) = match &rejection {
             Rejection::InvalidArgument { field, reason } => (Some(field.clone()), reason.clone()),
@@ -318,9 +353,9 @@ async fn row_outcome(engine: &Engine, program: &Program, origin: &Origin, line: 
         };
         RowOutcome::Rejected(Rejected { line, id, code: rejection.code().to_owned(), field, reason })
     };
-    if bytes.len() > LINE_LEN_MAX {
+    let Some(bytes) = bytes else {
         return Ok(rejected(None, Rejection::invalid("line", format!("longer than {LINE_LEN_MAX} bytes"))));
-    }
+    };
     let Ok(text) = std::str::from_utf8(bytes.strip_suffix(b"\r").unwrap_or(bytes)) else {
         return Ok(rejected(None, Rejection::invalid("line", "not UTF-8")));
     };
@@ -334,8 +369,33 @@ async fn row_outcome(engine: &Engine, program: &Program, origin: &Origin, line: 
     };
     match import_customer(engine, program, origin, &opening).await {
         Ok((outcome, true)) => Ok(RowOutcome::Imported(outcome)),
-        Ok((outcome, false)) => Ok(RowOutcome::Already(outcome)),
+        Ok((_, false)) => Ok(RowOutcome::Already),
         Err(EngineError::Rejected(rejection)) => Ok(rejected(Some(opening.id), rejection)),
+        // Other writers kept winning this account's or identifier's compare-and-set: nothing was
+        // written for the row, and a rerun imports it.
+        Err(EngineError::Contention { attempts }) => Ok(RowOutcome::Rejected(Rejected {
+            line,
+            id: Some(opening.id),
+            code: "ABORTED".into(),
+            field: None,
+            reason: format!("lost {attempts} compare-and-sets to other writers; run the import again"),
+        })),
         Err(error) => Err(anyhow::anyhow!("row {} (line {line}): {error}", opening.id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_whole_up_to_the_limit_and_longer_ones_skipped() {
+        let text = b"ab\n\nabcdef\nxyz";
+        let mut reader = std::io::BufReader::with_capacity(2, &text[..]);
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut reader, 4).expect("read") {
+            lines.push(line);
+        }
+        assert_eq!(lines, vec![Some(b"ab".to_vec()), Some(Vec::new()), None, Some(b"xyz".to_vec())]);
     }
 }

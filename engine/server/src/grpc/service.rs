@@ -206,7 +206,8 @@ impl LoyaltyApi {
         {
             let delay = lag.current();
             let serving = self.limits.in_flight_max.saturating_sub(self.in_flight.available_permits());
-            if delay > bound && serving >= self.limits.shed_in_flight_min {
+            let piled_up = serving >= self.limits.shed_in_flight_min.min(self.limits.in_flight_max);
+            if delay > bound && (shed == Shed::Last || piled_up) {
                 return Err(EngineError::Saturated { delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) });
             }
         }
@@ -241,9 +242,13 @@ impl LoyaltyApi {
 pub(crate) enum Shed {
     /// Admin calls (a revocation, say) are few and must get through an overload.
     Never,
-    /// Reads: the last thing shed, at twice the delay.
+    /// Reads: the last thing shed, at twice the delay. A read finishes within one poll of its task
+    /// (the embedded store reads synchronously), so reads never pile up as calls in flight: their
+    /// backlog waits in the runtime's queue, where only the lateness shows it.
     Last,
-    /// Calls that write.
+    /// Calls that write: shed at the delay, but only while `limits.shed_in_flight_min` calls are
+    /// being served (writes wait for their commit, so an engine's own overload piles them up; late
+    /// tasks with few calls in flight mean another process has the CPU).
     Writes,
 }
 
