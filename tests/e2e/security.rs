@@ -388,12 +388,45 @@ async fn overload_is_shed_at_once_and_admitted_calls_complete() {
     server.stop().await;
 }
 
+/// Tasks that hold the test runtime's worker threads (a blocking sleep between yields), so that
+/// every other task of the engine runs late: what a saturated CPU looks like from inside.
+struct Blockers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Blockers {
+    /// Four blockers, running for 100 ms before this returns (the lag average has moved by then).
+    async fn start() -> Blockers {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Blockers { stop, tasks }
+    }
+
+    async fn release(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("blocker");
+        }
+    }
+}
+
 /// With the CPU saturated (tasks hold both worker threads), the engine's own work runs late and a
 /// new call is refused at once with OVERLOADED, writing nothing; once the load is gone the same
 /// receipt is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_engine_refuses_new_calls_and_recovers() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     // Lateness alone sheds here (the blockers stand for the engine's own work).
     let server = TestServer::start_with(
         |config| {
@@ -418,25 +451,10 @@ async fn a_saturated_engine_refuses_new_calls_and_recovers() {
         panic!("never served");
     }
     served_eventually(&mut client, accrue("R0", card("CARD0001"), basket())).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let blockers: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(5));
-                    tokio::task::yield_now().await;
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let blockers = Blockers::start().await;
     let refused = expect_error(client.accrue(accrue("R1", card("CARD0001"), basket())).await, Code::ResourceExhausted, "OVERLOADED");
     assert!(refused.message().contains("saturated"), "{refused:?}");
-    stop.store(true, Ordering::Relaxed);
-    for blocker in blockers {
-        blocker.await.expect("blocker");
-    }
+    blockers.release().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let served = served_eventually(&mut client, accrue("R1", card("CARD0001"), basket())).await;
     // 1 point each for R0 and R1: the refused call wrote nothing.
@@ -449,29 +467,13 @@ async fn a_saturated_engine_refuses_new_calls_and_recovers() {
 /// no write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_tasks_with_few_calls_in_flight_shed_nothing() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let server = TestServer::start_with(|config| config.limits.scheduling_delay_max_ms = 2, |store| store).await;
     let mut client = server.client().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let blockers: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(5));
-                    tokio::task::yield_now().await;
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let blockers = Blockers::start().await;
     for index in 0..5 {
         client.accrue(accrue(&format!("L{index}"), card("CARD0001"), vec![line(1, "milk", "1", "100.00")])).await.expect("served");
     }
-    stop.store(true, Ordering::Relaxed);
-    for blocker in blockers {
-        blocker.await.expect("blocker");
-    }
+    blockers.release().await;
     server.stop().await;
 }
 

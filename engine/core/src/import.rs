@@ -11,7 +11,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::account::AccountState;
 use crate::identity::{IdentityKey, IdentityKind};
 use crate::ops::Checkout;
 use crate::profile::Gender;
@@ -124,7 +123,7 @@ fn field_of(kind: IdentityKind) -> &'static str {
     }
 }
 
-/// Fills the new account in `txn` (created at `txn.now()`, with no identity yet) from `opening`:
+/// Fills the new account in `txn` (`AccountState::new`, unregistered, with no identity yet) from `opening`:
 /// identifiers, profile, tags, tier, purchase history, then one `Opening` entry per bucket.
 pub fn open_account(checkout: &Checkout<'_>, txn: &mut Txn<'_>, opening: &Opening) -> Result<ImportOutcome, Rejection> {
     let now = txn.now();
@@ -159,15 +158,11 @@ pub fn open_account(checkout: &Checkout<'_>, txn: &mut Txn<'_>, opening: &Openin
     Ok(ImportOutcome { account_id: txn.account().account_id.clone(), points, buckets: opening.buckets.len() as u32 })
 }
 
-/// A new, empty account for an import (see [`open_account`]).
-pub fn new_account(account_id: String, now: DateTime<Utc>) -> AccountState {
-    AccountState::new(account_id, false, now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Origin;
+    use crate::account::AccountState;
     use crate::basket::BasketLimits;
     use crate::ledger::EntryKind;
     use crate::rules::{CompiledRules, RuleSet, compile};
@@ -217,7 +212,7 @@ mod tests {
         let now = DateTime::UNIX_EPOCH + Duration::days(1000);
         let row = opening(now);
         row.check(&program, now).expect("a good row");
-        let account = new_account("acc".into(), now);
+        let account = AccountState::new("acc".into(), false, now);
         let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
         let outcome = open_account(&checkout, &mut txn, &row).expect("opened");
         let finished = txn.finish_all().expect("invariants hold");
@@ -280,7 +275,7 @@ mod tests {
         let now = DateTime::UNIX_EPOCH + Duration::days(1000);
         let mut row = opening(now);
         row.tier = Some("gold".into());
-        let account = new_account("acc".into(), now);
+        let account = AccountState::new("acc".into(), false, now);
         let mut txn = Txn::begin(&program, &account, now, "tx".into(), Origin::default());
         assert!(matches!(open_account(&checkout, &mut txn, &row), Err(Rejection::InvalidArgument { field, .. }) if field == "tier"));
         row.tier = None;

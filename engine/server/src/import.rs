@@ -199,7 +199,7 @@ pub async fn import_customer(
             let slot = engine.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
             let now = engine.now_in(program_id);
-            let fresh = import::new_account(account_id, now);
+            let fresh = loyalty_core::account::AccountState::new(account_id, false, now);
             let mut txn = Txn::begin(&program.policy, &fresh, now, engine.ids().transaction_id(), origin.clone());
             let outcome = import::open_account(&program.checkout(), &mut txn, opening)?;
             let record =
