@@ -192,7 +192,7 @@ async fn a_second_engine_over_the_same_store_converges_on_a_change_within_second
     other.bootstrap_rules().await.expect("bootstrap");
     let version = |engine: &Engine| engine.programs().get(PROGRAM).map(|program| program.rules.version());
     assert_eq!(version(&other), Some(1));
-    let refresh = loyalty_engine::rule_admin::spawn_refresh(Arc::clone(&other), StdDuration::from_millis(100));
+    let refresh = loyalty_engine::background::spawn_refresh(Arc::clone(&other), StdDuration::from_millis(100));
     let deactivate = admin_pb::SetRuleActiveRequest {
         program_id: PROGRAM.into(),
         expected_version: 1,
@@ -247,8 +247,8 @@ async fn cafe_customer_journey_welcome_tiers_review_win_back_certificate_and_the
     // 15 days after the last purchase the sweep issues the win-back certificate, once.
     server.clock.advance(Duration::days(15));
     let program = server.engine.programs().get(PROGRAM).expect("program");
-    assert_eq!(server.engine.sweep(&program).await.expect("sweep").awards, 1);
-    assert_eq!(server.engine.sweep(&program).await.expect("sweep again").awards, 0);
+    assert_eq!(server.engine.sweep.run(&program).await.expect("sweep").awards, 1);
+    assert_eq!(server.engine.sweep.run(&program).await.expect("sweep again").awards, 0);
     let before = balance_of(&mut client, customer.clone()).await;
     // The certificate pays at most 50% of a receipt; the points at most the friend tier's 7%.
     let quote = client.authorize(authorize("K2", customer.clone(), vec![line(1, "cake", "1", "2000.00")], "")).await.expect("quote");
@@ -346,12 +346,12 @@ async fn the_sweep_tells_the_outbox_about_points_expiring_within_30_days_once() 
     // A second customer whose points expire the same month gets a notice of their own.
     client.accrue(accrue("X2", card("EXP00002"), vec![line(1, "tv", "1", "100.00")])).await.expect("accrue");
     let program = server.engine.programs().get(PROGRAM).expect("program");
-    assert_eq!(server.engine.sweep(&program).await.expect("sweep").expiry_notices, 0, "24 months to go");
+    assert_eq!(server.engine.sweep.run(&program).await.expect("sweep").expiry_notices, 0, "24 months to go");
     // 2026-03-10 + 24 months: the points expire at the end of 2028-03-10; 20 days before, a notice.
     server.clock.advance(Duration::days(731 - 20));
-    let report = server.engine.sweep(&program).await.expect("sweep");
+    let report = server.engine.sweep.run(&program).await.expect("sweep");
     assert_eq!((report.accounts, report.expiry_notices), (2, 2), "one notice per customer");
-    assert_eq!(server.engine.sweep(&program).await.expect("sweep again").expiry_notices, 0, "once");
+    assert_eq!(server.engine.sweep.run(&program).await.expect("sweep again").expiry_notices, 0, "once");
     let events = admin
         .read_events(admin_pb::ReadEventsRequest { program_id: PROGRAM.into(), after_seq: 0, limit: 10 })
         .await

@@ -176,7 +176,7 @@ impl TestServer {
         engine.bootstrap_rules().await.expect("rules load");
         let programs: Vec<String> = config.programs.iter().map(|program| program.id.clone()).collect();
         engine.bootstrap_access(&test_credentials(&programs)).await.expect("credentials load");
-        let credits = loyalty_engine::credits::spawn_credit_applier(Arc::clone(&engine), std::time::Duration::from_millis(200));
+        let credits = loyalty_engine::background::spawn_credit_applier(Arc::clone(&engine), std::time::Duration::from_millis(200));
         let tls = config.tls.server_config().expect("the test's TLS files load");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");

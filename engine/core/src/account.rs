@@ -76,7 +76,7 @@ pub struct Profile {
     pub name: Option<String>,
     pub birth_date: Option<chrono::NaiveDate>,
     #[serde(default)]
-    pub gender: Option<crate::profile::Gender>,
+    pub gender: Option<Gender>,
 }
 
 /// The state of one account. Persisted whole, replaced by compare-and-set on its version.
@@ -132,14 +132,63 @@ pub struct AccountState {
     pub audit: Vec<AuditNote>,
     /// The customer's consent per messaging channel (`profile`); personal data, erased with it.
     #[serde(default)]
-    pub consents: Vec<crate::profile::Consent>,
+    pub consents: Vec<Consent>,
     /// Cards replaced by a new one (`cards`): still bound, refused at the till.
     #[serde(default)]
-    pub blocked_cards: Vec<crate::cards::BlockedCard>,
+    pub blocked_cards: Vec<BlockedCard>,
     /// Set when this (anonymous) account was merged into a registered customer's (`merge`): it
     /// holds nothing since, and its card leads to that account.
     #[serde(default)]
     pub merged_into: Option<String>,
+}
+
+/// A card that was replaced: still bound to its account, refused at the till.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedCard {
+    pub number: String,
+    #[serde(with = "crate::timecode")]
+    pub blocked_at: DateTime<Utc>,
+    /// The card that replaced it.
+    pub replaced_by: String,
+}
+
+/// The customer's gender as they state it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gender {
+    Female,
+    Male,
+    /// Another answer, or the customer would rather not say.
+    Other,
+}
+
+/// A channel the program may send marketing through, with the customer's consent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConsentChannel {
+    Sms,
+    Email,
+    Push,
+    Messenger,
+}
+
+impl ConsentChannel {
+    /// The name in audit notes and error fields.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsentChannel::Sms => "sms",
+            ConsentChannel::Email => "email",
+            ConsentChannel::Push => "push",
+            ConsentChannel::Messenger => "messenger",
+        }
+    }
+}
+
+/// The customer's answer for one channel, and when it was given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub channel: ConsentChannel,
+    pub granted: bool,
+    #[serde(with = "crate::timecode")]
+    pub changed_at: DateTime<Utc>,
 }
 
 /// An admin action on an account: who, when, what.
@@ -232,7 +281,7 @@ impl AccountState {
     }
 
     /// The card's block, if `number` was replaced.
-    pub fn blocked_card(&self, number: &str) -> Option<&crate::cards::BlockedCard> {
+    pub fn blocked_card(&self, number: &str) -> Option<&BlockedCard> {
         self.blocked_cards.iter().find(|blocked| blocked.number == number)
     }
 

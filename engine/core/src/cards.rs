@@ -6,25 +6,15 @@
 //! new anonymous card, and start another account on). An unregistered card cannot be replaced: its
 //! holder has no proof it is theirs. A card sold for a fee credits the fee as points at once.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::account::BalanceView;
+pub use crate::account::BlockedCard;
 use crate::identity::{IdentityKey, IdentityKind};
 use crate::ledger::EntryKind;
+pub use crate::outcome::ReplaceCardOutcome;
 use crate::rejection::Rejection;
 use crate::txn::{Posting, Txn};
-
-/// A card that was replaced: still bound to its account, refused at the till.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockedCard {
-    pub number: String,
-    #[serde(with = "crate::timecode")]
-    pub blocked_at: DateTime<Utc>,
-    /// The card that replaced it.
-    pub replaced_by: String,
-}
 
 /// A replacement, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -41,19 +31,6 @@ pub struct ReplaceCardCmd {
     /// their own card to the account. Not part of the call's fingerprint (codes are one-use).
     #[serde(skip)]
     pub presence: crate::presence::PresenceProof,
-}
-
-/// What a replacement did; stored as the request's first answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplaceCardOutcome {
-    pub tx_id: String,
-    pub account_id: String,
-    pub card_number: String,
-    /// The cards blocked by this replacement.
-    pub blocked: Vec<String>,
-    /// Points credited for the card's fee.
-    pub fee_points: Decimal,
-    pub balance: BalanceView,
 }
 
 /// Binds `cmd.new_card` to the account in `txn` and blocks the old card (or every other card),
@@ -140,6 +117,7 @@ mod tests {
     use crate::Origin;
     use crate::account::AccountState;
     use crate::program::ProgramPolicy;
+    use chrono::DateTime;
 
     fn card(number: &str) -> IdentityKey {
         IdentityKey { kind: IdentityKind::Card, value: number.into() }

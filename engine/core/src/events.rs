@@ -2,6 +2,8 @@
 //! engine): written to an outbox in the same commit as the change they report, so an event exists
 //! exactly when its change does, and read from the outbox in order.
 
+use crate::account::{Bucket, MonthSpend, RuleCounter};
+use crate::identity::IdentityKey;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,23 @@ pub struct Event {
     pub code: Option<String>,
 }
 
+/// Everything a merged account held, on its way to the customer's account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTransfer {
+    pub from_account: String,
+    pub buckets: Vec<Bucket>,
+    pub debt: Decimal,
+    pub months: Vec<MonthSpend>,
+    pub counters: Vec<RuleCounter>,
+    pub purchases: u32,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// The card(s) that led to the merged account, which lead to the customer from now on.
+    pub identities: Vec<IdentityKey>,
+}
+
+/// The credit's rule ID: credits of merges are applied by [`crate::merge::merge_in`], or as points moved.
+pub const MERGE_RULE_ID: &str = "merge";
+
 /// Points owed to (or owed back by) another account: written in the same commit as the change that
 /// owes them, then applied exactly once under the receiving account's own lock, keyed by
 /// `credit_id` on that account. This is how a purchase pays the buyer's referrers without ever
@@ -74,5 +93,5 @@ pub struct PendingCredit {
     /// For a merge: everything the merged account held, applied whole instead of `points`. Last,
     /// and left out when `None`: other credits encode as they did before the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<Box<crate::merge::AccountTransfer>>,
+    pub transfer: Option<Box<AccountTransfer>>,
 }

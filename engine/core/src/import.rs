@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{IdentityKey, IdentityKind};
 use crate::ops::Checkout;
+pub use crate::outcome::ImportOutcome;
 use crate::profile::Gender;
 use crate::program::ProgramPolicy;
 use crate::rejection::Rejection;
@@ -51,15 +52,6 @@ pub struct OpeningBucket {
     /// When the points become spendable; `None`: at once (they were on the old platform).
     pub available_from: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
-}
-
-/// What an import of one customer did; stored as the request's first answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportOutcome {
-    pub account_id: String,
-    /// Every bucket's points.
-    pub points: Decimal,
-    pub buckets: u32,
 }
 
 impl Opening {

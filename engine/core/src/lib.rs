@@ -11,7 +11,9 @@
 //!   [`ledger::LedgerEntry`]s and asserts the invariants before it hands the new state back.
 //! - [`receipt::ReceiptState`]: what one receipt did (hold, spend, accrual, refunds) and the first
 //!   responses of the calls made on it, for idempotent replays.
-//! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, enrol).
+//! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, bonuses).
+//! - [`enrolment`]: a customer registered by phone (welcome bonuses, card fee, referral chain), and
+//!   the erasure of their personal data.
 //! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`merge`]: an anonymous card's account merged into a registered customer's, exactly once.
@@ -25,6 +27,7 @@ pub mod account;
 pub mod allocate;
 pub mod basket;
 pub mod cards;
+pub mod enrolment;
 pub mod events;
 pub mod fingerprint;
 pub mod identity;

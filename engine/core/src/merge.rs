@@ -13,45 +13,13 @@
 //! customer, and what a later refund or reversal of one of its old receipts gives back or takes
 //! back is owed to the customer's account ([`crate::txn::Txn`] redirects it).
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
-use crate::account::{Bucket, MonthSpend, RuleCounter};
 use crate::events::PendingCredit;
-use crate::identity::IdentityKey;
+pub use crate::events::{AccountTransfer, MERGE_RULE_ID};
+pub use crate::outcome::MergeOutcome;
 use crate::rejection::Rejection;
 use crate::txn::Txn;
-
-/// The credit's rule ID: credits of merges are applied by [`merge_in`], or as points moved.
-pub const MERGE_RULE_ID: &str = "merge";
-
-/// Everything a merged account held, on its way to the customer's account.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountTransfer {
-    pub from_account: String,
-    pub buckets: Vec<Bucket>,
-    pub debt: Decimal,
-    pub months: Vec<MonthSpend>,
-    pub counters: Vec<RuleCounter>,
-    pub purchases: u32,
-    pub last_purchase_at: Option<DateTime<Utc>>,
-    /// The card(s) that led to the merged account, which lead to the customer from now on.
-    pub identities: Vec<IdentityKey>,
-}
-
-/// What a merge did; stored as the request's first answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MergeOutcome {
-    pub tx_id: String,
-    /// The customer's account, which now holds everything.
-    pub account_id: String,
-    /// The card's account, now empty.
-    pub merged_account_id: String,
-    /// Points moved (available and pending, certificates included), less the debt moved.
-    pub points: Decimal,
-    pub buckets: u32,
-}
 
 /// Empties the card's account in `txn` into a transfer owed to `target` (the customer's account),
 /// keyed `transfer_id`. The card's account must be anonymous, not merged before, with no active
@@ -145,6 +113,7 @@ mod tests {
     use crate::Origin;
     use crate::account::AccountState;
     use crate::program::ProgramPolicy;
+    use chrono::DateTime;
 
     /// Debt that moves with a merge is paid from the customer's points first: debt never stands
     /// beside points that could pay it.

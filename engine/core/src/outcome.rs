@@ -146,6 +146,41 @@ pub struct EnrollOutcome {
     pub fee_points: Decimal,
 }
 
+/// What a replacement did; stored as the request's first answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceCardOutcome {
+    pub tx_id: String,
+    pub account_id: String,
+    pub card_number: String,
+    /// The cards blocked by this replacement.
+    pub blocked: Vec<String>,
+    /// Points credited for the card's fee.
+    pub fee_points: Decimal,
+    pub balance: BalanceView,
+}
+
+/// What an import of one customer did; stored as the request's first answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportOutcome {
+    pub account_id: String,
+    /// Every bucket's points.
+    pub points: Decimal,
+    pub buckets: u32,
+}
+
+/// What a merge did; stored as the request's first answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOutcome {
+    pub tx_id: String,
+    /// The customer's account, which now holds everything.
+    pub account_id: String,
+    /// The card's account, now empty.
+    pub merged_account_id: String,
+    /// Points moved (available and pending, certificates included), less the debt moved.
+    pub points: Decimal,
+    pub buckets: u32,
+}
+
 /// An event bonus or a manual adjustment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BonusOutcome {
@@ -168,9 +203,9 @@ pub enum StoredResponse {
     Refund(RefundOutcome),
     Enroll(EnrollOutcome),
     Bonus(BonusOutcome),
-    ReplaceCard(crate::cards::ReplaceCardOutcome),
-    Merge(crate::merge::MergeOutcome),
-    Import(crate::import::ImportOutcome),
+    ReplaceCard(ReplaceCardOutcome),
+    Merge(MergeOutcome),
+    Import(ImportOutcome),
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
@@ -197,7 +232,7 @@ from_stored! {
     Refund => RefundOutcome,
     Enroll => EnrollOutcome,
     Bonus => BonusOutcome,
-    ReplaceCard => crate::cards::ReplaceCardOutcome,
-    Merge => crate::merge::MergeOutcome,
-    Import => crate::import::ImportOutcome,
+    ReplaceCard => ReplaceCardOutcome,
+    Merge => MergeOutcome,
+    Import => ImportOutcome,
 }

@@ -7,49 +7,10 @@
 //! account's tags and birth date, so they see a change from the next call on.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::account::AccountState;
+pub use crate::account::{Consent, ConsentChannel, Gender};
 use crate::rejection::Rejection;
-
-/// The customer's gender as they state it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Gender {
-    Female,
-    Male,
-    /// Another answer, or the customer would rather not say.
-    Other,
-}
-
-/// A channel the program may send marketing through, with the customer's consent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ConsentChannel {
-    Sms,
-    Email,
-    Push,
-    Messenger,
-}
-
-impl ConsentChannel {
-    /// The name in audit notes and error fields.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConsentChannel::Sms => "sms",
-            ConsentChannel::Email => "email",
-            ConsentChannel::Push => "push",
-            ConsentChannel::Messenger => "messenger",
-        }
-    }
-}
-
-/// The customer's answer for one channel, and when it was given.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Consent {
-    pub channel: ConsentChannel,
-    pub granted: bool,
-    #[serde(with = "crate::timecode")]
-    pub changed_at: DateTime<Utc>,
-}
 
 /// Who asks for a change: the customer's own app may not give itself segment tags (tags earn
 /// offers), nor move a birth date once set (birthday bonuses).

@@ -619,7 +619,7 @@ impl<'p> Txn<'p> {
                 credit_id: format!("merged/{}", self.tx_id),
                 account_id: target,
                 points: self.owed_to_merged,
-                rule_id: crate::merge::MERGE_RULE_ID.to_owned(),
+                rule_id: crate::events::MERGE_RULE_ID.to_owned(),
                 reason: format!("settled for merged account {}", self.account.account_id),
                 transfer: None,
             });

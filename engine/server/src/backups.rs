@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use loyalty_store::BackupReport;
+use chrono::{DateTime, Utc};
+use loyalty_store::{BackupReport, Store};
 
-use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 
 /// Where backups go and how many stay.
@@ -52,24 +52,22 @@ fn is_backup(path: &Path) -> bool {
     path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with(PREFIX) && name.ends_with(SUFFIX))
 }
 
-impl Engine {
-    /// Takes an online backup into the configured folder and prunes old ones.
-    pub async fn backup_store(&self) -> EngineResult<BackupReport> {
-        let backups = self.backups().ok_or(EngineError::BackupUnavailable("storage.backup_dir is not set"))?;
-        let _one_at_a_time = backups.running.lock().await;
-        std::fs::create_dir_all(&backups.dir).map_err(|error| EngineError::Store(loyalty_store::StoreError::Io(error.to_string())))?;
-        let stamp = self.now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+impl Backups {
+    /// Takes an online backup of `store` into the folder, named by `now`, and prunes old ones.
+    pub async fn take(&self, store: &dyn Store, now: DateTime<Utc>) -> EngineResult<BackupReport> {
+        let _one_at_a_time = self.running.lock().await;
+        std::fs::create_dir_all(&self.dir).map_err(|error| EngineError::Store(loyalty_store::StoreError::Io(error.to_string())))?;
+        let stamp = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
         let path = (0..)
-            .map(|n| backups.dir.join(if n == 0 { format!("{PREFIX}{stamp}{SUFFIX}") } else { format!("{PREFIX}{stamp}-{n}{SUFFIX}") }))
+            .map(|n| self.dir.join(if n == 0 { format!("{PREFIX}{stamp}{SUFFIX}") } else { format!("{PREFIX}{stamp}-{n}{SUFFIX}") }))
             .find(|path| !path.exists())
-            .unwrap_or_else(|| backups.dir.join(format!("{PREFIX}{stamp}{SUFFIX}")));
+            .unwrap_or_else(|| self.dir.join(format!("{PREFIX}{stamp}{SUFFIX}")));
         let started = std::time::Instant::now();
-        let report = self
-            .store()
+        let report = store
             .backup(&path)
             .await?
             .ok_or(EngineError::BackupUnavailable("this store backs up with its own snapshots (ScyllaDB: nodetool snapshot)"))?;
-        let pruned = backups.prune().map_err(|error| EngineError::Store(loyalty_store::StoreError::Io(error.to_string())))?;
+        let pruned = self.prune().map_err(|error| EngineError::Store(loyalty_store::StoreError::Io(error.to_string())))?;
         tracing::info!(
             path = %report.path.display(),
             bytes = report.bytes,

@@ -288,7 +288,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .map_err(|problems| anyhow::anyhow!("invalid credentials file:\n  {}", problems.join("\n  ")))?,
         None => Default::default(),
     };
-    engine.access().set_rate_defaults(crate::auth::RateDefaults {
+    engine.access.set_rate_defaults(crate::auth::RateDefaults {
         per_second: config.security.rate_per_second_default,
         burst: config.security.burst_default,
     });
@@ -299,11 +299,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(program = generated.program_id.as_str(), path = %path.display(), "no credentials configured: an admin key was generated");
         println!("loyalty-engine admin key for program {} written to {}", generated.program_id, path.display());
     }
-    let refresh = crate::rule_admin::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
-    let credits = crate::credits::spawn_credit_applier(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
-    let relay = crate::credits::spawn_relay_recovery(Arc::clone(&engine), Duration::from_secs(10));
+    let refresh = crate::background::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
+    let credits = crate::background::spawn_credit_applier(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
+    let relay = crate::background::spawn_relay_recovery(Arc::clone(&engine), Duration::from_secs(10));
     let sweep = (config.schedule_sweep_minutes > 0)
-        .then(|| crate::rule_admin::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
+        .then(|| crate::background::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, store = ?store, tls = config.tls.describe(), "loyalty engine started");

@@ -7,7 +7,6 @@
 //! Referral rewards are not at the till's critical path: they reach the referrer within a moment.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use loyalty_core::Origin;
 use loyalty_core::events::PendingCredit;
@@ -15,22 +14,34 @@ use loyalty_core::ops::{self, BonusCmd};
 use loyalty_core::outcome::StoredResponse;
 use loyalty_core::receipt::OpKind;
 
-use crate::engine::{Engine, Route};
+use crate::checkout::{Checkout, Route};
+use crate::context::Context;
 use crate::error::EngineResult;
 use crate::programs::Program;
 
 /// Credits applied per program per round.
 const CREDITS_PER_ROUND: usize = 256;
 
-impl Engine {
+/// The credit applier, and the relay of side effects interrupted commits left behind.
+#[derive(Clone, Debug)]
+pub struct Credits {
+    ctx: Arc<Context>,
+    checkout: Checkout,
+}
+
+impl Credits {
+    pub fn new(ctx: Arc<Context>, checkout: Checkout) -> Self {
+        Credits { ctx, checkout }
+    }
+
     /// Applies pending credits of every program (a page each); returns how many were applied.
     /// A credit that fails is logged and left for the next round.
-    pub async fn apply_pending_credits(&self) -> EngineResult<usize> {
+    pub async fn apply_pending(&self) -> EngineResult<usize> {
         let mut applied = 0;
-        for program_id in self.programs().ids() {
-            let Some(program) = self.programs().get(&program_id) else { continue };
-            for credit in self.store().pending_credits(&program_id, CREDITS_PER_ROUND).await? {
-                match self.apply_credit(&program, &credit).await {
+        for program_id in self.ctx.programs.ids() {
+            let Some(program) = self.ctx.programs.get(&program_id) else { continue };
+            for credit in self.ctx.accounts.store.pending_credits(&program_id, CREDITS_PER_ROUND).await? {
+                match self.apply(&program, &credit).await {
                     Ok(()) => applied += 1,
                     Err(error) => {
                         tracing::warn!(program = program_id.as_str(), credit = credit.credit_id.as_str(), %error, "credit not applied; will retry")
@@ -44,64 +55,44 @@ impl Engine {
         Ok(applied)
     }
 
-    pub(crate) async fn apply_credit(&self, program: &Arc<Program>, credit: &PendingCredit) -> EngineResult<()> {
+    /// Applies one credit (once: it is keyed by its ID on the account it pays), then forgets it.
+    pub async fn apply(&self, program: &Arc<Program>, credit: &PendingCredit) -> EngineResult<()> {
         let origin = Origin::system(if credit.rule_id == loyalty_core::merge::MERGE_RULE_ID { "merge" } else { "referral" });
         let cmd = BonusCmd::Credit(credit.clone());
         let route = Route::Account(&credit.account_id);
-        self.receipt_call(program, &origin, route, &credit.credit_id, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
-            ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
-        })
-        .await?;
+        self.checkout
+            .receipt_call(program, &origin, route, &credit.credit_id, OpKind::Bonus, "", &cmd, |checkout, txn, _receipt| {
+                ops::bonus(checkout, txn, &cmd).map(StoredResponse::Bonus)
+            })
+            .await?;
         // Applied (or found applied): now it may be forgotten.
-        self.store().delete_credit(program.id(), &credit.credit_id).await?;
+        self.ctx.accounts.store.delete_credit(program.id(), &credit.credit_id).await?;
         Ok(())
     }
-}
 
-/// Applies credits as soon as a commit owes some, and every `every` in case a round failed or
-/// another engine's commit owes them.
-pub fn spawn_credit_applier(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
-    let weak = Arc::downgrade(&engine);
-    drop(engine);
-    tokio::spawn(async move {
-        loop {
-            let Some(engine) = weak.upgrade() else { break };
-            if let Err(error) = engine.apply_pending_credits().await {
-                tracing::warn!(%error, "applying credits failed; will retry");
-            }
-            let due = async {
-                engine.credits_due.notified().await;
-            };
-            tokio::select! {
-                () = due => {}
-                () = tokio::time::sleep(every) => {}
-            }
-        }
-    })
-}
-
-/// Runs the store's relay recovery (see `Store::relay`) for every program every `every`: side
-/// effects of commits whose engine crashed before relaying them reach the outbox and the credits
-/// table within the store's grace period plus `every`.
-pub fn spawn_relay_recovery(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
-    let weak = Arc::downgrade(&engine);
-    drop(engine);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(engine) = weak.upgrade() else { break };
-            for program_id in engine.programs().ids() {
-                match engine.store().relay(&program_id).await {
-                    Ok(0) => {}
-                    Ok(relayed) => {
-                        tracing::info!(program = program_id.as_str(), relayed, "relayed side effects of interrupted commits");
-                        engine.credits_due.notify_one();
-                    }
-                    Err(error) => tracing::warn!(program = program_id.as_str(), %error, "relay recovery failed; will retry"),
+    /// Runs the store's relay recovery (see `Store::relay`) for every program once: side effects
+    /// of commits whose engine crashed before relaying them reach the outbox and the credits
+    /// table. Returns how many were relayed; the credit applier is woken when any were.
+    pub async fn relay_interrupted(&self) -> usize {
+        let mut total = 0;
+        for program_id in self.ctx.programs.ids() {
+            match self.ctx.accounts.store.relay(&program_id).await {
+                Ok(0) => {}
+                Ok(relayed) => {
+                    tracing::info!(program = program_id.as_str(), relayed, "relayed side effects of interrupted commits");
+                    total += relayed;
                 }
+                Err(error) => tracing::warn!(program = program_id.as_str(), %error, "relay recovery failed; will retry"),
             }
         }
-    })
+        if total > 0 {
+            self.ctx.credits_due.notify_one();
+        }
+        total
+    }
+
+    /// Resolves when a commit wrote credits owed to other accounts.
+    pub async fn due(&self) {
+        self.ctx.credits_due.notified().await;
+    }
 }

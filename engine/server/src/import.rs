@@ -13,20 +13,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use loyalty_core::Origin;
-use loyalty_core::fingerprint::fingerprint;
-use loyalty_core::identity::{self, IdentityKey, IdentityKind};
-use loyalty_core::import::{self, ImportOutcome, Opening, OpeningBucket};
-use loyalty_core::outcome::StoredResponse;
-use loyalty_core::receipt::{CallRecord, OpKind};
+use loyalty_core::identity;
+use loyalty_core::import::{ImportOutcome, Opening, OpeningBucket};
 use loyalty_core::rejection::Rejection;
-use loyalty_core::txn::Txn;
 use loyalty_core::{Decimal, profile::Gender};
-use loyalty_store::{Commit, RequestWrite};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
-use crate::engine::{Attempt, Engine, commit_of};
-use crate::error::{EngineError, EngineResult};
+use crate::engine::Engine;
+use crate::error::EngineError;
 use crate::grpc::convert;
 use crate::programs::Program;
 
@@ -166,63 +161,6 @@ fn parse(line: &str, program: &Program, now: DateTime<Utc>) -> Result<Opening, (
         Ok::<_, Rejection>(opening)
     })();
     opening.map_err(|rejection| (Some(id), rejection))
-}
-
-/// Opens the account of one imported customer, once: idempotent by the row's ID (claimed as
-/// `import/<id>`); the same ID with other content is an idempotency conflict. A customer whose
-/// phone, card or app token another account holds is refused, never merged.
-pub async fn import_customer(
-    engine: &Engine,
-    program: &Program,
-    origin: &Origin,
-    opening: &Opening,
-) -> EngineResult<(ImportOutcome, bool)> {
-    let program_id = program.policy.program_id.as_str();
-    // The row alone: a rerun from another machine or till is the same import.
-    let print = &fingerprint(OpKind::Import, opening);
-    let key = &format!("import/{}", opening.id);
-    let identities = &opening.identities();
-    engine
-        .until_committed(|| async move {
-            if let Some(outcome) = engine.replayed_request(program_id, key, &opening.id, print).await? {
-                return Ok(Attempt::Done((outcome, false)));
-            }
-            // After the replay: a row imported before stays "imported before" when a bucket of it
-            // has expired since.
-            opening.check(&program.policy, engine.now_in(program_id))?;
-            for identity in identities {
-                if engine.resolve(program_id, identity).await?.is_some() {
-                    return Err(taken(identity).into());
-                }
-            }
-            let account_id = engine.ids().account_id(&format!("import/{program_id}/{}", opening.id));
-            let slot = engine.slot(program_id, &account_id);
-            let mut guard = slot.lock().await;
-            let now = engine.now_in(program_id);
-            let fresh = loyalty_core::account::AccountState::new(account_id, false, now);
-            let mut txn = Txn::begin(&program.policy, &fresh, now, engine.ids().transaction_id(), origin.clone());
-            let outcome = import::open_account(&program.checkout(), &mut txn, opening)?;
-            let record =
-                CallRecord { op: OpKind::Import, key: key.clone(), fingerprint: *print, response: StoredResponse::Import(outcome.clone()) };
-            let commit = Commit {
-                identity_claims: identities.clone(),
-                request: Some(RequestWrite { request_id: key.clone(), record }),
-                ..commit_of(program_id, 0, txn.finish_all()?)
-            };
-            Ok(match engine.commit(&mut guard, commit).await? {
-                Some(_) => Attempt::Done((outcome, true)),
-                None => Attempt::Again,
-            })
-        })
-        .await
-}
-
-fn taken(identity: &IdentityKey) -> Rejection {
-    match identity.kind {
-        IdentityKind::Phone => Rejection::PhoneAlreadyRegistered,
-        IdentityKind::Card => Rejection::IdentifierTaken { kind: "card" },
-        IdentityKind::AppToken => Rejection::IdentifierTaken { kind: "app token" },
-    }
 }
 
 /// Where the rejects of `file` go unless told: beside it, `<file>.rejects.jsonl`.
@@ -367,7 +305,7 @@ async fn row_outcome(engine: &Engine, program: &Program, origin: &Origin, line: 
         Ok(opening) => opening,
         Err((id, rejection)) => return Ok(rejected(id, rejection)),
     };
-    match import_customer(engine, program, origin, &opening).await {
+    match engine.customers.import(program, origin, &opening).await {
         Ok((outcome, true)) => Ok(RowOutcome::Imported(outcome)),
         Ok((_, false)) => Ok(RowOutcome::Already),
         Err(EngineError::Rejected(rejection)) => Ok(rejected(Some(opening.id), rejection)),

@@ -1,27 +1,42 @@
 //! The loyalty engine's server: the `loyalty.v1` gRPC API over a [`loyalty_store::Store`].
 //!
 //! Components, from the socket inwards:
-//! - [`server::serve`]: the tonic server (checkout service, health, reflection) on a given listener.
-//! - [`grpc`]: request validation and wire conversion ([`grpc::convert`]), the one mapping of errors
-//!   to gRPC statuses ([`grpc::status`]), and the handlers ([`grpc::service`]).
-//! - [`engine::Engine`]: identity resolution, per-account locking and caching ([`accounts`]),
-//!   idempotent replays, the domain operation, and the conditional commit.
-//! - [`programs`]: each program's policy and earning rule; [`config`]: file, flags and validation.
+//! - [`server::serve`]: the tonic server (checkout and admin services, health, reflection) on a
+//!   given listener.
+//! - [`grpc`]: the gate every call passes ([`grpc::gate`]: API key, rate, deadline), request
+//!   validation and wire conversion ([`grpc::convert`]), the one mapping of errors to gRPC statuses
+//!   ([`grpc::status`]), and the handlers ([`grpc::service`], [`grpc::admin`]).
+//! - [`auth`]: credentials, keys, rates and what each caller may do; the installed credentials
+//!   ([`auth::registry::Access`]) are shared by the gate and the engine.
+//! - [`engine::Engine`]: the parts the handlers call, over one shared [`context::Context`]:
+//!   [`checkout`] (the till's receipt calls and reads), [`customers`] (enrolment, import, codes,
+//!   profiles, cards, merges, erasure), [`credits`] and [`sweep`] (work behind the calls, run by
+//!   [`background`]), [`rule_admin`] and [`sandbox`] (rules versions and test clocks, kept as
+//!   [`documents`] like the credentials).
+//! - [`accounts`]: identifier resolution, per-account locking and caching, the checked reads;
+//!   [`commit`]: the one commit path every call's write takes, with its bounded retries.
+//! - [`programs`]: each program's policy and compiled rules; [`config`]: file, flags and validation.
 //! - [`clock`] and [`ids`]: the injected time and ID sources.
 //! - [`drain`]: the calls inside the engine, so that a stopping engine shuts its store after the last.
 //! - [`backups`]: online backups of the embedded store (`BackupStore`), pruned to the newest few.
-//! - [`sandbox`]: test clocks for sandbox programs (`Engine::now_in`, `AdvanceClock`).
+//! - [`import`]: `loyalty-engine import`, a chain's customers loaded from a JSON-lines file.
 //! - [`cli`] and [`telemetry`]: the binary's command line, logs and Prometheus metrics.
 //! - [`tls`]: TLS and optional mutual TLS on the gRPC server, and the client-certificate fingerprint.
+//! - [`error`]: the engine's typed errors, mapped to gRPC statuses in one place ([`grpc::status`]).
 
 pub mod accounts;
 pub mod auth;
+pub mod background;
 pub mod backups;
+pub mod checkout;
 pub mod cli;
 pub mod clock;
+pub mod commit;
 pub mod config;
+pub mod context;
 pub mod credits;
 pub mod customers;
+pub mod documents;
 pub mod drain;
 pub mod engine;
 pub mod error;

@@ -15,10 +15,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::auth::Gate;
 use crate::config::LimitsConfig;
 use crate::engine::Engine;
 use crate::grpc::admin::AdminApi;
+use crate::grpc::gate::Gate;
 use crate::grpc::service::LoyaltyApi;
 
 /// How often health follows the store's state.
@@ -63,7 +63,7 @@ pub async fn serve(
             let mut serving = true;
             loop {
                 tokio::time::sleep(HEALTH_POLL).await;
-                let writable = engine.store().is_writable();
+                let writable = engine.is_writable();
                 if writable != serving {
                     serving = writable;
                     let status = if writable { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -94,7 +94,7 @@ pub async fn serve(
             |builder, service| builder.with_service_name(*service),
         )
     };
-    let gate = Gate::new(Arc::clone(&engine));
+    let gate = Gate::new(Arc::clone(&engine.access));
     let checkout = LoyaltyApi::new(engine, limits.clone());
     // Rule documents may be larger than checkout calls: the admin service takes up to 16 MiB.
     let admin_bytes_max = limits.message_bytes_max.max(16 << 20);

@@ -11,7 +11,8 @@ use loyalty_core::outcome::StoredResponse;
 use loyalty_core::receipt::OpKind;
 use loyalty_core::rules::evaluate::evaluate_schedule;
 
-use crate::engine::{Engine, Route};
+use crate::checkout::{Checkout, Route};
+use crate::context::Context;
 use crate::error::EngineResult;
 use crate::programs::Program;
 
@@ -28,23 +29,35 @@ pub struct SweepReport {
     pub expiry_notices: usize,
 }
 
-impl Engine {
+/// The sweep (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    ctx: Arc<Context>,
+    checkout: Checkout,
+}
+
+impl Sweep {
+    pub fn new(ctx: Arc<Context>, checkout: Checkout) -> Self {
+        Sweep { ctx, checkout }
+    }
+
     /// Sweeps every account of one program once.
-    pub async fn sweep(&self, program: &Arc<Program>) -> EngineResult<SweepReport> {
+    pub async fn run(&self, program: &Arc<Program>) -> EngineResult<SweepReport> {
         let program_id = program.id();
         let origin = Origin::system("schedule");
         let mut report = SweepReport::default();
         let mut cursor = String::new();
         loop {
-            let page = self.store().account_ids(program_id, &cursor, PAGE).await?;
+            let store = &self.ctx.accounts.store;
+            let page = store.account_ids(program_id, &cursor, PAGE).await?;
             for account_id in &page.ids {
-                let Some(stored) = self.store().account(program_id, account_id).await? else { continue };
+                let Some(stored) = store.account(program_id, account_id).await? else { continue };
                 // A merged card's emptied account: its customer is swept under their own account.
                 if stored.value.merged_into.is_some() {
                     continue;
                 }
                 report.accounts += 1;
-                let now = self.now_in(program_id);
+                let now = self.ctx.now_in(program_id);
                 let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)
                     .into_iter()
                     .map(|(award, occasion)| {
@@ -61,16 +74,17 @@ impl Engine {
                 }
                 for (key, cmd) in due {
                     // Done before: skip without taking the account's lock.
-                    if self.store().receipt(program_id, &key).await?.is_some() {
+                    if store.receipt(program_id, &key).await?.is_some() {
                         continue;
                     }
                     // Done before under the key of earlier releases (without the account: only the
                     // first account swept ever got it), for this account: not again.
                     let legacy = key.replacen(&format!("/{account_id}/"), "/", 1);
-                    if self.store().receipt(program_id, &legacy).await?.is_some_and(|receipt| receipt.value.account_id == *account_id) {
+                    if store.receipt(program_id, &legacy).await?.is_some_and(|receipt| receipt.value.account_id == *account_id) {
                         continue;
                     }
                     let response = self
+                        .checkout
                         .receipt_call(
                             program,
                             &origin,

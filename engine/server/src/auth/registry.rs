@@ -7,19 +7,18 @@
 //! the configured credentials file, or, for a program with none, a generated admin key written to
 //! a file only the engine's user can read.
 //!
-//! The documents live in the store's versioned-document rows under the key `<program>#access`:
-//! `#` is not allowed in program IDs, so it can never meet a program's rules.
+//! The documents are versioned documents (`documents`) under the key `<program>#access`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use loyalty_store::StoredRules;
 
+use crate::auth::caller::RateDefaults;
 use crate::auth::credential::{AccessDocument, CREDENTIALS_MAX, Credential};
-use crate::auth::gate::RateDefaults;
-use crate::engine::Engine;
+use crate::documents::{Changed, Documents, Edit, First, VersionNote};
 use crate::error::{EngineError, EngineResult};
 
 /// The store key of a program's access document.
@@ -34,26 +33,28 @@ pub struct ProgramAccess {
     pub credentials: HashMap<String, Arc<Credential>>,
 }
 
-/// Every program's installed credentials, and the rate of credentials that set none.
+/// Every program's installed credentials, the rate of credentials that set none, and the stored
+/// versions they come from. The gate checks calls against it; the admin API changes it.
 #[derive(Debug)]
 pub struct Access {
     programs: DashMap<String, Arc<ProgramAccess>>,
     rate_per_second_default: AtomicU32,
     burst_default: AtomicU32,
+    documents: Documents,
 }
 
-impl Default for Access {
-    fn default() -> Self {
+impl Access {
+    /// No credentials installed yet (see [`Access::bootstrap`]); the default rates.
+    pub fn new(documents: Documents) -> Self {
         let defaults = crate::auth::seed::SecurityConfig::default();
         Access {
             programs: DashMap::new(),
             rate_per_second_default: AtomicU32::new(defaults.rate_per_second_default),
             burst_default: AtomicU32::new(defaults.burst_default),
+            documents,
         }
     }
-}
 
-impl Access {
     pub fn set_rate_defaults(&self, defaults: RateDefaults) {
         self.rate_per_second_default.store(defaults.per_second, Ordering::Relaxed);
         self.burst_default.store(defaults.burst, Ordering::Relaxed);
@@ -101,140 +102,145 @@ pub struct BootstrapKey {
     pub api_key: String,
 }
 
-fn decode(program_id: &str, stored: &StoredRules) -> EngineResult<AccessDocument> {
-    serde_json::from_str(&stored.document).map_err(|error| {
-        EngineError::Internal(format!("program {program_id}: stored access version {} unreadable: {error}", stored.version))
-    })
-}
-
-fn encode(document: &AccessDocument) -> EngineResult<String> {
-    serde_json::to_string(document).map_err(|error| EngineError::Internal(error.to_string()))
-}
-
-impl Engine {
+impl Access {
     /// At start: installs each program's latest credentials; a program with none stored gets the
     /// configured ones (`seeds`) as version 1, or, with none configured, a generated admin key,
     /// returned so the caller can hand it to the operator.
-    pub async fn bootstrap_access(&self, seeds: &HashMap<String, Vec<Credential>>) -> EngineResult<Vec<BootstrapKey>> {
+    pub async fn bootstrap(
+        &self,
+        program_ids: &[String],
+        seeds: &HashMap<String, Vec<Credential>>,
+        now: DateTime<Utc>,
+    ) -> EngineResult<Vec<BootstrapKey>> {
         let mut generated = Vec::new();
-        for program_id in self.programs().ids() {
-            let key = access_key(&program_id);
-            if self.store().latest_rules(&key).await?.is_none() {
-                let (credentials, author, bootstrap) = match seeds.get(&program_id) {
-                    Some(seeded) => (seeded.clone(), "file:credentials".to_owned(), None),
-                    None => {
-                        let api_key = crate::auth::keys::generate(&program_id, "bootstrap-admin")
-                            .map_err(|error| EngineError::Internal(format!("no random source: {error}")))?;
-                        let credential = Credential {
-                            id: "bootstrap-admin".into(),
-                            label: "generated at first start".into(),
-                            scopes: vec![crate::auth::Scope::Admin],
-                            stores: Vec::new(),
-                            operations: Vec::new(),
-                            rate_per_second: 0,
-                            burst: 0,
-                            key_sha256: crate::auth::keys::digest(&api_key),
-                            client_cert_sha256: None,
-                            created_at: self.now(),
-                            created_by: "system:bootstrap".into(),
-                            revoked_at: None,
-                            revoked_by: None,
-                        };
-                        (vec![credential], "system:bootstrap".to_owned(), Some(api_key))
-                    }
-                };
-                let first = StoredRules {
-                    version: 1,
-                    document: encode(&AccessDocument { credentials })?,
-                    created_at: self.now(),
-                    author,
-                    comment: "initial credentials".into(),
-                };
-                // Another engine starting at the same time may store version 1 first: use theirs.
-                if self.store().put_rules(&key, first).await?
-                    && let Some(api_key) = bootstrap
-                {
-                    generated.push(BootstrapKey { program_id: program_id.clone(), api_key });
-                }
+        for program_id in program_ids {
+            let mut bootstrap_key = None;
+            let (latest, ours) = self
+                .documents
+                .bootstrap(&access_key(program_id), now, || {
+                    let (credentials, author) = match seeds.get(program_id) {
+                        Some(seeded) => (seeded.clone(), "file:credentials".to_owned()),
+                        None => {
+                            let (credential, api_key) = bootstrap_admin(program_id, now)?;
+                            bootstrap_key = Some(api_key);
+                            (vec![credential], "system:bootstrap".to_owned())
+                        }
+                    };
+                    Ok(First { document: AccessDocument { credentials }, author, comment: "initial credentials".into() })
+                })
+                .await?;
+            if ours && let Some(api_key) = bootstrap_key {
+                generated.push(BootstrapKey { program_id: program_id.clone(), api_key });
             }
-            self.refresh_program_access(&program_id).await?;
+            if latest.version != self.version(program_id) {
+                self.install(program_id, latest.version, latest.document);
+                tracing::info!(program = program_id.as_str(), version = latest.version, "credentials installed");
+            }
         }
         Ok(generated)
     }
 
-    async fn refresh_program_access(&self, program_id: &str) -> EngineResult<bool> {
-        let key = access_key(program_id);
-        let head = self.store().rules_head(&key).await?;
-        if head == self.access().version(program_id) {
-            return Ok(false);
-        }
-        let stored = self.store().latest_rules(&key).await?.ok_or_else(|| EngineError::Internal("access document vanished".into()))?;
-        self.access().install(program_id, stored.version, decode(program_id, &stored)?);
-        tracing::info!(program = program_id, version = stored.version, "credentials installed");
-        Ok(true)
-    }
-
     /// Brings in credential versions other engines stored (a revocation, say). Returns how many
     /// programs changed.
-    pub async fn refresh_access(&self) -> EngineResult<usize> {
+    pub async fn refresh(&self, program_ids: &[String]) -> EngineResult<usize> {
         let mut changed = 0;
-        for program_id in self.programs().ids() {
-            changed += usize::from(self.refresh_program_access(&program_id).await?);
+        for program_id in program_ids {
+            if let Some(latest) = self.documents.newer::<AccessDocument>(&access_key(program_id), self.version(program_id)).await? {
+                self.install(program_id, latest.version, latest.document);
+                tracing::info!(program = program_id.as_str(), version = latest.version, "credentials installed");
+                changed += 1;
+            }
         }
         Ok(changed)
     }
 
     /// Stores a change to a program's credentials as the next version, if `expected_version` is
     /// still the latest, and installs it.
-    pub async fn change_access(&self, program_id: &str, expected_version: u64, edit: AccessEdit, author: &str) -> EngineResult<u64> {
-        let key = access_key(program_id);
-        let stored = self.store().latest_rules(&key).await?;
-        let current = stored.as_ref().map_or(0, |stored| stored.version);
-        if current != expected_version {
-            return Err(EngineError::AccessVersionConflict { program_id: program_id.to_owned(), current });
-        }
-        let mut document = match &stored {
-            Some(stored) => decode(program_id, stored)?,
-            None => AccessDocument::default(),
-        };
-        let comment = match edit {
-            AccessEdit::Create(credential) => {
-                if document.get(&credential.id).is_some() {
-                    return Err(loyalty_core::rejection::Rejection::invalid("credential_id", "already exists in this program").into());
-                }
-                if document.credentials.len() >= CREDENTIALS_MAX {
-                    return Err(loyalty_core::rejection::Rejection::invalid(
-                        "credential_id",
-                        format!("a program has at most {CREDENTIALS_MAX} credentials; revoke unused ones"),
-                    )
-                    .into());
-                }
-                let comment = format!("created {} ({})", credential.id, scope_list(&credential));
-                document.credentials.push(*credential);
-                comment
+    pub async fn change(
+        &self,
+        program_id: &str,
+        expected_version: u64,
+        edit: AccessEdit,
+        author: &str,
+        now: DateTime<Utc>,
+    ) -> EngineResult<u64> {
+        let changed = self
+            .documents
+            .change(&access_key(program_id), Some(expected_version), author, now, |document: Option<AccessDocument>| {
+                let mut document = document.unwrap_or_default();
+                let comment = apply(&mut document, edit, author, now)?;
+                Ok(Edit::Write { document, comment, value: () })
+            })
+            .await?;
+        match changed {
+            Changed::Stored { version, document, .. } => {
+                self.install(program_id, version, document);
+                Ok(version)
             }
-            AccessEdit::Revoke { credential_id } => {
-                let now = self.now();
-                let credential = document
-                    .credentials
-                    .iter_mut()
-                    .find(|credential| credential.id == credential_id)
-                    .ok_or_else(|| EngineError::CredentialNotFound(credential_id.clone()))?;
-                if credential.revoked_at.is_none() {
-                    credential.revoked_at = Some(now);
-                    credential.revoked_by = Some(author.to_owned());
-                }
-                format!("revoked {credential_id}")
-            }
-        };
-        let next =
-            StoredRules { version: current + 1, document: encode(&document)?, created_at: self.now(), author: author.to_owned(), comment };
-        if !self.store().put_rules(&key, next).await? {
-            let current = self.store().rules_head(&key).await?;
-            return Err(EngineError::AccessVersionConflict { program_id: program_id.to_owned(), current });
+            Changed::Kept(()) => Ok(expected_version),
+            Changed::Conflict { current } => Err(EngineError::AccessVersionConflict { program_id: program_id.to_owned(), current }),
         }
-        self.access().install(program_id, current + 1, document);
-        Ok(current + 1)
+    }
+
+    /// The notes of a program's credential versions below `before`, newest first (the audit
+    /// trail), and the version to continue below.
+    pub async fn history(&self, program_id: &str, before: u64, limit: usize) -> EngineResult<(Vec<VersionNote>, u64)> {
+        self.documents.history(&access_key(program_id), before, limit).await
+    }
+}
+
+/// A generated admin credential for a program with none configured, and its key.
+fn bootstrap_admin(program_id: &str, now: DateTime<Utc>) -> EngineResult<(Credential, String)> {
+    let api_key = crate::auth::keys::generate(program_id, "bootstrap-admin")
+        .map_err(|error| EngineError::Internal(format!("no random source: {error}")))?;
+    let credential = Credential {
+        id: "bootstrap-admin".into(),
+        label: "generated at first start".into(),
+        scopes: vec![crate::auth::Scope::Admin],
+        stores: Vec::new(),
+        operations: Vec::new(),
+        rate_per_second: 0,
+        burst: 0,
+        key_sha256: crate::auth::keys::digest(&api_key),
+        client_cert_sha256: None,
+        created_at: now,
+        created_by: "system:bootstrap".into(),
+        revoked_at: None,
+        revoked_by: None,
+    };
+    Ok((credential, api_key))
+}
+
+/// Applies one edit to a document; returns the version's comment.
+fn apply(document: &mut AccessDocument, edit: AccessEdit, author: &str, now: DateTime<Utc>) -> EngineResult<String> {
+    match edit {
+        AccessEdit::Create(credential) => {
+            if document.get(&credential.id).is_some() {
+                return Err(loyalty_core::rejection::Rejection::invalid("credential_id", "already exists in this program").into());
+            }
+            if document.credentials.len() >= CREDENTIALS_MAX {
+                return Err(loyalty_core::rejection::Rejection::invalid(
+                    "credential_id",
+                    format!("a program has at most {CREDENTIALS_MAX} credentials; revoke unused ones"),
+                )
+                .into());
+            }
+            let comment = format!("created {} ({})", credential.id, scope_list(&credential));
+            document.credentials.push(*credential);
+            Ok(comment)
+        }
+        AccessEdit::Revoke { credential_id } => {
+            let credential = document
+                .credentials
+                .iter_mut()
+                .find(|credential| credential.id == credential_id)
+                .ok_or_else(|| EngineError::CredentialNotFound(credential_id.clone()))?;
+            if credential.revoked_at.is_none() {
+                credential.revoked_at = Some(now);
+                credential.revoked_by = Some(author.to_owned());
+            }
+            Ok(format!("revoked {credential_id}"))
+        }
     }
 }
 

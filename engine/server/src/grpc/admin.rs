@@ -107,17 +107,10 @@ impl AdminApi {
     ) -> EngineResult<pb::RulesChanged> {
         let program = self.api.program(program_id)?;
         let comment = convert::reason(comment)?;
-        let changed = self
-            .api
-            .engine()
-            .change_rules(RuleChange {
-                program_id: program.id().to_owned(),
-                expected_version,
-                edit,
-                author: caller.credential.id.clone(),
-                comment,
-            })
-            .await?;
+        let engine = self.api.engine();
+        let change =
+            RuleChange { program_id: program.id().to_owned(), expected_version, edit, author: caller.credential.id.clone(), comment };
+        let changed = engine.rules().change(change, engine.now_in(program.id())).await?;
         Ok(pb::RulesChanged {
             program_id: changed.id().to_owned(),
             version: changed.rules.version(),
@@ -218,7 +211,7 @@ impl ProgramAdmin for AdminApi {
                 let account = match req.customer.as_ref() {
                     Some(customer) => {
                         let key = convert::customer(Some(customer), policy)?;
-                        engine.find_account(&program, &key).await?.state
+                        engine.checkout.find_account(&program, &key).await?.state
                     }
                     None => {
                         let mut account = AccountState::new(String::new(), true, at);
@@ -279,8 +272,12 @@ impl ProgramAdmin for AdminApi {
                 }
                 let reason = convert::reason(&req.reason)?;
                 let origin = Origin { store_id: "admin".to_owned(), till_id: "admin".to_owned(), actor: caller.credential.id.clone() };
-                let outcome =
-                    self.api.engine().bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason }).await?;
+                let outcome = self
+                    .api
+                    .engine()
+                    .checkout
+                    .bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason })
+                    .await?;
                 Ok(convert::bonus(&program.policy, &outcome))
             })
             .await
@@ -343,7 +340,7 @@ impl ProgramAdmin for AdminApi {
                     limit if limit <= EVENTS_PAGE_MAX => limit,
                     _ => return Err(Rejection::invalid("limit", format!("at most {EVENTS_PAGE_MAX}")).into()),
                 };
-                let records = self.api.engine().store().outbox_page(program.id(), req.after_seq, limit as usize).await?;
+                let records = self.api.engine().outbox_page(program.id(), req.after_seq, limit as usize).await?;
                 let policy = &program.policy;
                 Ok(pb::ReadEventsResponse {
                     last_seq: records.last().map_or(req.after_seq, |record| record.seq),
@@ -418,16 +415,9 @@ impl ProgramAdmin for AdminApi {
                     revoked_at: None,
                     revoked_by: None,
                 };
-                let version = self
-                    .api
-                    .engine()
-                    .change_access(
-                        program.id(),
-                        req.expected_version,
-                        AccessEdit::Create(Box::new(credential.clone())),
-                        &caller.credential.id,
-                    )
-                    .await?;
+                let engine = self.api.engine();
+                let edit = AccessEdit::Create(Box::new(credential.clone()));
+                let version = engine.access.change(program.id(), req.expected_version, edit, &caller.credential.id, engine.now()).await?;
                 Ok(pb::CreateCredentialResponse { credential: Some(security::credential(program.id(), &credential)), api_key, version })
             })
             .await
@@ -441,7 +431,8 @@ impl ProgramAdmin for AdminApi {
             .handle("RevokeCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let edit = AccessEdit::Revoke { credential_id: req.credential_id.clone() };
-                let version = self.api.engine().change_access(program.id(), req.expected_version, edit, &caller.credential.id).await?;
+                let engine = self.api.engine();
+                let version = engine.access.change(program.id(), req.expected_version, edit, &caller.credential.id, engine.now()).await?;
                 Ok(pb::CredentialsChanged { version })
             })
             .await
@@ -457,7 +448,7 @@ impl ProgramAdmin for AdminApi {
         self.api
             .handle("ListCredentials", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
                 let program = self.api.program(&req.program_id)?;
-                let access = self.api.engine().access();
+                let access = &self.api.engine().access;
                 Ok(pb::ListCredentialsResponse {
                     version: access.version(program.id()),
                     credentials: access
@@ -491,7 +482,7 @@ impl ProgramAdmin for AdminApi {
             .handle("ExportCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
                 let program = self.api.program(&req.program_id)?;
                 let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
-                let snapshot = self.api.engine().find_account(&program, &customer).await?;
+                let snapshot = self.api.engine().checkout.find_account(&program, &customer).await?;
                 // Who exported whose data goes to the log by IDs only.
                 tracing::info!(
                     credential = caller.credential.id.as_str(),
@@ -515,7 +506,8 @@ impl ProgramAdmin for AdminApi {
                 if reason.trim().is_empty() {
                     return Err(Rejection::invalid("reason", "required: kept in the account's audit trail").into());
                 }
-                let (account_id, erased_at) = self.api.engine().erase_customer(&program, &customer, &caller.credential.id, &reason).await?;
+                let (account_id, erased_at) =
+                    self.api.engine().customers.erase_customer(&program, &customer, &caller.credential.id, &reason).await?;
                 tracing::info!(credential = caller.credential.id.as_str(), account = account_id.as_str(), "customer data erased");
                 Ok(pb::EraseCustomerResponse { account_id, erased_at: Some(convert::timestamp(erased_at)) })
             })

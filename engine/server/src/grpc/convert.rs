@@ -404,6 +404,23 @@ pub fn ledger_entry(program: &ProgramPolicy, entry: &LedgerEntry) -> pb::LedgerE
     }
 }
 
+/// A ledger page token (`seq:<n>`, a previous page's `next_page_token`) as the seq the page
+/// continues before; no token starts from the newest entry.
+pub fn page_token(field: &str, token: &str) -> Result<u64, Rejection> {
+    match token {
+        "" => Ok(u64::MAX),
+        token => token
+            .strip_prefix("seq:")
+            .and_then(|seq| seq.parse::<u64>().ok())
+            .ok_or_else(|| Rejection::invalid(field, "not a token from a previous page")),
+    }
+}
+
+/// The token of a ledger page's next page (see [`page_token`]); empty on the last page.
+pub fn next_page_token(next_seq: Option<u64>) -> String {
+    next_seq.map(|seq| format!("seq:{seq}")).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,5 +439,15 @@ mod tests {
         let program = ProgramPolicy::with_defaults("p");
         assert_eq!(points(&program, Decimal::new(1200, 1)), "120");
         assert_eq!(money(&program, Decimal::new(5, 1)), "0.50");
+    }
+
+    #[test]
+    fn ledger_page_tokens_round_trip_and_strangers_are_refused() {
+        assert_eq!(page_token("page_token", ""), Ok(u64::MAX));
+        assert_eq!(page_token("page_token", &next_page_token(Some(42))), Ok(42));
+        assert_eq!(next_page_token(None), "");
+        for bad in ["42", "seq:", "seq:-1", "r1a2"] {
+            assert!(page_token("page_token", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! The gRPC edge: wire conversions, the status mapping, and the checkout and admin services.
+//! The gRPC edge: the gate every call passes, wire conversions, the status mapping, and the
+//! checkout and admin services.
 
 pub mod admin;
 pub mod convert;
+pub mod gate;
 pub mod log_limit;
 pub mod runtime_lag;
 pub mod security;

@@ -7,7 +7,6 @@ use loyalty_core::program::ProgramPolicy;
 use loyalty_core::rejection::Rejection;
 use loyalty_proto::admin as pb;
 
-use crate::auth::registry::access_key;
 use crate::auth::{Credential, Scope};
 use crate::engine::Engine;
 use crate::error::EngineResult;
@@ -122,29 +121,17 @@ pub async fn read_audit(engine: &Engine, program: &Program, req: &pb::ReadAuditR
         size if size <= AUDIT_PAGE_MAX => size,
         _ => return Err(Rejection::invalid("page_size", format!("at most {AUDIT_PAGE_MAX}")).into()),
     } as usize;
-    let program_id = program.id();
-    let account_id = match (&req.customer, req.account_id.as_str()) {
-        (Some(customer), _) => Some(engine.resolve_customer(program_id, &convert::customer(Some(customer), &program.policy)?).await?),
-        (None, "") => None,
-        (None, raw) => Some(convert::id("account_id", raw, 128)?),
+    let customer = req.customer.as_ref().map(|customer| convert::customer(Some(customer), &program.policy)).transpose()?;
+    let account_id = match (&customer, req.account_id.as_str()) {
+        (Some(_), _) => String::new(),
+        (None, "") => return program_audit(engine, program.id(), &req.page_token, page_size).await,
+        (None, raw) => convert::id("account_id", raw, 128)?,
     };
-    let bad_token = || Rejection::invalid("page_token", "not a token from a previous page");
-    let Some(account_id) = account_id else {
-        return program_audit(engine, program_id, &req.page_token, page_size).await;
-    };
-    let before = match req.page_token.as_str() {
-        "" => u64::MAX,
-        token => token.strip_prefix("seq:").and_then(|seq| seq.parse().ok()).ok_or_else(bad_token)?,
-    };
-    let state = engine.store().account(program_id, &account_id).await?.ok_or(Rejection::CustomerNotFound)?.value;
-    let entries = engine.store().ledger_page(program_id, &account_id, before, page_size).await?;
-    let next = match entries.last() {
-        Some(last) if entries.len() == page_size && last.seq > 1 => format!("seq:{}", last.seq),
-        _ => String::new(),
-    };
+    let before = convert::page_token("page_token", &req.page_token)?;
+    let (page, next) = engine.checkout.audit_page(program, customer.as_ref(), &account_id, before, page_size).await?;
     let mut records = Vec::new();
     if before == u64::MAX {
-        records.extend(state.audit.iter().rev().map(|note| pb::AuditRecord {
+        records.extend(page.state.audit.iter().rev().map(|note| pb::AuditRecord {
             at: Some(convert::timestamp(note.at)),
             actor: note.actor.clone(),
             kind: "account".into(),
@@ -152,14 +139,14 @@ pub async fn read_audit(engine: &Engine, program: &Program, req: &pb::ReadAuditR
             entry: None,
         }));
     }
-    records.extend(entries.iter().map(|entry| pb::AuditRecord {
+    records.extend(page.entries.iter().map(|entry| pb::AuditRecord {
         at: Some(convert::timestamp(entry.at)),
         actor: entry.actor.clone(),
         kind: "ledger".into(),
         what: format!("{:?} {} ({})", entry.kind, entry.amount, entry.reason),
         entry: Some(convert::ledger_entry(&program.policy, entry)),
     }));
-    Ok(pb::ReadAuditResponse { records, account_id, next_page_token: next })
+    Ok(pb::ReadAuditResponse { records, account_id: page.account_id, next_page_token: convert::next_page_token(next) })
 }
 
 /// Rules and access versions, newest first; the token is `r<rules before>a<access before>`.
@@ -172,31 +159,21 @@ async fn program_audit(engine: &Engine, program_id: &str, token: &str, page_size
             .and_then(|(rules, access)| Some((rules.parse().ok()?, access.parse().ok()?)))
             .ok_or_else(|| Rejection::invalid("page_token", "not a token from a previous page"))?,
     };
-    let mut records = Vec::new();
-    let mut next = (0, 0);
-    for (key, kind, before, next_slot) in [
-        (program_id.to_owned(), "rules_version", rules_before, &mut next.0),
-        (access_key(program_id), "access_version", access_before, &mut next.1),
-    ] {
-        let head = engine.store().rules_head(&key).await?;
-        let mut version = head.min(before.saturating_sub(1));
-        let mut taken = 0;
-        while version >= 1 && taken < page_size {
-            if let Some(stored) = engine.store().rules_version(&key, version).await? {
-                records.push(pb::AuditRecord {
-                    at: Some(convert::timestamp(stored.created_at)),
-                    actor: stored.author,
-                    kind: kind.into(),
-                    what: format!("version {}: {}", stored.version, stored.comment),
-                    entry: None,
-                });
-            }
-            taken += 1;
-            version -= 1;
-        }
-        *next_slot = version + 1;
-    }
+    let (rules, rules_next) = engine.rules().history(program_id, rules_before, page_size).await?;
+    let (access, access_next) = engine.access.history(program_id, access_before, page_size).await?;
+    let mut records: Vec<pb::AuditRecord> = [("rules_version", rules), ("access_version", access)]
+        .into_iter()
+        .flat_map(|(kind, notes)| {
+            notes.into_iter().map(move |note| pb::AuditRecord {
+                at: Some(convert::timestamp(note.created_at)),
+                actor: note.author,
+                kind: kind.into(),
+                what: format!("version {}: {}", note.version, note.comment),
+                entry: None,
+            })
+        })
+        .collect();
     records.sort_by(|a, b| b.at.as_ref().map(|t| (t.seconds, t.nanos)).cmp(&a.at.as_ref().map(|t| (t.seconds, t.nanos))));
-    let next_page_token = if next.0 > 1 || next.1 > 1 { format!("r{}a{}", next.0, next.1) } else { String::new() };
+    let next_page_token = if rules_next > 1 || access_next > 1 { format!("r{rules_next}a{access_next}") } else { String::new() };
     Ok(pb::ReadAuditResponse { records, account_id: String::new(), next_page_token })
 }

@@ -20,14 +20,16 @@ use loyalty_core::presence::CodeChannel;
 use loyalty_core::profile::Editor;
 use loyalty_core::rules::tiers;
 
-use crate::auth::{Caller, Deadline, Needs, Scope};
+use crate::auth::{Caller, Needs, Scope};
 use crate::config::LimitsConfig;
-use crate::engine::{Engine, EnrollCmd};
+use crate::engine::Engine;
 use crate::error::{AuthFailure, EngineError, EngineResult};
 use crate::grpc::convert;
+use crate::grpc::gate::Deadline;
 use crate::grpc::log_limit::LogLimit;
 use crate::grpc::runtime_lag::RuntimeLag;
 use crate::grpc::status::to_status;
+use loyalty_core::enrolment::EnrollCmd;
 
 /// Page size of ListTransactions when the request leaves it at 0.
 const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -345,7 +347,7 @@ impl LoyaltyService for LoyaltyApi {
                 },
                 card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
             };
-            let outcome = self.engine.enroll(&program, &origin, cmd).await?;
+            let outcome = self.engine.customers.enroll(&program, &origin, cmd).await?;
             Ok(pb::EnrollResponse {
                 account_id: outcome.account_id,
                 card_number: outcome.card_number,
@@ -367,7 +369,7 @@ impl LoyaltyService for LoyaltyApi {
             let program = self.program(&req.program_id)?;
             let policy = &program.policy;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
-            let snapshot = self.engine.get_account(&program, &customer).await?;
+            let snapshot = self.engine.checkout.get_account(&program, &customer).await?;
             let state = &snapshot.state;
             let (expiring, next_expiry) = state.expiring_within(snapshot.now, chrono::Duration::days(30));
             Ok(pb::GetAccountResponse {
@@ -400,17 +402,11 @@ impl LoyaltyService for LoyaltyApi {
                 size if size <= PAGE_SIZE_MAX => size,
                 _ => return Err(loyalty_core::rejection::Rejection::invalid("page_size", format!("at most {PAGE_SIZE_MAX}")).into()),
             };
-            let before_seq = match req.page_token.as_str() {
-                "" => u64::MAX,
-                token => token
-                    .strip_prefix("seq:")
-                    .and_then(|seq| seq.parse::<u64>().ok())
-                    .ok_or_else(|| loyalty_core::rejection::Rejection::invalid("page_token", "not a token from a previous page"))?,
-            };
-            let (entries, next) = self.engine.list_transactions(&program, &customer, before_seq, page_size as usize).await?;
+            let before_seq = convert::page_token("page_token", &req.page_token)?;
+            let (entries, next) = self.engine.checkout.list_transactions(&program, &customer, before_seq, page_size as usize).await?;
             Ok(pb::ListTransactionsResponse {
                 entries: entries.iter().map(|entry| convert::ledger_entry(policy, entry)).collect(),
-                next_page_token: next.map(|seq| format!("seq:{seq}")).unwrap_or_default(),
+                next_page_token: convert::next_page_token(next),
             })
         })
         .await
@@ -439,7 +435,7 @@ impl LoyaltyService for LoyaltyApi {
                     sale: convert::sale(&req.channel, &req.coupon_codes)?,
                     presence: convert::presence(&customer, &req.customer_code)?,
                 };
-                let outcome = self.engine.authorize(&program, &origin, &customer, cmd).await?;
+                let outcome = self.engine.checkout.authorize(&program, &origin, &customer, cmd).await?;
                 Ok(pb::AuthorizeResponse {
                     account_id: outcome.account_id,
                     lines: convert::line_earns(policy, &outcome.lines),
@@ -481,7 +477,7 @@ impl LoyaltyService for LoyaltyApi {
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
                 presence: convert::presence(&customer, &req.customer_code)?,
             };
-            let outcome = self.engine.redeem(&program, &origin, &customer, cmd).await?;
+            let outcome = self.engine.checkout.redeem(&program, &origin, &customer, cmd).await?;
             Ok(pb::RedeemResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -510,7 +506,7 @@ impl LoyaltyService for LoyaltyApi {
                 change: convert::amount_or_zero("change_to_points", &req.change_to_points)?,
                 occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
             };
-            let outcome = self.engine.accrue(&program, &origin, &customer, cmd).await?;
+            let outcome = self.engine.checkout.accrue(&program, &origin, &customer, cmd).await?;
             Ok(pb::AccrueResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -544,7 +540,7 @@ impl LoyaltyService for LoyaltyApi {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 reason: convert::reason(&req.reason)?,
             };
-            let outcome = self.engine.reverse(&program, &origin, cmd).await?;
+            let outcome = self.engine.checkout.reverse(&program, &origin, cmd).await?;
             Ok(pb::ReverseResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -574,7 +570,7 @@ impl LoyaltyService for LoyaltyApi {
                 reason: convert::reason(&req.reason)?,
                 occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
             };
-            let outcome = self.engine.refund(&program, &origin, cmd).await?;
+            let outcome = self.engine.checkout.refund(&program, &origin, cmd).await?;
             Ok(pb::RefundResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -599,7 +595,7 @@ impl LoyaltyService for LoyaltyApi {
             let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
             let request_id = convert::id("request_id", &req.request_id, self.limits.id_len_max)?;
             let cmd = BonusCmd::Event { event: convert::id("event", &req.event, 64)? };
-            let outcome = self.engine.bonus(&program, &origin, &customer, &request_id, cmd).await?;
+            let outcome = self.engine.checkout.bonus(&program, &origin, &customer, &request_id, cmd).await?;
             Ok(convert::bonus(&program.policy, &outcome))
         })
         .await
@@ -629,7 +625,7 @@ impl LoyaltyService for LoyaltyApi {
                     loyalty_core::Origin { store_id: "app".into(), till_id: "app".into(), actor: caller.credential.id.clone() }
                 }
             };
-            let issued = self.engine.issue_customer_code(&program, &customer, channel, &origin).await?;
+            let issued = self.engine.customers.issue_customer_code(&program, &customer, channel, &origin).await?;
             Ok(pb::IssueCustomerCodeResponse {
                 code: issued.code.unwrap_or_default(),
                 expires_at: Some(convert::timestamp(issued.expires_at)),
@@ -653,7 +649,7 @@ impl LoyaltyService for LoyaltyApi {
                 kind: loyalty_core::identity::IdentityKind::Card,
                 value: loyalty_core::identity::normalize_card("card_number", &req.card_number)?,
             };
-            let outcome = self.engine.merge_card(&program, &origin, &customer, &card, &request_id).await?;
+            let outcome = self.engine.customers.merge_card(&program, &origin, &customer, &card, &request_id).await?;
             Ok(pb::MergeCardResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -685,7 +681,7 @@ impl LoyaltyService for LoyaltyApi {
                 card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
                 presence: convert::presence(&customer, &req.customer_code)?,
             };
-            let outcome = self.engine.replace_card(&program, &origin, &customer, &cmd).await?;
+            let outcome = self.engine.customers.replace_card(&program, &origin, &customer, &cmd).await?;
             Ok(pb::ReplaceCardResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -715,7 +711,7 @@ impl LoyaltyService for LoyaltyApi {
             } else {
                 Editor::CustomerApp
             };
-            let updated = self.engine.update_profile(&program, &customer, &change, editor, &caller.credential.id).await?;
+            let updated = self.engine.customers.update_profile(&program, &customer, &change, editor, &caller.credential.id).await?;
             Ok(pb::UpdateProfileResponse {
                 account_id: updated.account_id,
                 changed: updated.changed,

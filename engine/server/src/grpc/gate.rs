@@ -1,13 +1,10 @@
-//! The gate every call of the checkout and admin services passes, in two steps.
-//!
-//! 1. [`Gate`] is a tonic interceptor: it runs on the request's metadata, before the body is
-//!    decoded, so an unauthenticated or over-rate caller costs a header parse and a hash, never a
-//!    decode. It finds the key's credential, checks the digest, revocation and the client
-//!    certificate the key is bound to, takes a token from the credential's rate bucket, notes the
-//!    call's deadline (`grpc-timeout`), and hands the handler a [`Caller`].
-//! 2. [`Caller::authorize`], in the handler once the body names the program and store: the program
-//!    must be the credential's (whatever IDs the body carries), the scopes must allow the call,
-//!    and a partner's stores and operations must include it.
+//! The gate every call of the checkout and admin services passes first. [`Gate`] is a tonic
+//! interceptor: it runs on the request's metadata, before the body is decoded, so an
+//! unauthenticated or over-rate caller costs a header parse and a hash, never a decode. It finds
+//! the key's credential in the installed [`Access`], checks the digest, revocation and the client
+//! certificate the key is bound to, takes a token from the credential's rate bucket, notes the
+//! call's deadline (`grpc-timeout`), and hands the handler a [`Caller`]; the handler then checks
+//! the call itself ([`Caller::authorize`]).
 //!
 //! Health and reflection are not behind the gate: they reveal no program data.
 
@@ -17,49 +14,34 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-use crate::auth::credential::{Credential, Scope};
+use crate::auth::Caller;
 use crate::auth::keys;
 use crate::auth::rate::RateLimiter;
-use crate::engine::Engine;
+use crate::auth::registry::Access;
 use crate::error::{AuthFailure, EngineError, EngineResult};
 use crate::grpc::status::to_status;
-
-/// The authenticated caller of one call.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub program_id: String,
-    pub credential: Arc<Credential>,
-}
 
 /// When the caller stops waiting (from `grpc-timeout`).
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(pub Instant);
 
-/// Rate defaults for credentials that set none.
-#[derive(Clone, Copy, Debug)]
-pub struct RateDefaults {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
 /// The interceptor (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct Gate {
-    engine: Arc<Engine>,
+    access: Arc<Access>,
     limiter: Arc<RateLimiter>,
 }
 
 impl Gate {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Gate { engine, limiter: Arc::new(RateLimiter::default()) }
+    pub fn new(access: Arc<Access>) -> Self {
+        Gate { access, limiter: Arc::new(RateLimiter::default()) }
     }
 
     fn admit(&self, request: &Request<()>) -> EngineResult<Caller> {
         let raw = presented_key(request.metadata()).ok_or(EngineError::Unauthenticated(AuthFailure::Missing))?;
         let parsed = keys::parse(raw).ok_or(EngineError::Unauthenticated(AuthFailure::Malformed))?;
         let credential = self
-            .engine
-            .access()
+            .access
             .credential(parsed.program_id, parsed.credential_id)
             .filter(|credential| keys::same_digest(&credential.key_sha256, &parsed.digest()))
             .ok_or(EngineError::Unauthenticated(AuthFailure::Unknown))?;
@@ -72,7 +54,7 @@ impl Gate {
                 return Err(EngineError::Unauthenticated(AuthFailure::CertificateMismatch));
             }
         }
-        let defaults = self.engine.access().rate_defaults();
+        let defaults = self.access.rate_defaults();
         let rate = if credential.rate_per_second == 0 { defaults.per_second } else { credential.rate_per_second };
         let burst = if credential.burst == 0 { defaults.burst.max(rate) } else { credential.burst };
         let bucket = format!("{}/{}", parsed.program_id, credential.id);
@@ -129,39 +111,6 @@ pub fn grpc_timeout(raw: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(value),
         _ => return None,
     })
-}
-
-/// What a call needs from its caller.
-#[derive(Clone, Copy, Debug)]
-pub struct Needs<'a> {
-    pub rpc: &'static str,
-    pub program_id: &'a str,
-    /// The store the call acts for ("" when it names none).
-    pub store_id: &'a str,
-    /// Any one of these scopes allows the call.
-    pub scopes: &'a [Scope],
-}
-
-impl Caller {
-    /// Checks that this caller may make this call (see the module documentation).
-    pub fn authorize(&self, needs: Needs<'_>) -> EngineResult<()> {
-        let credential = &self.credential;
-        let denied = |why: &'static str| Err(EngineError::PermissionDenied { credential_id: credential.id.clone(), why });
-        // Constant answer for any other program, existing or not: a key cannot probe other tenants.
-        if needs.program_id != self.program_id {
-            return denied("the credential belongs to another program");
-        }
-        if !needs.scopes.iter().any(|scope| credential.has(*scope)) {
-            return denied("the credential's scopes do not allow this call");
-        }
-        if !credential.operations.is_empty() && !credential.operations.iter().any(|operation| operation == needs.rpc) {
-            return denied("the credential may not make this call");
-        }
-        if !credential.stores.is_empty() && !needs.store_id.is_empty() && !credential.stores.iter().any(|store| store == needs.store_id) {
-            return denied("the credential may not act for this store");
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
