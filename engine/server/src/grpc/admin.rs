@@ -13,11 +13,11 @@ use loyalty_proto::admin::program_admin_server::ProgramAdmin;
 use tonic::{Request, Response, Status};
 
 use crate::auth::registry::AccessEdit;
-use crate::auth::{Caller, Credential, keys};
+use crate::auth::{Credential, keys};
 use crate::error::{EngineError, EngineResult};
 use crate::grpc::convert;
 use crate::grpc::security;
-use crate::grpc::service::{ADMIN, CallContext, CallIds, LoyaltyApi};
+use crate::grpc::service::{ADMIN, Call, CallContext, CallIds, LoyaltyApi};
 use crate::rule_admin::{RuleChange, RuleEdit};
 
 /// Largest rule document accepted (a program of 5,000 rules with long SKU lists fits).
@@ -97,19 +97,13 @@ fn summary(rule: &Rule, format: DocumentFormat) -> EngineResult<pb::RuleSummary>
 }
 
 impl AdminApi {
-    async fn change(
-        &self,
-        caller: &Caller,
-        program_id: &str,
-        expected_version: u64,
-        edit: RuleEdit,
-        comment: &str,
-    ) -> EngineResult<pb::RulesChanged> {
-        let program = self.api.program(program_id)?;
+    /// Stores one change to the call's program's rules, made against `expected_version`.
+    async fn change(&self, call: &Call<'_>, expected_version: u64, edit: RuleEdit, comment: &str) -> EngineResult<pb::RulesChanged> {
+        let program = &call.program;
         let comment = convert::reason(comment)?;
         let engine = self.api.engine();
         let change =
-            RuleChange { program_id: program.id().to_owned(), expected_version, edit, author: caller.credential.id.clone(), comment };
+            RuleChange { program_id: program.id().to_owned(), expected_version, edit, author: call.caller.credential.id.clone(), comment };
         let changed = engine.rules().change(change, engine.now_in(program.id())).await?;
         Ok(pb::RulesChanged {
             program_id: changed.id().to_owned(),
@@ -122,12 +116,11 @@ impl AdminApi {
 #[tonic::async_trait]
 impl ProgramAdmin for AdminApi {
     async fn list_rules(&self, request: Request<pb::ListRulesRequest>) -> Result<Response<pb::ListRulesResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("ListRules", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("ListRules", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let format = format(req.format);
                 let source: &RuleSet = program.rules.source();
                 Ok(pb::ListRulesResponse {
@@ -141,37 +134,34 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn apply_rules(&self, request: Request<pb::ApplyRulesRequest>) -> Result<Response<pb::RulesChanged>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("ApplyRules", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+            .handle("ApplyRules", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
                 document("document", &req.document)?;
                 let rule_set = parse_rule_set(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
-                self.change(&caller, &req.program_id, req.expected_version, RuleEdit::Replace(Box::new(rule_set)), &req.comment).await
+                self.change(&call, req.expected_version, RuleEdit::Replace(Box::new(rule_set)), &req.comment).await
             })
             .await
     }
 
     async fn upsert_rule(&self, request: Request<pb::UpsertRuleRequest>) -> Result<Response<pb::RulesChanged>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("UpsertRule", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+            .handle("UpsertRule", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
                 document("document", &req.document)?;
                 let rule = parse_rule(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
-                self.change(&caller, &req.program_id, req.expected_version, RuleEdit::Upsert(Box::new(rule)), &req.comment).await
+                self.change(&call, req.expected_version, RuleEdit::Upsert(Box::new(rule)), &req.comment).await
             })
             .await
     }
 
     async fn set_rule_active(&self, request: Request<pb::SetRuleActiveRequest>) -> Result<Response<pb::RulesChanged>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("SetRuleActive", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
+            .handle("SetRuleActive", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
                 let edit = match (req.rule_id.is_empty(), req.campaign.is_empty()) {
                     (false, true) => RuleEdit::SetActive { rule_id: convert::id("rule_id", &req.rule_id, 64)?, active: req.active },
                     (true, false) => {
@@ -179,18 +169,17 @@ impl ProgramAdmin for AdminApi {
                     }
                     _ => return Err(Rejection::invalid("rule_id", "give exactly one of rule_id and campaign").into()),
                 };
-                self.change(&caller, &req.program_id, req.expected_version, edit, &req.comment).await
+                self.change(&call, req.expected_version, edit, &req.comment).await
             })
             .await
     }
 
     async fn dry_run(&self, request: Request<pb::DryRunRequest>) -> Result<Response<pb::DryRunResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("DryRun", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("DryRun", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let policy = &program.policy;
                 let engine = self.api.engine();
                 let candidate = match req.document.as_str() {
@@ -211,7 +200,7 @@ impl ProgramAdmin for AdminApi {
                 let account = match req.customer.as_ref() {
                     Some(customer) => {
                         let key = convert::customer(Some(customer), policy)?;
-                        engine.checkout.find_account(&program, &key).await?.state
+                        engine.checkout.find_account(program, &key).await?.state
                     }
                     None => {
                         let mut account = AccountState::new(String::new(), true, at);
@@ -227,7 +216,7 @@ impl ProgramAdmin for AdminApi {
                         convert::id("store_id", &req.store_id, limits.id_len_max)?
                     },
                     till_id: if req.till_id.is_empty() { String::new() } else { convert::id("till_id", &req.till_id, limits.id_len_max)? },
-                    actor: caller.credential.id.clone(),
+                    actor: call.caller.credential.id.clone(),
                 };
                 let cmd = AuthorizeCmd {
                     receipt_id: "dry-run".to_owned(),
@@ -257,12 +246,11 @@ impl ProgramAdmin for AdminApi {
         &self,
         request: Request<pb::AdjustPointsRequest>,
     ) -> Result<Response<loyalty_proto::v1::AwardBonusResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("AdjustPoints", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("AdjustPoints", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let limits = self.api.limits();
                 let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
                 let request_id = convert::id("request_id", &req.request_id, limits.id_len_max)?;
@@ -271,25 +259,19 @@ impl ProgramAdmin for AdminApi {
                     return Err(Rejection::invalid("points", format!("at most {} either way", limits.amount_max)).into());
                 }
                 let reason = convert::reason(&req.reason)?;
-                let origin = Origin { store_id: "admin".to_owned(), till_id: "admin".to_owned(), actor: caller.credential.id.clone() };
-                let outcome = self
-                    .api
-                    .engine()
-                    .checkout
-                    .bonus(&program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason })
-                    .await?;
+                let origin = Origin { store_id: "admin".to_owned(), till_id: "admin".to_owned(), actor: call.caller.credential.id.clone() };
+                let outcome =
+                    self.api.engine().checkout.bonus(program, &origin, &customer, &request_id, BonusCmd::Manual { points, reason }).await?;
                 Ok(convert::bonus(&program.policy, &outcome))
             })
             .await
     }
 
     async fn backup_store(&self, request: Request<pb::BackupStoreRequest>) -> Result<Response<pb::BackupStoreResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("BackupStore", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
-                self.api.program(&req.program_id)?;
+            .handle("BackupStore", &ctx, ADMIN, CallIds::program(&req.program_id), |_call| async move {
                 let started = std::time::Instant::now();
                 let report = self.api.engine().backup_store().await?;
                 Ok(pb::BackupStoreResponse {
@@ -304,18 +286,17 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn advance_clock(&self, request: Request<pb::AdvanceClockRequest>) -> Result<Response<pb::AdvanceClockResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("AdvanceClock", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("AdvanceClock", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let request_id = convert::id("request_id", &req.request_id, self.api.limits().id_len_max)?;
                 if req.seconds <= 0 || req.seconds > crate::sandbox::OFFSET_MAX.num_seconds() {
                     return Err(Rejection::invalid("seconds", "above 0 and at most ten years").into());
                 }
                 let by = chrono::Duration::seconds(req.seconds);
-                let advanced = self.api.engine().advance_clock(&program, &request_id, by, &caller.credential.id).await?;
+                let advanced = self.api.engine().advance_clock(program, &request_id, by, &call.caller.credential.id).await?;
                 let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 Ok(pb::AdvanceClockResponse {
                     now: Some(convert::timestamp(advanced.now)),
@@ -329,12 +310,11 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn read_events(&self, request: Request<pb::ReadEventsRequest>) -> Result<Response<pb::ReadEventsResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("ReadEvents", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("ReadEvents", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let limit = match req.limit {
                     0 => EVENTS_PAGE_DEFAULT,
                     limit if limit <= EVENTS_PAGE_MAX => limit,
@@ -374,12 +354,11 @@ impl ProgramAdmin for AdminApi {
         &self,
         request: Request<pb::CreateCredentialRequest>,
     ) -> Result<Response<pb::CreateCredentialResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("CreateCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("CreateCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let credential_id = req.credential_id.as_str();
                 if !keys::is_credential_id(credential_id) {
                     return Err(Rejection::invalid("credential_id", "3 to 40 of a-z, 0-9 and '-'").into());
@@ -411,28 +390,29 @@ impl ProgramAdmin for AdminApi {
                     key_sha256: keys::digest(&api_key),
                     client_cert_sha256,
                     created_at: self.api.engine().now(),
-                    created_by: caller.credential.id.clone(),
+                    created_by: call.caller.credential.id.clone(),
                     revoked_at: None,
                     revoked_by: None,
                 };
                 let engine = self.api.engine();
                 let edit = AccessEdit::Create(Box::new(credential.clone()));
-                let version = engine.access.change(program.id(), req.expected_version, edit, &caller.credential.id, engine.now()).await?;
+                let version =
+                    engine.access.change(program.id(), req.expected_version, edit, &call.caller.credential.id, engine.now()).await?;
                 Ok(pb::CreateCredentialResponse { credential: Some(security::credential(program.id(), &credential)), api_key, version })
             })
             .await
     }
 
     async fn revoke_credential(&self, request: Request<pb::RevokeCredentialRequest>) -> Result<Response<pb::CredentialsChanged>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("RevokeCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("RevokeCredential", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let edit = AccessEdit::Revoke { credential_id: req.credential_id.clone() };
                 let engine = self.api.engine();
-                let version = engine.access.change(program.id(), req.expected_version, edit, &caller.credential.id, engine.now()).await?;
+                let version =
+                    engine.access.change(program.id(), req.expected_version, edit, &call.caller.credential.id, engine.now()).await?;
                 Ok(pb::CredentialsChanged { version })
             })
             .await
@@ -442,12 +422,11 @@ impl ProgramAdmin for AdminApi {
         &self,
         request: Request<pb::ListCredentialsRequest>,
     ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("ListCredentials", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("ListCredentials", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let access = &self.api.engine().access;
                 Ok(pb::ListCredentialsResponse {
                     version: access.version(program.id()),
@@ -463,29 +442,27 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn read_audit(&self, request: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("ReadAudit", &ctx, ADMIN, CallIds::program(&req.program_id), |_caller| async move {
-                let program = self.api.program(&req.program_id)?;
-                security::read_audit(self.api.engine(), &program, req).await
+            .handle("ReadAudit", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
+                security::read_audit(self.api.engine(), program, req).await
             })
             .await
     }
 
     async fn export_customer(&self, request: Request<pb::ExportCustomerRequest>) -> Result<Response<pb::ExportCustomerResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("ExportCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("ExportCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
-                let snapshot = self.api.engine().checkout.find_account(&program, &customer).await?;
+                let snapshot = self.api.engine().checkout.find_account(program, &customer).await?;
                 // Who exported whose data goes to the log by IDs only.
                 tracing::info!(
-                    credential = caller.credential.id.as_str(),
+                    credential = call.caller.credential.id.as_str(),
                     account = snapshot.state.account_id.as_str(),
                     "customer data exported"
                 );
@@ -495,20 +472,19 @@ impl ProgramAdmin for AdminApi {
     }
 
     async fn erase_customer(&self, request: Request<pb::EraseCustomerRequest>) -> Result<Response<pb::EraseCustomerResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         self.api
-            .handle("EraseCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |caller| async move {
-                let program = self.api.program(&req.program_id)?;
+            .handle("EraseCustomer", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
                 let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
                 let reason = convert::reason(&req.reason)?;
                 if reason.trim().is_empty() {
                     return Err(Rejection::invalid("reason", "required: kept in the account's audit trail").into());
                 }
                 let (account_id, erased_at) =
-                    self.api.engine().customers.erase_customer(&program, &customer, &caller.credential.id, &reason).await?;
-                tracing::info!(credential = caller.credential.id.as_str(), account = account_id.as_str(), "customer data erased");
+                    self.api.engine().customers.erase_customer(program, &customer, &call.caller.credential.id, &reason).await?;
+                tracing::info!(credential = call.caller.credential.id.as_str(), account = account_id.as_str(), "customer data erased");
                 Ok(pb::EraseCustomerResponse { account_id, erased_at: Some(convert::timestamp(erased_at)) })
             })
             .await

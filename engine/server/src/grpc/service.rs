@@ -29,6 +29,7 @@ use crate::grpc::gate::Deadline;
 use crate::grpc::log_limit::LogLimit;
 use crate::grpc::runtime_lag::RuntimeLag;
 use crate::grpc::status::to_status;
+use crate::programs::Program;
 use loyalty_core::enrolment::EnrollCmd;
 
 /// Page size of ListTransactions when the request leaves it at 0.
@@ -49,6 +50,7 @@ pub struct LoyaltyApi {
 }
 
 /// IDs that identify a call in traces. Operational IDs only.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct CallIds<'a> {
     program: &'a str,
     store: &'a str,
@@ -71,11 +73,29 @@ pub(crate) struct CallContext {
 }
 
 impl CallContext {
-    pub(crate) fn of<T>(request: &Request<T>) -> Self {
-        CallContext {
+    /// What the gate noted on a call, and its body.
+    pub(crate) fn split<T>(request: Request<T>) -> (Self, T) {
+        let ctx = CallContext {
             caller: request.extensions().get::<Caller>().cloned(),
             deadline: request.extensions().get::<Deadline>().map(|deadline| deadline.0),
-        }
+        };
+        (ctx, request.into_inner())
+    }
+}
+
+/// What a handler's work gets once the call is authorised and admitted: the caller, the program
+/// the body names, and (for calls from a till) where it comes from.
+pub(crate) struct Call<'a> {
+    pub(crate) caller: Caller,
+    pub(crate) program: Arc<Program>,
+    ids: CallIds<'a>,
+    id_len_max: usize,
+}
+
+impl Call<'_> {
+    /// The store and till the call names (each checked), with its credential as the actor.
+    pub(crate) fn origin(&self) -> Result<loyalty_core::Origin, loyalty_core::rejection::Rejection> {
+        convert::origin(self.ids.store, self.ids.till, self.id_len_max, &self.caller)
     }
 }
 
@@ -118,15 +138,15 @@ impl LoyaltyApi {
     }
 
     /// Runs one call: authorises the caller for it, admits it under the in-flight limit (waiting at
-    /// most `admission_wait_ms`, never past the caller's deadline), runs it within the deadline, and
-    /// records its span, metrics and status.
-    pub(crate) async fn handle<T, Fut>(
+    /// most `admission_wait_ms`, never past the caller's deadline), finds the program it names,
+    /// runs it within the deadline, and records its span, metrics and status.
+    pub(crate) async fn handle<'a, T, Fut>(
         &self,
         rpc: &'static str,
         ctx: &CallContext,
         scopes: &[Scope],
-        ids: CallIds<'_>,
-        call: impl FnOnce(Caller) -> Fut,
+        ids: CallIds<'a>,
+        work: impl FnOnce(Call<'a>) -> Fut,
     ) -> Result<Response<T>, Status>
     where
         Fut: Future<Output = EngineResult<T>>,
@@ -142,7 +162,13 @@ impl LoyaltyApi {
             credential = ctx.caller.as_ref().map_or("", |caller| caller.credential.id.as_str())
         );
         let result = match self.authorize(rpc, ctx, scopes, &ids) {
-            Ok(caller) => self.admit_and_run(ctx.deadline, Shed::of(scopes), call(caller).instrument(span.clone())).await,
+            Ok(caller) => {
+                let call = async move {
+                    let program = self.program(ids.program)?;
+                    work(Call { caller, program, ids, id_len_max: self.limits.id_len_max }).await
+                };
+                self.admit_and_run(ctx.deadline, Shed::of(scopes), call.instrument(span.clone())).await
+            }
             Err(error) => Err(error),
         };
         let elapsed = started.elapsed();
@@ -233,7 +259,7 @@ impl LoyaltyApi {
         outcome.unwrap_or_else(|_| Err(EngineError::Internal("the call hit a broken assertion".into())))
     }
 
-    pub(crate) fn program(&self, program_id: &str) -> EngineResult<Arc<crate::programs::Program>> {
+    fn program(&self, program_id: &str) -> EngineResult<Arc<Program>> {
         convert::id("program_id", program_id, self.limits.id_len_max)?;
         self.engine.program(program_id)
     }
@@ -313,14 +339,13 @@ fn code_name(code: tonic::Code) -> &'static str {
 #[tonic::async_trait]
 impl LoyaltyService for LoyaltyApi {
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
-        self.handle("Enroll", &ctx, CHECKOUT, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("Enroll", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let today = self.engine.now_in(&policy.program_id).with_timezone(&policy.time_zone).date_naive();
             let cmd = EnrollCmd {
                 request_id: convert::id("request_id", &req.request_id, self.limits.id_len_max)?,
@@ -347,7 +372,7 @@ impl LoyaltyService for LoyaltyApi {
                 },
                 card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
             };
-            let outcome = self.engine.customers.enroll(&program, &origin, cmd).await?;
+            let outcome = self.engine.customers.enroll(program, &origin, cmd).await?;
             Ok(pb::EnrollResponse {
                 account_id: outcome.account_id,
                 card_number: outcome.card_number,
@@ -361,15 +386,14 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::GetAccountResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
-        self.handle("GetAccount", &ctx, READ, ids, |_caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("GetAccount", &ctx, READ, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
-            let snapshot = self.engine.checkout.get_account(&program, &customer).await?;
+            let snapshot = self.engine.checkout.get_account(program, &customer).await?;
             let state = &snapshot.state;
             let (expiring, next_expiry) = state.expiring_within(snapshot.now, chrono::Duration::days(30));
             Ok(pb::GetAccountResponse {
@@ -389,12 +413,11 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: "", till: "", receipt: "" };
-        self.handle("ListTransactions", &ctx, READ, ids, |_caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("ListTransactions", &ctx, READ, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let page_size = match req.page_size {
@@ -403,7 +426,7 @@ impl LoyaltyService for LoyaltyApi {
                 _ => return Err(loyalty_core::rejection::Rejection::invalid("page_size", format!("at most {PAGE_SIZE_MAX}")).into()),
             };
             let before_seq = convert::page_token("page_token", &req.page_token)?;
-            let (entries, next) = self.engine.checkout.list_transactions(&program, &customer, before_seq, page_size as usize).await?;
+            let (entries, next) = self.engine.checkout.list_transactions(program, &customer, before_seq, page_size as usize).await?;
             Ok(pb::ListTransactionsResponse {
                 entries: entries.iter().map(|entry| convert::ledger_entry(policy, entry)).collect(),
                 next_page_token: convert::next_page_token(next),
@@ -413,8 +436,7 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::AuthorizeResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
         self.handle(
@@ -422,10 +444,10 @@ impl LoyaltyService for LoyaltyApi {
             &ctx,
             if convert::amount_or_zero("spend_points", &req.spend_points).is_ok_and(|spend| spend.is_zero()) { QUOTE } else { CHECKOUT },
             ids,
-            |caller| async move {
-                let program = self.program(&req.program_id)?;
+            |call| async move {
+                let program = &call.program;
                 let policy = &program.policy;
-                let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+                let origin = call.origin()?;
                 let customer = convert::customer(req.customer.as_ref(), policy)?;
                 let cmd = AuthorizeCmd {
                     receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
@@ -435,7 +457,7 @@ impl LoyaltyService for LoyaltyApi {
                     sale: convert::sale(&req.channel, &req.coupon_codes)?,
                     presence: convert::presence(&customer, &req.customer_code)?,
                 };
-                let outcome = self.engine.checkout.authorize(&program, &origin, &customer, cmd).await?;
+                let outcome = self.engine.checkout.authorize(program, &origin, &customer, cmd).await?;
                 Ok(pb::AuthorizeResponse {
                     account_id: outcome.account_id,
                     lines: convert::line_earns(policy, &outcome.lines),
@@ -458,14 +480,13 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Redeem", &ctx, CHECKOUT, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("Redeem", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let cmd = RedeemCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
@@ -477,7 +498,7 @@ impl LoyaltyService for LoyaltyApi {
                 lines: convert::lines(&req.lines, self.limits.basket_lines_max)?,
                 presence: convert::presence(&customer, &req.customer_code)?,
             };
-            let outcome = self.engine.checkout.redeem(&program, &origin, &customer, cmd).await?;
+            let outcome = self.engine.checkout.redeem(program, &origin, &customer, cmd).await?;
             Ok(pb::RedeemResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -490,14 +511,13 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn accrue(&self, request: Request<pb::AccrueRequest>) -> Result<Response<pb::AccrueResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Accrue", &ctx, CHECKOUT, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("Accrue", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let cmd = AccrueCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
@@ -506,7 +526,7 @@ impl LoyaltyService for LoyaltyApi {
                 change: convert::amount_or_zero("change_to_points", &req.change_to_points)?,
                 occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
             };
-            let outcome = self.engine.checkout.accrue(&program, &origin, &customer, cmd).await?;
+            let outcome = self.engine.checkout.accrue(program, &origin, &customer, cmd).await?;
             Ok(pb::AccrueResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -528,19 +548,18 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Reverse", &ctx, CHECKOUT, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("Reverse", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let cmd = ReverseCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 reason: convert::reason(&req.reason)?,
             };
-            let outcome = self.engine.checkout.reverse(&program, &origin, cmd).await?;
+            let outcome = self.engine.checkout.reverse(program, &origin, cmd).await?;
             Ok(pb::ReverseResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -555,14 +574,13 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
-        self.handle("Refund", &ctx, CHECKOUT, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("Refund", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let cmd = RefundCmd {
                 receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
                 refund_id: convert::id("refund_id", &req.refund_id, self.limits.id_len_max)?,
@@ -570,7 +588,7 @@ impl LoyaltyService for LoyaltyApi {
                 reason: convert::reason(&req.reason)?,
                 occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
             };
-            let outcome = self.engine.checkout.refund(&program, &origin, cmd).await?;
+            let outcome = self.engine.checkout.refund(program, &origin, cmd).await?;
             Ok(pb::RefundResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -585,17 +603,16 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn award_bonus(&self, request: Request<pb::AwardBonusRequest>) -> Result<Response<pb::AwardBonusResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
-        self.handle("AwardBonus", &ctx, BONUS, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+        self.handle("AwardBonus", &ctx, BONUS, ids, |call| async move {
+            let program = &call.program;
+            let origin = call.origin()?;
             let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
             let request_id = convert::id("request_id", &req.request_id, self.limits.id_len_max)?;
             let cmd = BonusCmd::Event { event: convert::id("event", &req.event, 64)? };
-            let outcome = self.engine.checkout.bonus(&program, &origin, &customer, &request_id, cmd).await?;
+            let outcome = self.engine.checkout.bonus(program, &origin, &customer, &request_id, cmd).await?;
             Ok(convert::bonus(&program.policy, &outcome))
         })
         .await
@@ -605,8 +622,7 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<pb::IssueCustomerCodeRequest>,
     ) -> Result<Response<pb::IssueCustomerCodeResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: "" };
         let (channel, scopes) = match pb::CodeChannel::try_from(req.channel) {
@@ -614,18 +630,18 @@ impl LoyaltyService for LoyaltyApi {
             Ok(pb::CodeChannel::Message) => (Some(CodeChannel::Message), CHECKOUT),
             _ => (None, &[Scope::Checkout, Scope::CustomerApp][..]),
         };
-        self.handle("IssueCustomerCode", &ctx, scopes, ids, |caller| async move {
+        self.handle("IssueCustomerCode", &ctx, scopes, ids, |call| async move {
             let channel = channel
                 .ok_or_else(|| loyalty_core::rejection::Rejection::invalid("channel", "CODE_CHANNEL_APP or CODE_CHANNEL_MESSAGE"))?;
-            let program = self.program(&req.program_id)?;
+            let program = &call.program;
             let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
             let origin = match channel {
-                CodeChannel::Message => convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?,
+                CodeChannel::Message => call.origin()?,
                 CodeChannel::App => {
-                    loyalty_core::Origin { store_id: "app".into(), till_id: "app".into(), actor: caller.credential.id.clone() }
+                    loyalty_core::Origin { store_id: "app".into(), till_id: "app".into(), actor: call.caller.credential.id.clone() }
                 }
             };
-            let issued = self.engine.customers.issue_customer_code(&program, &customer, channel, &origin).await?;
+            let issued = self.engine.customers.issue_customer_code(program, &customer, channel, &origin).await?;
             Ok(pb::IssueCustomerCodeResponse {
                 code: issued.code.unwrap_or_default(),
                 expires_at: Some(convert::timestamp(issued.expires_at)),
@@ -635,21 +651,20 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn merge_card(&self, request: Request<pb::MergeCardRequest>) -> Result<Response<pb::MergeCardResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
-        self.handle("MergeCard", &ctx, MERGE, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("MergeCard", &ctx, MERGE, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let request_id = convert::id("request_id", &req.request_id, self.limits.id_len_max)?;
             let card = loyalty_core::identity::IdentityKey {
                 kind: loyalty_core::identity::IdentityKind::Card,
                 value: loyalty_core::identity::normalize_card("card_number", &req.card_number)?,
             };
-            let outcome = self.engine.customers.merge_card(&program, &origin, &customer, &card, &request_id).await?;
+            let outcome = self.engine.customers.merge_card(program, &origin, &customer, &card, &request_id).await?;
             Ok(pb::MergeCardResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -662,14 +677,13 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn replace_card(&self, request: Request<pb::ReplaceCardRequest>) -> Result<Response<pb::ReplaceCardResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.request_id };
-        self.handle("ReplaceCard", &ctx, CHECKOUT, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("ReplaceCard", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
             let policy = &program.policy;
-            let origin = convert::origin(&req.store_id, &req.till_id, self.limits.id_len_max, &caller)?;
+            let origin = call.origin()?;
             let customer = convert::customer(req.customer.as_ref(), policy)?;
             let cmd = ReplaceCardCmd {
                 request_id: convert::id("request_id", &req.request_id, self.limits.id_len_max)?,
@@ -681,7 +695,7 @@ impl LoyaltyService for LoyaltyApi {
                 card_fee: convert::card_fee(&req.card_fee, self.limits.amount_max)?,
                 presence: convert::presence(&customer, &req.customer_code)?,
             };
-            let outcome = self.engine.customers.replace_card(&program, &origin, &customer, &cmd).await?;
+            let outcome = self.engine.customers.replace_card(program, &origin, &customer, &cmd).await?;
             Ok(pb::ReplaceCardResponse {
                 transaction_id: outcome.tx_id,
                 account_id: outcome.account_id,
@@ -695,23 +709,22 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     async fn update_profile(&self, request: Request<pb::UpdateProfileRequest>) -> Result<Response<pb::UpdateProfileResponse>, Status> {
-        let ctx = CallContext::of(&request);
-        let req = request.into_inner();
+        let (ctx, req) = CallContext::split(request);
         let req = &req;
         let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: "" };
-        self.handle("UpdateProfile", &ctx, PROFILE, ids, |caller| async move {
-            let program = self.program(&req.program_id)?;
+        self.handle("UpdateProfile", &ctx, PROFILE, ids, |call| async move {
+            let program = &call.program;
             let customer = convert::customer(req.customer.as_ref(), &program.policy)?;
             let today = self.engine.now_in(program.id()).with_timezone(&program.policy.time_zone).date_naive();
             let change = convert::profile_change(req, today)?;
-            let editor = if caller.credential.scopes.contains(&Scope::Admin) {
+            let editor = if call.caller.credential.scopes.contains(&Scope::Admin) {
                 Editor::Admin
-            } else if caller.credential.scopes.contains(&Scope::Checkout) {
+            } else if call.caller.credential.scopes.contains(&Scope::Checkout) {
                 Editor::Till
             } else {
                 Editor::CustomerApp
             };
-            let updated = self.engine.customers.update_profile(&program, &customer, &change, editor, &caller.credential.id).await?;
+            let updated = self.engine.customers.update_profile(program, &customer, &change, editor, &call.caller.credential.id).await?;
             Ok(pb::UpdateProfileResponse {
                 account_id: updated.account_id,
                 changed: updated.changed,
