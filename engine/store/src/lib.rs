@@ -21,6 +21,7 @@
 //! caller learns which condition failed ([`Conflict`]). An `Ok` is an acknowledgement: the commit
 //! survives a crash from then on.
 
+pub mod clock;
 pub mod codec;
 pub mod embedded;
 pub mod scylla;
