@@ -1,5 +1,7 @@
-//! The wire types of the loyalty engine's gRPC API (`loyalty.v1`), generated from
-//! `proto/loyalty/v1/loyalty.proto`, and the encoded file descriptor set for server reflection.
+//! The wire types of the loyalty engine's gRPC APIs, generated from the files under
+//! `proto/loyalty/`: the checkout API `loyalty.v1` (`loyalty.proto`, and `errors.proto` with every
+//! error reason), the admin API `loyalty.admin.v1`, and the load tests' echo service; and the
+//! encoded file descriptor set for server reflection.
 //!
 //! Everything here is generated except `codec` (undecodable bodies are INVALID_ARGUMENT); the
 //! conventions (decimal strings, idempotency keys, error details) are documented in the .proto

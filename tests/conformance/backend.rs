@@ -7,7 +7,9 @@
 //!   Apache Cassandra nodes of `tests/cassandra/cluster.sh` as CI runs it; `SCYLLA_DC` (default datacenter1) and `SCYLLA_RF` (default 3) give the keyspace's
 //!   replication, `SCYLLA_TABLETS` (`false` by default, `true`, or `default` for the server's
 //!   choice) whether it uses tablets. Keyspaces on a real cluster are dropped after a passing test
-//!   and kept after a failing one, for a look.
+//!   and kept after a failing one, for a look. Every ScyllaDB instance of a test tells the time by
+//!   one [`AheadClock`]: the wall clock, which the test puts ahead instead of waiting for relayed
+//!   events to settle (see [`Backend::settle_relays`]).
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -16,24 +18,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cql_standin::StandIn;
+use loyalty_engine::clock::{Clock, SystemClock};
 use loyalty_store::Store;
 use loyalty_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use loyalty_store::scylla::{ScyllaConfig, ScyllaStore, migrate};
+use loyalty_tests::AheadClock;
 use tempfile::TempDir;
+
+use crate::support::PROGRAM;
 
 /// How long outbox events stay hidden after their relay on ScyllaDB (production: 5 s).
 pub const RELAY_SETTLE: Duration = Duration::from_millis(200);
 
 enum Kind {
     /// `journal`: with the write-ahead journal (and a checkpoint every 4 KiB of it).
-    Embedded {
-        dir: TempDir,
-        journal: bool,
-    },
+    Embedded { dir: TempDir, journal: bool },
     Scylla {
         config: Box<ScyllaConfig>,
         real_cluster: bool,
         _standin: Option<StandIn>,
+        /// The clock of every instance on this keyspace.
+        clock: Arc<AheadClock>,
     },
 }
 
@@ -103,14 +108,15 @@ impl Backend {
         // A statement that times out on a loaded cluster fails the run; running it again is what an
         // operator does (every step is idempotent).
         let mut tries = 0;
-        while let Err(error) = migrate(&config, &schema).await {
+        let clock = Arc::new(AheadClock::new());
+        while let Err(error) = migrate(&config, &schema, clock.as_ref()).await {
             tries += 1;
             assert!(tries < 3, "migrate a fresh keyspace: {error:?}");
             eprintln!("migrate failed, running it again: {error}");
         }
-        let store: Arc<dyn Store> = ScyllaStore::connect(config.clone()).await.expect("connect to the migrated keyspace");
+        let store: Arc<dyn Store> = ScyllaStore::connect(config.clone(), clock.clone()).await.expect("connect to the migrated keyspace");
         Backend {
-            kind: Kind::Scylla { config: Box::new(config), real_cluster, _standin: standin },
+            kind: Kind::Scylla { config: Box::new(config), real_cluster, _standin: standin, clock },
             current: Mutex::new(Some(store)),
             others: Mutex::new(Vec::new()),
         }
@@ -148,10 +154,10 @@ impl Backend {
 
     /// Another instance on the same data with changed settings (ScyllaDB only).
     pub async fn instance_with(&self, change: impl FnOnce(&mut ScyllaConfig)) -> Option<Arc<dyn Store>> {
-        let Kind::Scylla { config, .. } = &self.kind else { return None };
+        let Kind::Scylla { config, clock, .. } = &self.kind else { return None };
         let mut config = ScyllaConfig::clone(config);
         change(&mut config);
-        let store: Arc<dyn Store> = ScyllaStore::connect(config).await.expect("connect another instance");
+        let store: Arc<dyn Store> = ScyllaStore::connect(config, clock.clone()).await.expect("connect another instance");
         self.others.lock().expect("backend lock").push(Arc::clone(&store));
         Some(store)
     }
@@ -168,13 +174,45 @@ impl Backend {
                 drop(old);
                 open_embedded(dir.path(), *journal).await
             }
-            Kind::Scylla { config, .. } => {
+            Kind::Scylla { config, clock, .. } => {
                 drop(old);
-                ScyllaStore::connect(ScyllaConfig::clone(config)).await.expect("reconnect")
+                ScyllaStore::connect(ScyllaConfig::clone(config), clock.clone()).await.expect("reconnect")
             }
         };
         *self.current.lock().expect("backend lock") = Some(Arc::clone(&store));
         store
+    }
+
+    /// The time by the stores' clock (ScyllaDB: the wall clock, or ahead of it once a test moved it).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        match &self.kind {
+            Kind::Scylla { clock, .. } => clock.now(),
+            Kind::Embedded { .. } => SystemClock.now(),
+        }
+    }
+
+    /// Makes every event relayed so far readable at once: puts the ScyllaDB stores' clock past
+    /// `relay_settle` (the embedded outbox shows events as soon as they are committed).
+    pub fn reveal_relayed_events(&self) {
+        if let Kind::Scylla { clock, .. } = &self.kind {
+            clock.advance(RELAY_SETTLE);
+        }
+    }
+
+    /// Brings the relay to an end instead of waiting for it, before a test checks that nothing more
+    /// arrives: puts the clock past the relay grace and runs a recovery pass, which relays every
+    /// commit marked so far whose relay has not finished (its events or credits again, if the
+    /// commit's own relay is still under way: readers drop repeats by ID), then reveals every event
+    /// relayed. Whatever a commit applied so far has then reached the outbox and the credits, and
+    /// is readable; the embedded store has nothing to relay.
+    pub async fn settle_relays(&self) {
+        if let Kind::Scylla { config, clock, .. } = &self.kind {
+            // Past the grace, and past the end of the minute of the last mark (the pass reads
+            // whole minutes).
+            clock.advance(config.relay_grace + Duration::from_secs(120));
+        }
+        self.store().relay(PROGRAM).await.expect("a recovery pass");
+        self.reveal_relayed_events();
     }
 
     /// Shuts every instance down; drops the keyspace of a real cluster.

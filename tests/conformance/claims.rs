@@ -284,6 +284,7 @@ pub async fn two_accounts_racing_for_two_identifiers_leave_both_to_one(backend: 
                         // (on a real cluster, rival Paxos rounds on one partition can time each other out).
                         Err(error) => eprintln!("{account}: {error}; sent again"),
                     }
+                    // A till's pause before it sends the call again.
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
                 None

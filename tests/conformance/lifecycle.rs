@@ -7,7 +7,7 @@ use std::time::Duration;
 use loyalty_store::scylla::ScyllaConfig;
 use loyalty_store::{CommitOutcome, Store, StoredRules};
 
-use crate::backend::{Backend, RELAY_SETTLE};
+use crate::backend::Backend;
 use crate::support::*;
 
 /// After `shutdown()` commits fail and write nothing (seen by a new instance on the same data).
@@ -71,8 +71,8 @@ pub async fn relay_pass_is_harmless(backend: &Backend) {
     store.relay(PROGRAM).await.expect("a relay pass");
     store.relay("other").await.expect("a relay pass on an empty program");
     let records = eventually(DELIVERY, "the event", || outbox(store.as_ref(), 100), |records| !records.is_empty()).await;
-    tokio::time::sleep(RELAY_SETTLE * 2).await;
-    store.relay(PROGRAM).await.expect("another relay pass");
+    // Another pass, once the relay grace is over, and every event it may have relayed made readable.
+    backend.settle_relays().await;
     let records = [records, outbox(store.as_ref(), 100).await].concat();
     assert_eq!(events_of(&first_copies(&records), "a"), events_in(&commit));
     assert_eq!(store.pending_credits(PROGRAM, 10).await.expect("read credits"), commit.credits);
@@ -80,9 +80,10 @@ pub async fn relay_pass_is_harmless(backend: &Backend) {
 
 /// Commits through `store`, then shuts it down before anything else runs on this worker: the
 /// engine "dies" right after the batch, before its background relay of the events starts (tokio
-/// runs a task spawned on a worker in that worker's LIFO slot, after the current task yields).
+/// runs a task spawned on a worker in that worker's LIFO slot, after the current task yields; that
+/// relay then finds the store shut down at its first read, and writes nothing).
 /// Returns the minute (Unix time / 60) right after the commit if the events were indeed left behind.
-async fn commit_then_crash(store: Arc<dyn Store>, reader: &dyn Store, commit: &loyalty_store::Commit) -> Option<i64> {
+async fn commit_then_crash(backend: &Backend, store: Arc<dyn Store>, reader: &dyn Store, commit: &loyalty_store::Commit) -> Option<i64> {
     let task_commit = commit.clone();
     let outcome = tokio::spawn(async move {
         let outcome = store.commit(task_commit).await;
@@ -91,9 +92,10 @@ async fn commit_then_crash(store: Arc<dyn Store>, reader: &dyn Store, commit: &l
     })
     .await
     .expect("commit task");
-    let minute = chrono::Utc::now().timestamp() / 60;
+    let minute = backend.now().timestamp() / 60;
     assert_eq!(outcome.expect("commit"), CommitOutcome::Applied { account_version: commit.account.expected_version + 1 });
-    tokio::time::sleep(RELAY_SETTLE * 3).await;
+    // Anything the crashed instance did relay would be readable now.
+    backend.reveal_relayed_events();
     let receipt = commit.receipt.as_ref().map(|receipt| receipt.state.receipt_id.clone());
     let delivered = outbox(reader, 1_000).await.iter().any(|record| record.event.receipt_id == receipt);
     if delivered {
@@ -119,7 +121,7 @@ pub async fn events_stranded_by_a_crash_are_relayed_by_the_next_commit_in_order(
     eventually(DELIVERY, "the first 8 events", || outbox(store.as_ref(), 1_000), |records| first_copies(records).len() == 8).await;
 
     let ninth = change().earn(9).new_receipt("a-r9").build(&a);
-    let stranded = commit_then_crash(crashing, store.as_ref(), &ninth).await.is_some();
+    let stranded = commit_then_crash(backend, crashing, store.as_ref(), &ninth).await.is_some();
     a = after(&ninth);
     expected.extend(events_in(&ninth));
     let tenth = change().earn(10).new_receipt("a-r10").build(&a);
@@ -144,7 +146,7 @@ pub async fn relay_pass_recovers_events_of_a_crashed_commit(backend: &Backend) {
     let store = backend.store();
     let crashing = backend.another_instance().await.expect("a second instance");
     let commit = change().earn(5).new_receipt("c-r1").build(&fresh("c"));
-    let Some(_committed_minute) = commit_then_crash(crashing, store.as_ref(), &commit).await else { return };
+    let Some(_committed_minute) = commit_then_crash(backend, crashing, store.as_ref(), &commit).await else { return };
     let recovering = backend.instance_with(|config| config.relay_grace = Duration::ZERO).await.expect("a recovering instance");
     let relayed = recovering.relay(PROGRAM).await.expect("the recovery pass");
     assert!(relayed >= 1, "the recovery pass relayed {relayed} rows");
@@ -158,9 +160,9 @@ pub async fn relay_pass_recovers_events_of_a_crashed_commit(backend: &Backend) {
 pub async fn migrating_twice_applies_nothing_and_an_unknown_schema_is_refused(backend: &Backend) {
     let config = backend.scylla_config().expect("a ScyllaDB backend");
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql");
-    let applied = loyalty_store::scylla::migrate(&config, &schema).await.expect("migrate again");
+    let applied = loyalty_tests::migrate_scylla(&config, &schema).await.expect("migrate again");
     assert_eq!(applied, Vec::<String>::new(), "nothing is applied twice");
-    assert!(loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.is_ok(), "the migrated keyspace is served");
+    assert!(loyalty_tests::connect_scylla(config.clone()).await.is_ok(), "the migrated keyspace is served");
 
     let newer = loyalty_store::scylla::SCHEMA_VERSION + 1;
     let session = scylla::client::session_builder::SessionBuilder::new()
@@ -176,7 +178,7 @@ pub async fn migrating_twice_applies_nothing_and_an_unknown_schema_is_refused(ba
         )
         .await
         .expect("record a newer migration");
-    let refused = loyalty_store::scylla::ScyllaStore::connect(config).await.expect_err("a newer schema is refused");
+    let refused = loyalty_tests::connect_scylla(config).await.expect_err("a newer schema is refused");
     assert!(refused.to_string().contains(&format!("schema version {newer}")), "{refused}");
 }
 
@@ -216,17 +218,17 @@ pub async fn a_schema_1_keyspace_is_migrated_with_its_claim_owners(backend: &Bac
         )
         .await
         .expect("its fence");
-    let unserved = loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.expect_err("schema 1 is not served");
+    let unserved = loyalty_tests::connect_scylla(config.clone()).await.expect_err("schema 1 is not served");
     assert!(unserved.to_string().contains("run `loyalty-engine migrate`"), "{unserved}");
 
-    let applied = loyalty_store::scylla::migrate(&config, &shipped).await.expect("migrate to schema 2");
+    let applied = loyalty_tests::migrate_scylla(&config, &shipped).await.expect("migrate to schema 2");
     assert_eq!(applied, ["0002_claimants"]);
     // An engine of schema 1 still running fails closed: the table it claims in is gone.
     let stale = session
         .query_unpaged("INSERT INTO claims (program_id, kind, id, account_id) VALUES (?, 'receipt', 'r-old', 'old')", (PROGRAM,))
         .await;
     assert!(stale.is_err(), "schema 1's claims table is dropped once copied");
-    let store = loyalty_store::scylla::ScyllaStore::connect(config.clone()).await.expect("schema 2 is served");
+    let store = loyalty_tests::connect_scylla(config.clone()).await.expect("schema 2 is served");
     assert_eq!(store.identity(PROGRAM, &card("OLD-CARD")).await.expect("read identity"), Some("old".into()));
     let steal = change().earn(1).new_receipt("r-new").claim(card("OLD-CARD")).build(&fresh("new"));
     assert_eq!(

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use loyalty_core::events::PendingCredit;
 use loyalty_store::{Conflict, OutboxRecord};
 
-use crate::backend::{Backend, RELAY_SETTLE};
+use crate::backend::Backend;
 use crate::support::*;
 
 /// Commits on two accounts, interleaved, one with several events and one refused: every applied
@@ -43,8 +43,9 @@ pub async fn outbox_carries_events_of_applied_commits_once_in_commit_order(backe
 
     eventually(DELIVERY, "every applied commit's events", || outbox(store.as_ref(), 1_000), |records| first_copies(records).len() >= total)
         .await;
-    // Give a late (duplicate or stray) event time to become readable too.
-    tokio::time::sleep(RELAY_SETTLE * 2).await;
+    // Finish every relay and make what it wrote readable, so that a late (duplicate or stray) event
+    // would be seen now.
+    backend.settle_relays().await;
     let records = outbox(store.as_ref(), 1_000).await;
     let firsts = first_copies(&records);
     for account_id in ["a", "b"] {
@@ -104,7 +105,8 @@ pub async fn credits_are_kept_until_deleted(backend: &Backend) {
     )
     .await
     .expect("read credits");
-    tokio::time::sleep(RELAY_SETTLE).await;
+    // Finish every relay, so that a late credit would be there now.
+    backend.settle_relays().await;
     assert_eq!(sorted(credits), expected, "exactly the applied commits' credits, as written");
     assert_eq!(sorted(store.pending_credits(PROGRAM, 100).await.expect("read credits")), expected, "and no late ones");
     assert_eq!(store.pending_credits(PROGRAM, 1).await.expect("read credits").len(), 1, "limit");

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
@@ -92,10 +92,13 @@ async fn kill_minus_nine_under_load(storage: &str, acked_before_kill: usize) {
             }
         }));
     }
-    let started = Instant::now();
-    while acked.lock().expect("acked").len() < acked_before_kill && started.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "calls acknowledged before the kill",
+        || std::future::ready(acked.lock().expect("acked").len()),
+        |count| *count >= acked_before_kill,
+    )
+    .await;
     child.start_kill().expect("kill -9");
     child.wait().await.expect("reap");
     for worker in workers {

@@ -201,11 +201,13 @@ async fn a_second_engine_over_the_same_store_converges_on_a_change_within_second
         ..Default::default()
     };
     admin.set_rule_active(deactivate).await.expect("deactivate");
-    let started = std::time::Instant::now();
-    while version(&other) != Some(2) {
-        assert!(started.elapsed() < StdDuration::from_secs(5), "the other engine did not pick up version 2");
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
+    eventually(
+        StdDuration::from_secs(5),
+        "the other engine picks up version 2",
+        || std::future::ready(version(&other)),
+        |version| *version == Some(2),
+    )
+    .await;
     let active: Vec<String> = other.programs().get(PROGRAM).expect("program").rules.active_rule_ids().map(str::to_owned).collect();
     assert!(!active.contains(&"big-basket-2".to_owned()));
     refresh.abort();
@@ -314,22 +316,14 @@ async fn cafe_referrals_credit_three_levels_up_and_a_refund_takes_their_share_ba
     // The fourth customer buys 10,000: 3% to the third, 1% to the second and the first.
     client.accrue(accrue("REF-R1", phone(phones[3]), vec![line(1, "beans", "1", "10000.00")])).await.expect("accrue");
     let expected = vec!["5100".to_owned(), "5100".to_owned(), "5300".to_owned(), "5500".to_owned()];
-    let started = std::time::Instant::now();
-    while balances(&mut client).await != expected {
-        assert!(started.elapsed() < StdDuration::from_secs(5), "referral credits not applied: {:?}", balances(&mut client).await);
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
+    eventually(StdDuration::from_secs(5), "referral credits applied", || balances(&mut client), |all| *all == expected).await;
     let ledger = full_ledger(&mut client, phone(phones[2])).await;
     let reward = ledger.iter().find(|entry| entry.reason.starts_with("referral reward")).expect("reward entry");
     assert_eq!((reward.amount.as_str(), reward.rule_ids.clone()), ("300", vec!["referral".to_owned()]));
     // Returning half the receipt takes half of each reward back.
     client.refund(refund("REF-R1", "REF-R1-1", &[(1, "0.5")])).await.expect("refund");
     let expected = vec!["5050".to_owned(), "5050".to_owned(), "5150".to_owned(), "5250".to_owned()];
-    let started = std::time::Instant::now();
-    while balances(&mut client).await != expected {
-        assert!(started.elapsed() < StdDuration::from_secs(5), "referral clawbacks not applied: {:?}", balances(&mut client).await);
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
+    eventually(StdDuration::from_secs(5), "referral clawbacks applied", || balances(&mut client), |all| *all == expected).await;
     assert!(server.store.pending_credits(PROGRAM, 10).await.expect("credits").is_empty(), "every credit applied and forgotten");
     let bad = pb::EnrollRequest { referrer: phone("+77010000999"), ..enroll("ref-x", "+77010000915", "") };
     let status = expect_error(client.enroll(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT");

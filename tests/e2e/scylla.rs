@@ -19,7 +19,7 @@ use cql_standin::StandIn;
 use loyalty_core::program::PendingRule;
 use loyalty_proto::v1 as pb;
 use loyalty_store::Store;
-use loyalty_store::scylla::{ScyllaConfig, ScyllaStore, migrate};
+use loyalty_store::scylla::{ScyllaConfig, ScyllaStore};
 use loyalty_tests::*;
 use rust_decimal::Decimal;
 use scylla::errors::{DbError, WriteType};
@@ -81,7 +81,7 @@ impl Rig {
         config.relay_grace = Duration::from_secs(1);
         config.relay_lookback_minutes = 5;
         config.request_timeout = request_timeout;
-        migrate(&config, &schema_dir()).await.expect("migrate");
+        migrate_scylla(&config, &schema_dir()).await.expect("migrate");
         config
     }
 
@@ -100,7 +100,7 @@ impl Rig {
     }
 
     async fn store(&self) -> Arc<ScyllaStore> {
-        ScyllaStore::connect(self.config.clone()).await.expect("connect")
+        connect_scylla(self.config.clone()).await.expect("connect")
     }
 
     /// The engine with spendable-at-once points, on this rig's keyspace.
@@ -231,15 +231,14 @@ async fn checkout_runs_on_scylla_with_replays_and_a_second_engine_sees_it() {
     assert_eq!(replayed, redeemed);
     assert_eq!(dec(&balance_of(&mut elsewhere, phone("+77015550101")).await.balance), Decimal::from(70));
     // The outbox got the events, relayed out of the account's partition.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = server.store.outbox_page(PROGRAM, 0, 100).await.expect("outbox");
-        if events.iter().any(|record| record.event.receipt_id.as_deref() == Some("r-1")) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the accrual's event never reached the outbox: {events:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the accrual's event in the outbox",
+        || server.store.outbox_page(PROGRAM, 0, 100),
+        |events| events.as_ref().is_ok_and(|events| events.iter().any(|record| record.event.receipt_id.as_deref() == Some("r-1"))),
+    )
+    .await
+    .expect("outbox");
     if let Some(standin) = &rig.standin {
         assert!(standin.stats().lwt > 0, "commits went through lightweight transactions");
     }
@@ -685,14 +684,16 @@ async fn an_enrolment_whose_claims_were_taken_over_mid_commit_cannot_apply_after
     let mut rig = Rig::new(true).await;
     let server = rig.engine().await;
     // The first commit batch through the proxy is held back for 1.5 s: enrolment E1 has claimed the
-    // phone (and its card and request) but its batch has not reached the store.
+    // phone (and its card and request) but its batch has not reached the store. The proxy says
+    // when it holds the batch: E2 starts then, without guessing how long E1 takes to get there.
+    let (held, mut batch_held) = tokio::sync::mpsc::unbounded_channel();
     rig.on_requests(vec![RequestRule(
         Condition::RequestOpcode(RequestOpcode::Batch).and(Condition::TrueForLimitedTimes(1)),
-        RequestReaction::delay(Duration::from_millis(1500)),
+        RequestReaction::delay(Duration::from_millis(1500)).with_feedback_when_performed(held),
     )]);
     let mut first_client = server.client().await;
     let first = tokio::spawn(async move { first_client.enroll(enroll("E1", "+77015550106", "")).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    batch_held.recv().await.expect("E1's batch reaches the proxy");
     // E2, another request for the same phone, finds E1's claim unused, fences E1 off and takes it.
     let mut client = server.client().await;
     let second = client.enroll(enroll("E2", "+77015550106", "")).await.expect("E2 takes the phone over").into_inner();
@@ -737,7 +738,7 @@ async fn with_tls_configured_the_store_never_talks_in_clear() {
     let mut config = rig.config.clone();
     config.connect_timeout = Duration::from_secs(2);
     config.tls_ca_file = Some("/nonexistent/loyalty-ca.pem".into());
-    let missing = ScyllaStore::connect(config.clone()).await.expect_err("no CA file, no connection");
+    let missing = connect_scylla(config.clone()).await.expect_err("no CA file, no connection");
     assert!(missing.to_string().contains("does not exist"), "{missing}");
     // A valid CA against a server that speaks no TLS: the handshake fails; nothing goes in clear.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -745,7 +746,7 @@ async fn with_tls_configured_the_store_never_talks_in_clear() {
     std::fs::write(&ca, self_signed_ca_pem()).expect("write CA");
     config.tls_ca_file = Some(ca);
     let requests_before = rig.standin.as_ref().expect("a rig on the stand-in").stats().requests;
-    let refused = ScyllaStore::connect(config).await.expect_err("a plaintext server is not accepted");
+    let refused = connect_scylla(config).await.expect_err("a plaintext server is not accepted");
     assert!(refused.to_string().contains("connect to ScyllaDB"), "{refused}");
     assert_eq!(
         rig.standin.as_ref().expect("a rig on the stand-in").stats().requests,
@@ -760,6 +761,6 @@ async fn without_the_tls_feature_a_tls_setting_is_refused_not_ignored() {
     let rig = Rig::new(false).await;
     let mut config = rig.config.clone();
     config.tls_ca_file = Some("/etc/loyalty/ca.pem".into());
-    let refused = ScyllaStore::connect(config).await.expect_err("no silent plaintext");
+    let refused = connect_scylla(config).await.expect_err("no silent plaintext");
     assert!(refused.to_string().contains("--features scylla-tls"), "{refused}");
 }

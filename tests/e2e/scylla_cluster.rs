@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use loyalty_engine::clock::{Clock, SystemClock};
 use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
 use rust_decimal::Decimal;
@@ -59,6 +61,7 @@ async fn till(server_addr: std::net::SocketAddr, name: String, customers: Vec<St
                 Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted | Code::DeadlineExceeded) => {
                     *seen.refused.entry(format!("{:?}", status.code())).or_default() += 1;
                     assert!(attempts < 600, "{receipt_id}: no answer after {attempts} attempts: {status:?}");
+                    // A till's pause before it sends the call again.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(status) => panic!("{receipt_id}: refused for good: {status:?}"),
@@ -108,6 +111,7 @@ async fn enrolled(client: &mut Client, prefix: &str, count: usize) -> Vec<String
             attempts += 1;
             match client.enroll(enroll(&format!("enrol-{prefix}-{index}"), &number, "")).await {
                 Ok(_) => break,
+                // A till's pause before it sends the call again.
                 Err(status) if status.code() == Code::Unavailable && attempts < 50 => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(status) => panic!("enrol {number}: {status:?}"),
             }
@@ -142,6 +146,8 @@ async fn one_node_killed_under_load_calls_go_on_and_nothing_acknowledged_is_lost
     let rig = Rig::shared().await;
     let server = rig.engine().await;
     let customers = customers(&server, "1", 6).await;
+    // Real time on a real cluster: the tills are under way for a second before the kill, and call
+    // on for 8 s with the node gone (the driver marks it down, hints pile up).
     let tills = load_during(&server, "kill1", &customers, async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster(&["kill", "2"]).await;
@@ -179,6 +185,7 @@ async fn two_nodes_lost_nothing_is_acknowledged_and_retries_apply_once_after_res
     let answer = loop {
         match client.accrue(request.clone()).await {
             Ok(answer) => break answer.into_inner(),
+            // A till's pause before it sends the call again.
             Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
@@ -197,6 +204,7 @@ async fn a_node_frozen_longer_than_the_request_timeout_then_thawed_loses_and_dou
     let rig = Rig::shared().await;
     let server = rig.engine().await;
     let customers = customers(&server, "3", 6).await;
+    // Real time on a real cluster: the tills are under way for a second before the node freezes.
     let tills = load_during(&server, "stop3", &customers, async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster(&["stop", "3"]).await;
@@ -260,6 +268,7 @@ impl Call {
             attempts += 1;
             match self.send(client).await {
                 Ok(answer) => return answer,
+                // A till's pause before it sends the call again.
                 Err(status) if retried(status.code()) && attempts < 300 => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(status) => panic!("{}: no answer after {attempts} attempts: {status:?}", self.receipt_id()),
             }
@@ -306,7 +315,8 @@ struct Acked {
 #[derive(Debug, Default)]
 struct Kill {
     acknowledged: AtomicUsize,
-    at: OnceLock<(Instant, SystemTime)>,
+    /// On this process's monotonic clock, and on the wall clock the engine processes write entries by.
+    at: OnceLock<(Instant, DateTime<Utc>)>,
 }
 
 /// What one till saw across the kill: its acknowledged calls, and the calls in flight on A when it
@@ -358,7 +368,11 @@ async fn assert_replays_are_first_answers(b: &mut Client, acknowledged: &[Acked]
 
 /// Every acknowledged answer is its ledger entry's (the same transaction ID), whichever engine
 /// gave it. Returns when each receipt's entry was made: by A before the kill, or by B after it.
-async fn assert_answers_name_their_entries(b: &mut Client, customers: &[String], acknowledged: &[Acked]) -> BTreeMap<String, SystemTime> {
+async fn assert_answers_name_their_entries(
+    b: &mut Client,
+    customers: &[String],
+    acknowledged: &[Acked],
+) -> BTreeMap<String, DateTime<Utc>> {
     let mut made = BTreeMap::new();
     for number in customers {
         let ledger = checked_ledger(b, number).await;
@@ -367,8 +381,8 @@ async fn assert_answers_name_their_entries(b: &mut Client, customers: &[String],
             let entry = entries_for(&ledger, receipt_id)[0];
             assert_eq!(entry.transaction_id, acked.answer.transaction_id(), "{receipt_id}: the answer is its entry's");
             let at = entry.at.expect("entry time");
-            let since_epoch = Duration::new(u64::try_from(at.seconds).expect("after 1970"), u32::try_from(at.nanos).expect("nanos"));
-            made.insert(receipt_id.to_owned(), SystemTime::UNIX_EPOCH + since_epoch);
+            let at = DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).expect("nanos")).expect("an entry time chrono can hold");
+            made.insert(receipt_id.to_owned(), at);
         }
     }
     made
@@ -405,10 +419,15 @@ async fn an_engine_killed_mid_commit_leaves_its_calls_to_another_engine_and_each
     let tills: Vec<_> = (0..6)
         .map(|till| tokio::spawn(till_across_the_kill([first_addr, second_addr], till, customers.clone(), 24, Arc::clone(&kill))))
         .collect();
-    while kill.acknowledged.load(Ordering::SeqCst) < KILL_AFTER {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    kill.at.set((Instant::now(), SystemTime::now())).expect("one kill");
+    eventually(
+        Duration::from_secs(300),
+        "calls acknowledged before the kill",
+        || std::future::ready(kill.acknowledged.load(Ordering::SeqCst)),
+        |count| *count >= KILL_AFTER,
+    )
+    .await;
+    // The engine processes stamp entries with their `SystemClock`: the same clock here.
+    kill.at.set((Instant::now(), SystemClock.now())).expect("one kill");
     // SIGKILL: no draining, no answer for the calls it was serving.
     first.start_kill().expect("kill -9 engine A");
     let _ = first.wait().await;

@@ -2,10 +2,10 @@
 //! manual clock, and builds requests. Integration tests live in `e2e/`, compiled into one binary.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
-use loyalty_engine::clock::ManualClock;
+use loyalty_engine::clock::{Clock, ManualClock, SystemClock};
 use loyalty_engine::config::{Config, ProgramConfig};
 use loyalty_engine::engine::Engine;
 use loyalty_engine::ids::UuidIds;
@@ -15,6 +15,7 @@ use loyalty_proto::v1 as pb;
 use loyalty_proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use loyalty_store::Store;
 use loyalty_store::embedded::{Durability, EmbeddedStore};
+use loyalty_store::scylla::{ScyllaConfig, ScyllaStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -385,6 +386,47 @@ pub fn dec(value: &str) -> rust_decimal::Decimal {
 /// The balance part of a GetAccount response.
 pub async fn balance_of(client: &mut Client, customer: Option<pb::CustomerRef>) -> pb::Balance {
     client.get_account(get_account(customer)).await.expect("get account").into_inner().balance.expect("balance")
+}
+
+/// The wall clock, put ahead by hand: the clock of the ScyllaDB stores the tests connect.
+///
+/// The engine's own clock in tests is a [`ManualClock`] at a fixed date, which a ScyllaDB store
+/// cannot use: the cluster compares the store's delete timestamps with its own clock, and relay
+/// marks and outbox seqs order what other engines wrote. So the store follows real time, and a test
+/// puts this clock ahead instead of sleeping: past `relay_settle` to read every event relayed so
+/// far, past `relay_grace` for a recovery pass to see a minute of relay marks as over.
+#[derive(Debug, Default)]
+pub struct AheadClock {
+    ahead: Mutex<chrono::Duration>,
+}
+
+impl AheadClock {
+    /// The wall clock itself, until put ahead.
+    pub fn new() -> Self {
+        AheadClock::default()
+    }
+
+    /// Puts the clock `by` further ahead of the wall clock.
+    pub fn advance(&self, by: std::time::Duration) {
+        let by = chrono::Duration::from_std(by).expect("a test's step fits a chrono duration");
+        *self.ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for AheadClock {
+    fn now(&self) -> DateTime<Utc> {
+        SystemClock.now() + *self.ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Connects a ScyllaDB store on `config` that tells the time by the wall clock.
+pub async fn connect_scylla(config: ScyllaConfig) -> Result<Arc<ScyllaStore>, loyalty_store::StoreError> {
+    ScyllaStore::connect(config, Arc::new(SystemClock)).await
+}
+
+/// Migrates `config`'s keyspace with the schema files in `dir`, recorded at the wall clock's time.
+pub async fn migrate_scylla(config: &ScyllaConfig, dir: &std::path::Path) -> Result<Vec<String>, loyalty_store::StoreError> {
+    loyalty_store::scylla::migrate(config, dir, &SystemClock).await
 }
 
 /// Polls `read` every 25 ms until `done` holds of its result; panics after `within`.

@@ -11,9 +11,19 @@
 //!   [`ledger::LedgerEntry`]s and asserts the invariants before it hands the new state back.
 //! - [`receipt::ReceiptState`]: what one receipt did (hold, spend, accrual, refunds) and the first
 //!   responses of the calls made on it, for idempotent replays.
-//! - [`ops`]: the checkout operations (authorize, redeem, accrue, refund, reverse, bonuses).
+//! - [`ops`]: the checkout operations (quote, authorize, redeem, accrue, refund, reverse), the
+//!   enrolment bonuses, and bonuses outside a purchase (events, manual adjustments, schedule
+//!   awards, credits owed by other accounts, expiry notices).
 //! - [`enrolment`]: a customer registered by phone (welcome bonuses, card fee, referral chain), and
 //!   the erasure of their personal data.
+//! - [`program::ProgramPolicy`]: a program's policy (currency, rounding, pending period, expiry,
+//!   holds, spending cap, refund policy); [`basket`]: the till's basket and its checks.
+//! - [`identity`]: how a till names a customer (phone, card, app token) and their normal forms;
+//!   [`presence`]: the one-time codes that prove the customer is at the till before spending.
+//! - [`outcome`]: the answers of the operations, stored whole for replays; [`fingerprint`]: the
+//!   request fingerprints a replay must match.
+//! - [`events`]: the outbox events a change writes, and the credits it owes other accounts (a
+//!   merge's transfer among them).
 //! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`merge`]: an anonymous card's account merged into a registered customer's, exactly once.
@@ -22,6 +32,8 @@
 //! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
 //!   evaluated in memory with an explanation per line.
 //! - [`rejection::Rejection`]: every reason an operation refuses, with a stable code.
+//! - Helpers: [`allocate`] (exact proportional splits of an amount across lines) and [`timecode`]
+//!   (how instants are encoded in stored state).
 
 pub mod account;
 pub mod allocate;

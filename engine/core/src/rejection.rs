@@ -84,38 +84,54 @@ pub enum Rejection {
     CodeIssueLimit { next: DateTime<Utc> },
 }
 
-impl Rejection {
-    /// A stable machine-readable code, sent as `google.rpc.ErrorInfo.reason`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Rejection::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            Rejection::CustomerNotFound => "CUSTOMER_NOT_FOUND",
-            Rejection::ReceiptNotFound { .. } => "RECEIPT_NOT_FOUND",
-            Rejection::HoldNotFound { .. } => "HOLD_NOT_FOUND",
-            Rejection::InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
-            Rejection::ExceedsReceiptCap { .. } => "EXCEEDS_RECEIPT_CAP",
-            Rejection::CardNotRegistered => "CARD_NOT_REGISTERED",
-            Rejection::BelowMinimumBalance { .. } => "BELOW_MINIMUM_BALANCE",
-            Rejection::UnknownEvent { .. } => "UNKNOWN_EVENT",
-            Rejection::HoldExpired { .. } => "HOLD_EXPIRED",
-            Rejection::HoldClosed { .. } => "HOLD_CLOSED",
-            Rejection::CaptureExceedsHold { .. } => "CAPTURE_EXCEEDS_HOLD",
-            Rejection::ReceiptClosed { .. } => "RECEIPT_CLOSED",
-            Rejection::ReceiptReversed { .. } => "RECEIPT_REVERSED",
-            Rejection::ReceiptNotClosed { .. } => "RECEIPT_NOT_CLOSED",
-            Rejection::RefundExceedsReceipt { .. } => "REFUND_EXCEEDS_RECEIPT",
-            Rejection::ClawbackExceedsBalance { .. } => "CLAWBACK_EXCEEDS_BALANCE",
-            Rejection::IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
-            Rejection::PhoneAlreadyRegistered => "PHONE_ALREADY_REGISTERED",
-            Rejection::IdentifierTaken { .. } => "IDENTIFIER_TAKEN",
-            Rejection::CustomerCodeRequired => "CUSTOMER_CODE_REQUIRED",
-            Rejection::CustomerCodeInvalid { .. } => "CUSTOMER_CODE_INVALID",
-            Rejection::CustomerLocked { .. } => "CUSTOMER_LOCKED",
-            Rejection::CodeIssueLimit { .. } => "CODE_ISSUE_LIMIT",
-            Rejection::CardBlocked { .. } => "CARD_BLOCKED",
-        }
-    }
+/// Defines [`Rejection::code`] and [`Rejection::ALL_CODES`] from one list of `variant => code`
+/// arms. `code` matches without a wildcard, so a new variant does not compile until it has an arm
+/// here, and then its code is in `ALL_CODES` too: the list of codes cannot fall behind the type.
+macro_rules! rejection_codes {
+    ($($variant:ident $({ $rest:tt })? => $code:literal,)*) => {
+        impl Rejection {
+            /// Every code a rejection can have, one per variant (what the proto must list).
+            pub const ALL_CODES: &'static [&'static str] = &[$($code),*];
 
+            /// A stable machine-readable code, sent as `google.rpc.ErrorInfo.reason`.
+            pub fn code(&self) -> &'static str {
+                match self {
+                    $(Rejection::$variant $({ $rest })? => $code,)*
+                }
+            }
+        }
+    };
+}
+
+rejection_codes! {
+    InvalidArgument { .. } => "INVALID_ARGUMENT",
+    CustomerNotFound => "CUSTOMER_NOT_FOUND",
+    ReceiptNotFound { .. } => "RECEIPT_NOT_FOUND",
+    HoldNotFound { .. } => "HOLD_NOT_FOUND",
+    InsufficientPoints { .. } => "INSUFFICIENT_POINTS",
+    ExceedsReceiptCap { .. } => "EXCEEDS_RECEIPT_CAP",
+    CardNotRegistered => "CARD_NOT_REGISTERED",
+    BelowMinimumBalance { .. } => "BELOW_MINIMUM_BALANCE",
+    UnknownEvent { .. } => "UNKNOWN_EVENT",
+    HoldExpired { .. } => "HOLD_EXPIRED",
+    HoldClosed { .. } => "HOLD_CLOSED",
+    CaptureExceedsHold { .. } => "CAPTURE_EXCEEDS_HOLD",
+    ReceiptClosed { .. } => "RECEIPT_CLOSED",
+    ReceiptReversed { .. } => "RECEIPT_REVERSED",
+    ReceiptNotClosed { .. } => "RECEIPT_NOT_CLOSED",
+    RefundExceedsReceipt { .. } => "REFUND_EXCEEDS_RECEIPT",
+    ClawbackExceedsBalance { .. } => "CLAWBACK_EXCEEDS_BALANCE",
+    IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
+    PhoneAlreadyRegistered => "PHONE_ALREADY_REGISTERED",
+    IdentifierTaken { .. } => "IDENTIFIER_TAKEN",
+    CustomerCodeRequired => "CUSTOMER_CODE_REQUIRED",
+    CustomerCodeInvalid { .. } => "CUSTOMER_CODE_INVALID",
+    CustomerLocked { .. } => "CUSTOMER_LOCKED",
+    CodeIssueLimit { .. } => "CODE_ISSUE_LIMIT",
+    CardBlocked { .. } => "CARD_BLOCKED",
+}
+
+impl Rejection {
     /// A refusal that changed the account (a counted failed code attempt, a lock-out): the engine
     /// stores the account even though the call is refused, or the attempt limit would mean nothing.
     pub fn records_attempt(&self) -> bool {

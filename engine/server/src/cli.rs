@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use loyalty_store::Store;
 use loyalty_store::embedded::{Durability, EmbeddedStore};
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, LogFormat};
 use crate::engine::Engine;
 use crate::ids::UuidIds;
@@ -197,7 +197,7 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             let programs = Programs::from_config(&config)?;
             config.tls.server_config().context("loading the [tls] files")?;
             if let Some(path) = &config.security.credentials_file {
-                crate::auth::seed::load(path, &programs.ids(), chrono::Utc::now())
+                crate::auth::seed::load(path, &programs.ids(), SystemClock.now())
                     .map_err(|problems| anyhow::anyhow!("invalid credentials file:\n  {}", problems.join("\n  ")))?;
             }
             println!("{config:#?}");
@@ -211,7 +211,7 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { schema_dir } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let applied = runtime.block_on(loyalty_store::scylla::migrate(&config.scylla_store(), &schema_dir))?;
+            let applied = runtime.block_on(loyalty_store::scylla::migrate(&config.scylla_store(), &schema_dir, &SystemClock))?;
             let keyspace = &config.storage.scylla.keyspace;
             if applied.is_empty() {
                 println!("keyspace {keyspace} is up to date");
@@ -276,9 +276,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let programs = Programs::from_config(&config)?;
     // Before the store opens: a bad certificate or key file is a start-up error naming the file.
     let tls = config.tls.server_config().context("loading the [tls] files")?;
-    let store = open_store(&config).await?;
-    let engine =
-        Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), config.storage.cached_accounts));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&config, Arc::clone(&clock)).await?;
+    let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock, Arc::new(UuidIds), config.storage.cached_accounts));
     if let Some(dir) = &config.storage.backup_dir {
         engine.set_backups(crate::backups::Backups::new(dir.clone(), config.storage.backups_kept));
     }
@@ -376,8 +376,9 @@ async fn import(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let programs = Programs::from_config(&config)?;
-    let store = open_store(&config).await?;
-    let engine = Arc::new(Engine::new(Arc::clone(&store), programs, Arc::new(SystemClock), Arc::new(UuidIds), IMPORT_CACHED_ACCOUNTS));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&config, Arc::clone(&clock)).await?;
+    let engine = Arc::new(Engine::new(Arc::clone(&store), programs, clock, Arc::new(UuidIds), IMPORT_CACHED_ACCOUNTS));
     engine.bootstrap_rules().await.context("loading the programs' rules")?;
     let rejects = rejects.unwrap_or_else(|| crate::import::default_rejects_path(file));
     let started = std::time::Instant::now();
@@ -401,8 +402,9 @@ async fn import(
     Ok(())
 }
 
-/// The configured store: the embedded file, or a ScyllaDB session (migrated first if configured).
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// The configured store: the embedded file, or a ScyllaDB session (migrated first if configured)
+/// that tells the time by the engine's `clock`.
+pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
     match config.storage.backend {
         Backend::Embedded => {
             let store_config = config.embedded_store();
@@ -413,9 +415,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let scylla = config.scylla_store();
             if config.storage.scylla.migrate_on_start {
                 let dir = std::env::var_os("LOYALTY_SCHEMA_DIR").map_or_else(|| PathBuf::from("deploy/cql"), PathBuf::from);
-                loyalty_store::scylla::migrate(&scylla, &dir).await.context("migrating the ScyllaDB schema")?;
+                loyalty_store::scylla::migrate(&scylla, &dir, clock.as_ref()).await.context("migrating the ScyllaDB schema")?;
             }
-            let store = loyalty_store::scylla::ScyllaStore::connect(scylla)
+            let store = loyalty_store::scylla::ScyllaStore::connect(scylla, clock)
                 .await
                 .with_context(|| format!("connecting to ScyllaDB at {}", config.storage.scylla.nodes.join(",")))?;
             Ok(store)

@@ -95,17 +95,34 @@ pub enum AuthFailure {
     CertificateMismatch,
 }
 
-impl AuthFailure {
-    pub fn code(self) -> &'static str {
-        match self {
-            AuthFailure::Missing => "API_KEY_MISSING",
-            AuthFailure::Malformed => "API_KEY_MALFORMED",
-            AuthFailure::Unknown => "API_KEY_INVALID",
-            AuthFailure::Revoked => "API_KEY_REVOKED",
-            AuthFailure::CertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH",
-        }
-    }
+/// Defines [`AuthFailure::code`] and [`AuthFailure::ALL_CODES`] from one list of `variant =>
+/// code` arms: a new variant does not compile until it has an arm here, and then its code is in
+/// `ALL_CODES` too (as `loyalty_core`'s `Rejection` codes are kept).
+macro_rules! auth_failure_codes {
+    ($($variant:ident => $code:literal,)*) => {
+        impl AuthFailure {
+            /// Every code an authentication failure can have, one per variant.
+            pub const ALL_CODES: &'static [&'static str] = &[$($code),*];
 
+            /// A stable machine-readable code, sent as `google.rpc.ErrorInfo.reason`.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(AuthFailure::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+auth_failure_codes! {
+    Missing => "API_KEY_MISSING",
+    Malformed => "API_KEY_MALFORMED",
+    Unknown => "API_KEY_INVALID",
+    Revoked => "API_KEY_REVOKED",
+    CertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH",
+}
+
+impl AuthFailure {
     fn message(self) -> &'static str {
         match self {
             AuthFailure::Missing => "an API key is required: metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'",

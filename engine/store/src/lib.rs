@@ -1,5 +1,12 @@
-//! Storage for the loyalty engine: the [`Store`] trait every backend implements, and
-//! [`embedded::EmbeddedStore`], the default backend (redb, with group commit).
+//! Storage for the loyalty engine: the [`Store`] trait every backend implements, and its backends.
+//!
+//! - [`embedded::EmbeddedStore`], the default: one redb file written by one thread with group
+//!   commit, optionally behind a write-ahead journal; online backups of a consistent copy.
+//! - [`scylla::ScyllaStore`]: any number of engine processes over one ScyllaDB (or Apache
+//!   Cassandra) cluster, one Paxos round per call, events and credits relayed out of the account's
+//!   partition; [`scylla::migrate`] applies the versioned CQL schema.
+//! - [`codec`]: the byte format of stored records, with a format byte for later releases.
+//! - [`clock::Clock`]: the time a backend is given; no backend reads the wall clock itself.
 //!
 //! The trait is shaped by what a distributed store can do atomically. One [`Commit`] carries the
 //! whole effect of one checkout call on one account:
@@ -8,7 +15,8 @@
 //! - the account's new ledger entries (in the account's partition),
 //! - the receipt's new state, claimed for this account on first write (claim-once; ScyllaDB:
 //!   the claim's fence `IF NOT EXISTS`, then `IF version = ?`),
-//! - identifiers claimed once for the account (phone, card, app token),
+//! - identifiers claimed once for the account (phone, card, app token), and identifiers it gives
+//!   up (a customer's personal data erased),
 //! - an enrolment's idempotency record, claimed once,
 //! - the events the change produced, appended to the program's outbox,
 //! - points the change owes other accounts (referral rewards), kept until applied.
@@ -20,7 +28,11 @@
 //! Either every condition holds and everything is written durably, or nothing is written and the
 //! caller learns which condition failed ([`Conflict`]). An `Ok` is an acknowledgement: the commit
 //! survives a crash from then on.
+//!
+//! Besides commits, a backend pages through a program's accounts (the schedule sweep), keeps the
+//! credits owed until they are applied, and serves the outbox in order.
 
+pub mod clock;
 pub mod codec;
 pub mod embedded;
 pub mod scylla;

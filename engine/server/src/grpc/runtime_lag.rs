@@ -94,6 +94,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_saturated_runtime_shows_as_lag() {
         let lag = RuntimeLag::watch(Duration::from_millis(20));
+        // Real time: the probe measures the runtime's real lateness, here some idle wake-ups first.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let idle = lag.current();
         // Two tasks take turns holding the only worker thread 5 ms at a time for 100 ms: the

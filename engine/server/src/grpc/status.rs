@@ -16,11 +16,36 @@ use crate::error::EngineError;
 /// The `ErrorInfo.domain` of every error (shared with the codec's).
 pub use loyalty_proto::codec::ERROR_DOMAIN;
 
-/// Maps an engine error to its status.
-pub fn to_status(error: &EngineError) -> Status {
-    let message = error.to_string();
-    let (code, reason) = match error {
+/// Defines `code_and_reason`, the gRPC code and `ErrorInfo.reason` of every engine error, and (for
+/// the tests) `FIXED_REASONS`, the reasons of the `fixed` arms. The match has no wildcard: a new
+/// `EngineError` variant does not compile until it has an arm here, and a fixed arm's reason is in
+/// `FIXED_REASONS` as soon as it is written. The `delegated` arms take the reason from their
+/// error's own list ([`Rejection::ALL_CODES`], [`crate::error::AuthFailure::ALL_CODES`]).
+macro_rules! wire_reasons {
+    (
+        delegated: { $($delegated:pat => $value:expr,)* }
+        fixed: { $($fixed:pat => ($code:expr, $reason:literal),)* }
+    ) => {
+        /// The gRPC code and the `ErrorInfo.reason` of an engine error.
+        fn code_and_reason(error: &EngineError) -> (Code, &'static str) {
+            match error {
+                $($delegated => $value,)*
+                $($fixed => ($code, $reason),)*
+            }
+        }
+
+        /// The reasons of the errors that are neither a rejection nor an authentication failure.
+        #[cfg(test)]
+        const FIXED_REASONS: &[&str] = &[$($reason),*];
+    };
+}
+
+wire_reasons! {
+    delegated: {
         EngineError::Rejected(rejection) => (rejection_code(rejection), rejection.code()),
+        EngineError::Unauthenticated(failure) => (Code::Unauthenticated, failure.code()),
+    }
+    fixed: {
         EngineError::ProgramNotFound(_) => (Code::NotFound, "PROGRAM_NOT_FOUND"),
         EngineError::Store(StoreError::Corrupt(_)) => (Code::Internal, "STORE_CORRUPT"),
         EngineError::Store(_) => (Code::Unavailable, "STORE_UNAVAILABLE"),
@@ -30,7 +55,6 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::RulesInvalid(_) => (Code::InvalidArgument, "RULES_INVALID"),
         EngineError::RulesVersionConflict { .. } => (Code::Aborted, "RULES_VERSION_CONFLICT"),
         EngineError::RuleNotFound(_) => (Code::NotFound, "RULE_NOT_FOUND"),
-        EngineError::Unauthenticated(failure) => (Code::Unauthenticated, failure.code()),
         EngineError::PermissionDenied { .. } => (Code::PermissionDenied, "PERMISSION_DENIED"),
         EngineError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
         EngineError::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
@@ -41,7 +65,13 @@ pub fn to_status(error: &EngineError) -> Status {
         EngineError::NotSandbox(_) => (Code::FailedPrecondition, "NOT_A_SANDBOX"),
         EngineError::BackupUnavailable(_) => (Code::FailedPrecondition, "BACKUP_UNAVAILABLE"),
         EngineError::Internal(_) => (Code::Internal, "INTERNAL"),
-    };
+    }
+}
+
+/// Maps an engine error to its status.
+pub fn to_status(error: &EngineError) -> Status {
+    let message = error.to_string();
+    let (code, reason) = code_and_reason(error);
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(error));
     if let EngineError::Rejected(Rejection::InvalidArgument { field, reason }) = error {
         details.add_bad_request_violation(field.clone(), reason.clone());
@@ -161,20 +191,65 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
 
     use chrono::DateTime;
     use loyalty_core::rules::{RuleProblem, RuleSetError};
     use loyalty_core::txn::InvariantBroken;
-    use loyalty_proto::v1::ErrorReason;
     use rust_decimal::Decimal;
 
     use super::*;
     use crate::error::AuthFailure;
 
-    /// One error of every kind the engine can answer. Each match below has no wildcard, so a new
-    /// variant does not compile until it is listed here, and so checked against the proto.
+    /// The proto file that lists every reason a client can see, read from the repository.
+    const ERRORS_PROTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/loyalty/v1/errors.proto");
+
+    /// Every reason the engine can put on the wire, from the lists the error types keep exhaustive
+    /// (see `wire_reasons!`), and the codec's one reason for a body that never reaches the engine.
+    fn wire_reasons() -> BTreeSet<&'static str> {
+        let mut reasons: BTreeSet<&'static str> = Rejection::ALL_CODES.iter().copied().collect();
+        reasons.extend(AuthFailure::ALL_CODES);
+        reasons.extend(FIXED_REASONS);
+        reasons.insert(loyalty_proto::codec::MALFORMED_MESSAGE);
+        reasons
+    }
+
+    /// The values of `enum ErrorReason` in the proto text, each with its comment (the lines of
+    /// `//` right above it, joined).
+    fn proto_reasons() -> BTreeMap<String, String> {
+        let text = std::fs::read_to_string(ERRORS_PROTO).unwrap_or_else(|error| panic!("read {ERRORS_PROTO}: {error}"));
+        let body = text.split_once("enum ErrorReason {").map(|(_, rest)| rest).expect("errors.proto declares enum ErrorReason");
+        let body = body.split_once('}').map_or(body, |(body, _)| body);
+        let mut reasons = BTreeMap::new();
+        let mut comment = Vec::new();
+        for line in body.lines().map(str::trim) {
+            if let Some(words) = line.strip_prefix("//") {
+                comment.push(words.trim());
+            } else if let Some((name, _number)) = line.strip_suffix(';').and_then(|value| value.split_once('=')) {
+                reasons.insert(name.trim().to_owned(), comment.join(" "));
+                comment.clear();
+            } else {
+                comment.clear();
+            }
+        }
+        reasons
+    }
+
+    /// A gRPC code as the proto comments spell it: `FAILED_PRECONDITION`.
+    fn code_name(code: Code) -> String {
+        let mut name = String::new();
+        for (index, letter) in format!("{code:?}").chars().enumerate() {
+            if letter.is_ascii_uppercase() && index > 0 {
+                name.push('_');
+            }
+            name.push(letter.to_ascii_uppercase());
+        }
+        name
+    }
+
+    /// One error of every kind the engine can answer; `every_reason_has_an_example` checks that
+    /// the list falls behind no reason.
     fn every_error() -> Vec<EngineError> {
         let d = Decimal::ONE;
         let at = DateTime::UNIX_EPOCH;
@@ -206,52 +281,9 @@ mod tests {
             Rejection::CodeIssueLimit { next: at },
             Rejection::CardBlocked { replaced_at: at },
         ];
-        for rejection in &rejections {
-            match rejection {
-                Rejection::InvalidArgument { .. }
-                | Rejection::CustomerNotFound
-                | Rejection::ReceiptNotFound { .. }
-                | Rejection::HoldNotFound { .. }
-                | Rejection::InsufficientPoints { .. }
-                | Rejection::ExceedsReceiptCap { .. }
-                | Rejection::BelowMinimumBalance { .. }
-                | Rejection::UnknownEvent { .. }
-                | Rejection::CardNotRegistered
-                | Rejection::HoldExpired { .. }
-                | Rejection::HoldClosed { .. }
-                | Rejection::CaptureExceedsHold { .. }
-                | Rejection::ReceiptClosed { .. }
-                | Rejection::ReceiptReversed { .. }
-                | Rejection::ReceiptNotClosed { .. }
-                | Rejection::RefundExceedsReceipt { .. }
-                | Rejection::ClawbackExceedsBalance { .. }
-                | Rejection::IdempotencyConflict { .. }
-                | Rejection::PhoneAlreadyRegistered
-                | Rejection::IdentifierTaken { .. }
-                | Rejection::CustomerCodeRequired
-                | Rejection::CustomerCodeInvalid { .. }
-                | Rejection::CustomerLocked { .. }
-                | Rejection::CodeIssueLimit { .. }
-                | Rejection::CardBlocked { .. } => {}
-            }
-        }
         let failures =
             [AuthFailure::Missing, AuthFailure::Malformed, AuthFailure::Unknown, AuthFailure::Revoked, AuthFailure::CertificateMismatch];
-        for failure in failures {
-            match failure {
-                AuthFailure::Missing
-                | AuthFailure::Malformed
-                | AuthFailure::Unknown
-                | AuthFailure::Revoked
-                | AuthFailure::CertificateMismatch => {}
-            }
-        }
         let store_errors = [StoreError::Io(id()), StoreError::Corrupt(id()), StoreError::Poisoned, StoreError::Closed];
-        for error in &store_errors {
-            match error {
-                StoreError::Io(_) | StoreError::Corrupt(_) | StoreError::Poisoned | StoreError::Closed => {}
-            }
-        }
         let mut errors: Vec<EngineError> = rejections.into_iter().map(EngineError::Rejected).collect();
         errors.extend(failures.map(EngineError::Unauthenticated));
         errors.extend(store_errors.map(EngineError::Store));
@@ -276,33 +308,14 @@ mod tests {
             EngineError::BackupUnavailable("off"),
             EngineError::Internal(id()),
         ]);
-        for error in &errors {
-            match error {
-                EngineError::Rejected(_)
-                | EngineError::ProgramNotFound(_)
-                | EngineError::Store(_)
-                | EngineError::Invariant(_)
-                | EngineError::Contention { .. }
-                | EngineError::Overloaded { .. }
-                | EngineError::Saturated { .. }
-                | EngineError::RulesInvalid(_)
-                | EngineError::RulesVersionConflict { .. }
-                | EngineError::RuleNotFound(_)
-                | EngineError::Unauthenticated(_)
-                | EngineError::PermissionDenied { .. }
-                | EngineError::RateLimited { .. }
-                | EngineError::DeadlineExceeded
-                | EngineError::AccessVersionConflict { .. }
-                | EngineError::CredentialNotFound(_)
-                | EngineError::MessageTooLarge { .. }
-                | EngineError::ShuttingDown
-                | EngineError::NotSandbox(_)
-                | EngineError::AccountMoved
-                | EngineError::BackupUnavailable(_)
-                | EngineError::Internal(_) => {}
-            }
-        }
         errors
+    }
+
+    /// Each example's status, and the codec's for a body that does not decode.
+    fn every_status() -> Vec<(String, Status)> {
+        let mut statuses: Vec<(String, Status)> = every_error().iter().map(|error| (format!("{error:?}"), to_status(error))).collect();
+        statuses.push(("an undecodable body".to_owned(), loyalty_proto::codec::malformed_message_status("truncated")));
+        statuses
     }
 
     fn reason(status: &Status) -> String {
@@ -313,21 +326,32 @@ mod tests {
 
     #[test]
     fn every_reason_the_engine_answers_is_in_the_proto_and_every_proto_reason_is_answered() {
-        let mut answered = BTreeSet::new();
-        for error in every_error() {
-            let reason = reason(&to_status(&error));
-            assert!(
-                ErrorReason::from_str_name(&reason).is_some_and(|value| value != ErrorReason::Unspecified),
-                "{error:?} answers reason {reason}, which loyalty.v1.ErrorReason (proto/loyalty/v1/errors.proto) lacks"
-            );
-            answered.insert(reason);
-        }
-        // The codec answers the one reason that never reaches the engine.
-        let undecodable = loyalty_proto::codec::malformed_message_status("truncated");
-        answered.insert(reason(&undecodable));
+        let proto: BTreeSet<String> = proto_reasons().into_keys().filter(|name| name != "ERROR_REASON_UNSPECIFIED").collect();
+        let answered: BTreeSet<String> = wire_reasons().into_iter().map(str::to_owned).collect();
+        let missing: Vec<&String> = answered.difference(&proto).collect();
+        assert!(missing.is_empty(), "the engine answers reasons that {ERRORS_PROTO} does not list in ErrorReason: {missing:?}");
+        let unused: Vec<&String> = proto.difference(&answered).collect();
+        assert!(unused.is_empty(), "{ERRORS_PROTO} lists reasons that the engine never answers: {unused:?}");
+    }
 
-        let listed: BTreeSet<String> =
-            (1..1000).filter_map(|n| ErrorReason::try_from(n).ok()).map(|value| value.as_str_name().to_owned()).collect();
-        assert_eq!(answered, listed, "the proto lists exactly the reasons the engine answers");
+    #[test]
+    fn every_reason_has_an_example_that_answers_it() {
+        let answered: BTreeSet<String> = every_status().iter().map(|(_, status)| reason(status)).collect();
+        let expected: BTreeSet<String> = wire_reasons().into_iter().map(str::to_owned).collect();
+        assert_eq!(answered, expected, "every_error() has one error of every reason");
+    }
+
+    #[test]
+    fn every_reason_comes_with_the_grpc_code_its_proto_comment_names() {
+        let proto = proto_reasons();
+        for (what, status) in every_status() {
+            let reason = reason(&status);
+            let comment = proto.get(&reason).unwrap_or_else(|| panic!("{what}: reason {reason} is not in {ERRORS_PROTO}"));
+            let code = code_name(status.code());
+            assert!(
+                comment.starts_with(&code),
+                "{what} answers {code} with reason {reason}, whose comment in {ERRORS_PROTO} says otherwise: {comment:?}"
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@ use scylla::client::session::Session;
 use super::io;
 use super::session::{self, ScyllaConfig};
 use crate::StoreError;
+use crate::clock::Clock;
 
 /// The schema version this build reads and writes: the number of the newest file it knows.
 pub const SCHEMA_VERSION: i32 = 2;
@@ -95,9 +96,9 @@ pub fn create_keyspace(config: &ScyllaConfig) -> String {
     cql
 }
 
-/// Creates the keyspace if needed and applies every migration in `dir` not applied yet. Returns the
-/// names of the migrations applied now.
-pub async fn migrate(config: &ScyllaConfig, dir: &Path) -> Result<Vec<String>, StoreError> {
+/// Creates the keyspace if needed and applies every migration in `dir` not applied yet, each
+/// recorded as applied at `clock`'s time. Returns the names of the migrations applied now.
+pub async fn migrate(config: &ScyllaConfig, dir: &Path, clock: &dyn Clock) -> Result<Vec<String>, StoreError> {
     let all = migrations(dir)?;
     let newest = all.last().map_or(0, |migration| migration.version);
     if newest < SCHEMA_VERSION {
@@ -134,7 +135,7 @@ pub async fn migrate(config: &ScyllaConfig, dir: &Path) -> Result<Vec<String>, S
         session
             .query_unpaged(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name.as_str(), scylla::value::CqlTimestamp(chrono::Utc::now().timestamp_millis())),
+                (migration.version, migration.name.as_str(), scylla::value::CqlTimestamp(clock.now().timestamp_millis())),
             )
             .await
             .map_err(io("record migration"))?;

@@ -40,6 +40,7 @@ use scylla::value::{CqlValue, Row};
 pub use self::migrate::{SCHEMA_VERSION, create_keyspace, migrate, schema_version, statements as migration_statements};
 pub use self::session::ScyllaConfig;
 use self::statements::{Profiles, Statements, claim, kind};
+use crate::clock::Clock;
 use crate::codec::{decode, encode};
 use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
 
@@ -59,6 +60,8 @@ pub struct ScyllaStore {
     statements: Statements,
     profiles: Profiles,
     config: ScyllaConfig,
+    /// The engine's clock: relay marks and outbox seqs, arbiter leases, delete timestamps.
+    clock: Arc<dyn Clock>,
     closed: AtomicBool,
     /// This store, for background relays.
     me: std::sync::Weak<ScyllaStore>,
@@ -116,8 +119,9 @@ fn fence_of(value: Option<&[u8]>) -> Fence {
 
 impl ScyllaStore {
     /// Connects, checks that the keyspace has the schema this build writes (see [`migrate`]) and
-    /// prepares every statement.
-    pub async fn connect(config: ScyllaConfig) -> Result<Arc<Self>, StoreError> {
+    /// prepares every statement. The store tells the time by `clock` alone (see [`Clock`] for what
+    /// it reads it for): the engine passes its own.
+    pub async fn connect(config: ScyllaConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StoreError> {
         let profiles = session::profiles(&config);
         let session = session::connect(&config, &profiles, Some(&config.keyspace)).await?;
         let found = schema_version(&session).await?;
@@ -135,6 +139,7 @@ impl ScyllaStore {
             statements,
             profiles,
             config,
+            clock,
             closed: AtomicBool::new(false),
             me: me.clone(),
             relay_watermarks: dashmap::DashMap::new(),
@@ -156,6 +161,26 @@ impl ScyllaStore {
         if self.closed.load(Ordering::Acquire) { Err(StoreError::Closed) } else { Ok(()) }
     }
 
+    /// The engine's clock in milliseconds since the epoch, for arbiter leases: no guarantee rests on
+    /// it (fences do that), only how soon the claim of a dead holder is taken over.
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// The timestamp of deletes made by [`Self::delete_for_good`]: now plus a minute, in
+    /// microseconds (CQL write timestamps).
+    fn tombstone_timestamp(&self) -> i64 {
+        self.clock.now().timestamp_micros() + 60_000_000
+    }
+
+    /// A pause before sending a statement again after a CAS timeout, so that contenders spread out:
+    /// 5 ms per attempt so far plus 0-9 ms of jitter (the clock's nanoseconds: no randomness is
+    /// needed, only that contenders differ).
+    fn cas_backoff(&self, sent: u32) -> std::time::Duration {
+        let jitter = u64::from(self.clock.now().timestamp_subsec_nanos() % 10);
+        std::time::Duration::from_millis(5 * u64::from(sent) + jitter)
+    }
+
     async fn run(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<QueryResult, StoreError> {
         self.check_open()?;
         self.session.execute_unpaged(statement, values).await.map_err(io("scylla request"))
@@ -173,7 +198,7 @@ impl ScyllaStore {
             sent += 1;
             match self.session.execute_unpaged(statement, &values).await {
                 Ok(result) => return Ok(result),
-                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(cas_backoff(sent)).await,
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(self.cas_backoff(sent)).await,
                 Err(error) => return Err(io("scylla conditional request")(error)),
             }
         }
@@ -185,7 +210,7 @@ impl ScyllaStore {
     /// otherwise carry an older timestamp than the row (clock skew) and not delete it.
     async fn delete_for_good(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<(), StoreError> {
         let mut statement = statement.clone();
-        statement.set_timestamp(Some(tombstone_timestamp()));
+        statement.set_timestamp(Some(self.tombstone_timestamp()));
         self.run(&statement, values).await.map(|_| ())
     }
 
@@ -209,7 +234,7 @@ impl ScyllaStore {
                     let rows = result.into_rows_result().map_err(io("scylla result"))?;
                     return rows.rows::<Row>().map_err(io("scylla rows"))?.collect::<Result<Vec<_>, _>>().map_err(io("scylla row"));
                 }
-                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(cas_backoff(sent)).await,
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(self.cas_backoff(sent)).await,
                 Err(error) => return Err(io("scylla serial read")(error)),
             }
         }
@@ -386,7 +411,7 @@ impl ScyllaStore {
     /// come within [`ARBITER_LEASE_MS`] (its engine died) is fenced off and the arbiter taken over.
     async fn arbitrate(&self, program_id: &str, kind: &'static str, id: &str, account_id: &str) -> Result<Option<String>, StoreError> {
         let fence_key = format!("{kind}/{id}");
-        let values = vec![text(program_id), text(kind), text(id), text(account_id), CqlValue::BigInt(now_ms())];
+        let values = vec![text(program_id), text(kind), text(id), text(account_id), CqlValue::BigInt(self.now_ms())];
         paxos("arbiter");
         let mut current = match lwt(self.run_lwt(&self.statements.arbiter_take, values).await?)? {
             Lwt::Applied => return Ok(None),
@@ -402,12 +427,12 @@ impl ScyllaStore {
             }
             // The holder's commit may still come: fencing it off now could leave the claim to
             // nobody (it fences us off meanwhile), so it is theirs while the lease runs.
-            if now_ms().saturating_sub(since) < lease || self.revoke(program_id, &holder, &fence_key).await? == Fence::Held {
+            if self.now_ms().saturating_sub(since) < lease || self.revoke(program_id, &holder, &fence_key).await? == Fence::Held {
                 return Ok(Some(holder));
             }
             let values = vec![
                 text(account_id),
-                CqlValue::BigInt(now_ms()),
+                CqlValue::BigInt(self.now_ms()),
                 text(program_id),
                 text(kind),
                 text(id),
@@ -638,22 +663,9 @@ fn paxos(what: &'static str) {
 /// claimant may fence it off (see [`ScyllaStore::arbiter_lease_ms`]).
 const ARBITER_LEASE_MS: i64 = 30_000;
 
-/// The engine's clock in milliseconds since the epoch, for arbiter leases: no guarantee rests on
-/// it (fences do that), only how soon the claim of a dead holder is taken over.
-fn now_ms() -> i64 {
-    i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.as_millis())).unwrap_or(i64::MAX)
-}
-
 /// Sends of one conditional batch whose Paxos round the coordinator gave up on, before the store
 /// answers the error (which the engine answers UNAVAILABLE, and the till retries).
 const CAS_SENDS_MAX: u32 = 6;
-
-/// A pause before sending a statement again after a CAS timeout, so that contenders spread out:
-/// 5 ms per attempt so far plus 0-9 ms of jitter.
-fn cas_backoff(sent: u32) -> std::time::Duration {
-    let jitter = u64::from(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |elapsed| elapsed.subsec_nanos()) % 10);
-    std::time::Duration::from_millis(5 * u64::from(sent) + jitter)
-}
 
 /// A lightweight transaction the coordinator gave up on: a write timeout of type CAS. The
 /// coordinator answered, so its round is over; what it left may still be completed by the next.
@@ -729,7 +741,7 @@ impl Store for ScyllaStore {
         let account = commit.account.state.account_id.as_str();
         let new_version = commit.account.expected_version + 1;
         let relays = !commit.events.is_empty() || !commit.credits.is_empty();
-        let mark = relays.then(|| relay::Mark::now(account, new_version));
+        let mark = relays.then(|| relay::Mark::at(self.clock.now(), account, new_version));
         // The relay mark and the index entry are written before the batch: once the batch applied,
         // its relay rows and the new account can always be found, whatever happens next (a mark
         // or index entry whose batch did not apply is harmless, see `relay`). They go out together,
@@ -766,7 +778,7 @@ impl Store for ScyllaStore {
                     Ok(Some(true)) => break Lwt::Applied,
                     Ok(Some(false)) => break Lwt::NotApplied(Default::default()),
                     // Not applied, and after the SERIAL read it never will be: send it again.
-                    Ok(None) => tokio::time::sleep(cas_backoff(sent)).await,
+                    Ok(None) => tokio::time::sleep(self.cas_backoff(sent)).await,
                     Err(settle_error) => {
                         self.uncertain.insert((program.to_owned(), account.to_owned()));
                         return Err(StoreError::Io(format!("scylla commit batch: {error}; settling it: {settle_error}")));
@@ -845,7 +857,7 @@ impl Store for ScyllaStore {
                 Ok(result) => break result,
                 // The batch is idempotent: sent again, its Paxos round first completes or
                 // supersedes the one the coordinator gave up on, and `NotApplied` below tells.
-                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(cas_backoff(sent)).await,
+                Err(error) if cas_timeout(&error) && sent < CAS_SENDS_MAX => tokio::time::sleep(self.cas_backoff(sent)).await,
                 Err(error) => return Err(io("scylla rules batch")(error)),
             }
         };
@@ -979,12 +991,6 @@ fn text(value: &str) -> CqlValue {
 /// A u64 as CQL bigint (versions, seqs and micros stay far below 2^63).
 fn big(value: u64) -> CqlValue {
     CqlValue::BigInt(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-/// The timestamp of deletes made by [`ScyllaStore::delete_for_good`]: now plus a minute, in
-/// microseconds (CQL write timestamps).
-fn tombstone_timestamp() -> i64 {
-    chrono::Utc::now().timestamp_micros() + 60_000_000
 }
 
 /// FNV-1a: a hash that stays the same across builds and processes.

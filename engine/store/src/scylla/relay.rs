@@ -48,8 +48,9 @@ fn shard_of(account_id: &str) -> i32 {
     i32::try_from(fnv1a(account_id) % SHARDS as u64).unwrap_or(0)
 }
 
-fn now_micros() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0)
+/// The store's clock in microseconds since the epoch: outbox seqs and the readers' horizon.
+fn now_micros(store: &ScyllaStore) -> u64 {
+    u64::try_from(store.clock.now().timestamp_micros()).unwrap_or(0)
 }
 
 /// A relay mark: the minute it was written in, and the commit it is for.
@@ -61,8 +62,9 @@ pub(super) struct Mark {
 }
 
 impl Mark {
-    pub fn now(account_id: &str, version: u64) -> Self {
-        let minute = u64::try_from(chrono::Utc::now().timestamp() / 60).unwrap_or(0);
+    /// The mark of the commit of `account_id`'s `version`, written at `now`.
+    pub fn at(now: chrono::DateTime<chrono::Utc>, account_id: &str, version: u64) -> Self {
+        let minute = u64::try_from(now.timestamp() / 60).unwrap_or(0);
         Mark { minute, account_id: account_id.to_owned(), version }
     }
 
@@ -101,7 +103,7 @@ pub(super) async fn after_commit(store: &ScyllaStore, commit: &Commit, mark: Mar
 /// moves the watermark; returns the rows relayed.
 pub(super) async fn recover(store: &ScyllaStore, program_id: &str) -> Result<usize, StoreError> {
     store.check_open()?;
-    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let now = u64::try_from(store.clock.now().timestamp()).unwrap_or(0);
     let now_minute = now / 60;
     let grace = store.config.relay_grace.as_secs();
     // The last minute whose marks are all at least `grace` old; with no grace (tests), the current
@@ -197,7 +199,7 @@ async fn relay_account(store: &ScyllaStore, program_id: &str, mark: &Mark, seria
     }
     // The relay rows were written by the commit's lightweight transaction: see `delete_for_good`.
     let mut done = Statements::unlogged(&store.profiles);
-    done.set_timestamp(Some(super::tombstone_timestamp()));
+    done.set_timestamp(Some(store.tombstone_timestamp()));
     let mut values = Vec::new();
     for (row_kind, rows) in [(kind::EVENT, &events), (kind::CREDIT, &credits)] {
         for (seq, key, _) in rows {
@@ -218,7 +220,7 @@ async fn write_events(store: &ScyllaStore, program_id: &str, account_id: &str, e
     let half_settle = store.config.relay_settle / 2;
     for _ in 0..3 {
         let started = Instant::now();
-        let seq = now_micros();
+        let seq = now_micros(store);
         let hour = seq / HOUR_MICROS;
         // Each process records an hour once (the row only says "this hour has events").
         let hour_key = (program_id.to_owned(), hour);
@@ -256,7 +258,7 @@ pub(super) async fn outbox_page(
     limit: usize,
 ) -> Result<Vec<OutboxRecord>, StoreError> {
     let settle = u64::try_from(store.config.relay_settle.as_micros()).unwrap_or(u64::MAX);
-    let horizon = now_micros().saturating_sub(settle);
+    let horizon = now_micros(store).saturating_sub(settle);
     if limit == 0 || after_seq >= horizon {
         return Ok(Vec::new());
     }
