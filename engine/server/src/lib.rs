@@ -16,7 +16,7 @@
 //! - [`accounts`]: identifier resolution, per-account locking and caching, the checked reads;
 //!   [`commit`]: the one commit path every call's write takes, with its bounded retries.
 //! - [`programs`]: each program's policy and compiled rules; [`config`]: file, flags and validation.
-//! - [`clock`] and [`ids`]: the injected time and ID sources.
+//! - [`clock`] and [`ids`]: the injected time and ID sources (the store is handed the same clock).
 //! - [`drain`]: the calls inside the engine, so that a stopping engine shuts its store after the last.
 //! - [`backups`]: online backups of the embedded store (`BackupStore`), pruned to the newest few.
 //! - [`import`]: `loyalty-engine import`, a chain's customers loaded from a JSON-lines file.
