@@ -1,5 +1,6 @@
 //! The engine's background work, each on its own task for as long as the engine lives (a task
-//! holds only a weak reference between rounds, so dropping the engine ends it): the refresh that
+//! holds only a weak reference while it waits for its next round, so dropping the engine ends
+//! it): the refresh that
 //! brings in rules, credentials and test clocks other engines stored; the credit applier; the
 //! relay recovery of interrupted commits; the schedule sweep. Each round's failure is logged and
 //! the round tried again next time (what each does is idempotent).
@@ -18,8 +19,8 @@ enum Wake {
     EveryOrCreditsDue,
 }
 
-/// Runs `work` at once and then every `every` (or sooner, as `wake` says) for as long as the
-/// engine lives.
+/// Runs `work` at once and then every `every` for as long as the engine lives; with
+/// [`Wake::EveryOrCreditsDue`], `every` after the end of a round or as soon as credits are due.
 fn spawn_every<F, Fut>(engine: Arc<Engine>, every: Duration, wake: Wake, work: F) -> tokio::task::JoinHandle<()>
 where
     F: Fn(Arc<Engine>) -> Fut + Send + 'static,
@@ -30,14 +31,20 @@ where
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once.
+        ticker.tick().await;
         loop {
-            ticker.tick().await;
             let Some(engine) = weak.upgrade() else { break };
             work(Arc::clone(&engine)).await;
-            if wake == Wake::EveryOrCreditsDue {
-                tokio::select! {
-                    () = engine.credits.due() => ticker.reset_immediately(),
-                    _ = ticker.tick() => ticker.reset_immediately(),
+            let credits = (wake == Wake::EveryOrCreditsDue).then(|| engine.credits.clone());
+            drop(engine);
+            match credits {
+                Some(credits) => tokio::select! {
+                    () = credits.due() => {}
+                    () = tokio::time::sleep(every) => {}
+                },
+                None => {
+                    ticker.tick().await;
                 }
             }
         }

@@ -53,11 +53,12 @@ fn is_backup(path: &Path) -> bool {
 }
 
 impl Backups {
-    /// Takes an online backup of `store` into the folder, named by `now`, and prunes old ones.
-    pub async fn take(&self, store: &dyn Store, now: DateTime<Utc>) -> EngineResult<BackupReport> {
+    /// Takes an online backup of `store` into the folder, named by the time `now()` reads once
+    /// its turn comes (one backup at a time), and prunes old ones.
+    pub async fn take(&self, store: &dyn Store, now: impl FnOnce() -> DateTime<Utc>) -> EngineResult<BackupReport> {
         let _one_at_a_time = self.running.lock().await;
         std::fs::create_dir_all(&self.dir).map_err(|error| EngineError::Store(loyalty_store::StoreError::Io(error.to_string())))?;
-        let stamp = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let stamp = now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
         let path = (0..)
             .map(|n| self.dir.join(if n == 0 { format!("{PREFIX}{stamp}{SUFFIX}") } else { format!("{PREFIX}{stamp}-{n}{SUFFIX}") }))
             .find(|path| !path.exists())

@@ -2,8 +2,10 @@
 //! here, so tests replace it with a [`ManualClock`] and move time by hand. The store's [`Clock`]
 //! trait is this one: the engine passes its clock to the ScyllaDB backend, which reads no other.
 //!
-//! [`SystemClock::now`] is the one place in the engine and its store that reads the wall clock:
-//! clippy refuses `Utc::now`, `Local::now` and `SystemTime::now` everywhere else (`clippy.toml`).
+//! [`SystemClock::now`] is the one place in the engine and its store that reads the wall clock
+//! for time: clippy refuses `Utc::now`, `Local::now` and `SystemTime::now` everywhere else
+//! (`clippy.toml`). (The production ID source, `ids::UuidIds`, mints time-ordered UUIDs from the
+//! wall clock too: IDs, never a time the engine decides by.)
 
 use std::sync::Mutex;
 

@@ -109,9 +109,9 @@ impl Documents {
         Ok(self.latest(key).await?.filter(|latest| latest.version > installed))
     }
 
-    /// The latest version, storing `first()` as version 1 when the key has none. True when the
-    /// first version is the one this call stored (another engine starting at the same time may
-    /// have stored its own first: then theirs is returned).
+    /// The latest version, storing `first()` as version 1 when the key has none. True when this
+    /// call stored version 1 (another engine starting at the same time may have stored its own
+    /// first: then false, and the latest is theirs).
     pub async fn bootstrap<D: Serialize + DeserializeOwned>(
         &self,
         key: &str,
@@ -128,7 +128,6 @@ impl Documents {
         }
         let latest =
             self.latest(key).await?.ok_or_else(|| EngineError::Internal(format!("document {key} vanished after its first version")))?;
-        let ours = ours && latest.version == 1;
         Ok((latest, ours))
     }
 

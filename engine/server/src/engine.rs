@@ -169,7 +169,7 @@ impl Engine {
     /// Takes an online backup into the configured folder and prunes old ones.
     pub async fn backup_store(&self) -> EngineResult<BackupReport> {
         let backups = self.backups.get().ok_or(EngineError::BackupUnavailable("storage.backup_dir is not set"))?;
-        backups.take(self.ctx.accounts.store.as_ref(), self.ctx.now()).await
+        backups.take(self.ctx.accounts.store.as_ref(), || self.ctx.now()).await
     }
 
     /// The calls inside the engine. Each gRPC call holds a place from admission to its answer.

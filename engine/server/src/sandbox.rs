@@ -95,9 +95,15 @@ impl SandboxClocks {
     /// Reads every sandbox program's stored offset (at start, and on each refresh).
     pub async fn refresh(&self) -> EngineResult<()> {
         for program_id in self.programs.ids().into_iter().filter(|id| self.programs.is_sandbox(id)) {
-            if let Some(stored) = self.documents.newer::<ClockDocument>(&document_key(&program_id), self.version(&program_id)).await? {
-                self.install(&program_id, stored.version, Duration::seconds(stored.document.offset_seconds));
-            }
+            self.refresh_one(&program_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one program's stored offset, if a newer one than this engine's is stored.
+    async fn refresh_one(&self, program_id: &str) -> EngineResult<()> {
+        if let Some(stored) = self.documents.newer::<ClockDocument>(&document_key(program_id), self.version(program_id)).await? {
+            self.install(program_id, stored.version, Duration::seconds(stored.document.offset_seconds));
         }
         Ok(())
     }
@@ -129,7 +135,7 @@ impl SandboxClocks {
                 }
                 // A retry: the clock moved when it was first made.
                 Changed::Kept(()) => {
-                    self.refresh().await?;
+                    self.refresh_one(program_id).await?;
                     return Ok(self.offset(program_id));
                 }
                 Changed::Conflict { .. } => {}
