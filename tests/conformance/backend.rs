@@ -1,6 +1,8 @@
 //! The backends under test, each behind `Arc<dyn Store>`, with fresh data for every test.
 //!
 //! - Embedded: `EmbeddedStore` in a temporary directory, fsync on (the production default).
+//! - Memory: `MemoryStore`, the deterministic in-memory store; a reopen is a new handle on the
+//!   same data (what a restarted engine finds), as close to reopening a file as memory gets.
 //! - ScyllaDB: a fresh keyspace `conf_<random>`, migrated with `deploy/cql`, on the CQL stand-in
 //!   (started per test, on 127.0.0.1:0) or, when `LOYALTY_TEST_CQL_NODES` (or its older name
 //!   `SCYLLA_NODES`) is set (`host:port,host:port`), on that cluster: ScyllaDB, or the three
@@ -21,6 +23,7 @@ use cql_standin::StandIn;
 use loyalty_engine::clock::{Clock, SystemClock};
 use loyalty_store::Store;
 use loyalty_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use loyalty_store::memory::MemoryStore;
 use loyalty_store::scylla::{ScyllaConfig, ScyllaStore, migrate};
 use loyalty_tests::AheadClock;
 use tempfile::TempDir;
@@ -33,6 +36,8 @@ pub const RELAY_SETTLE: Duration = Duration::from_millis(200);
 enum Kind {
     /// `journal`: with the write-ahead journal (and a checkpoint every 4 KiB of it).
     Embedded { dir: TempDir, journal: bool },
+    /// `data`: a handle kept only to open new handles on the test's data ([`Backend::reopen`]).
+    Memory { data: MemoryStore },
     Scylla {
         config: Box<ScyllaConfig>,
         real_cluster: bool,
@@ -70,6 +75,12 @@ impl Backend {
         let dir = tempfile::tempdir().expect("temporary directory for the embedded store");
         let store = open_embedded(dir.path(), journal).await;
         Backend { kind: Kind::Embedded { dir, journal }, current: Mutex::new(Some(store)), others: Mutex::new(Vec::new()) }
+    }
+
+    pub async fn memory() -> Backend {
+        let data = MemoryStore::new();
+        let store: Arc<dyn Store> = Arc::new(data.reopen());
+        Backend { kind: Kind::Memory { data }, current: Mutex::new(Some(store)), others: Mutex::new(Vec::new()) }
     }
 
     pub async fn scylla() -> Backend {
@@ -125,6 +136,7 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self.kind {
             Kind::Embedded { .. } => "embedded",
+            Kind::Memory { .. } => "memory",
             Kind::Scylla { .. } => "scylla",
         }
     }
@@ -144,11 +156,11 @@ impl Backend {
         self.instance_with(|_| {}).await
     }
 
-    /// The configuration of a ScyllaDB backend's keyspace (`None` for the embedded store).
+    /// The configuration of a ScyllaDB backend's keyspace (`None` for the embedded and memory stores).
     pub fn scylla_config(&self) -> Option<ScyllaConfig> {
         match &self.kind {
             Kind::Scylla { config, .. } => Some(ScyllaConfig::clone(config)),
-            Kind::Embedded { .. } => None,
+            Kind::Embedded { .. } | Kind::Memory { .. } => None,
         }
     }
 
@@ -164,7 +176,8 @@ impl Backend {
 
     /// A new instance on the same data after the current one was shut down, to see what reached
     /// the storage. Every `Arc` of the old store the test took must be dropped first (the embedded
-    /// file can be open once only).
+    /// file can be open once only). The memory store's data outlives its handles: the new one is a
+    /// handle on the same data, which holds exactly what was acknowledged.
     pub async fn reopen(&self) -> Arc<dyn Store> {
         let old = self.current.lock().expect("backend lock").take().expect("a store is open");
         old.shutdown().await;
@@ -173,6 +186,10 @@ impl Backend {
                 assert_eq!(Arc::strong_count(&old), 1, "the test still holds the old embedded store");
                 drop(old);
                 open_embedded(dir.path(), *journal).await
+            }
+            Kind::Memory { data } => {
+                drop(old);
+                Arc::new(data.reopen())
             }
             Kind::Scylla { config, clock, .. } => {
                 drop(old);
@@ -187,12 +204,12 @@ impl Backend {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         match &self.kind {
             Kind::Scylla { clock, .. } => clock.now(),
-            Kind::Embedded { .. } => SystemClock.now(),
+            Kind::Embedded { .. } | Kind::Memory { .. } => SystemClock.now(),
         }
     }
 
     /// Makes every event relayed so far readable at once: puts the ScyllaDB stores' clock past
-    /// `relay_settle` (the embedded outbox shows events as soon as they are committed).
+    /// `relay_settle` (the embedded and memory outboxes show events as soon as they are committed).
     pub fn reveal_relayed_events(&self) {
         if let Kind::Scylla { clock, .. } = &self.kind {
             clock.advance(RELAY_SETTLE);
@@ -204,7 +221,7 @@ impl Backend {
     /// commit marked so far whose relay has not finished (its events or credits again, if the
     /// commit's own relay is still under way: readers drop repeats by ID), then reveals every event
     /// relayed. Whatever a commit applied so far has then reached the outbox and the credits, and
-    /// is readable; the embedded store has nothing to relay.
+    /// is readable; the embedded and memory stores have nothing to relay.
     pub async fn settle_relays(&self) {
         if let Kind::Scylla { config, clock, .. } = &self.kind {
             // Past the grace, and past the end of the minute of the last mark (the pass reads

@@ -1,9 +1,10 @@
 //! Storage conformance: one set of tests, written only against the `Store` trait, run against every
 //! backend. Each test is an `async fn name(backend: &Backend)` in one of the modules below; the
-//! `conformance!` macro instantiates it as `embedded::name` (redb in a temporary directory, fsync on)
-//! and `scylla::name` (a fresh keyspace on the CQL stand-in, or on the cluster named by
-//! `SCYLLA_NODES`). What one backend guarantees, the other must too: a test that passes on one and
-//! fails on the other is a bug in the other, not a reason to weaken the test.
+//! `conformance!` macro instantiates it as `embedded::name` (redb in a temporary directory, fsync on),
+//! `journaled::name` (the same with its write-ahead journal), `memory::name` (the deterministic
+//! in-memory store) and `scylla::name` (a fresh keyspace on the CQL stand-in, or on the cluster named
+//! by `SCYLLA_NODES`). What one backend guarantees, the others must too: a test that passes on one
+//! and fails on another is a bug in the other, not a reason to weaken the test.
 
 mod backend;
 mod support;
@@ -18,8 +19,8 @@ mod paging;
 mod rules;
 
 /// `both: [module::test, ...]` run on every backend; `scylla_only: [...]` need several engine
-/// processes on shared data, which the embedded store (one process) cannot have. An entry may carry
-/// attributes (`#[ignore = "why"]`).
+/// processes on shared data, which the embedded and memory stores (one process) cannot have. An
+/// entry may carry attributes (`#[ignore = "why"]`).
 macro_rules! conformance {
     (
         both: [$($(#[$meta:meta])* $module:ident :: $name:ident),* $(,)?],
@@ -44,6 +45,19 @@ macro_rules! conformance {
                 $(#[$meta])*
                 async fn $name() {
                     let backend = crate::backend::Backend::journaled().await;
+                    crate::$module::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+
+        /// The in-memory store; a reopen is a new handle on the same data.
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                $(#[$meta])*
+                async fn $name() {
+                    let backend = crate::backend::Backend::memory().await;
                     crate::$module::$name(&backend).await;
                     backend.finish().await;
                 }

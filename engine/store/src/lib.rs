@@ -5,6 +5,9 @@
 //! - [`scylla::ScyllaStore`]: any number of engine processes over one ScyllaDB (or Apache
 //!   Cassandra) cluster, one Paxos round per call, events and credits relayed out of the account's
 //!   partition; [`scylla::migrate`] applies the versioned CQL schema.
+//! - [`memory::MemoryStore`]: the embedded store's behaviour in memory, behind one lock, with no
+//!   thread, clock or randomness: the same calls give the same answers every run, for the
+//!   deterministic simulation and fast tests.
 //! - [`codec`]: the byte format of stored records, with a format byte for later releases.
 //! - [`clock::Clock`]: the time a backend is given; no backend reads the wall clock itself.
 //!
@@ -35,6 +38,7 @@
 pub mod clock;
 pub mod codec;
 pub mod embedded;
+pub mod memory;
 pub mod scylla;
 
 use async_trait::async_trait;
