@@ -1,0 +1,586 @@
+//! One simulated run: many tills and customers make random checkout calls against the engine
+//! (new receipts, holds captured or left to expire, spends racing on one customer, refunds,
+//! reversals, retries and duplicates of earlier calls), while the world injects faults (see
+//! `world`), the clock jumps and the engine crashes (its caches dropped, the store kept). After
+//! every few steps, and at the end, the oracle checks the store:
+//!
+//! - every account's ledger has no gap, each entry's running balance is the sum of the entries up
+//!   to it, and the sum is what the account says (its buckets less its debt);
+//! - every call that was answered (acknowledged) is in its receipt with the very answer the till
+//!   got, once (nothing acknowledged lost, nothing applied twice);
+//! - a retry or duplicate of an acknowledged call gets that answer again, byte for byte.
+//!
+//! Every choice comes from the seed; the run's trace (each step and its ending) is hashed, so a
+//! test can check that a seed replays exactly.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use loyalty_core::identity::{IdentityKey, IdentityKind};
+use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, RedeemCmd, RefundCmd, RefundLine, ReverseCmd};
+use loyalty_core::outcome::StoredResponse;
+use loyalty_core::presence::PresenceProof;
+use loyalty_core::receipt::OpKind;
+use loyalty_core::rejection::Rejection;
+use loyalty_core::{Decimal, Origin, basket::BasketLine};
+use loyalty_engine::clock::ManualClock;
+use loyalty_engine::config::Config;
+use loyalty_engine::engine::Engine;
+use loyalty_engine::error::EngineError;
+use loyalty_engine::programs::{Program, Programs};
+use loyalty_store::Store;
+use sha2::Digest;
+
+use crate::world::{FaultCounts, FaultPlan, Faults, FaultyStore, Rng, SimIds};
+
+/// Customers of a run.
+const CUSTOMERS: usize = 6;
+/// Attempts a till makes before it gives a call up (its outcome then unknown to it).
+const TILL_ATTEMPTS: usize = 3;
+/// Steps between two checks of the whole store.
+const CHECK_EVERY: u64 = 25;
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub steps: u64,
+    pub answered: u64,
+    pub refused: u64,
+    /// Refusals by code (insufficient points, an expired hold...): what the tills met.
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    pub gave_up: u64,
+    pub replays: u64,
+    pub crashes: u64,
+    pub clock_jumps: u64,
+    pub checks: u64,
+    pub faults: FaultCounts,
+    /// SHA-256 of the run's trace: the same for the same seed.
+    pub trace: String,
+}
+
+/// A call a till makes, whole: a retry sends exactly this again.
+#[derive(Clone, Debug)]
+enum Call {
+    Accrue { customer: IdentityKey, cmd: AccrueCmd },
+    Authorize { customer: IdentityKey, cmd: AuthorizeCmd },
+    Redeem { customer: IdentityKey, cmd: RedeemCmd },
+    Refund(RefundCmd),
+    Reverse(ReverseCmd),
+}
+
+impl Call {
+    fn receipt_id(&self) -> &str {
+        match self {
+            Call::Accrue { cmd, .. } => &cmd.receipt_id,
+            Call::Authorize { cmd, .. } => &cmd.receipt_id,
+            Call::Redeem { cmd, .. } => &cmd.receipt_id,
+            Call::Refund(cmd) => &cmd.receipt_id,
+            Call::Reverse(cmd) => &cmd.receipt_id,
+        }
+    }
+
+    /// The call's kind and key in its receipt's records.
+    fn record_key(&self) -> (OpKind, &str) {
+        match self {
+            Call::Accrue { .. } => (OpKind::Accrue, ""),
+            Call::Authorize { .. } => (OpKind::Authorize, ""),
+            Call::Redeem { .. } => (OpKind::Redeem, ""),
+            Call::Refund(cmd) => (OpKind::Refund, cmd.refund_id.as_str()),
+            Call::Reverse(_) => (OpKind::Reverse, ""),
+        }
+    }
+}
+
+/// How a till's call ended.
+#[derive(Clone, Debug)]
+enum Ending {
+    Answered(Box<StoredResponse>),
+    Refused(Rejection),
+    /// Every attempt failed (store faults, contention): the till does not know what happened.
+    GaveUp(String),
+}
+
+/// The one till all calls come from (a retry must come from the same place to be the same call).
+fn origin() -> Origin {
+    Origin { store_id: "s1".into(), till_id: "t1".into(), actor: "sim".into() }
+}
+
+async fn execute(engine: &Engine, program: &Arc<Program>, call: &Call) -> Result<StoredResponse, EngineError> {
+    let origin = origin();
+    Ok(match call {
+        Call::Accrue { customer, cmd } => StoredResponse::Accrue(engine.checkout.accrue(program, &origin, customer, cmd.clone()).await?),
+        Call::Authorize { customer, cmd } => {
+            StoredResponse::Authorize(engine.checkout.authorize(program, &origin, customer, cmd.clone()).await?)
+        }
+        Call::Redeem { customer, cmd } => StoredResponse::Redeem(engine.checkout.redeem(program, &origin, customer, cmd.clone()).await?),
+        Call::Refund(cmd) => StoredResponse::Refund(engine.checkout.refund(program, &origin, cmd.clone()).await?),
+        Call::Reverse(cmd) => StoredResponse::Reverse(engine.checkout.reverse(program, &origin, cmd.clone()).await?),
+    })
+}
+
+/// A till: sends the call, and sends it again after a failure that is not a refusal (the store
+/// failed, the answer was lost, other writers kept winning), up to `TILL_ATTEMPTS` times.
+async fn till(engine: Arc<Engine>, program: Arc<Program>, call: Call) -> (Call, Ending) {
+    let mut last = String::new();
+    for _ in 0..TILL_ATTEMPTS {
+        match execute(&engine, &program, &call).await {
+            Ok(answer) => return (call, Ending::Answered(Box::new(answer))),
+            Err(EngineError::Rejected(rejection)) => return (call, Ending::Refused(rejection)),
+            Err(error @ (EngineError::Store(_) | EngineError::Contention { .. })) => last = error.to_string(),
+            Err(other) => panic!("{call:?}: an error no till should see: {other}"),
+        }
+    }
+    (call, Ending::GaveUp(last))
+}
+
+/// The state of one run.
+pub struct Simulation {
+    rng: Rng,
+    report: Report,
+    /// The store as it is: what the oracle reads (no faults).
+    store: Arc<dyn Store>,
+    /// The same store behind the faults: what the engine uses.
+    faulty: Arc<dyn Store>,
+    faults: Arc<Faults>,
+    clock: Arc<ManualClock>,
+    ids: Arc<SimIds>,
+    engine: Arc<Engine>,
+    program: Arc<Program>,
+    customers: Vec<IdentityKey>,
+    /// Calls answered, with the answer the till got.
+    answered: Vec<(Call, StoredResponse)>,
+    /// Calls whose till gave up: sent again later.
+    unknown: Vec<Call>,
+    /// Receipts with a hold: (customer, authorize call, hold ID, amount).
+    holds: Vec<(IdentityKey, AuthorizeCmd, String, Decimal)>,
+    next_receipt: u64,
+    trace: sha2::Sha256,
+}
+
+fn programs() -> Programs {
+    let config = Config { programs: vec![loyalty_tests::shop_program()], ..Config::default() };
+    Programs::from_config(&config).expect("the test program's configuration is valid")
+}
+
+async fn start_engine(store: &Arc<dyn Store>, clock: &Arc<ManualClock>, ids: &Arc<SimIds>) -> (Arc<Engine>, Arc<Program>) {
+    let engine = Arc::new(Engine::new(Arc::clone(store), programs(), clock.clone(), ids.clone(), 1_000));
+    engine.bootstrap_rules().await.expect("rules load");
+    let program = engine.program(loyalty_tests::PROGRAM).expect("the test program");
+    (engine, program)
+}
+
+impl Simulation {
+    /// A world for `seed` over `store` (empty), with `plan`'s faults and `CUSTOMERS` enrolled.
+    pub async fn new(seed: u64, store: Arc<dyn Store>, plan: FaultPlan) -> Simulation {
+        let faults = Faults::new(plan, seed);
+        let faulty: Arc<dyn Store> = Arc::new(FaultyStore { inner: Arc::clone(&store), faults: Arc::clone(&faults) });
+        let clock = Arc::new(ManualClock::new(loyalty_tests::start_time()));
+        let ids = Arc::new(SimIds::default());
+        faults.enable(false);
+        let (engine, program) = start_engine(&faulty, &clock, &ids).await;
+        let mut customers = Vec::new();
+        for index in 0..CUSTOMERS {
+            let phone = loyalty_core::identity::normalize_phone("phone", &format!("+7 701 000 00 {index:02}"), &program.policy.phone_plan)
+                .expect("a valid phone");
+            let cmd = loyalty_core::enrolment::EnrollCmd {
+                request_id: format!("enrol-{index}"),
+                phone,
+                card_number: None,
+                app_token: None,
+                name: None,
+                birth_date: None,
+                tags: Vec::new(),
+                referrer: None,
+                card_fee: Decimal::ZERO,
+            };
+            let enrolled = engine.customers.enroll(&program, &origin(), cmd).await.expect("enrolment");
+            customers.push(IdentityKey { kind: IdentityKind::Card, value: enrolled.card_number });
+        }
+        faults.enable(true);
+        Simulation {
+            rng: Rng::new(seed),
+            report: Report { seed, ..Report::default() },
+            store,
+            faulty,
+            faults,
+            clock,
+            ids,
+            engine,
+            program,
+            customers,
+            answered: Vec::new(),
+            unknown: Vec::new(),
+            holds: Vec::new(),
+            next_receipt: 0,
+            trace: sha2::Sha256::new(),
+        }
+    }
+
+    /// Runs `steps` random steps, checking the store every `CHECK_EVERY` and at the end.
+    pub async fn run(mut self, steps: u64) -> Report {
+        for step in 1..=steps {
+            self.report.steps = step;
+            self.step().await;
+            if step % CHECK_EVERY == 0 {
+                self.check().await;
+            }
+        }
+        self.check().await;
+        self.replay_all().await;
+        self.report.faults = self.faults.counts();
+        self.report.trace = loyalty_core::fingerprint::hex(&self.trace.clone().finalize());
+        self.report
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace.update(line.as_bytes());
+        self.trace.update(b"\n");
+    }
+
+    /// Fails the run, naming its seed and step, so that it can be replayed exactly.
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "simulation seed {} failed at step {}: {what}\nreplay it: SIM_SEED={} SIM_STEPS={} cargo test -p loyalty-tests --test simulation -- --nocapture",
+            self.report.seed, self.report.steps, self.report.seed, self.report.steps
+        )
+    }
+
+    async fn step(&mut self) {
+        match self.rng.below(100) {
+            0..30 => {
+                let call = self.new_accrue();
+                self.send(call).await;
+            }
+            30..42 => self.hold().await,
+            42..52 => self.capture().await,
+            52..60 => {
+                let call = self.new_redeem();
+                self.send(call).await;
+            }
+            60..68 => self.refund().await,
+            68..71 => self.reverse().await,
+            71..81 => self.duplicate().await,
+            81..86 => self.racing_spends().await,
+            86..90 => self.late_retry().await,
+            90..95 => self.jump_clock(),
+            95..97 => self.crash().await,
+            _ => self.background().await,
+        }
+    }
+
+    fn receipt_id(&mut self) -> String {
+        self.next_receipt += 1;
+        format!("r-{:06}", self.next_receipt)
+    }
+
+    fn customer(&mut self) -> IdentityKey {
+        self.rng.pick(&self.customers).expect("customers").clone()
+    }
+
+    fn basket(&mut self) -> Vec<BasketLine> {
+        (1..=self.rng.between(1, 3) as u32)
+            .map(|line_no| {
+                let quantity = Decimal::from(self.rng.between(1, 3));
+                let unit_price = Decimal::new(self.rng.between(50, 500_000) as i64, 2);
+                BasketLine {
+                    line_no,
+                    sku: format!("sku-{}", self.rng.below(40)),
+                    category: "grocery".into(),
+                    brand: String::new(),
+                    quantity,
+                    unit_price,
+                    line_total: quantity * unit_price,
+                    excise: self.rng.chance(5),
+                    promo_price: self.rng.chance(5),
+                }
+            })
+            .collect()
+    }
+
+    fn presence() -> PresenceProof {
+        PresenceProof { identified_by: Some(IdentityKind::Card), code: None }
+    }
+
+    fn new_accrue(&mut self) -> Call {
+        let (customer, receipt_id, lines) = (self.customer(), self.receipt_id(), self.basket());
+        Call::Accrue { customer, cmd: AccrueCmd { receipt_id, lines, sale: Default::default(), change: Decimal::ZERO, occurred_at: None } }
+    }
+
+    fn new_redeem(&mut self) -> Call {
+        let (customer, receipt_id, lines) = (self.customer(), self.receipt_id(), self.basket());
+        let points = Decimal::from(self.rng.between(1, 30));
+        Call::Redeem { customer, cmd: RedeemCmd { receipt_id, points, hold_id: None, lines, presence: Self::presence() } }
+    }
+
+    /// Sends one call from a till, and records how it ended.
+    async fn send(&mut self, call: Call) -> Ending {
+        let (call, ending) = till(Arc::clone(&self.engine), Arc::clone(&self.program), call).await;
+        self.record(call, ending).await
+    }
+
+    async fn record(&mut self, call: Call, ending: Ending) -> Ending {
+        self.note(format!("{} {call:?} -> {ending:?}", self.report.steps));
+        match &ending {
+            Ending::Answered(answer) => {
+                self.report.answered += 1;
+                if let Some((_, first)) = self.answered.iter().find(|(earlier, _)| same_call(earlier, &call)) {
+                    if first != answer.as_ref() {
+                        self.fail(format!("{call:?} answered {answer:?}, but its first answer was {first:?}"));
+                    }
+                } else {
+                    self.answered.push((call, answer.as_ref().clone()));
+                }
+            }
+            Ending::Refused(rejection) => {
+                if let Some((_, first)) = self.answered.iter().find(|(earlier, _)| same_call(earlier, &call)) {
+                    self.fail(format!("{call:?} was answered {first:?}, and sent again it is refused: {rejection:?}"));
+                }
+                self.report.refused += 1;
+                *self.report.refusals.entry(rejection.code()).or_default() += 1;
+            }
+            Ending::GaveUp(why) => {
+                self.report.gave_up += 1;
+                let why = why.clone();
+                self.note(format!("{} the till gave up: {why}", self.report.steps));
+                self.unknown.push(call);
+            }
+        }
+        ending
+    }
+
+    /// Authorize with a hold on a new receipt.
+    async fn hold(&mut self) {
+        let (customer, receipt_id, lines) = (self.customer(), self.receipt_id(), self.basket());
+        let ttl = if self.rng.chance(50) { 0 } else { self.rng.between(60, 3_600) as u32 };
+        let cmd = AuthorizeCmd {
+            receipt_id,
+            lines,
+            spend: Decimal::from(self.rng.between(1, 40)),
+            hold_ttl_seconds: ttl,
+            sale: Default::default(),
+            presence: Self::presence(),
+        };
+        let ending = self.send(Call::Authorize { customer: customer.clone(), cmd: cmd.clone() }).await;
+        if let Ending::Answered(answer) = ending
+            && let StoredResponse::Authorize(outcome) = *answer
+            && let Some(hold) = outcome.hold
+        {
+            self.holds.push((customer, cmd, hold.hold_id, hold.amount));
+        }
+    }
+
+    /// Spends (part of) a held receipt's hold, then accrues the receipt: the rest of a checkout.
+    async fn capture(&mut self) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let (customer, authorize, hold_id, amount) = self.holds.remove(self.rng.below(self.holds.len() as u64) as usize);
+        let points = Decimal::from(self.rng.between(1, amount.max(Decimal::ONE).try_into().unwrap_or(1)));
+        let redeem = RedeemCmd {
+            receipt_id: authorize.receipt_id.clone(),
+            points,
+            hold_id: Some(hold_id),
+            lines: authorize.lines.clone(),
+            presence: Self::presence(),
+        };
+        self.send(Call::Redeem { customer: customer.clone(), cmd: redeem }).await;
+        let accrue = AccrueCmd {
+            receipt_id: authorize.receipt_id,
+            lines: authorize.lines,
+            sale: Default::default(),
+            change: Decimal::ZERO,
+            occurred_at: None,
+        };
+        self.send(Call::Accrue { customer, cmd: accrue }).await;
+    }
+
+    /// Returns part of an accrued receipt.
+    async fn refund(&mut self) {
+        let accrued: Vec<AccrueCmd> = self
+            .answered
+            .iter()
+            .filter_map(|(call, _)| match call {
+                Call::Accrue { cmd, .. } => Some(cmd.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(receipt) = self.rng.pick(&accrued).cloned() else { return };
+        let line = self.rng.pick(&receipt.lines).expect("a receipt has lines").clone();
+        let quantity = Decimal::from(self.rng.between(1, line.quantity.try_into().unwrap_or(1)));
+        let refund_id = format!("{}-refund-{}", receipt.receipt_id, self.rng.below(1_000));
+        let cmd = RefundCmd {
+            receipt_id: receipt.receipt_id,
+            refund_id,
+            lines: vec![RefundLine { line_no: line.line_no, quantity }],
+            reason: "returned".into(),
+            occurred_at: None,
+        };
+        self.send(Call::Refund(cmd)).await;
+    }
+
+    /// Reverses a receipt that was answered.
+    async fn reverse(&mut self) {
+        let receipts: Vec<String> = self.answered.iter().map(|(call, _)| call.receipt_id().to_owned()).collect();
+        let Some(receipt_id) = self.rng.pick(&receipts).cloned() else { return };
+        self.send(Call::Reverse(ReverseCmd { receipt_id, reason: "voided".into() })).await;
+    }
+
+    /// Sends an answered call again, exactly: it must get its first answer.
+    async fn duplicate(&mut self) {
+        let Some((call, _)) = self.rng.pick(&self.answered).cloned() else { return };
+        self.report.replays += 1;
+        self.send(call).await;
+    }
+
+    /// Several tills spend one customer's points at once, each on its own receipt.
+    async fn racing_spends(&mut self) {
+        let customer = self.customer();
+        let calls: Vec<Call> = (0..self.rng.between(2, 6))
+            .map(|_| {
+                let receipt_id = self.receipt_id();
+                let lines = self.basket();
+                let points = Decimal::from(self.rng.between(1, 40));
+                Call::Redeem {
+                    customer: customer.clone(),
+                    cmd: RedeemCmd { receipt_id, points, hold_id: None, lines, presence: Self::presence() },
+                }
+            })
+            .collect();
+        let tasks: Vec<_> =
+            calls.into_iter().map(|call| tokio::spawn(till(Arc::clone(&self.engine), Arc::clone(&self.program), call))).collect();
+        for task in tasks {
+            let (call, ending) = task.await.expect("a till's task");
+            self.record(call, ending).await;
+        }
+    }
+
+    /// A till sends a call it gave up on again (it may have been applied: then this is a replay).
+    async fn late_retry(&mut self) {
+        if self.unknown.is_empty() {
+            return;
+        }
+        let call = self.unknown.remove(self.rng.below(self.unknown.len() as u64) as usize);
+        self.send(call).await;
+    }
+
+    fn jump_clock(&mut self) {
+        let minutes = match self.rng.below(4) {
+            0 => self.rng.between(1, 59),
+            1 => self.rng.between(60, 24 * 60),
+            2 => self.rng.between(24 * 60, 10 * 24 * 60),
+            _ => self.rng.between(10 * 24 * 60, 120 * 24 * 60),
+        };
+        self.clock.advance(Duration::minutes(minutes as i64));
+        self.report.clock_jumps += 1;
+        self.note(format!("{} clock +{minutes} min", self.report.steps));
+    }
+
+    /// The engine crashes and starts again over the same store: every cache is gone.
+    async fn crash(&mut self) {
+        self.faults.enable(false);
+        let (engine, program) = start_engine(&self.faulty, &self.clock, &self.ids).await;
+        self.faults.enable(true);
+        (self.engine, self.program) = (engine, program);
+        self.report.crashes += 1;
+        self.note(format!("{} crash", self.report.steps));
+    }
+
+    /// The engine's background work: credits owed between accounts, the schedule sweep. A
+    /// failure (an injected fault) is retried at the next round, as the engine does.
+    async fn background(&mut self) {
+        let credits = self.engine.credits.apply_pending().await.map_err(|error| error.to_string());
+        let sweep = self.engine.sweep.run(&self.program).await.map(|report| report.accounts).map_err(|error| error.to_string());
+        self.note(format!("{} background credits={credits:?} sweep={sweep:?}", self.report.steps));
+    }
+
+    /// The oracle (see the module documentation), on the store as it is.
+    async fn check(&mut self) {
+        self.report.checks += 1;
+        let program_id = self.program.id().to_owned();
+        let mut cursor = String::new();
+        loop {
+            let page = self.store.account_ids(&program_id, &cursor, 100).await.expect("account IDs");
+            for account_id in &page.ids {
+                self.check_account(&program_id, account_id).await;
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        for (call, answer) in &self.answered {
+            let receipt = self.store.receipt(&program_id, call.receipt_id()).await.expect("receipt read");
+            let Some(receipt) = receipt else { self.fail(format!("{call:?} was answered, but its receipt is not in the store")) };
+            let (op, key) = call.record_key();
+            let records: Vec<_> = receipt.value.calls.iter().filter(|record| record.op == op && record.key == key).collect();
+            match records.as_slice() {
+                [record] if record.response == *answer => {}
+                [record] => self.fail(format!("{call:?} was answered {answer:?}, the store keeps {:?}", record.response)),
+                [] => self.fail(format!("{call:?} was answered, but its receipt does not record it: lost")),
+                _ => self.fail(format!("{call:?} is recorded {} times in its receipt: applied twice", records.len())),
+            }
+        }
+    }
+
+    async fn check_account(&self, program_id: &str, account_id: &str) {
+        let state = self.store.account(program_id, account_id).await.expect("account read").expect("a listed account").value;
+        let mut entries = Vec::new();
+        let mut before = u64::MAX;
+        loop {
+            let page = self.store.ledger_page(program_id, account_id, before, 200).await.expect("ledger read");
+            let Some(last) = page.last() else { break };
+            before = last.seq;
+            let full = page.len() == 200;
+            entries.extend(page);
+            if !full {
+                break;
+            }
+        }
+        entries.reverse();
+        let mut sum = Decimal::ZERO;
+        for (index, entry) in entries.iter().enumerate() {
+            if entry.seq != index as u64 + 1 {
+                self.fail(format!("account {account_id}: ledger entry {} where {} was due", entry.seq, index + 1));
+            }
+            sum += entry.amount;
+            if entry.balance_after != sum {
+                self.fail(format!(
+                    "account {account_id}: entry {} says {} after, the entries sum to {sum}",
+                    entry.seq, entry.balance_after
+                ));
+            }
+        }
+        if entries.len() as u64 != state.ledger_seq || sum != state.ledger_sum || sum != state.booked_balance() {
+            self.fail(format!(
+                "account {account_id}: ledger sums to {sum} over {} entries; the account says {} over {} (buckets less debt {})",
+                entries.len(),
+                state.ledger_sum,
+                state.ledger_seq,
+                state.booked_balance()
+            ));
+        }
+        if state.debt < Decimal::ZERO || state.buckets.iter().any(|bucket| bucket.remaining <= Decimal::ZERO) {
+            self.fail(format!("account {account_id}: a negative debt or an empty bucket: {state:?}"));
+        }
+    }
+
+    /// Every answered call, sent once more: each gets its first answer (checked in `record`).
+    async fn replay_all(&mut self) {
+        self.faults.enable(false);
+        let calls: Vec<Call> = self.answered.iter().map(|(call, _)| call.clone()).collect();
+        for call in calls {
+            self.report.replays += 1;
+            match self.send(call.clone()).await {
+                Ending::Answered(_) => {}
+                other => self.fail(format!("{call:?}, answered before, now ends {other:?}")),
+            }
+        }
+        self.check().await;
+    }
+}
+
+/// The same call: the same kind on the same receipt (and refund), with the same payload.
+fn same_call(a: &Call, b: &Call) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
