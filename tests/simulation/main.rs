@@ -11,6 +11,9 @@
 //!   printed), to replay a failure.
 //! - Otherwise fresh seeds run for `SIM_SECONDS` (default 60), `SIM_STEPS` steps each (default
 //!   400); each seed is printed before it runs.
+//! - The same simulation also runs over the ScyllaDB backend on the CQL stand-in (a fresh seed,
+//!   `SIM_SCYLLA_STEPS` steps, default 400). Its network and the driver's tasks are not the seed's,
+//!   so a seed there finds what it finds but does not replay exactly.
 
 mod run;
 mod world;
@@ -94,6 +97,27 @@ fn fresh_seeds_keep_every_invariant() {
     );
     assert!(seeds > 0 && total.answered > 0, "the simulation ran nothing");
     assert!(total.faults.answers_lost > 0 && total.faults.commits_failed > 0, "no fault was injected: {:?}", total.faults);
+}
+
+#[test]
+fn the_scylla_backend_over_the_stand_in_keeps_every_invariant() {
+    let steps = env_u64("SIM_SCYLLA_STEPS").unwrap_or(400);
+    let seed = env_u64("SIM_SEED").unwrap_or_else(|| fresh_seed(u64::MAX));
+    println!("simulation over the ScyllaDB backend: seed {seed} ({steps} steps)");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let report = runtime.block_on(async move {
+        let standin = cql_standin::StandIn::start("127.0.0.1:0".parse().expect("an address")).await.expect("the CQL stand-in");
+        let mut config = loyalty_store::scylla::ScyllaConfig::new(vec![standin.addr().to_string()], &format!("sim_{}", std::process::id()));
+        config.replication = [("datacenter1".to_owned(), 1)].into_iter().collect();
+        let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql");
+        loyalty_tests::migrate_scylla(&config, &schema).await.expect("the schema");
+        let store: Arc<dyn loyalty_store::Store> = loyalty_tests::connect_scylla(config).await.expect("connect");
+        let report = Simulation::new(seed, store, PLAN).await.run(steps).await;
+        drop(standin);
+        report
+    });
+    println!("{report:?}");
+    assert!(report.answered > 0 && report.faults.answers_lost + report.faults.commits_failed > 0, "{report:?}");
 }
 
 #[test]
