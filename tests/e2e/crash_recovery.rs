@@ -152,3 +152,48 @@ async fn kill_minus_nine_under_load(storage: &str, acked_before_kill: usize) {
     child.start_kill().expect("stop");
     let _ = child.wait().await;
 }
+
+/// Starts the engine binary on the data directory with its info logs in `log`.
+async fn start_logged(dir: &std::path::Path, log: &std::path::Path) -> Child {
+    let (config, data, credentials) = (dir.join("engine.toml"), dir.join("data"), dir.join("credentials.toml"));
+    write_test_credentials(&credentials, &[PROGRAM]);
+    let args = [
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+        OsStr::new("--credentials-file"),
+        credentials.as_os_str(),
+        OsStr::new("--metrics-listen"),
+        OsStr::new("off"),
+        OsStr::new("--log"),
+        OsStr::new("info"),
+    ];
+    let logs = std::fs::File::create(log).expect("log file");
+    crate::spawn_engine_with(args, logs.into()).await.0
+}
+
+/// An engine started after kill -9 says what it is doing while redb repairs the file (it reads
+/// the whole file, so this grows with it), and how long that took; one started after a clean
+/// stop or on a new file says nothing of a repair.
+#[tokio::test]
+async fn a_restart_after_kill_minus_nine_says_it_repairs_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("engine.toml"), format!("[[programs]]\nid = \"shop\"\npending = \"none\"\n{UNDER_TEST_LIMITS_TOML}"))
+        .expect("config");
+    let first_log = dir.path().join("first.log");
+    let mut child = start_logged(dir.path(), &first_log).await;
+    let first = std::fs::read_to_string(&first_log).expect("first log");
+    assert!(first.contains("opening the store") && first.contains("store open"), "{first}");
+    assert!(!first.contains("repair"), "a new file needs no repair: {first}");
+
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("reap");
+    let second_log = dir.path().join("second.log");
+    let mut child = start_logged(dir.path(), &second_log).await;
+    let second = std::fs::read_to_string(&second_log).expect("second log");
+    assert!(second.contains("the store was not closed cleanly: repairing it"), "{second}");
+    assert!(second.contains("store repaired after an unclean stop"), "{second}");
+    child.start_kill().expect("stop");
+    child.wait().await.expect("reap");
+}

@@ -173,6 +173,33 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// What the operator sees of redb's repair after an unclean stop (kill -9, power loss): it reads
+/// the whole file to rebuild its allocator state unless `quick_repair` kept that state durable, so
+/// its time grows with the file. A line when it starts, then its progress at most once a second.
+#[derive(Debug, Default)]
+struct RepairLog {
+    /// When progress was last logged; `None` until the repair starts.
+    logged: Mutex<Option<Instant>>,
+}
+
+impl RepairLog {
+    fn progress(&self, fraction: f64) {
+        let mut logged = self.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *logged {
+            None => tracing::warn!(
+                "the store was not closed cleanly: repairing it (this reads the whole file; storage.quick_repair = true makes it instant at a cost to durable throughput)"
+            ),
+            Some(at) if at.elapsed().as_secs() >= 1 => tracing::info!(percent = (fraction * 100.0).round() as u32, "repairing the store"),
+            Some(_) => return,
+        }
+        *logged = Some(Instant::now());
+    }
+
+    fn happened(&self) -> bool {
+        self.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the database and starts the writer thread. Opening after a crash repairs
     /// the file to its last durable commit.
@@ -181,10 +208,18 @@ impl EmbeddedStore {
         if let Some(dir) = config.path.parent() {
             std::fs::create_dir_all(dir).map_err(|error| StoreError::Io(format!("create {}: {error}", dir.display())))?;
         }
+        let bytes = std::fs::metadata(&config.path).map_or(0, |metadata| metadata.len());
+        tracing::info!(path = %config.path.display(), mib = bytes >> 20, "opening the store");
+        let started = Instant::now();
+        let repair = Arc::new(RepairLog::default());
         // redb's repair of some damaged files panics ("entered unreachable code") rather than
         // answering an error: either way the file is damaged, and the operator is told so.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Database::builder().set_cache_size(config.cache_bytes).create(&config.path)
+            let repair = Arc::clone(&repair);
+            Database::builder()
+                .set_cache_size(config.cache_bytes)
+                .set_repair_callback(move |session| repair.progress(session.progress()))
+                .create(&config.path)
         }));
         let db = match opened {
             Ok(opened) => opened.map_err(|error| opening_failed(&config.path, error))?,
@@ -196,8 +231,12 @@ impl EmbeddedStore {
             }
         };
         let db = Arc::new(db);
+        if repair.happened() {
+            tracing::warn!(seconds = started.elapsed().as_secs_f64(), mib = bytes >> 20, "store repaired after an unclean stop");
+        }
         Self::prepare_schema(&db)?;
         let journal = recover(&db, &config)?;
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "store open");
         let (queue, inbox) = mpsc::channel(config.queue_max);
         let poisoned = Arc::new(AtomicBool::new(false));
         let writer = {
