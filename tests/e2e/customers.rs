@@ -362,11 +362,20 @@ async fn an_old_anonymous_card_is_merged_into_the_customer(server: TestServer) {
     let moved: Vec<_> = ledger.iter().filter(|entry| entry.kind == pb::EntryKind::Merge as i32).collect();
     assert_eq!(moved.len(), 2, "{ledger:?}");
     assert_ne!(moved[0].expires_at, moved[1].expires_at, "each bucket keeps its own expiry");
-    let earned = client.accrue(accrue("M4", old_card.clone(), vec![line(1, "milk", "1", "1000.00")])).await.expect("card at the till");
-    assert_eq!(earned.into_inner().account_id, enrolled.account_id);
+    let earned =
+        client.accrue(accrue("M4", old_card.clone(), vec![line(1, "milk", "1", "1000.00")])).await.expect("card at the till").into_inner();
+    assert_eq!(earned.account_id, enrolled.account_id);
     // A retry of a call made on the card before the merge is answered as always.
     let retried = client.accrue(accrue("M1", old_card.clone(), vec![line(1, "milk", "1", "10000.00")])).await.expect("a retry");
     assert_eq!(retried.into_inner(), first);
+    // So are both on an engine with nothing in memory (a restart, another process), where the
+    // card's own row still names its emptied account (found by the simulation).
+    let fresh = TestServer::start_on(std::sync::Arc::clone(&server.store), |_| {}).await;
+    let mut fresh_client = fresh.client().await;
+    let again = fresh_client.accrue(accrue("M4", old_card.clone(), vec![line(1, "milk", "1", "1000.00")])).await;
+    assert_eq!(again.expect("a retry of a call made after the merge, on a fresh engine").into_inner(), earned);
+    let again = fresh_client.accrue(accrue("M1", old_card.clone(), vec![line(1, "milk", "1", "10000.00")])).await;
+    assert_eq!(again.expect("a retry of a call made before the merge, on a fresh engine").into_inner(), first);
     // Administrators find the customer by the merged card.
     let export = admin
         .export_customer(admin_pb::ExportCustomerRequest { program_id: PROGRAM.into(), customer: old_card.clone() })

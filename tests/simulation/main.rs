@@ -8,7 +8,7 @@
 //! replays exactly.
 //!
 //! - `SIM_SEED=<seed>` runs that seed alone (with `SIM_STEPS`, as many steps as the failure
-//!   printed), to replay a failure.
+//!   printed), to replay a failure; `SIM_TRACE=1` prints each step and how it ended.
 //! - Otherwise fresh seeds run for `SIM_SECONDS` (default 60), `SIM_STEPS` steps each (default
 //!   400); each seed is printed before it runs.
 //! - The same simulation also runs over the ScyllaDB backend on the CQL stand-in (a fresh seed,

@@ -1,6 +1,7 @@
 //! One simulated run: many tills and customers make random checkout calls against the engine
 //! (new receipts, holds captured or left to expire, spends racing on one customer, refunds,
-//! reversals, retries and duplicates of earlier calls), while the world injects faults (see
+//! reversals, purchases on anonymous cards later merged into a customer's account, retries and
+//! duplicates of earlier calls), while the world injects faults (see
 //! `world`), the clock jumps and the engine crashes (its caches dropped, the store kept). After
 //! every few steps, and at the end, the oracle checks the store:
 //!
@@ -8,7 +9,9 @@
 //!   to it, and the sum is what the account says (its buckets less its debt);
 //! - every call that was answered (acknowledged) is in its receipt with the very answer the till
 //!   got, once (nothing acknowledged lost, nothing applied twice);
-//! - a retry or duplicate of an acknowledged call gets that answer again, byte for byte.
+//! - a retry or duplicate of an acknowledged call gets that answer again, byte for byte;
+//! - at the end, once the credits are applied, each merge moved exactly the points it answered
+//!   into the customer's account, once.
 //!
 //! Every choice comes from the seed; the run's trace (each step and its ending) is hashed, so a
 //! test can check that a seed replays exactly.
@@ -62,11 +65,26 @@ pub struct Report {
 /// A call a till makes, whole: a retry sends exactly this again.
 #[derive(Clone, Debug)]
 enum Call {
-    Accrue { customer: IdentityKey, cmd: AccrueCmd },
-    Authorize { customer: IdentityKey, cmd: AuthorizeCmd },
-    Redeem { customer: IdentityKey, cmd: RedeemCmd },
+    Accrue {
+        customer: IdentityKey,
+        cmd: AccrueCmd,
+    },
+    Authorize {
+        customer: IdentityKey,
+        cmd: AuthorizeCmd,
+    },
+    Redeem {
+        customer: IdentityKey,
+        cmd: RedeemCmd,
+    },
     Refund(RefundCmd),
     Reverse(ReverseCmd),
+    /// An anonymous card's account merged into a registered customer's, by request ID.
+    Merge {
+        customer: IdentityKey,
+        card: IdentityKey,
+        request_id: String,
+    },
 }
 
 impl Call {
@@ -77,6 +95,7 @@ impl Call {
             Call::Redeem { cmd, .. } => &cmd.receipt_id,
             Call::Refund(cmd) => &cmd.receipt_id,
             Call::Reverse(cmd) => &cmd.receipt_id,
+            Call::Merge { .. } => "",
         }
     }
 
@@ -88,6 +107,7 @@ impl Call {
             Call::Redeem { .. } => (OpKind::Redeem, ""),
             Call::Refund(cmd) => (OpKind::Refund, cmd.refund_id.as_str()),
             Call::Reverse(_) => (OpKind::Reverse, ""),
+            Call::Merge { .. } => (OpKind::Merge, ""),
         }
     }
 }
@@ -116,6 +136,9 @@ async fn execute(engine: &Engine, program: &Arc<Program>, call: &Call) -> Result
         Call::Redeem { customer, cmd } => StoredResponse::Redeem(engine.checkout.redeem(program, &origin, customer, cmd.clone()).await?),
         Call::Refund(cmd) => StoredResponse::Refund(engine.checkout.refund(program, &origin, cmd.clone()).await?),
         Call::Reverse(cmd) => StoredResponse::Reverse(engine.checkout.reverse(program, &origin, cmd.clone()).await?),
+        Call::Merge { customer, card, request_id } => {
+            StoredResponse::Merge(engine.customers.merge_card(program, &origin, customer, card, request_id).await?)
+        }
     })
 }
 
@@ -148,6 +171,8 @@ pub struct Simulation {
     engine: Arc<Engine>,
     program: Arc<Program>,
     customers: Vec<IdentityKey>,
+    /// Cards first seen at a till (each an anonymous account), some merged since.
+    anonymous: Vec<IdentityKey>,
     /// Calls answered, with the answer the till got.
     answered: Vec<(Call, StoredResponse)>,
     /// Calls whose till gave up: sent again later.
@@ -209,6 +234,7 @@ impl Simulation {
             engine,
             program,
             customers,
+            anonymous: Vec::new(),
             answered: Vec::new(),
             unknown: Vec::new(),
             holds: Vec::new(),
@@ -228,12 +254,16 @@ impl Simulation {
         }
         self.check().await;
         self.replay_all().await;
+        self.check_merges().await;
         self.report.faults = self.faults.counts();
         self.report.trace = loyalty_core::fingerprint::hex(&self.trace.clone().finalize());
         self.report
     }
 
     fn note(&mut self, line: String) {
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("{line}");
+        }
         self.trace.update(line.as_bytes());
         self.trace.update(b"\n");
     }
@@ -263,7 +293,8 @@ impl Simulation {
             71..81 => self.duplicate().await,
             81..86 => self.racing_spends().await,
             86..90 => self.late_retry().await,
-            90..95 => self.jump_clock(),
+            90..93 => self.merge().await,
+            93..95 => self.jump_clock(),
             95..97 => self.crash().await,
             _ => self.background().await,
         }
@@ -303,7 +334,17 @@ impl Simulation {
     }
 
     fn new_accrue(&mut self) -> Call {
-        let (customer, receipt_id, lines) = (self.customer(), self.receipt_id(), self.basket());
+        // Now and then a card the engine has never seen (a new anonymous account), or one it has.
+        let customer = match self.rng.below(10) {
+            0 => {
+                let card = IdentityKey { kind: IdentityKind::Card, value: format!("70000000{:08}", self.anonymous.len()) };
+                self.anonymous.push(card.clone());
+                card
+            }
+            1 => self.rng.pick(&self.anonymous).cloned().unwrap_or_else(|| self.customer()),
+            _ => self.customer(),
+        };
+        let (receipt_id, lines) = (self.receipt_id(), self.basket());
         Call::Accrue { customer, cmd: AccrueCmd { receipt_id, lines, sale: Default::default(), change: Decimal::ZERO, occurred_at: None } }
     }
 
@@ -421,9 +462,19 @@ impl Simulation {
 
     /// Reverses a receipt that was answered.
     async fn reverse(&mut self) {
-        let receipts: Vec<String> = self.answered.iter().map(|(call, _)| call.receipt_id().to_owned()).collect();
+        let receipts: Vec<String> =
+            self.answered.iter().map(|(call, _)| call.receipt_id().to_owned()).filter(|receipt_id| !receipt_id.is_empty()).collect();
         let Some(receipt_id) = self.rng.pick(&receipts).cloned() else { return };
         self.send(Call::Reverse(ReverseCmd { receipt_id, reason: "voided".into() })).await;
+    }
+
+    /// A customer shows an anonymous card at the till: its account is merged into theirs.
+    async fn merge(&mut self) {
+        let Some(card) = self.rng.pick(&self.anonymous).cloned() else { return };
+        let customer = self.customer();
+        self.next_receipt += 1;
+        let request_id = format!("m-{:06}", self.next_receipt);
+        self.send(Call::Merge { customer, card, request_id }).await;
     }
 
     /// Sends an answered call again, exactly: it must get its first answer.
@@ -510,6 +561,15 @@ impl Simulation {
             }
         }
         for (call, answer) in &self.answered {
+            if let Call::Merge { request_id, .. } = call {
+                let record = self.store.request(&program_id, &format!("merge/{request_id}")).await.expect("request read");
+                match record {
+                    Some(record) if record.response == *answer => {}
+                    Some(record) => self.fail(format!("{call:?} was answered {answer:?}, the store keeps {:?}", record.response)),
+                    None => self.fail(format!("{call:?} was answered, but its request is not in the store: lost")),
+                }
+                continue;
+            }
             let receipt = self.store.receipt(&program_id, call.receipt_id()).await.expect("receipt read");
             let Some(receipt) = receipt else { self.fail(format!("{call:?} was answered, but its receipt is not in the store")) };
             let (op, key) = call.record_key();
@@ -562,6 +622,47 @@ impl Simulation {
         }
         if state.debt < Decimal::ZERO || state.buckets.iter().any(|bucket| bucket.remaining <= Decimal::ZERO) {
             self.fail(format!("account {account_id}: a negative debt or an empty bucket: {state:?}"));
+        }
+    }
+
+    /// Applies every credit still owed (the engine's background work, without faults), then
+    /// checks that each answered merge moved exactly the points it answered into the customer's
+    /// account, once: the ledger entries posted under the merge's credit sum to its points.
+    async fn check_merges(&mut self) {
+        self.faults.enable(false);
+        let program_id = self.program.id().to_owned();
+        while !self.store.pending_credits(&program_id, 1).await.expect("credits read").is_empty() {
+            let applied = self.engine.credits.apply_pending().await.expect("credits apply without faults");
+            if applied == 0 {
+                self.fail("credits are owed and none applies".into());
+            }
+        }
+        for (call, answer) in &self.answered {
+            let (Call::Merge { request_id, .. }, StoredResponse::Merge(outcome)) = (call, answer) else { continue };
+            // The credit is applied as a call on its own receipt in the customer's account.
+            let credit_id = format!("merge/{request_id}");
+            let receipt = self.store.receipt(&program_id, &credit_id).await.expect("receipt read");
+            let applied: Vec<_> = receipt.iter().flat_map(|receipt| receipt.value.calls.iter()).collect();
+            let [record] = applied.as_slice() else {
+                self.fail(format!("{call:?}: its credit was applied {} times", applied.len()));
+            };
+            let StoredResponse::Bonus(credited) = &record.response else { self.fail(format!("{call:?}: its credit answered {record:?}")) };
+            let mut moved = Decimal::ZERO;
+            let mut before = u64::MAX;
+            loop {
+                let page = self.store.ledger_page(&program_id, &outcome.account_id, before, 200).await.expect("ledger read");
+                moved += page.iter().filter(|entry| entry.tx_id == credited.tx_id).map(|entry| entry.amount).sum::<Decimal>();
+                match page.last() {
+                    Some(last) if page.len() == 200 => before = last.seq,
+                    _ => break,
+                }
+            }
+            if credited.account_id != outcome.account_id || moved != outcome.points {
+                self.fail(format!(
+                    "{call:?} answered {} points moved to {}; {} got {moved} under the credit",
+                    outcome.points, outcome.account_id, credited.account_id
+                ));
+            }
         }
     }
 

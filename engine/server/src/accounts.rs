@@ -113,6 +113,11 @@ impl Accounts {
         self.identities.remove(&format!("{program_id}/{}", key.storage_key()));
     }
 
+    /// Remembers that an identifier leads to `target` now (its account was merged into it).
+    pub fn moved(&self, program_id: &str, key: &IdentityKey, target: &str) {
+        self.identities.insert(format!("{program_id}/{}", key.storage_key()), target.to_owned());
+    }
+
     /// The lock and cache of one account.
     pub fn slot(&self, program_id: &str, account_id: &str) -> Arc<Mutex<Slot>> {
         self.slots.slot(program_id, account_id)
@@ -169,7 +174,7 @@ impl Accounts {
         // A card merged into a customer's account leads there from now on: remember that, and
         // have the call run again on that account (`until_committed`, `following_merges`).
         if let Some(target) = &stored.value.merged_into {
-            self.identities.insert(format!("{program_id}/{}", key.storage_key()), target.clone());
+            self.moved(program_id, key, target);
             return Err(EngineError::AccountMoved);
         }
         if !stored.value.identities.contains(key) {

@@ -308,6 +308,15 @@ impl Checkout {
             let receipt = accounts.store.receipt(program_id, receipt_id).await?;
             if let Some(stored) = &receipt {
                 if stored.value.account_id != account_id {
+                    // The card led to its own account, merged since into the one this receipt is
+                    // on (a binding read from the store after a restart: merging leaves the card's
+                    // row pointing at the emptied account): run again on the account it leads to.
+                    if let Route::Customer { key: customer, .. } = route
+                        && let Some(target) = accounts.merged_into(program_id, &account_id).await?
+                    {
+                        accounts.moved(program_id, customer, &target);
+                        return Err(EngineError::AccountMoved);
+                    }
                     // Begun on a card merged into this account since: a retry of a call made then
                     // is answered as always; anything new on it is refused (the card's account
                     // holds nothing now).
