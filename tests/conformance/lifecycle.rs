@@ -118,7 +118,15 @@ pub async fn events_stranded_by_a_crash_are_relayed_by_the_next_commit_in_order(
         a = apply(store.as_ref(), &commit).await;
         expected.extend(events_in(&commit));
     }
-    eventually(DELIVERY, "the first 8 events", || outbox(store.as_ref(), 1_000), |records| first_copies(records).len() == 8).await;
+    // Counted from the commits, not assumed one per commit: an earn may carry several events.
+    let first_eight_events = expected.len();
+    eventually(
+        DELIVERY,
+        "the first 8 commits' events",
+        || outbox(store.as_ref(), 1_000),
+        |records| first_copies(records).len() == first_eight_events,
+    )
+    .await;
 
     let ninth = change().earn(9).new_receipt("a-r9").build(&a);
     let stranded = commit_then_crash(backend, crashing, store.as_ref(), &ninth).await.is_some();
@@ -130,9 +138,9 @@ pub async fn events_stranded_by_a_crash_are_relayed_by_the_next_commit_in_order(
 
     let records = eventually(
         DELIVERY,
-        "all 10 events",
+        "all 10 commits' events",
         || outbox(store.as_ref(), 1_000),
-        |records| events_of(&first_copies(records), "a").len() >= 10,
+        |records| events_of(&first_copies(records), "a").len() >= expected.len(),
     )
     .await;
     let seen = events_of(&first_copies(&records), "a");
@@ -221,14 +229,14 @@ pub async fn a_schema_1_keyspace_is_migrated_with_its_claim_owners(backend: &Bac
     let unserved = loyalty_tests::connect_scylla(config.clone()).await.expect_err("schema 1 is not served");
     assert!(unserved.to_string().contains("run `loyalty-engine migrate`"), "{unserved}");
 
-    let applied = loyalty_tests::migrate_scylla(&config, &shipped).await.expect("migrate to schema 2");
-    assert_eq!(applied, ["0002_claimants"]);
+    let applied = loyalty_tests::migrate_scylla(&config, &shipped).await.expect("migrate to the current schema");
+    assert_eq!(applied, ["0002_claimants", "0003_figures"]);
     // An engine of schema 1 still running fails closed: the table it claims in is gone.
     let stale = session
         .query_unpaged("INSERT INTO claims (program_id, kind, id, account_id) VALUES (?, 'receipt', 'r-old', 'old')", (PROGRAM,))
         .await;
     assert!(stale.is_err(), "schema 1's claims table is dropped once copied");
-    let store = loyalty_tests::connect_scylla(config.clone()).await.expect("schema 2 is served");
+    let store = loyalty_tests::connect_scylla(config.clone()).await.expect("the migrated keyspace is served");
     assert_eq!(store.identity(PROGRAM, &card("OLD-CARD")).await.expect("read identity"), Some("old".into()));
     let steal = change().earn(1).new_receipt("r-new").claim(card("OLD-CARD")).build(&fresh("new"));
     assert_eq!(

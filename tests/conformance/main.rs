@@ -12,6 +12,7 @@ mod support;
 mod accounts;
 mod claims;
 mod concurrency;
+mod figures;
 mod ledger;
 mod lifecycle;
 mod outbox;
@@ -107,6 +108,13 @@ conformance! {
         concurrency::concurrent_writers_on_one_store_never_lose_or_invent_points,
         rules::rules_versions_are_written_once_in_sequence,
         rules::concurrent_rules_writers_create_each_version_once,
+        figures::figures_move_on_only_from_the_cursor_they_name,
+        figures::a_repeated_put_is_answered_as_applied,
+        figures::figures_that_do_not_move_forward_are_refused_as_corrupt,
+        figures::racing_figures_writers_move_them_on_once_per_cursor,
+        figures::figures_of_programs_are_apart,
+        figures::figures_survive_a_reopen,
+        figures::shutdown_refuses_figures_writes,
         outbox::outbox_carries_events_of_applied_commits_once_in_commit_order,
         outbox::credits_are_kept_until_deleted,
         paging::account_ids_page_through_every_account_once,

@@ -66,6 +66,20 @@ impl Store for FaultyStore {
         }
         self.inner.put_rules(program_id, rules).await
     }
+    async fn figures(&self, program_id: &str) -> Result<Option<loyalty_store::StoredFigures>, StoreError> {
+        self.inner.figures(program_id).await
+    }
+    async fn put_figures(
+        &self,
+        program_id: &str,
+        expected_through: u64,
+        figures: loyalty_store::StoredFigures,
+    ) -> Result<bool, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected write failure".into()));
+        }
+        self.inner.put_figures(program_id, expected_through, figures).await
+    }
     async fn rules_head(&self, program_id: &str) -> Result<u64, StoreError> {
         self.inner.rules_head(program_id).await
     }

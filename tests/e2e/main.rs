@@ -10,6 +10,7 @@ mod crash_recovery;
 mod customers;
 mod errors;
 mod faults;
+mod figures;
 mod idempotency;
 mod import;
 mod offline;

@@ -620,6 +620,17 @@ impl Store for Rival {
     async fn put_rules(&self, program_id: &str, rules: loyalty_store::StoredRules) -> Result<bool, loyalty_store::StoreError> {
         self.inner.put_rules(program_id, rules).await
     }
+    async fn figures(&self, program_id: &str) -> Result<Option<loyalty_store::StoredFigures>, loyalty_store::StoreError> {
+        self.inner.figures(program_id).await
+    }
+    async fn put_figures(
+        &self,
+        program_id: &str,
+        expected_through: u64,
+        figures: loyalty_store::StoredFigures,
+    ) -> Result<bool, loyalty_store::StoreError> {
+        self.inner.put_figures(program_id, expected_through, figures).await
+    }
     async fn account_ids(
         &self,
         program_id: &str,

@@ -109,6 +109,8 @@ fn the_scylla_backend_over_the_stand_in_keeps_every_invariant() {
         let standin = cql_standin::StandIn::start("127.0.0.1:0".parse().expect("an address")).await.expect("the CQL stand-in");
         let mut config = loyalty_store::scylla::ScyllaConfig::new(vec![standin.addr().to_string()], &format!("sim_{}", std::process::id()));
         config.replication = [("datacenter1".to_owned(), 1)].into_iter().collect();
+        // The relay shows an event once it settled: soon, for the figures check at the end.
+        config.relay_settle = Duration::from_millis(100);
         let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cql");
         loyalty_tests::migrate_scylla(&config, &schema).await.expect("the schema");
         let store: Arc<dyn loyalty_store::Store> = loyalty_tests::connect_scylla(config).await.expect("connect");

@@ -197,6 +197,20 @@ impl Store for FaultyStore {
         self.inner.put_rules(program_id, rules).await
     }
 
+    async fn figures(&self, program_id: &str) -> Result<Option<loyalty_store::StoredFigures>, StoreError> {
+        self.faults.read().await?;
+        self.inner.figures(program_id).await
+    }
+
+    async fn put_figures(
+        &self,
+        program_id: &str,
+        expected_through: u64,
+        figures: loyalty_store::StoredFigures,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_figures(program_id, expected_through, figures).await
+    }
+
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
         self.faults.read().await?;
         self.inner.account_ids(program_id, cursor, limit).await

@@ -140,6 +140,17 @@ pub struct AccountState {
     /// holds nothing since, and its card leads to that account.
     #[serde(default)]
     pub merged_into: Option<String>,
+    /// Purchases in the customer's latest month of purchases (for the program's figures: active
+    /// and repeat buyers by month).
+    #[serde(default)]
+    pub month_purchases: MonthPurchases,
+}
+
+/// A customer's purchases in one local month (`figures::month_index`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthPurchases {
+    pub month: u32,
+    pub count: u32,
 }
 
 /// A card that was replaced: still bound to its account, refused at the till.
@@ -277,6 +288,7 @@ impl AccountState {
             consents: Vec::new(),
             blocked_cards: Vec::new(),
             merged_into: None,
+            month_purchases: MonthPurchases::default(),
         }
     }
 

@@ -119,6 +119,7 @@ pub fn enroll<'p>(
         claims.push(token);
     }
     let mut txn = Txn::begin(ck.program, &state, now, tx_id, origin);
+    txn.record_enrolment();
     let bonuses = enrollment_bonuses(ck, &mut txn);
     let fee_points = ck.program.floor_points(cmd.card_fee);
     crate::cards::credit_card_fee(&mut txn, fee_points);

@@ -22,6 +22,9 @@ pub enum EventKind {
     PointsExpiring,
     /// A one-time spending code for the messaging to send (in `code`), good until `expires_at`.
     CustomerCode,
+    /// What the commit adds to the program's figures (in `figures`), for the engine's own
+    /// reports (`figures`); messaging integrations skip it.
+    Figures,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             EventKind::CertificateIssued => "certificate_issued",
             EventKind::PointsExpiring => "points_expiring",
             EventKind::CustomerCode => "customer_code",
+            EventKind::Figures => "figures",
         }
     }
 }
@@ -58,6 +62,10 @@ pub struct Event {
     /// For customer codes: the code to deliver (worthless after `expires_at` or one use).
     #[serde(default)]
     pub code: Option<String>,
+    /// For figures: what the commit adds to the program's figures. (Last, so that events stored
+    /// before it existed read with none.)
+    #[serde(default)]
+    pub figures: Option<Box<crate::figures::Delta>>,
 }
 
 /// Everything a merged account held, on its way to the customer's account.

@@ -221,7 +221,10 @@ mod tests {
         }
         assert!(finished.entries.iter().all(|entry| entry.kind == EntryKind::Opening));
         assert_eq!(finished.entries.iter().map(|entry| entry.amount).sum::<Decimal>(), Decimal::from(205));
-        assert!(finished.events.is_empty(), "an import tells the customer nothing new");
+        // An import tells the customer nothing new: its one event is for the program's figures.
+        let [figures] = finished.events.as_slice() else { panic!("one event: {:?}", finished.events) };
+        assert_eq!(figures.kind, crate::events::EventKind::Figures);
+        assert_eq!(figures.figures.as_ref().map(|delta| delta.points.opened), Some(Decimal::from(205)));
         assert_eq!(account.identities.len(), 2);
         assert_eq!(account.purchases, 12);
     }

@@ -24,6 +24,8 @@
 //!   request fingerprints a replay must match.
 //! - [`events`]: the outbox events a change writes, and the credits it owes other accounts (a
 //!   merge's transfer among them).
+//! - [`figures`]: what each commit adds to its program's figures, folded by day and store into
+//!   the reports the business judges the program by.
 //! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`merge`]: an anonymous card's account merged into a registered customer's, exactly once.
@@ -41,6 +43,7 @@ pub mod basket;
 pub mod cards;
 pub mod enrolment;
 pub mod events;
+pub mod figures;
 pub mod fingerprint;
 pub mod identity;
 pub mod import;

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Origin;
-use crate::account::{AccountState, Certificate, Hold};
+use crate::account::{AccountState, Certificate, Hold, MonthPurchases};
 use crate::allocate::allocate;
 use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
 use crate::events::PendingCredit;
@@ -352,6 +352,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     // Everything about the sale is evaluated as of when it happened: rules, tier, birthday
     // windows, budgets' periods, and the points' pending period and expiry.
     let sold_at = crate::offline::sale_time(ck.program, txn.now(), cmd.occurred_at)?;
+    let committed_at = txn.now();
     let total = basket_total(&cmd.lines);
     if receipt.spent > total {
         return Err(Rejection::invalid(
@@ -387,8 +388,16 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let account = txn.account_mut();
     let budget_charges = budgets::charge(ck.rules, account, &earn.rules, local_day);
     account.purchases = account.purchases.saturating_add(1);
+    let since_previous = account.last_purchase_at.filter(|previous| *previous < sold_at).map(|previous| (sold_at - previous).num_seconds());
     // A late receipt never moves the last purchase back (win-back counts from the latest).
     account.last_purchase_at = account.last_purchase_at.max(Some(sold_at));
+    // The program's figures count a purchase in the month it was committed (`figures`).
+    let month = crate::figures::month_index(committed_at, ck.program.time_zone);
+    account.month_purchases = match account.month_purchases {
+        MonthPurchases { month: last, count } if last == month => MonthPurchases { month, count: count.saturating_add(1) },
+        _ => MonthPurchases { month, count: 1 },
+    };
+    let month_purchases = account.month_purchases.count;
     let change = tiers::record_spend(ck.rules, account, Some(tier_month), total, sold_at, ck.program.time_zone);
     let tier = account.tier.clone();
     if let Some(change) = change {
@@ -404,6 +413,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
             transfer: None,
         });
     }
+    txn.record_sale(crate::figures::Sale { paid: total - receipt.spent, month_purchases, since_previous });
     receipt.accrual = Some(Accrual {
         tx_id: txn.tx_id().to_owned(),
         lines: cmd

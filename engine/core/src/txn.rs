@@ -57,6 +57,10 @@ pub struct Txn<'p> {
     /// On an account merged into another (`merge`): what returns gave back (positive) and
     /// claw-backs took (negative), owed to that account instead of changing this empty one.
     owed_to_merged: Decimal,
+    /// The purchase this operation recorded, for the program's figures.
+    sale: Option<crate::figures::Sale>,
+    /// Whether this operation registered the customer, for the program's figures.
+    enrolled: bool,
 }
 
 /// What a finished operation hands to the store.
@@ -83,6 +87,8 @@ impl<'p> Txn<'p> {
             events: Vec::new(),
             credits: Vec::new(),
             owed_to_merged: Decimal::ZERO,
+            sale: None,
+            enrolled: false,
         };
         txn.settle_expired();
         txn
@@ -108,6 +114,16 @@ impl<'p> Txn<'p> {
 
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// Records the purchase this operation makes (an accrued receipt), for the program's figures.
+    pub fn record_sale(&mut self, sale: crate::figures::Sale) {
+        self.sale = Some(sale);
+    }
+
+    /// Records that this operation registers the customer, for the program's figures.
+    pub fn record_enrolment(&mut self) {
+        self.enrolled = true;
     }
 
     /// Records which program version the operation evaluated, on the entries that credit points.
@@ -281,6 +297,7 @@ impl<'p> Txn<'p> {
             tier_to: None,
             expires_at: Some(expires_at),
             code: None,
+            figures: None,
         });
         self.post(kind, amount, posting, reason, Some(terms), rule_ids);
         Some(terms)
@@ -505,6 +522,7 @@ impl<'p> Txn<'p> {
             tier_to: None,
             expires_at: Some(expires_at),
             code: None,
+            figures: None,
         });
         // Debt is paid from certificates too: they are points like any other.
         self.credit_bucket(value, terms, posting.receipt_id, Some(&certificate));
@@ -525,6 +543,7 @@ impl<'p> Txn<'p> {
             tier_to: Some(change.to),
             expires_at: None,
             code: None,
+            figures: None,
         });
     }
 
@@ -545,6 +564,7 @@ impl<'p> Txn<'p> {
                 tier_to: None,
                 expires_at: next,
                 code: None,
+                figures: None,
             });
         }
         amount
@@ -628,6 +648,23 @@ impl<'p> Txn<'p> {
         self.account
             .check_invariants(self.now)
             .map_err(|detail| InvariantBroken { account_id: self.account.account_id.clone(), detail })?;
+        let day = self.now.with_timezone(&self.program.time_zone).date_naive();
+        if let Some(delta) = crate::figures::Delta::of(day, &self.origin.store_id, &self.entries, self.sale.take(), self.enrolled) {
+            self.events.push(Event {
+                kind: EventKind::Figures,
+                account_id: self.account.account_id.clone(),
+                at: self.now,
+                points: delta.points.net(),
+                receipt_id: None,
+                rule_ids: Vec::new(),
+                available_from: None,
+                tier_from: None,
+                tier_to: None,
+                expires_at: None,
+                code: None,
+                figures: Some(Box::new(delta)),
+            });
+        }
         Ok(Finished { account: self.account, entries: self.entries, events: self.events, credits: self.credits })
     }
 }

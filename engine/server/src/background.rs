@@ -1,9 +1,9 @@
 //! The engine's background work, each on its own task for as long as the engine lives (a task
 //! holds only a weak reference while it waits for its next round, so dropping the engine ends
-//! it): the refresh that
-//! brings in rules, credentials and test clocks other engines stored; the credit applier; the
-//! relay recovery of interrupted commits; the schedule sweep. Each round's failure is logged and
-//! the round tried again next time (what each does is idempotent).
+//! it): the refresh that brings in rules, credentials and test clocks other engines stored; the
+//! credit applier; the relay recovery of interrupted commits; the schedule sweep; the fold of the
+//! programs' figures. Each round's failure is logged and the round tried again next time (what
+//! each does is idempotent).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +101,17 @@ pub fn spawn_schedule_sweep(engine: Arc<Engine>, every: Duration) -> tokio::task
                     "sweep done"
                 ),
                 Err(error) => tracing::warn!(program = program_id.as_str(), %error, "sweep failed; will retry"),
+            }
+        }
+    })
+}
+
+/// Folds every program's new outbox events into its stored figures every `every` (see `reports`).
+pub fn spawn_figures(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
+    spawn_every(engine, every, Wake::Every, |engine| async move {
+        for program_id in engine.programs().ids() {
+            if let Err(error) = engine.reports.catch_up(&program_id).await {
+                tracing::warn!(program = program_id.as_str(), %error, "folding the figures failed; will retry");
             }
         }
     })

@@ -117,12 +117,39 @@ pub enum Command {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Print a program's figures over a period (docs/reports.md): points earned, spent, expired,
+    /// the rates, purchases, customers, the points outstanding. Folds the outbox's new events into
+    /// the stored figures first. On the embedded store the engine must be stopped.
+    Report {
+        #[arg(long)]
+        program: String,
+        /// First day, the program's local date (YYYY-MM-DD).
+        #[arg(long)]
+        from: String,
+        /// Last day, included.
+        #[arg(long)]
+        to: String,
+        /// One store's figures [default: every store].
+        #[arg(long)]
+        store: Option<String>,
+        /// A table for people, or JSON or CSV for a spreadsheet.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
     /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet, then exit.
     Migrate {
         /// The versioned CQL files.
         #[arg(long, env = "LOYALTY_SCHEMA_DIR", value_name = "PATH", default_value = "deploy/cql")]
         schema_dir: PathBuf,
     },
+}
+
+/// How `report` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -261,6 +288,11 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("import").build()?;
             runtime.block_on(import(config, &program, &file, rejects, concurrency))
         }
+        Command::Report { program, from, to, store, format } => {
+            crate::telemetry::init_tracing(&config.log)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("report").build()?;
+            runtime.block_on(report(config, &program, (&from, &to), store.as_deref(), format))
+        }
         Command::Serve => {
             crate::telemetry::init_tracing(&config.log)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("engine").build()?;
@@ -302,6 +334,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let refresh = crate::background::spawn_refresh(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let credits = crate::background::spawn_credit_applier(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let relay = crate::background::spawn_relay_recovery(Arc::clone(&engine), Duration::from_secs(10));
+    let figures = crate::background::spawn_figures(Arc::clone(&engine), Duration::from_millis(config.rules_refresh_ms));
     let sweep = (config.schedule_sweep_minutes > 0)
         .then(|| crate::background::spawn_schedule_sweep(Arc::clone(&engine), Duration::from_secs(config.schedule_sweep_minutes * 60)));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -350,6 +383,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     refresh.abort();
     credits.abort();
     relay.abort();
+    figures.abort();
     if let Some(sweep) = sweep {
         sweep.abort();
     }
@@ -363,6 +397,82 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(calls = left, "calls still inside the engine after the grace period; store flushed without them");
     }
     outcome
+}
+
+/// Prints a program's figures (see `Command::Report`).
+async fn report(
+    config: Config,
+    program_id: &str,
+    (from, to): (&str, &str),
+    store: Option<&str>,
+    format: ReportFormat,
+) -> anyhow::Result<()> {
+    let (from, to) = crate::grpc::convert::period(from, to, 3660).map_err(|rejection| anyhow::anyhow!("{rejection}"))?;
+    let programs = Programs::from_config(&config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store_handle = open_store(&config, Arc::clone(&clock)).await?;
+    let engine = Engine::new(store_handle, programs, clock, Arc::new(UuidIds), 16);
+    engine.bootstrap_rules().await.context("loading the programs' rules")?;
+    let program = engine.program(program_id).map_err(|error| anyhow::anyhow!("program {program_id}: {error}"))?;
+    let folded = engine.reports.catch_up(program_id).await.context("folding the outbox into the figures")?;
+    let (report, through_seq) = engine.reports.report(&program, from, to, store).await.context("reading the figures")?;
+    engine.close_after_calls(Duration::from_secs(5)).await;
+    let wire = crate::grpc::convert::figures(&program.policy, &report, through_seq);
+    let rows = figure_rows(&wire);
+    match format {
+        ReportFormat::Json => {
+            let object: serde_json::Map<String, serde_json::Value> =
+                rows.iter().map(|(name, value)| ((*name).to_owned(), serde_json::Value::String(value.clone()))).collect();
+            println!("{}", serde_json::to_string_pretty(&object)?);
+        }
+        ReportFormat::Csv => {
+            println!("{}", rows.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(","));
+            println!("{}", rows.iter().map(|(_, value)| value.as_str()).collect::<Vec<_>>().join(","));
+        }
+        ReportFormat::Table => {
+            println!(
+                "program {program_id}, {from} to {to}, {} ({folded} new outbox events folded)",
+                store.map_or("every store".to_owned(), |store| format!("store {store}"))
+            );
+            for (name, value) in &rows {
+                println!("  {name:<24} {value}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A report's figures by name, in the order the table, JSON and CSV show them.
+fn figure_rows(report: &loyalty_proto::admin::ReadFiguresResponse) -> Vec<(&'static str, String)> {
+    let points = report.points.clone().unwrap_or_default();
+    vec![
+        ("from", report.from.clone()),
+        ("to", report.to.clone()),
+        ("store_id", report.store_id.clone()),
+        ("points_earned", points.earned),
+        ("points_bonus", points.bonus),
+        ("points_spent", points.spent),
+        ("points_expired", points.expired),
+        ("points_returned", points.returned),
+        ("points_clawed_back", points.clawed_back),
+        ("points_adjusted", points.adjusted),
+        ("points_merged", points.merged),
+        ("points_opened", points.opened),
+        ("points_outstanding", report.outstanding.clone()),
+        ("redemption_rate", report.redemption_rate.clone()),
+        ("breakage_rate", report.breakage_rate.clone()),
+        ("effective_discount", report.effective_discount.clone()),
+        ("purchases", report.purchases.to_string()),
+        ("paid", report.paid.clone()),
+        ("average_receipt", report.average_receipt.clone()),
+        ("active_customers", report.active_customers.to_string()),
+        ("repeat_customers", report.repeat_customers.to_string()),
+        ("repeat_rate", report.repeat_rate.clone()),
+        ("purchases_per_customer", report.purchases_per_customer.clone()),
+        ("days_between_purchases", report.days_between_purchases.clone()),
+        ("new_customers", report.enrolled.to_string()),
+        ("through_seq", report.through_seq.to_string()),
+    ]
 }
 
 /// Accounts an import keeps in memory: it writes each once and never reads it again.

@@ -288,6 +288,7 @@ impl Customers {
                     tier_to: None,
                     expires_at: Some(expires_at),
                     code: Some(code.clone()),
+                    figures: None,
                 }],
             };
             tracing::debug!(actor = origin.actor.as_str(), channel = ?channel, "customer code issued");

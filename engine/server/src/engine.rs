@@ -8,6 +8,7 @@
 //! - [`Credits`] (`credits`) and [`Sweep`] (`sweep`): the work behind the calls (credits owed
 //!   between accounts, interrupted commits' side effects, schedule awards and notices), run by
 //!   `background`.
+//! - [`Reports`] (`reports`): the programs' figures, folded from the outbox in the background.
 //! - [`RuleVersions`] (`rule_admin`), [`Access`] (`auth::registry`) and [`SandboxClocks`]
 //!   (`sandbox`): the versioned documents (`documents`) every engine over one store follows.
 //!
@@ -33,6 +34,7 @@ use crate::drain::InFlight;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::IdSource;
 use crate::programs::{Program, Programs};
+use crate::reports::Reports;
 use crate::rule_admin::RuleVersions;
 use crate::sandbox::SandboxClocks;
 use crate::sweep::{Sweep, SweepReport};
@@ -49,6 +51,8 @@ pub struct Engine {
     pub credits: Credits,
     /// The schedule sweep: certificates and expiry notices.
     pub sweep: Sweep,
+    /// The programs' figures (KPIs), folded from the outbox.
+    pub reports: Reports,
     /// The credentials calls are checked against (the gate holds it too).
     pub access: Arc<Access>,
     /// The calls inside the engine: the store is shut only after the last (see `drain`).
@@ -91,6 +95,7 @@ impl Engine {
         Engine {
             customers: Customers::new(Arc::clone(&ctx), credits.clone()),
             sweep: Sweep::new(Arc::clone(&ctx), checkout.clone()),
+            reports: Reports::new(Arc::clone(&ctx)),
             access: Arc::new(Access::new(documents)),
             checkout,
             credits,

@@ -12,7 +12,8 @@
 //!   [`checkout`] (the till's receipt calls and reads), [`customers`] (enrolment, import, codes,
 //!   profiles, cards, merges, erasure), [`credits`] and [`sweep`] (work behind the calls, run by
 //!   [`background`]), [`rule_admin`] and [`sandbox`] (rules versions and test clocks, kept as
-//!   [`documents`] like the credentials).
+//!   [`documents`] like the credentials), [`reports`] (the programs' figures, folded from the
+//!   outbox).
 //! - [`accounts`]: identifier resolution, per-account locking and caching, the checked reads;
 //!   [`commit`]: the one commit path every call's write takes, with its bounded retries.
 //! - [`programs`]: each program's policy and compiled rules; [`config`]: file, flags and validation.
@@ -44,6 +45,7 @@ pub mod grpc;
 pub mod ids;
 pub mod import;
 pub mod programs;
+pub mod reports;
 pub mod rule_admin;
 pub mod sandbox;
 pub mod server;

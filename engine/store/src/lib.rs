@@ -28,6 +28,10 @@
 //! if it follows the latest one (compare-and-set on the program's version row), so two admins can
 //! never both create version N.
 //!
+//! A program's running figures ([`StoredFigures`]) are kept the same way, one row per program with
+//! no history: a write names the outbox seq the stored figures include, so that of several engine
+//! processes folding the same outbox at once exactly one moves them on.
+//!
 //! Either every condition holds and everything is written durably, or nothing is written and the
 //! caller learns which condition failed ([`Conflict`]). An `Ok` is an acknowledgement: the commit
 //! survives a crash from then on.
@@ -156,6 +160,38 @@ pub struct StoredRules {
     pub comment: String,
 }
 
+/// A program's running figures (key performance figures folded from its outbox), with the outbox
+/// seq they include: every event up to and including `through_seq` is in `document`.
+///
+/// To the store they are an opaque document and a cursor: the engine computes them, and the store
+/// only guarantees that they move forward one compare-and-set at a time ([`Store::put_figures`]),
+/// so that figures folded by two engine processes never count an event twice or drop one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFigures {
+    /// The last outbox seq the figures include (never 0 once stored: 0 means "none stored").
+    pub through_seq: u64,
+    /// JSON, the engine's own format.
+    pub document: String,
+}
+
+impl StoredFigures {
+    /// Figures that would not move the stored cursor forward (`through_seq` not above
+    /// `expected_through`) are a caller's bug, not a lost race: refused with
+    /// [`StoreError::Corrupt`] before anything is written, as [`Commit::check_invariants`] refuses
+    /// a commit that would break the ledger. Not `Ok(false)`, which tells the caller to re-read
+    /// and fold again, and would have it retry the same bug forever; not [`StoreError::Io`], which
+    /// the engine answers as UNAVAILABLE, inviting the same retries.
+    pub fn check_advances(&self, program_id: &str, expected_through: u64) -> Result<(), StoreError> {
+        if self.through_seq <= expected_through {
+            return Err(StoreError::Corrupt(format!(
+                "program {program_id}: figures through seq {} do not move on from seq {expected_through}",
+                self.through_seq
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// An outbox event with its position in the program's outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRecord {
@@ -236,6 +272,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores `rules` as the program's next version: only if the latest stored version is
     /// `rules.version - 1` (durably, before answering). False: another writer got there first.
     async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError>;
+    /// The program's stored figures, if any were stored.
+    async fn figures(&self, program_id: &str) -> Result<Option<StoredFigures>, StoreError>;
+    /// Stores `figures` for the program if the stored ones include exactly `expected_through`
+    /// (0: none stored yet), durably before answering; false when another writer moved them first
+    /// (nothing written): the caller re-reads them and folds on from there. Compare-and-set on one
+    /// row per program, keeping only the latest, so that of several engines folding different
+    /// figures from one cursor exactly one moves them on. `figures.through_seq` must be greater
+    /// than `expected_through`: otherwise [`StoreError::Corrupt`] and nothing is written (see
+    /// [`StoredFigures::check_advances`]).
+    ///
+    /// Idempotent: true also when the stored figures are exactly `figures` already (nothing more
+    /// is written). A retry after an outcome the caller never learned (ScyllaDB: a timeout) is
+    /// thus answered as applied if the first attempt applied, which ScyllaDB could not tell
+    /// apart from another writer's identical figures anyway; two writers that folded the same
+    /// events into the same figures may both be told true, and the figures stored are what each
+    /// of them computed.
+    async fn put_figures(&self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError>;
     /// Up to `limit` account IDs of a program, from `cursor` (empty: from the start; otherwise a
     /// previous page's `next`): the schedule sweep pages through every account with it. The order
     /// is the backend's own.

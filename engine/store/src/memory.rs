@@ -34,7 +34,9 @@ use loyalty_core::identity::IdentityKey;
 use loyalty_core::ledger::LedgerEntry;
 use loyalty_core::receipt::{CallRecord, ReceiptState};
 
-use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, ReceiptWrite, Store, StoreError, StoredRules, Versioned};
+use crate::{
+    AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, ReceiptWrite, Store, StoreError, StoredFigures, StoredRules, Versioned,
+};
 
 /// One program's data: the embedded store's tables, keyed the same way less the program ID, so
 /// that every page comes out in the embedded store's order.
@@ -56,6 +58,8 @@ struct Program {
     outbox: BTreeMap<u64, Event>,
     /// Credit ID -> credit owed and not yet applied.
     credits: BTreeMap<String, PendingCredit>,
+    /// The program's running figures, the latest only (the embedded store's `figures` row).
+    figures: Option<StoredFigures>,
 }
 
 impl Program {
@@ -174,6 +178,19 @@ impl Program {
         }
         self.rules.insert(rules.version, rules);
         true
+    }
+
+    /// Stores `figures` if the stored ones include exactly `expected_through` (0: none stored);
+    /// otherwise writes nothing and answers whether they are exactly `figures` already (a repeated
+    /// put). Figures that do not move the cursor on are refused before anything else.
+    fn put_figures(&mut self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError> {
+        figures.check_advances(program_id, expected_through)?;
+        let stored_through = self.figures.as_ref().map_or(0, |stored| stored.through_seq);
+        if stored_through != expected_through {
+            return Ok(self.figures.as_ref() == Some(&figures));
+        }
+        self.figures = Some(figures);
+        Ok(true)
     }
 
     /// Up to `limit` entries below `before_seq`, newest first. Seqs start at 1: nothing is below 1.
@@ -321,6 +338,14 @@ impl Store for MemoryStore {
 
     async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError> {
         self.write(program_id, |program| program.put_rules(rules))
+    }
+
+    async fn figures(&self, program_id: &str) -> Result<Option<StoredFigures>, StoreError> {
+        self.read(program_id, |program| program.figures.clone())
+    }
+
+    async fn put_figures(&self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError> {
+        self.write(program_id, |program| program.put_figures(program_id, expected_through, figures))?
     }
 
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {

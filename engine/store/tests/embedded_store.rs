@@ -12,7 +12,7 @@ use loyalty_core::program::ProgramPolicy;
 use loyalty_core::receipt::ReceiptState;
 use loyalty_core::txn::{Posting, Txn};
 use loyalty_store::embedded::{EmbeddedConfig, EmbeddedStore};
-use loyalty_store::{AccountWrite, Commit, CommitOutcome, Conflict, ReceiptWrite, Store};
+use loyalty_store::{AccountWrite, Commit, CommitOutcome, Conflict, ReceiptWrite, Store, StoredFigures};
 use rust_decimal::Decimal;
 
 fn now() -> chrono::DateTime<Utc> {
@@ -123,17 +123,21 @@ async fn outbox_events_follow_their_commits_in_order_and_only_applied_commits_wr
     let account = AccountState::new("acc-outbox".into(), true, now());
     let first = earn_commit(&account, 0, "R1", 10);
     let after_first = first.account.state.clone();
+    // Counted from the commits, not assumed one per commit: an earn may carry several events.
+    let mut written = first.events.clone();
     assert_eq!(store.commit(first).await.expect("commit"), CommitOutcome::Applied { account_version: 1 });
     // A conflicting commit (stale version) writes no event.
     let stale = earn_commit(&account, 0, "R2", 20);
     assert!(matches!(store.commit(stale).await.expect("commit"), CommitOutcome::Conflict(_)));
     let second = earn_commit(&after_first, 1, "R3", 30);
+    let (first_count, second_count) = (written.len() as u64, second.events.len());
+    written.extend(second.events.iter().cloned());
     assert_eq!(store.commit(second).await.expect("commit"), CommitOutcome::Applied { account_version: 2 });
-    let page = store.outbox_page("p", 0, 10).await.expect("outbox");
-    let seen: Vec<(u64, Option<String>, Decimal)> =
-        page.iter().map(|record| (record.seq, record.event.receipt_id.clone(), record.event.points)).collect();
-    assert_eq!(seen, vec![(1, Some("R1".into()), Decimal::from(10)), (2, Some("R3".into()), Decimal::from(30))]);
-    assert_eq!(store.outbox_page("p", 1, 10).await.expect("outbox").len(), 1);
+    let page = store.outbox_page("p", 0, 100).await.expect("outbox");
+    let seen: Vec<(u64, loyalty_core::events::Event)> = page.into_iter().map(|record| (record.seq, record.event)).collect();
+    let expected: Vec<(u64, loyalty_core::events::Event)> = (1..).zip(written).collect();
+    assert_eq!(seen, expected, "the applied commits' events (none of the refused one), numbered 1, 2, 3... in commit order");
+    assert_eq!(store.outbox_page("p", first_count, 100).await.expect("outbox").len(), second_count);
     assert!(store.outbox_page("other", 0, 10).await.expect("outbox").is_empty());
     store.shutdown().await;
 }
@@ -287,4 +291,86 @@ async fn a_damaged_file_is_refused_saying_to_restore_and_a_backup_restores_it() 
     assert_eq!(store.verify_ledgers().expect("ledgers agree"), (20, 20));
     store.shutdown().await;
     assert!(config.path.with_extension("redb.replaced").exists(), "the damaged file is kept beside it");
+}
+
+fn figures(through_seq: u64) -> StoredFigures {
+    StoredFigures { through_seq, document: format!("{{\"through\":{through_seq},\"earned\":\"10\"}}") }
+}
+
+/// Figures are written durably before the put answers, in a write transaction of their own between
+/// the writer's batches: with the journal on (batches durable in the journal only) as without it, a
+/// kill -9 right after the put keeps them, and every commit acknowledged before it.
+#[tokio::test]
+async fn acknowledged_figures_survive_a_crash_with_and_without_the_journal() {
+    let dir = tempfile::tempdir().expect("dir");
+    for journal in [true, false] {
+        let live = dir.path().join(format!("live-{journal}"));
+        let config = EmbeddedConfig { journal, ..EmbeddedConfig::in_dir(&live) };
+        let store = EmbeddedStore::open(config.clone()).expect("open");
+        commit_fifty(&store).await;
+        assert!(store.put_figures("p", 0, figures(50)).await.expect("put figures"));
+        assert!(!store.put_figures("p", 0, figures(60)).await.expect("put figures"), "a stale cursor");
+        let crashed = EmbeddedStore::open(crash_image(&config, &dir.path().join(format!("crashed-{journal}")), journal)).expect("open");
+        assert_eq!(crashed.figures("p").await.expect("read figures"), Some(figures(50)), "journal {journal}");
+        assert_eq!(crashed.verify_ledgers().expect("ledgers agree"), (50, 50), "journal {journal}");
+        // The crashed copy goes on from the cursor it holds.
+        assert!(crashed.put_figures("p", 50, figures(70)).await.expect("put figures"));
+        crashed.shutdown().await;
+        store.shutdown().await;
+    }
+}
+
+/// An online backup copies the figures table with every other one, and a restore (which verifies
+/// the ledgers) brings them back.
+#[tokio::test]
+async fn backups_carry_figures_and_restore_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir.path().join("live"));
+    commit_fifty(&store).await;
+    let without = store.backup_to(&dir.path().join("without-figures.redb")).expect("backup");
+    assert!(store.put_figures("p", 0, figures(50)).await.expect("put figures"));
+    assert!(store.put_figures("q", 0, figures(3)).await.expect("put figures"));
+    let backup = dir.path().join("backup.redb");
+    let report = store.backup_to(&backup).expect("backup");
+    assert_eq!(report.rows, without.rows + 2, "the two figures rows are copied and counted");
+    store.shutdown().await;
+    drop(store);
+
+    let restored = EmbeddedConfig::in_dir(&dir.path().join("restored"));
+    assert_eq!(EmbeddedStore::restore(&backup, &restored).await.expect("restore"), (50, 50));
+    let store = EmbeddedStore::open(restored).expect("open the restored store");
+    assert_eq!(store.figures("p").await.expect("read figures"), Some(figures(50)));
+    assert_eq!(store.figures("q").await.expect("read figures"), Some(figures(3)));
+    store.shutdown().await;
+}
+
+/// A data directory written by the build before figures (schema 3, no `figures` table) opens
+/// without a schema change, reads its data, has no figures, and takes them from then on.
+#[tokio::test]
+async fn a_file_from_before_figures_opens_and_takes_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EmbeddedConfig::in_dir(dir.path());
+    let store = open(dir.path());
+    commit_fifty(&store).await;
+    store.shutdown().await;
+    drop(store);
+    // The file as the previous build left it: every table but `figures`.
+    {
+        let db = redb::Database::open(&config.path).expect("open with redb");
+        let txn = db.begin_write().expect("write");
+        let figures_table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("figures");
+        assert!(txn.delete_table(figures_table).expect("delete the table"), "this build created the table");
+        txn.commit().expect("commit");
+    }
+
+    let store = open(dir.path());
+    assert_eq!(store.verify_ledgers().expect("ledgers agree"), (50, 50));
+    assert!(store.account("p", "acc7").await.expect("read").is_some());
+    assert_eq!(store.figures("p").await.expect("read figures"), None);
+    assert!(store.put_figures("p", 0, figures(50)).await.expect("put figures"));
+    store.shutdown().await;
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.figures("p").await.expect("read figures"), Some(figures(50)));
+    store.shutdown().await;
 }

@@ -25,6 +25,8 @@ const DOCUMENT_BYTES_MAX: usize = 16 << 20;
 /// Page size of ReadEvents when the request leaves it at 0, and its largest page.
 const EVENTS_PAGE_DEFAULT: u32 = 100;
 const EVENTS_PAGE_MAX: u32 = 1000;
+/// Longest period of a figures report: ten years of days.
+const FIGURES_DAYS_MAX: i64 = 3660;
 
 /// The admin service; shares the checkout service's call guard and engine.
 #[derive(Debug, Clone)]
@@ -309,6 +311,23 @@ impl ProgramAdmin for AdminApi {
             .await
     }
 
+    async fn read_figures(&self, request: Request<pb::ReadFiguresRequest>) -> Result<Response<pb::ReadFiguresResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let req = &req;
+        self.api
+            .handle("ReadFigures", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
+                let (from, to) = convert::period(&req.from, &req.to, FIGURES_DAYS_MAX)?;
+                let store = match req.store_id.as_str() {
+                    "" => None,
+                    raw => Some(convert::id("store_id", raw, self.api.limits().id_len_max)?),
+                };
+                let (report, through_seq) = self.api.engine().reports.report(program, from, to, store.as_deref()).await?;
+                Ok(convert::figures(&program.policy, &report, through_seq))
+            })
+            .await
+    }
+
     async fn read_events(&self, request: Request<pb::ReadEventsRequest>) -> Result<Response<pb::ReadEventsResponse>, Status> {
         let (ctx, req) = CallContext::split(request);
         let req = &req;
@@ -324,8 +343,10 @@ impl ProgramAdmin for AdminApi {
                 let policy = &program.policy;
                 Ok(pb::ReadEventsResponse {
                     last_seq: records.last().map_or(req.after_seq, |record| record.seq),
+                    // The engine's own figures events are not for integrations (`reports`).
                     events: records
                         .into_iter()
+                        .filter(|record| record.event.kind != loyalty_core::events::EventKind::Figures)
                         .map(|record| {
                             let event = record.event;
                             pb::Event {

@@ -202,6 +202,66 @@ pub fn birth_date(raw: &str, today: NaiveDate) -> Result<Option<NaiveDate>, Reje
     Ok(Some(date))
 }
 
+/// A report's period: its first and last local days (`YYYY-MM-DD`, both included), in order, at
+/// most `days_max` days.
+pub fn period(from: &str, to: &str, days_max: i64) -> Result<(NaiveDate, NaiveDate), Rejection> {
+    let day =
+        |field: &str, raw: &str| NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| Rejection::invalid(field, "a date as YYYY-MM-DD"));
+    let (from, to) = (day("from", from)?, day("to", to)?);
+    if to < from {
+        return Err(Rejection::invalid("to", "on or after from"));
+    }
+    if (to - from).num_days() >= days_max {
+        return Err(Rejection::invalid("to", format!("at most {days_max} days after from")));
+    }
+    Ok((from, to))
+}
+
+/// A ratio of a report: four places, or empty when it has no denominator.
+pub fn ratio(value: Option<Decimal>) -> String {
+    value.map(|value| value.round_dp(4).normalize().to_string()).unwrap_or_default()
+}
+
+/// A figures report on the wire: points at the program's scale, money at the currency's, ratios
+/// to four places.
+pub fn figures(
+    program: &ProgramPolicy,
+    report: &loyalty_core::figures::Report,
+    through_seq: u64,
+) -> loyalty_proto::admin::ReadFiguresResponse {
+    let sums = &report.points;
+    loyalty_proto::admin::ReadFiguresResponse {
+        from: report.from.to_string(),
+        to: report.to.to_string(),
+        store_id: report.store_id.clone().unwrap_or_default(),
+        points: Some(loyalty_proto::admin::FigurePoints {
+            earned: points(program, sums.earned),
+            spent: points(program, sums.spent),
+            expired: points(program, sums.expired),
+            returned: points(program, sums.returned),
+            clawed_back: points(program, sums.clawed_back),
+            bonus: points(program, sums.bonus),
+            adjusted: points(program, sums.adjusted),
+            merged: points(program, sums.merged),
+            opened: points(program, sums.opened),
+        }),
+        outstanding: points(program, report.outstanding),
+        purchases: report.purchases,
+        paid: money(program, report.paid),
+        enrolled: report.enrolled,
+        active_customers: report.active_customers,
+        repeat_customers: report.repeat_customers,
+        redemption_rate: ratio(report.redemption_rate),
+        breakage_rate: ratio(report.breakage_rate),
+        effective_discount: ratio(report.effective_discount),
+        average_receipt: report.average_receipt.map(|average| money(program, average)).unwrap_or_default(),
+        repeat_rate: ratio(report.repeat_rate),
+        purchases_per_customer: ratio(report.purchases_per_customer),
+        days_between_purchases: ratio(report.days_between_purchases),
+        through_seq,
+    }
+}
+
 /// Points at the program's scale ("120", or "120.50" in a program with a points scale of 2).
 pub fn points(program: &ProgramPolicy, value: Decimal) -> String {
     let mut value = value;

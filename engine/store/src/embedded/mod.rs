@@ -34,7 +34,7 @@ use loyalty_core::receipt::{CallRecord, ReceiptState};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{decode, decode_versioned, encode};
+use crate::codec::{decode, decode_versioned, encode, encode_versioned};
 use loyalty_core::events::PendingCredit;
 
 mod journal;
@@ -43,7 +43,7 @@ mod record;
 use journal::Journal;
 use record::{EncodedCommit, Reader};
 
-use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
+use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredFigures, StoredRules, Versioned};
 
 /// (program, account) -> version + AccountState.
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
@@ -67,10 +67,19 @@ const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox
 const CREDITS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("credits");
 /// program -> last outbox seq.
 const OUTBOX_HEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_head");
+/// program -> the program's running figures: their `through_seq` as a versioned record's version,
+/// the document as its value (`codec::encode_versioned`), so that the compare-and-set reads the
+/// cursor without decoding the document.
+const FIGURES: TableDefinition<&str, &[u8]> = TableDefinition::new("figures");
 
 /// The on-disk schema this code reads and writes. 2: rules, outbox, and stored responses with
 /// rule explanations. 3: the write-ahead journal beside the file holds acknowledged commits that
 /// the file may not (an older build would ignore it and lose them, so it must refuse the file).
+///
+/// Not bumped for a table added since (`figures`): opening creates a missing table, so a file of
+/// version 3 without it opens and simply has none stored yet; and an older build of version 3 that
+/// opens a file with it ignores the table without misreading anything (figures carry their own
+/// outbox cursor, so ones left behind by a newer build are still true for the events they name).
 const SCHEMA_VERSION: u64 = 3;
 /// Schema versions this code upgrades in place: 2 differs from 3 only in having no journal.
 const SCHEMA_UPGRADABLE: u64 = 2;
@@ -273,6 +282,7 @@ impl EmbeddedStore {
             txn.open_table(OUTBOX).map_err(io)?;
             txn.open_table(OUTBOX_HEAD).map_err(io)?;
             txn.open_table(CREDITS).map_err(io)?;
+            txn.open_table(FIGURES).map_err(io)?;
             let mut meta = txn.open_table(META).map_err(io)?;
             let stored = meta.get("schema_version").map_err(io)?.map(|guard| guard.value());
             match stored {
@@ -460,6 +470,39 @@ impl Store for EmbeddedStore {
         .map_err(io)?
     }
 
+    async fn figures(&self, program_id: &str) -> Result<Option<StoredFigures>, StoreError> {
+        let read = self.db.begin_read().map_err(io)?;
+        let table = read.open_table(FIGURES).map_err(io)?;
+        let Some(guard) = table.get(program_id).map_err(io)? else {
+            return Ok(None);
+        };
+        let (through_seq, document) = decode_versioned("figures", guard.value())?;
+        Ok(Some(StoredFigures { through_seq, document }))
+    }
+
+    async fn put_figures(&self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError> {
+        self.check_writable()?;
+        figures.check_advances(program_id, expected_through)?;
+        // As `put_rules`: a write transaction of its own, which redb runs only between the group-
+        // commit writer's batches, made durable before it answers (with the journal on too: this
+        // commit is durable in the file itself, and with it every batch before it).
+        let db = Arc::clone(&self.db);
+        let program_id = program_id.to_owned();
+        let bytes = encode_versioned(figures.through_seq, &figures.document)?;
+        let (durability, quick_repair) = (self.durability, self.quick_repair);
+        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let mut txn = db.begin_write().map_err(io)?;
+            txn.set_durability(durability).map_err(io)?;
+            txn.set_quick_repair(quick_repair);
+            match put_figures_in(&txn, &program_id, expected_through, &bytes)? {
+                FiguresPut::Written => txn.commit().map_err(io).map(|()| true),
+                FiguresPut::Unwritten { stored_already } => Ok(stored_already),
+            }
+        })
+        .await
+        .map_err(io)?
+    }
+
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(ACCOUNTS).map_err(io)?;
@@ -543,6 +586,31 @@ impl Store for EmbeddedStore {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
+}
+
+/// What a figures put did inside its write transaction.
+enum FiguresPut {
+    /// The stored figures included the cursor the put named: the new ones are written, to commit.
+    Written,
+    /// Nothing written; `stored_already`: the stored figures are exactly the ones offered (a
+    /// repeated put), rather than another writer's.
+    Unwritten { stored_already: bool },
+}
+
+/// Writes a program's figures record `bytes` into `txn` if the stored figures include exactly
+/// `expected_through` (0: none stored); otherwise writes nothing.
+fn put_figures_in(txn: &redb::WriteTransaction, program_id: &str, expected_through: u64, bytes: &[u8]) -> Result<FiguresPut, StoreError> {
+    let mut table = txn.open_table(FIGURES).map_err(io)?;
+    let (stored_through, stored_already) = match table.get(program_id).map_err(io)? {
+        // The record's encoding is deterministic: the same figures give the same bytes.
+        Some(guard) => (version_of("figures", guard.value())?, guard.value() == bytes),
+        None => (0, false),
+    };
+    if stored_through != expected_through {
+        return Ok(FiguresPut::Unwritten { stored_already });
+    }
+    table.insert(program_id, bytes).map_err(io)?;
+    Ok(FiguresPut::Written)
 }
 
 /// Applies the journal's records that the file does not hold yet (after a crash), makes them durable
@@ -916,6 +984,7 @@ fn backup_database(db: &Database, path: &Path) -> Result<crate::BackupReport, St
     rows += copy_table(&read, &copy, OUTBOX)?;
     rows += copy_table(&read, &copy, OUTBOX_HEAD)?;
     rows += copy_table(&read, &copy, CREDITS)?;
+    rows += copy_table(&read, &copy, FIGURES)?;
     drop(read);
     // One durable commit makes every page of the copy durable.
     let mut last = copy.begin_write().map_err(io)?;

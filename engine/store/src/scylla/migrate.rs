@@ -16,7 +16,7 @@ use crate::StoreError;
 use crate::clock::Clock;
 
 /// The schema version this build reads and writes: the number of the newest file it knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The newest migration recorded in the session's keyspace (0: none, or no schema at all).
 pub async fn schema_version(session: &Session) -> Result<i32, StoreError> {

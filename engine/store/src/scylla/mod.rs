@@ -42,7 +42,7 @@ pub use self::session::ScyllaConfig;
 use self::statements::{Profiles, Statements, claim, kind};
 use crate::clock::Clock;
 use crate::codec::{decode, encode};
-use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredRules, Versioned};
+use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredFigures, StoredRules, Versioned};
 
 /// Receipt owners kept in memory (a checkout's later calls skip the claim read); cleared when full.
 const RECEIPT_OWNERS_MAX: usize = 1_000_000;
@@ -186,11 +186,11 @@ impl ScyllaStore {
         self.session.execute_unpaged(statement, values).await.map_err(io("scylla request"))
     }
 
-    /// Runs a conditional statement of a contended claim (an arbiter take, a revocation), sending
-    /// it again when the coordinator gave up on its Paxos round (a CAS write timeout: rivals'
-    /// rounds on one partition time each other out), up to `CAS_SENDS_MAX` times. A resend of one
-    /// that did apply finds its own row and is not applied, which the callers read as done: the
-    /// arbiter names us, the fence says revoked.
+    /// Runs a conditional statement of a contended claim (an arbiter take, a revocation) or of a
+    /// figures write, sending it again when the coordinator gave up on its Paxos round (a CAS
+    /// write timeout: rivals' rounds on one partition time each other out), up to `CAS_SENDS_MAX`
+    /// times. A resend of one that did apply finds its own row and is not applied, which the
+    /// callers read as done: the arbiter names us, the fence says revoked, the figures are ours.
     async fn run_lwt(&self, statement: &PreparedStatement, values: Vec<CqlValue>) -> Result<QueryResult, StoreError> {
         self.check_open()?;
         let mut sent = 0;
@@ -621,6 +621,26 @@ impl ScyllaStore {
         Ok(Conflict::AccountVersion { actual })
     }
 
+    /// After a figures write that did not apply: whether the stored figures are exactly `figures`
+    /// (see [`Store::put_figures`]: a repeated put is answered true), as when an earlier send of
+    /// the same idempotent statement applied (a resend after a CAS timeout, by [`Self::run_lwt`]
+    /// or by the driver) and this one then failed its own condition. As `put_rules` decides: by
+    /// reading them back, unless the `through_seq` the failed write returned (the value Paxos
+    /// decided on) already shows other figures.
+    async fn figures_were_ours(
+        &self,
+        program_id: &str,
+        figures: &StoredFigures,
+        current: &std::collections::HashMap<String, CqlValue>,
+    ) -> Result<bool, StoreError> {
+        if let Some(stored) = current.get("through_seq")
+            && as_u64(stored)? != figures.through_seq
+        {
+            return Ok(false);
+        }
+        Ok(self.figures(program_id).await?.is_some_and(|stored| stored == *figures))
+    }
+
     /// After the coordinator gave up on a commit's Paxos round (a CAS write timeout), whether the
     /// batch applied. The SERIAL read of the account row first completes or supersedes any round
     /// left half-done on the partition, so what it returns is final for this batch: the account
@@ -653,8 +673,8 @@ impl ScyllaStore {
 
 /// Counts a Paxos round sent (each resend too) in `loyalty_scylla_lwt_total`, by what sent it:
 /// `commit` (the account's conditional batch), `revoke` (fencing a claimant off), `arbiter`
-/// (a contended claim), `rules`, `serial_read` (a SERIAL read runs a Paxos round too). What a
-/// cluster runs out of first, so counted from the engine's side, per call.
+/// (a contended claim), `rules`, `figures`, `serial_read` (a SERIAL read runs a Paxos round too).
+/// What a cluster runs out of first, so counted from the engine's side, per call.
 fn paxos(what: &'static str) {
     metrics::counter!("loyalty_scylla_lwt_total", "statement" => what).increment(1);
 }
@@ -869,6 +889,30 @@ impl Store for ScyllaStore {
         }
     }
 
+    async fn figures(&self, program_id: &str) -> Result<Option<StoredFigures>, StoreError> {
+        // At the read consistency, as `rules_head`: a write that applied reached a quorum, and a
+        // stale read costs the writer only a refused compare-and-set and a fresh read.
+        let rows = self.rows(&self.statements.figures, vec![text(program_id)]).await?;
+        rows.first().map(|row| figures_of(program_id, row)).transpose()
+    }
+
+    async fn put_figures(&self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError> {
+        self.check_open()?;
+        figures.check_advances(program_id, expected_through)?;
+        let st = &self.statements;
+        let (statement, values) = if expected_through == 0 {
+            (&st.figures_create, vec![text(program_id), seq_value(figures.through_seq)?, text(&figures.document)])
+        } else {
+            let values = vec![seq_value(figures.through_seq)?, text(&figures.document), text(program_id), seq_value(expected_through)?];
+            (&st.figures_move, values)
+        };
+        paxos("figures");
+        match lwt(self.run_lwt(statement, values).await?)? {
+            Lwt::Applied => Ok(true),
+            Lwt::NotApplied(current) => self.figures_were_ours(program_id, &figures, &current).await,
+        }
+    }
+
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
         let (mut bucket, mut after) = match cursor.split_once(':') {
             Some((bucket, after)) => {
@@ -986,6 +1030,22 @@ fn as_text(value: &CqlValue) -> Result<String, StoreError> {
 
 fn text(value: &str) -> CqlValue {
     CqlValue::Text(value.to_owned())
+}
+
+/// A program's figures as read from their row (`through_seq, document`).
+fn figures_of(program_id: &str, row: &Row) -> Result<StoredFigures, StoreError> {
+    let through_seq = column(row, 0).map(as_u64).transpose()?;
+    let document = column(row, 1).map(as_text).transpose()?;
+    match (through_seq, document) {
+        (Some(through_seq), Some(document)) => Ok(StoredFigures { through_seq, document }),
+        _ => Err(StoreError::Corrupt(format!("program {program_id}: figures row without through_seq or document"))),
+    }
+}
+
+/// A figures cursor as CQL bigint, refused beyond it rather than cut down as [`big`] does: two
+/// cursors cut to the same value would pass each other's compare-and-set.
+fn seq_value(seq: u64) -> Result<CqlValue, StoreError> {
+    i64::try_from(seq).map(CqlValue::BigInt).map_err(|_| StoreError::Corrupt(format!("figures seq {seq} is beyond a CQL bigint")))
 }
 
 /// A u64 as CQL bigint (versions, seqs and micros stay far below 2^63).

@@ -75,6 +75,12 @@ pub struct Statements {
     pub rules_head_create: PreparedStatement,
     pub rules_head_move: PreparedStatement,
     pub rules_insert: PreparedStatement,
+    /// A program's figures: read like the rules head, at the read consistency.
+    pub figures: PreparedStatement,
+    /// The first figures of a program: `IF NOT EXISTS`.
+    pub figures_create: PreparedStatement,
+    /// Figures moved on from the ones the writer read: `IF through_seq = ?`.
+    pub figures_move: PreparedStatement,
 }
 
 /// The execution profiles statements run under.
@@ -181,6 +187,9 @@ impl Statements {
             rules_head_create: write("INSERT INTO rules (program_id, version, head) VALUES (?, ?, ?) IF NOT EXISTS").await?,
             rules_head_move: write("UPDATE rules SET head = ? WHERE program_id = ? AND version = ? IF head = ?").await?,
             rules_insert: write("INSERT INTO rules (program_id, version, rules) VALUES (?, ?, ?)").await?,
+            figures: read("SELECT through_seq, document FROM figures WHERE program_id = ?").await?,
+            figures_create: write("INSERT INTO figures (program_id, through_seq, document) VALUES (?, ?, ?) IF NOT EXISTS").await?,
+            figures_move: write("UPDATE figures SET through_seq = ?, document = ? WHERE program_id = ? IF through_seq = ?").await?,
         })
     }
 

@@ -264,6 +264,47 @@ async fn claims_index_relay_outbox_credits_rules_migrations() {
     assert_eq!(n, 5);
 }
 
+/// The figures statements on the table the shipped `0003_figures.cql` creates: a program's first
+/// figures `IF NOT EXISTS`, then moves `IF through_seq = ?`; a write that does not apply returns
+/// the stored values of its CAS columns (all of them for `IF NOT EXISTS`, the condition's for
+/// `IF through_seq`), as ScyllaDB does, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_statements() {
+    let standin = standin().await;
+    let session = session_for(standin.addr()).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/cql/0003_figures.cql");
+    apply(&session, &split_statements(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}")))).await;
+    let read = prepare(&session, "SELECT through_seq, document FROM figures WHERE program_id = ?").await;
+    let create = prepare(&session, "INSERT INTO figures (program_id, through_seq, document) VALUES (?, ?, ?) IF NOT EXISTS").await;
+    let moved = prepare(&session, "UPDATE figures SET through_seq = ?, document = ? WHERE program_id = ? IF through_seq = ?").await;
+    assert!(read.calculate_token(&(P,)).expect("token").is_some(), "token-aware: the partition key came with PREPARED");
+    let stored = |program: &'static str| {
+        let (session, read) = (&session, &read);
+        async move { exec(session, read, (program,)).await.into_rows_result().expect("rows").maybe_first_row::<(i64, String)>().expect("row") }
+    };
+    assert_eq!(stored(P).await, None);
+
+    let r = named_rows(exec(&session, &create, (P, 10i64, "{\"a\":1}")).await);
+    assert!(applied(&r[0]));
+    assert_eq!((big(&r[0], "through_seq"), text(&r[0], "document")), (None, None), "no old row");
+    let r = named_rows(exec(&session, &create, (P, 12i64, "{\"b\":2}")).await);
+    assert!(!applied(&r[0]));
+    assert_eq!(column_names(&exec(&session, &create, (P, 12i64, "x")).await), ["[applied]", "program_id", "document", "through_seq"]);
+    assert_eq!((big(&r[0], "through_seq"), text(&r[0], "document").as_deref()), (Some(10), Some("{\"a\":1}")), "the stored row");
+
+    let r = named_rows(exec(&session, &moved, (20i64, "{\"c\":3}", P, 12i64)).await);
+    assert!(!applied(&r[0]), "a cursor that is not the stored one");
+    assert_eq!(big(&r[0], "through_seq"), Some(10));
+    assert_eq!(stored(P).await, Some((10, "{\"a\":1}".to_owned())), "a refused move writes nothing");
+    let r = named_rows(exec(&session, &moved, (20i64, "{\"c\":3}", P, 10i64)).await);
+    assert!(applied(&r[0]));
+    assert_eq!(big(&r[0], "through_seq"), Some(10), "applied, with the value it replaced");
+    assert_eq!(stored(P).await, Some((20, "{\"c\":3}".to_owned())));
+    let r = named_rows(exec(&session, &moved, (5i64, "{}", "other", 10i64)).await);
+    assert!(!applied(&r[0]), "no row: through_seq is null, not 10");
+    assert_eq!(stored("other").await, None, "a refused move creates no row");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clustering_order_desc_and_null_unset_semantics() {
     let standin = standin().await;
