@@ -89,10 +89,17 @@ async fn figures_add_up_to_the_ledgers(server: TestServer) {
     let r4 = client.accrue(accrue("F4", phone(phones[0]), vec![line(1, "milk", "1", "900.00")])).await.expect("F4");
     paid.push(r4.into_inner().paid_amount);
     client.reverse(reverse("F3")).await.expect("reverse");
-    // Two years on, the third customer's purchase settles nothing of theirs, the first's expires.
+    // Two years on the first customer buys again (their old points expire on that call); the
+    // second never comes back, and the sweep writes their expiry (else the breakage and the
+    // liability would wait for a customer who does not return).
     server.clock.advance(chrono::Duration::days(800));
     let r5 = client.accrue(accrue("F5", phone(phones[0]), vec![line(1, "milk", "1", "800.00")])).await.expect("F5");
     paid.push(r5.into_inner().paid_amount);
+    let program = server.engine.program(PROGRAM).expect("program");
+    let swept = server.engine.sweep.run(&program).await.expect("sweep");
+    assert_eq!(swept.expiries_settled, 1, "the dormant customer's expired points: {swept:?}");
+    let dormant = full_ledger(&mut client, phone(phones[1])).await;
+    assert!(dormant.iter().any(|entry| entry.kind == pb::EntryKind::Expire as i32), "{dormant:?}");
     let last_day = server.clock.now().with_timezone(&zone).date_naive();
 
     // The raw ledgers, by local day and store.
@@ -117,25 +124,30 @@ async fn figures_add_up_to_the_ledgers(server: TestServer) {
     assert!(recompute(first_day, last_day, None).0.contains_key("expired"), "the run expires points: {entries:?}");
 
     let (from, to) = (first_day.to_string(), last_day.to_string());
+    let expected = recompute(first_day, last_day, None);
     // Over ScyllaDB the outbox shows an event once its relay settled.
     let all = eventually(
         Duration::from_secs(30),
-        "figures of every purchase",
+        "figures of every commit",
         || {
             let mut admin = admin.clone();
             let (from, to) = (from.clone(), to.clone());
             async move { figures(&mut admin, &from, &to, "").await }
         },
-        |all| all.purchases == 5,
+        |all| all.purchases == 5 && reported(all.points.as_ref().expect("points")) == expected,
     )
     .await;
     assert_eq!(reported(all.points.as_ref().expect("points")), recompute(first_day, last_day, None));
     assert_eq!(dec(&all.outstanding), outstanding, "the liability is every ledger's sum");
     assert_eq!(dec(&all.paid), paid);
+    // Active: the first customer in March and in the month two years on, the second in March;
+    // repeat: the first in March. Gaps: F3 came with F1 (none), F4 a day after, F5 800 days.
     assert_eq!((all.enrolled, all.active_customers, all.repeat_customers), (3, 3, 1), "{all:?}");
+    assert_eq!((all.repeat_rate.as_str(), all.purchases_per_customer.as_str()), ("0.3333", "1.6667"));
+    assert_eq!(all.days_between_purchases, "400.5");
     let sums = recompute(first_day, last_day, None).0;
     let sum = |name: &str| sums.get(name).copied().unwrap_or_default();
-    let (spent, given) = (-(sum("spent") + sum("returned")), sum("earned") + sum("clawed_back") + sum("bonus"));
+    let (spent, given) = (-(sum("spent") + sum("returned")), sum("earned") + sum("clawed_back") + sum("bonus") + sum("opened"));
     assert_eq!(dec(&all.redemption_rate), (spent / given).round_dp(4));
     assert_eq!(dec(&all.breakage_rate), (-sum("expired") / given).round_dp(4));
     assert_eq!(dec(&all.effective_discount), (spent / paid).round_dp(4));
@@ -144,6 +156,7 @@ async fn figures_add_up_to_the_ledgers(server: TestServer) {
     let s2 = figures(&mut admin, &from, &to, "s2").await;
     assert_eq!(reported(s2.points.as_ref().expect("points")), recompute(first_day, last_day, Some("s2")));
     assert_eq!(s2.purchases, 1);
+    assert_eq!((s2.repeat_rate.as_str(), s2.purchases_per_customer.as_str()), ("", ""), "every store only");
     assert_eq!(dec(&s2.outstanding), outstanding, "a balance is the customer's, whatever the store");
 
     let day_one = figures(&mut admin, &from, &from, "").await;

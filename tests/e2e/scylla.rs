@@ -663,6 +663,9 @@ impl Store for Rival {
     fn shared(&self) -> bool {
         self.inner.shared()
     }
+    fn outbox_repeats_events(&self) -> bool {
+        self.inner.outbox_repeats_events()
+    }
     async fn shutdown(&self) {
         self.inner.shutdown().await
     }

@@ -208,7 +208,15 @@ impl Store for FaultyStore {
         expected_through: u64,
         figures: loyalty_store::StoredFigures,
     ) -> Result<bool, StoreError> {
-        self.inner.put_figures(program_id, expected_through, figures).await
+        // Like a commit: it may fail before it is written, or be written and its answer lost.
+        if self.faults.strikes(self.faults.plan.commit_fails, |counts| counts.commits_failed += 1) {
+            return Err(StoreError::Io("injected: figures not written".into()));
+        }
+        let stored = self.inner.put_figures(program_id, expected_through, figures).await?;
+        if self.faults.strikes(self.faults.plan.answer_lost, |counts| counts.answers_lost += 1) {
+            return Err(StoreError::Io("injected: figures written, the answer lost".into()));
+        }
+        Ok(stored)
     }
 
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
@@ -236,6 +244,10 @@ impl Store for FaultyStore {
 
     fn shared(&self) -> bool {
         self.inner.shared()
+    }
+
+    fn outbox_repeats_events(&self) -> bool {
+        self.inner.outbox_repeats_events()
     }
 
     async fn relay(&self, program_id: &str) -> Result<usize, StoreError> {

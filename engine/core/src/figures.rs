@@ -20,9 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{EntryKind, LedgerEntry};
 
 /// Points moved, summed by ledger entry kind, each signed as posted (spends, expiries and
-/// claw-backs negative).
+/// claw-backs negative). (Every stored figure defaults, so that a document written before a
+/// figure existed still reads.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Points {
+    /// Earned on purchases, and referral rewards (paid as earnings).
     pub earned: Decimal,
     pub spent: Decimal,
     pub expired: Decimal,
@@ -30,7 +33,7 @@ pub struct Points {
     pub returned: Decimal,
     /// Earned points a refund or reversal took back.
     pub clawed_back: Decimal,
-    /// Welcome, event, schedule and referral bonuses, card fees as points.
+    /// Welcome, event and schedule bonuses, change kept as points, card fees as points.
     pub bonus: Decimal,
     /// Manual adjustments by staff, either sign.
     pub adjusted: Decimal,
@@ -89,7 +92,8 @@ pub struct Sale {
     /// What the customer paid in money (the receipt's total less the points spent on it).
     pub paid: Decimal,
     /// The customer's purchases in this local month, this one included: 1 makes them active in
-    /// the month, 2 a repeat buyer.
+    /// the month, 2 a repeat buyer (0: not counted, a purchase dated before the customer's latest
+    /// month by a clock behind).
     pub month_purchases: u32,
     /// Seconds since the customer's previous purchase, if there was one.
     pub since_previous: Option<i64>,
@@ -120,6 +124,7 @@ impl Delta {
 
 /// One day at one store.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Day {
     pub points: Points,
     pub purchases: u64,
@@ -130,15 +135,19 @@ pub struct Day {
     pub enrolled: u64,
 }
 
-/// One month at one store: customers who bought at least once, and at least twice.
+/// One month at one store: customers whose first purchase of the month was here, those whose
+/// second was, and the purchases made here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Month {
     pub active: u64,
     pub repeat: u64,
+    pub purchases: u64,
 }
 
 /// A program's running figures (see the module documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Figures {
     /// By local day, then store.
     pub days: BTreeMap<NaiveDate, BTreeMap<String, Day>>,
@@ -166,11 +175,12 @@ pub struct Report {
     pub paid: Decimal,
     pub enrolled: u64,
     /// Customers active (at least one purchase) and repeat (at least two) in each month the
-    /// period touches, summed over those months.
+    /// period touches, summed over those months (for one store: those whose first, and second,
+    /// purchase of the month was there).
     pub active_customers: u64,
     pub repeat_customers: u64,
     /// Points spent net of what returns gave back / points given net of what returns took back
-    /// (earned on purchases, and bonuses).
+    /// (earned, bonuses, and balances opened by an import, which are spent and expire too).
     pub redemption_rate: Option<Decimal>,
     /// Points expired / points given (net, as above).
     pub breakage_rate: Option<Decimal>,
@@ -178,9 +188,10 @@ pub struct Report {
     pub effective_discount: Option<Decimal>,
     /// Money paid / purchases: the average receipt of identified buyers.
     pub average_receipt: Option<Decimal>,
-    /// Repeat customers / active customers.
+    /// Repeat customers / active customers, over the months the period touches (every store only:
+    /// a customer's second purchase may be at another store than their first).
     pub repeat_rate: Option<Decimal>,
-    /// Purchases / active customers.
+    /// Purchases / active customers, over the months the period touches (every store only).
     pub purchases_per_customer: Option<Decimal>,
     /// Days between one purchase of a customer and their next, on average.
     pub days_between_purchases: Option<Decimal>,
@@ -206,6 +217,7 @@ impl Figures {
             let month = self.months.entry(month_of(delta.day)).or_default().entry(delta.store_id.clone()).or_default();
             month.active += u64::from(sale.month_purchases == 1);
             month.repeat += u64::from(sale.month_purchases == 2);
+            month.purchases += 1;
         }
     }
 
@@ -227,24 +239,28 @@ impl Figures {
                 gap_seconds += figures.gap_seconds;
             }
         }
+        let mut month_purchases = 0u64;
         for (_, stores) in self.months.range(month_of(from)..=month_of(to)) {
             for (store_id, month) in stores {
                 if store.is_none_or(|store| store == store_id) {
                     report.active_customers += month.active;
                     report.repeat_customers += month.repeat;
+                    month_purchases += month.purchases;
                 }
             }
         }
         let sums = &report.points;
-        let given = sums.earned + sums.clawed_back + sums.bonus;
+        let given = sums.earned + sums.clawed_back + sums.bonus + sums.opened;
         let spent = -(sums.spent + sums.returned);
         report.redemption_rate = ratio(spent, given);
         report.breakage_rate = ratio(-sums.expired, given);
         report.effective_discount = ratio(spent, report.paid);
         report.average_receipt = ratio(report.paid, Decimal::from(report.purchases)).map(|average| average.round_dp(2));
-        let active = Decimal::from(report.active_customers);
-        report.repeat_rate = ratio(Decimal::from(report.repeat_customers), active);
-        report.purchases_per_customer = ratio(Decimal::from(report.purchases), active);
+        if store.is_none() {
+            let active = Decimal::from(report.active_customers);
+            report.repeat_rate = ratio(Decimal::from(report.repeat_customers), active);
+            report.purchases_per_customer = ratio(Decimal::from(month_purchases), active);
+        }
         report.days_between_purchases = ratio(Decimal::from(gap_seconds), Decimal::from(gaps * 86_400));
         report
     }
@@ -286,19 +302,45 @@ mod tests {
         assert_eq!(report.average_receipt, Some(Decimal::from(4_000)));
         assert_eq!(report.days_between_purchases, Some(Decimal::ONE));
         assert_eq!((report.active_customers, report.repeat_customers), (2, 1), "March as a whole: the month's customers");
+        assert_eq!(report.repeat_rate, Some(Decimal::new(5, 1)));
+        assert_eq!(report.purchases_per_customer, Some(Decimal::new(15, 1)), "March's three purchases over its two customers");
         let one_store = figures.report(day(1), day(31), Some("s2"));
         assert_eq!((one_store.purchases, one_store.points.earned), (1, Decimal::from(30)));
+        assert_eq!((one_store.repeat_rate, one_store.purchases_per_customer), (None, None), "every store only");
         assert_eq!(one_store.outstanding, Decimal::from(120), "a balance is the customer's, whatever the store");
         assert_eq!(figures.report(day(6), day(7), None).redemption_rate, None, "nothing given: no rate");
+    }
+
+    fn entry(seq: u64, kind: EntryKind, amount: i64) -> LedgerEntry {
+        LedgerEntry {
+            seq,
+            tx_id: "tx".into(),
+            kind,
+            amount: Decimal::from(amount),
+            balance_after: Decimal::ZERO,
+            at: DateTime::UNIX_EPOCH,
+            receipt_id: None,
+            refund_id: None,
+            store_id: "s".into(),
+            till_id: "t".into(),
+            reason: String::new(),
+            available_from: None,
+            expires_at: None,
+            rule_ids: Vec::new(),
+            program_version: None,
+            actor: String::new(),
+        }
     }
 
     #[test]
     fn a_delta_sums_its_entries_by_kind_and_an_empty_commit_has_none() {
         assert_eq!(Delta::of(day(1), "s", &[], None, false), None);
-        let mut points = Points::default();
-        points.post(EntryKind::Earn, Decimal::from(7));
-        points.post(EntryKind::Spend, Decimal::from(-3));
-        points.post(EntryKind::Earn, Decimal::from(2));
-        assert_eq!((points.earned, points.spent, points.net()), (Decimal::from(9), Decimal::from(-3), Decimal::from(6)));
+        let entries =
+            [entry(1, EntryKind::Earn, 7), entry(2, EntryKind::Spend, -3), entry(3, EntryKind::Earn, 2), entry(4, EntryKind::Expire, -1)];
+        let delta = Delta::of(day(1), "s", &entries, None, false).expect("entries make a delta");
+        let points = delta.points;
+        assert_eq!((points.earned, points.spent, points.expired), (Decimal::from(9), Decimal::from(-3), Decimal::from(-1)));
+        assert_eq!(points.net(), Decimal::from(5));
+        assert!(Delta::of(day(1), "s", &[], None, true).is_some_and(|delta| delta.enrolled), "an enrolment with no points counts");
     }
 }

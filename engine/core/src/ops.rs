@@ -105,6 +105,10 @@ pub enum BonusCmd {
     ExpiryNotice {
         window_days: u32,
     },
+    /// Not a bonus: writes to the ledger the expiries of an account nobody calls on (the sweep,
+    /// so that the program's expired points and liability are right for dormant customers). The
+    /// operation's start does it (`Txn::begin`); the call adds nothing.
+    SettleExpired,
 }
 
 /// Cancel a receipt entirely.
@@ -392,12 +396,19 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     // A late receipt never moves the last purchase back (win-back counts from the latest).
     account.last_purchase_at = account.last_purchase_at.max(Some(sold_at));
     // The program's figures count a purchase in the month it was committed (`figures`).
+    // (An engine whose clock is behind the one that recorded a later month counts nothing.)
     let month = crate::figures::month_index(committed_at, ck.program.time_zone);
-    account.month_purchases = match account.month_purchases {
-        MonthPurchases { month: last, count } if last == month => MonthPurchases { month, count: count.saturating_add(1) },
-        _ => MonthPurchases { month, count: 1 },
+    let month_purchases = match account.month_purchases {
+        MonthPurchases { month: last, count } if last == month => {
+            account.month_purchases.count = count.saturating_add(1);
+            account.month_purchases.count
+        }
+        MonthPurchases { month: last, .. } if last > month => 0,
+        _ => {
+            account.month_purchases = MonthPurchases { month, count: 1 };
+            1
+        }
     };
-    let month_purchases = account.month_purchases.count;
     let change = tiers::record_spend(ck.rules, account, Some(tier_month), total, sold_at, ck.program.time_zone);
     let tier = account.tier.clone();
     if let Some(change) = change {
@@ -709,6 +720,7 @@ pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<Bon
             txn.expiry_notice(*window_days);
             (Decimal::ZERO, Vec::new())
         }
+        BonusCmd::SettleExpired => (Decimal::ZERO, Vec::new()),
         BonusCmd::Credit(credit) => {
             let posting = Posting { receipt_id: None, refund_id: None };
             txn.set_program_version(ck.rules.version());

@@ -458,7 +458,7 @@ fn figure_rows(report: &loyalty_proto::admin::ReadFiguresResponse) -> Vec<(&'sta
         ("points_adjusted", points.adjusted),
         ("points_merged", points.merged),
         ("points_opened", points.opened),
-        ("points_outstanding", report.outstanding.clone()),
+        ("outstanding", report.outstanding.clone()),
         ("redemption_rate", report.redemption_rate.clone()),
         ("breakage_rate", report.breakage_rate.clone()),
         ("effective_discount", report.effective_discount.clone()),
@@ -470,7 +470,7 @@ fn figure_rows(report: &loyalty_proto::admin::ReadFiguresResponse) -> Vec<(&'sta
         ("repeat_rate", report.repeat_rate.clone()),
         ("purchases_per_customer", report.purchases_per_customer.clone()),
         ("days_between_purchases", report.days_between_purchases.clone()),
-        ("new_customers", report.enrolled.to_string()),
+        ("enrolled", report.enrolled.to_string()),
         ("through_seq", report.through_seq.to_string()),
     ]
 }

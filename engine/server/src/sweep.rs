@@ -1,7 +1,9 @@
 //! The sweep over every customer of a program, run periodically: the awards of schedule rules
-//! (birthday and win-back certificates: funnels) and "points expiring soon" notices for the
-//! outbox. Each award or notice is a receipt-keyed call on the account (`funnel/<account>/<rule>/<occasion>`,
-//! `expiring/<account>/<month>`), so a sweep that runs twice, or on two engines at once, does each once.
+//! (birthday and win-back certificates: funnels), "points expiring soon" notices for the outbox,
+//! and the expiries of customers nobody calls on (written to their ledgers, so that the program's
+//! expired points and liability are right: `reports`). Each is a receipt-keyed call on the account
+//! (`funnel/<account>/<rule>/<occasion>`, `expiring/<account>/<month>`, `expired/<account>/<day>`),
+//! so a sweep that runs twice, or on two engines at once, does each once.
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ pub struct SweepReport {
     pub accounts: usize,
     pub awards: usize,
     pub expiry_notices: usize,
+    /// Accounts whose expired points the sweep wrote to their ledgers.
+    pub expiries_settled: usize,
 }
 
 /// The sweep (see the module documentation).
@@ -72,6 +76,12 @@ impl Sweep {
                     let month = next.with_timezone(&program.policy.time_zone).format("%Y-%m");
                     due.push((format!("expiring/{account_id}/{month}"), BonusCmd::ExpiryNotice { window_days: EXPIRY_NOTICE_DAYS }));
                 }
+                // Expired points still on the account: the next call would write them off; for a
+                // customer who does not come back, the sweep does (once a day at most).
+                if stored.value.buckets.iter().any(|bucket| bucket.is_expired(now)) {
+                    let day = now.with_timezone(&program.policy.time_zone).format("%Y-%m-%d");
+                    due.push((format!("expired/{account_id}/{day}"), BonusCmd::SettleExpired));
+                }
                 for (key, cmd) in due {
                     // Done before: skip without taking the account's lock.
                     if store.receipt(program_id, &key).await?.is_some() {
@@ -98,6 +108,7 @@ impl Sweep {
                         .await?;
                     match (&cmd, response) {
                         (BonusCmd::ExpiryNotice { .. }, _) => report.expiry_notices += 1,
+                        (BonusCmd::SettleExpired, _) => report.expiries_settled += 1,
                         (_, StoredResponse::Bonus(outcome)) if !outcome.points.is_zero() => report.awards += 1,
                         _ => {}
                     }

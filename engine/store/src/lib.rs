@@ -307,6 +307,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn shared(&self) -> bool {
         false
     }
+    /// True when the outbox may show one event twice, under its `event_id` and another seq
+    /// (ScyllaDB's relay delivers at least once): readers that count events skip a copy.
+    fn outbox_repeats_events(&self) -> bool {
+        false
+    }
     /// Moves side effects of acknowledged commits that the backend keeps with the account first
     /// (ScyllaDB: outbox events and credits) to the program-wide tables, for commits whose own
     /// relay did not finish (a crash). Returns how many were moved; others have nothing to do.

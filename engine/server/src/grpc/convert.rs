@@ -212,7 +212,7 @@ pub fn period(from: &str, to: &str, days_max: i64) -> Result<(NaiveDate, NaiveDa
         return Err(Rejection::invalid("to", "on or after from"));
     }
     if (to - from).num_days() >= days_max {
-        return Err(Rejection::invalid("to", format!("at most {days_max} days after from")));
+        return Err(Rejection::invalid("to", format!("a period of at most {days_max} days")));
     }
     Ok((from, to))
 }

@@ -77,9 +77,9 @@ const FIGURES: TableDefinition<&str, &[u8]> = TableDefinition::new("figures");
 /// the file may not (an older build would ignore it and lose them, so it must refuse the file).
 ///
 /// Not bumped for a table added since (`figures`): opening creates a missing table, so a file of
-/// version 3 without it opens and simply has none stored yet; and an older build of version 3 that
-/// opens a file with it ignores the table without misreading anything (figures carry their own
-/// outbox cursor, so ones left behind by a newer build are still true for the events they name).
+/// version 3 without it opens and simply has none stored yet. (That release also added fields to
+/// accounts and outbox events, which an older build refuses to decode: a file is not handed back
+/// to an older build once a newer one wrote it.)
 const SCHEMA_VERSION: u64 = 3;
 /// Schema versions this code upgrades in place: 2 differs from 3 only in having no journal.
 const SCHEMA_UPGRADABLE: u64 = 2;
@@ -483,16 +483,19 @@ impl Store for EmbeddedStore {
     async fn put_figures(&self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError> {
         self.check_writable()?;
         figures.check_advances(program_id, expected_through)?;
-        // As `put_rules`: a write transaction of its own, which redb runs only between the group-
-        // commit writer's batches, made durable before it answers (with the journal on too: this
-        // commit is durable in the file itself, and with it every batch before it).
+        // A write transaction of its own, which redb runs only between the group-commit writer's
+        // batches, and not made durable: figures are derived from the outbox and carry the seq they
+        // include, so a crash that loses the latest put only makes the next fold start from the
+        // cursor the file holds. (A durable redb commit per put would be a checkpoint, which
+        // stalls the writer for as long, every few seconds, with the journal on.) The writer's
+        // next durable commit or checkpoint makes it durable with everything before it.
         let db = Arc::clone(&self.db);
         let program_id = program_id.to_owned();
         let bytes = encode_versioned(figures.through_seq, &figures.document)?;
-        let (durability, quick_repair) = (self.durability, self.quick_repair);
+        let quick_repair = self.quick_repair;
         tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
             let mut txn = db.begin_write().map_err(io)?;
-            txn.set_durability(durability).map_err(io)?;
+            txn.set_durability(redb::Durability::None).map_err(io)?;
             txn.set_quick_repair(quick_repair);
             match put_figures_in(&txn, &program_id, expected_through, &bytes)? {
                 FiguresPut::Written => txn.commit().map_err(io).map(|()| true),

@@ -965,6 +965,10 @@ impl Store for ScyllaStore {
         true
     }
 
+    fn outbox_repeats_events(&self) -> bool {
+        true
+    }
+
     async fn relay(&self, program_id: &str) -> Result<usize, StoreError> {
         relay::recover(self, program_id).await
     }
