@@ -75,8 +75,14 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API (the default).
     Serve,
-    /// Check every account in the data directory against its ledger, then exit.
-    Verify,
+    /// Check every account in the data directory against its ledger, then exit: names every
+    /// account that is damaged (a record that does not read, a ledger that does not add up) and
+    /// exits non-zero if any is; the others are readable.
+    Verify {
+        /// Also write every account, a line each: `program<TAB>account<TAB>ok` or `damaged: why`.
+        #[arg(long, value_name = "FILE")]
+        list: Option<PathBuf>,
+    },
     /// Validate the configuration and print it, then exit.
     CheckConfig,
     /// Make an API key for a credential: prints the key (for the integration, once) and the entry
@@ -264,12 +270,46 @@ pub fn main_with_args(cli: Cli) -> anyhow::Result<()> {
             println!("key_sha256 = \"{}\"", crate::auth::keys::digest(&key));
             Ok(())
         }
-        Command::Verify => {
+        Command::Verify { list } => {
             anyhow::ensure!(config.storage.backend == Backend::Embedded, "verify reads the embedded store's file; it has no ScyllaDB mode");
             let store = EmbeddedStore::open(config.embedded_store())?;
-            let (accounts, entries) = store.verify_ledgers()?;
-            println!("ok: {accounts} accounts, {entries} ledger entries agree with their balances");
-            Ok(())
+            let mut lines = match &list {
+                Some(path) => {
+                    Some(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?))
+                }
+                None => None,
+            };
+            let mut written: std::io::Result<()> = Ok(());
+            let verification = store.verify_accounts(|check| {
+                if let Some(lines) = lines.as_mut() {
+                    use std::io::Write;
+                    let outcome = match &check.outcome {
+                        Ok(_) => "ok".to_owned(),
+                        Err(why) => format!("damaged: {why}"),
+                    };
+                    if written.is_ok() {
+                        written = writeln!(lines, "{}\t{}\t{outcome}", check.program_id, check.account_id);
+                    }
+                }
+            })?;
+            if let Some(mut lines) = lines {
+                use std::io::Write;
+                written.and_then(|()| lines.flush()).context("writing the account list")?;
+            }
+            let (accounts, entries) = (verification.accounts, verification.entries);
+            if verification.damaged.is_empty() {
+                println!("ok: {accounts} accounts, {entries} ledger entries agree with their balances");
+                return Ok(());
+            }
+            for damaged in &verification.damaged {
+                println!("damaged: program {} account {}: {}", damaged.program_id, damaged.account_id, damaged.what);
+            }
+            anyhow::bail!(
+                "{} accounts damaged (listed above); {accounts} accounts ({entries} ledger entries) read and agree with their balances. \
+                 Keep this file for analysis and restore the newest backup (README, Backups); the readable accounts' balances are as listed{}",
+                verification.damaged.len(),
+                list.as_ref().map_or(String::new(), |path| format!(" in {}", path.display()))
+            )
         }
         Command::Restore { from } => {
             anyhow::ensure!(

@@ -377,3 +377,44 @@ async fn a_file_from_before_figures_opens_and_takes_them() {
     assert_eq!(store.figures("p").await.expect("read figures"), Some(figures(50)));
     store.shutdown().await;
 }
+
+/// `verify` goes on past a damaged account: it names it, with what is wrong, and counts every
+/// other account as readable (their ledgers add up), so the operator knows what a damaged file
+/// still holds.
+#[tokio::test]
+async fn verify_names_a_damaged_account_and_reads_the_others() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = EmbeddedConfig::in_dir(dir.path());
+    let store = EmbeddedStore::open(config.clone()).expect("open");
+    commit_fifty(&store).await;
+    store.shutdown().await;
+    drop(store);
+    // One account's record damaged in place (as a flipped bit behind a checksum would leave it).
+    {
+        let db = redb::Database::open(&config.path).expect("open the file");
+        let txn = db.begin_write().expect("write");
+        {
+            const ACCOUNTS: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("accounts");
+            let mut accounts = txn.open_table(ACCOUNTS).expect("accounts");
+            let key = {
+                use redb::ReadableTable;
+                let mut keys = accounts.iter().expect("iterate");
+                let (key, _) = keys.nth(7).expect("an eighth account").expect("read");
+                let (program, account) = key.value();
+                (program.to_owned(), account.to_owned())
+            };
+            accounts.insert((key.0.as_str(), key.1.as_str()), &b"\x02not an account"[..]).expect("damage");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = EmbeddedStore::open(config).expect("reopen");
+    let mut seen = 0;
+    let verification = store.verify_accounts(|_| seen += 1).expect("the tables read");
+    assert_eq!(seen, 50, "every account is reported, damaged or not");
+    assert_eq!((verification.accounts, verification.entries), (49, 49));
+    let [damaged] = verification.damaged.as_slice() else { panic!("one damaged account: {:?}", verification.damaged) };
+    assert!(damaged.account_id.starts_with("acc") && !damaged.what.is_empty(), "{damaged:?}");
+    let refused = store.verify_ledgers().expect_err("a damaged account fails the whole check");
+    assert!(refused.to_string().contains(&damaged.account_id), "{refused}");
+    store.shutdown().await;
+}

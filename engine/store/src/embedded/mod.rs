@@ -182,6 +182,65 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// What `verify` found: the accounts whose ledgers add up (and their entries), and the ones that
+/// do not, each named with what is wrong.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub accounts: u64,
+    pub entries: u64,
+    pub damaged: Vec<Damaged>,
+}
+
+/// An account `verify` could not read, or whose ledger does not add up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damaged {
+    pub program_id: String,
+    pub account_id: String,
+    pub what: String,
+}
+
+/// One account as `verify` checked it: its ledger entries, or what is wrong.
+#[derive(Clone, Debug)]
+pub struct AccountCheck {
+    pub program_id: String,
+    pub account_id: String,
+    pub outcome: Result<u64, String>,
+}
+
+/// Checks one account's stored state against its ledger; returns its entries' count.
+fn check_account(
+    ledger: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+    program_id: &str,
+    account_id: &str,
+    value: &[u8],
+) -> Result<u64, String> {
+    let (_, state): (u64, AccountState) = decode_versioned("account", value).map_err(|error| error.to_string())?;
+    let mut sum = loyalty_core::Decimal::ZERO;
+    let mut expected_seq = 1u64;
+    for entry in ledger.range((program_id, account_id, 0)..=(program_id, account_id, u64::MAX)).map_err(|error| error.to_string())? {
+        let (_, bytes) = entry.map_err(|error| error.to_string())?;
+        let entry: LedgerEntry = decode("ledger entry", bytes.value()).map_err(|error| error.to_string())?;
+        if entry.seq != expected_seq {
+            return Err(format!("entry {} where {expected_seq} was due", entry.seq));
+        }
+        sum += entry.amount;
+        if entry.balance_after != sum {
+            return Err(format!("entry {} says {} after, sum is {sum}", entry.seq, entry.balance_after));
+        }
+        expected_seq += 1;
+    }
+    if expected_seq - 1 != state.ledger_seq || sum != state.ledger_sum || sum != state.booked_balance() {
+        return Err(format!(
+            "ledger sums to {sum} over {} entries, account says {} over {} (booked {})",
+            expected_seq - 1,
+            state.ledger_sum,
+            state.ledger_seq,
+            state.booked_balance()
+        ));
+    }
+    Ok(expected_seq - 1)
+}
+
 /// What the operator sees of redb's repair after an unclean stop (kill -9, power loss): it reads
 /// the whole file to rebuild its allocator state unless `quick_repair` kept that state durable, so
 /// its time grows with the file. A line when it starts, then its progress at most once a second.
@@ -308,47 +367,40 @@ impl EmbeddedStore {
 
     /// Checks every account against its ledger: entries numbered 1..=last with no gap, their sum
     /// equal to the account's booked balance, and each entry's running balance right. Returns the
-    /// number of accounts and entries checked. For tests and the `verify` command; reads the whole
-    /// database.
+    /// number of accounts and entries checked, or the first account that fails. For tests and
+    /// `restore`; reads the whole database.
     pub fn verify_ledgers(&self) -> Result<(u64, u64), StoreError> {
+        let verification = self.verify_accounts(|_| {})?;
+        match verification.damaged.first() {
+            Some(damaged) => Err(StoreError::Corrupt(format!("account {}: {}", damaged.account_id, damaged.what))),
+            None => Ok((verification.accounts, verification.entries)),
+        }
+    }
+
+    /// Checks every account against its ledger as [`EmbeddedStore::verify_ledgers`] does, but goes
+    /// on past an account that fails (a record that does not decode, a ledger that does not add
+    /// up), so that the operator learns which accounts are still readable and which are damaged;
+    /// `each` sees every account with its outcome. Fails only if the tables cannot be read at all.
+    pub fn verify_accounts(&self, mut each: impl FnMut(&AccountCheck)) -> Result<Verification, StoreError> {
         let read = self.db.begin_read().map_err(io)?;
         let accounts = read.open_table(ACCOUNTS).map_err(io)?;
         let ledger = read.open_table(LEDGER).map_err(io)?;
-        let (mut account_count, mut entry_count) = (0u64, 0u64);
+        let mut verification = Verification::default();
         for item in accounts.iter().map_err(io)? {
             let (key, value) = item.map_err(io)?;
             let (program_id, account_id) = key.value();
-            let (_, state): (u64, AccountState) = decode_versioned("account", value.value())?;
-            let mut sum = loyalty_core::Decimal::ZERO;
-            let mut expected_seq = 1u64;
-            for entry in ledger.range((program_id, account_id, 0)..=(program_id, account_id, u64::MAX)).map_err(io)? {
-                let (_, bytes) = entry.map_err(io)?;
-                let entry: LedgerEntry = decode("ledger entry", bytes.value())?;
-                if entry.seq != expected_seq {
-                    return Err(StoreError::Corrupt(format!("account {account_id}: entry {} where {expected_seq} was due", entry.seq)));
+            let outcome = check_account(&ledger, program_id, account_id, value.value());
+            let check = AccountCheck { program_id: program_id.to_owned(), account_id: account_id.to_owned(), outcome };
+            each(&check);
+            match check.outcome {
+                Ok(entries) => {
+                    verification.accounts += 1;
+                    verification.entries += entries;
                 }
-                sum += entry.amount;
-                if entry.balance_after != sum {
-                    return Err(StoreError::Corrupt(format!(
-                        "account {account_id}: entry {} says {} after, sum is {sum}",
-                        entry.seq, entry.balance_after
-                    )));
-                }
-                expected_seq += 1;
-                entry_count += 1;
+                Err(what) => verification.damaged.push(Damaged { program_id: check.program_id, account_id: check.account_id, what }),
             }
-            if expected_seq - 1 != state.ledger_seq || sum != state.ledger_sum || sum != state.booked_balance() {
-                return Err(StoreError::Corrupt(format!(
-                    "account {account_id}: ledger sums to {sum} over {} entries, account says {} over {} (booked {})",
-                    expected_seq - 1,
-                    state.ledger_sum,
-                    state.ledger_seq,
-                    state.booked_balance()
-                )));
-            }
-            account_count += 1;
         }
-        Ok((account_count, entry_count))
+        Ok(verification)
     }
 }
 
