@@ -1,7 +1,7 @@
 //! kill -9 of the engine process under load, then a restart on the same data directory: every
 //! acknowledged call is present exactly once and every balance equals its ledger.
 
-use std::ffi::OsStr;
+use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,19 +13,19 @@ use tokio::process::{Child, Command};
 const CUSTOMERS: usize = 20;
 const WORKERS: usize = 16;
 
+/// The engine binary's arguments for the data directory: its configuration, data and the test
+/// credentials (written there).
+fn engine_args(dir: &std::path::Path) -> Vec<OsString> {
+    let credentials = dir.join("credentials.toml");
+    write_test_credentials(&credentials, &[PROGRAM]);
+    let mut args: Vec<OsString> = vec!["--config".into(), dir.join("engine.toml").into(), "--data-dir".into(), dir.join("data").into()];
+    args.extend(["--credentials-file".into(), credentials.into()]);
+    args
+}
+
 /// Starts the engine binary on the data directory and waits for its "listening on" line.
 async fn start_engine(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
-    let (config, data, credentials) = (dir.join("engine.toml"), dir.join("data"), dir.join("credentials.toml"));
-    write_test_credentials(&credentials, &[PROGRAM]);
-    let args = [
-        OsStr::new("--config"),
-        config.as_os_str(),
-        OsStr::new("--data-dir"),
-        data.as_os_str(),
-        OsStr::new("--credentials-file"),
-        credentials.as_os_str(),
-    ];
-    crate::spawn_engine(args).await
+    crate::spawn_engine(engine_args(dir)).await
 }
 
 // A test's record of acknowledged calls: their size does not matter.
@@ -155,20 +155,8 @@ async fn kill_minus_nine_under_load(storage: &str, acked_before_kill: usize) {
 
 /// Starts the engine binary on the data directory with its info logs in `log`.
 async fn start_logged(dir: &std::path::Path, log: &std::path::Path) -> Child {
-    let (config, data, credentials) = (dir.join("engine.toml"), dir.join("data"), dir.join("credentials.toml"));
-    write_test_credentials(&credentials, &[PROGRAM]);
-    let args = [
-        OsStr::new("--config"),
-        config.as_os_str(),
-        OsStr::new("--data-dir"),
-        data.as_os_str(),
-        OsStr::new("--credentials-file"),
-        credentials.as_os_str(),
-        OsStr::new("--metrics-listen"),
-        OsStr::new("off"),
-        OsStr::new("--log"),
-        OsStr::new("info"),
-    ];
+    let mut args = engine_args(dir);
+    args.extend(["--metrics-listen", "off", "--log", "info"].map(OsString::from));
     let logs = std::fs::File::create(log).expect("log file");
     crate::spawn_engine_with(args, logs.into()).await.0
 }
