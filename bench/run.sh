@@ -96,7 +96,7 @@ done
 echo "$(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$engine/status)" > "$results/rss.txt"
 kill -TERM "$engine"; wait "$engine" || true; engine=""
 # Bytes on disk after a clean stop (database file and journal), beside what the run stored.
-echo "data_dir_bytes=$(du -sb "$work/data" | cut -f1) journal_bytes=$(stat -c %s "$work/data/loyalty.journal")" >> "$results/disk.txt"
+echo "data_dir_bytes=$(du -sb "$work/data" | cut -f1) journal_bytes=$(cat "$work"/data/loyalty.journal* 2>/dev/null | wc -c)" >> "$results/disk.txt"
 $bin/loyalty-engine --config "$work/engine.toml" --data-dir "$work/data" verify | tee "$results/verify.txt"
 
 if [ -z "${SKIP_CRITERION:-}" ]; then

@@ -36,17 +36,24 @@ enum Acked {
     Redeem(pb::RedeemRequest, pb::RedeemResponse),
 }
 
+/// The defaults: the write-ahead journal, the database file written in the background.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_minus_nine_under_load_loses_no_acknowledged_call() {
     kill_minus_nine_under_load("", 300).await;
 }
 
-/// The same with the write-ahead journal and the smallest checkpoint: the kill lands after the
-/// journal was written again from its start at least once, over records a checkpoint already put
-/// in the database file.
+/// The same with the smallest checkpoint: the kill lands after the journal moved to new segments
+/// and reused retired ones several times, so recovery reads records across segments, over records
+/// a checkpoint already put in the database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_minus_nine_with_the_journal_loses_no_acknowledged_call() {
-    kill_minus_nine_under_load("[storage]\njournal = true\ncheckpoint_mib = 1\n", 1_500).await;
+async fn kill_minus_nine_with_small_journal_segments_loses_no_acknowledged_call() {
+    kill_minus_nine_under_load("[storage]\ncheckpoint_mib = 1\n", 1_500).await;
+}
+
+/// Without the journal: every batch a durable commit of the database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_minus_nine_without_the_journal_loses_no_acknowledged_call() {
+    kill_minus_nine_under_load("[storage]\njournal = false\nquick_repair = false\n", 300).await;
 }
 
 async fn kill_minus_nine_under_load(storage: &str, acked_before_kill: usize) {
@@ -161,14 +168,17 @@ async fn start_logged(dir: &std::path::Path, log: &std::path::Path) -> Child {
     crate::spawn_engine_with(args, logs.into()).await.0
 }
 
-/// An engine started after kill -9 says what it is doing while redb repairs the file (it reads
-/// the whole file, so this grows with it), and how long that took; one started after a clean
-/// stop or on a new file says nothing of a repair.
+/// An engine started after kill -9 without quick-repair says what it is doing while redb
+/// repairs the file (it reads the whole file, so this grows with it), and how long that took;
+/// one started after a clean stop or on a new file says nothing of a repair.
 #[tokio::test]
 async fn a_restart_after_kill_minus_nine_says_it_repairs_the_store() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("engine.toml"), format!("[[programs]]\nid = \"shop\"\npending = \"none\"\n{UNDER_TEST_LIMITS_TOML}"))
-        .expect("config");
+    std::fs::write(
+        dir.path().join("engine.toml"),
+        format!("[[programs]]\nid = \"shop\"\npending = \"none\"\n{UNDER_TEST_LIMITS_TOML}\n[storage]\nquick_repair = false\n"),
+    )
+    .expect("config");
     let first_log = dir.path().join("first.log");
     let mut child = start_logged(dir.path(), &first_log).await;
     let first = std::fs::read_to_string(&first_log).expect("first log");

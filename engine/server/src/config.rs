@@ -98,13 +98,16 @@ pub struct StorageConfig {
     /// engine's memory whatever the number of customers in the store.
     pub cached_accounts: usize,
     /// Make reopening after a crash take milliseconds (redb quick-repair), at some cost to each
-    /// durable redb commit; without it, reopening after a crash scans the whole file.
+    /// durable redb commit (with the journal, only the checkpoints, off the calls' path); without
+    /// it, reopening after a crash scans the whole file.
     pub quick_repair: bool,
-    /// Make batches durable through a write-ahead journal and checkpoint the file every
-    /// `checkpoint_mib` (more throughput; each checkpoint stalls commits for a while).
+    /// Make batches durable through a write-ahead journal and keep the database file's writes
+    /// off the calls' path (applied and checkpointed in the background). Off: every batch is a
+    /// durable commit of the file itself.
     pub journal: bool,
-    /// Journal size (MiB) after which the database file is made durable and the journal emptied:
-    /// bounds the replay after a crash.
+    /// Journal size (MiB) after which the database file is made durable (a checkpoint) and the
+    /// journal moves to a new segment; bounds the replay after a crash and, times four, the
+    /// acknowledged calls held in memory until the file has them.
     pub checkpoint_mib: u64,
     /// Where `BackupStore` (admin API) writes online backups of the embedded store,
     /// `loyalty-<UTC time>.redb`; absent: backups are off. Relative to the working directory, like
@@ -124,8 +127,8 @@ impl Default for StorageConfig {
             group_commit_queue_max: 4096,
             cache_mib: 256,
             cached_accounts: 1_000_000,
-            quick_repair: false,
-            journal: false,
+            quick_repair: true,
+            journal: true,
             checkpoint_mib: 16,
             backup_dir: None,
             backups_kept: 24,

@@ -418,8 +418,8 @@ fn disk_section(md: &mut String, results: &Path) -> anyhow::Result<()> {
     if let (Some(bytes), [accounts, entries, ..]) = (value("data_dir_bytes"), numbers.as_slice()) {
         writeln!(
             md,
-            "\nAfter a clean stop the data directory holds {bytes:.0} bytes (journal file {:.0} bytes, kept for \
-             reuse) for {accounts:.0} customers and {entries:.0} ledger entries, each entry one receipt's call: \
+            "\nAfter a clean stop the data directory holds {bytes:.0} bytes (of which journal {:.0} bytes: a clean \
+             stop leaves none) for {accounts:.0} customers and {entries:.0} ledger entries, each entry one receipt's call: \
              **{:.0} bytes per customer** and **{:.0} bytes per ledger entry** all told.",
             value("journal_bytes").unwrap_or(0.0),
             bytes / accounts.max(1.0),

@@ -11,11 +11,15 @@
 //! transaction, makes it durable once, and answers all of them. Calls that arrive meanwhile form the
 //! next batch.
 //!
-//! The journal (`journal = true`, off by default): with [`Durability::Fsync`] a batch is made durable
+//! The journal (`journal = true`, the default): with [`Durability::Fsync`] a batch is made durable
 //! by appending its commits to a write-ahead journal and fdatasyncing that, not by a durable redb
-//! commit (which rewrites and fsyncs every B-tree page the batch touched); redb's own durable commit
-//! runs as a checkpoint every `checkpoint_bytes` of journal. `embedded/journal.rs` has the format and the
-//! recovery. Whether it is on or off, opening applies whatever a journal left behind.
+//! commit (which rewrites and fsyncs every B-tree page the batch touched). redb is kept off the
+//! callers' path: acknowledged commits wait in memory (`overlay.rs`, where every read looks first)
+//! until an applier thread has written them into redb, and redb's own durable commit runs there as
+//! a checkpoint every `checkpoint_bytes` of journal (`pipeline.rs`). `journal.rs` has the format
+//! and the recovery. Whether it is on or off, opening applies whatever a journal left behind.
+//! Without it (`journal = false`, or [`Durability::None`]) the writer applies each batch to redb
+//! directly and commits it durably (`writer.rs`).
 //!
 //! Durability: a call is answered only after the fsync that covers it returned, and its batch
 //! becomes visible to readers only then. A failed commit poisons the store: it refuses every later
@@ -37,13 +41,19 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{decode, decode_versioned, encode, encode_versioned};
 use loyalty_core::events::PendingCredit;
 
+mod apply;
 mod journal;
+mod overlay;
+mod pipeline;
 mod record;
+mod writer;
 
-use journal::Journal;
+use apply::{Tables, apply};
+use journal::Segments;
+use pipeline::Shared;
 use record::{EncodedCommit, Reader};
 
-use crate::{AccountPage, Commit, CommitOutcome, Conflict, OutboxRecord, Store, StoreError, StoredFigures, StoredRules, Versioned};
+use crate::{AccountPage, Commit, CommitOutcome, OutboxRecord, Store, StoreError, StoredFigures, StoredRules, Versioned};
 
 /// (program, account) -> version + AccountState.
 const ACCOUNTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("accounts");
@@ -113,12 +123,12 @@ pub struct EmbeddedConfig {
     /// only the checkpoints) so that reopening after a crash takes milliseconds instead of a scan
     /// of the whole file.
     pub quick_repair: bool,
-    /// Make batches durable through the write-ahead journal (with [`Durability::Fsync`]) instead
-    /// of a durable redb commit each. Off by default: it lifts durable throughput by a third or
-    /// more but each checkpoint blocks the writer for 120-150 ms (bench/analysis.md).
+    /// Make batches durable through the write-ahead journal (with [`Durability::Fsync`]) and keep
+    /// redb off the callers' path, instead of a durable redb commit per batch. On by default.
     pub journal: bool,
-    /// Journal bytes after which redb makes its pages durable and the journal starts empty; bounds
-    /// the replay after a crash.
+    /// Journal bytes after which redb makes its pages durable (a checkpoint) and the journal moves
+    /// to a new segment; the committer waits while four times this is not checkpointed, which
+    /// bounds the memory of acknowledged commits redb does not hold yet and the replay after a crash.
     pub checkpoint_bytes: u64,
 }
 
@@ -135,8 +145,8 @@ impl EmbeddedConfig {
             batch_max: 256,
             queue_max: 4096,
             cache_bytes: 256 << 20,
-            quick_repair: false,
-            journal: false,
+            quick_repair: true,
+            journal: true,
             checkpoint_bytes: 16 << 20,
         }
     }
@@ -151,12 +161,12 @@ fn io<E: std::fmt::Display>(error: E) -> StoreError {
     StoreError::Io(error.to_string())
 }
 
-struct Pending {
+pub(super) struct Pending {
     commit: EncodedCommit,
     reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
 }
 
-enum Message {
+pub(super) enum Message {
     /// Boxed: a commit carries whole account and receipt states.
     Commit(Box<Pending>),
     Shutdown(oneshot::Sender<()>),
@@ -166,7 +176,9 @@ enum Message {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     queue: mpsc::Sender<Message>,
-    poisoned: Arc<AtomicBool>,
+    /// The overlay of acknowledged commits redb does not hold yet, the writer's progress, and
+    /// whether a failed write poisoned the store.
+    shared: Arc<Shared>,
     /// Set by `shutdown`: every later write is refused.
     closed: AtomicBool,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -303,23 +315,30 @@ impl EmbeddedStore {
             tracing::warn!(seconds = started.elapsed().as_secs_f64(), mib = bytes >> 20, "store repaired after an unclean stop");
         }
         Self::prepare_schema(&db)?;
-        let journal = recover(&db, &config)?;
-        tracing::info!(seconds = started.elapsed().as_secs_f64(), "store open");
+        let next_seq = recover(&db, &config)? + 1;
         let (queue, inbox) = mpsc::channel(config.queue_max);
-        let poisoned = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let writer = {
             let db = Arc::clone(&db);
-            let poisoned = Arc::clone(&poisoned);
-            let config = config.clone();
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || write_loop(&db, inbox, &poisoned, &config, journal))
-                .map_err(io)?
+            let shared = Arc::clone(&shared);
+            let thread = std::thread::Builder::new().name("store-writer".into());
+            if config.journaled() {
+                let segments = Segments::start(&config.journal_path(), next_seq, config.checkpoint_bytes)?;
+                let config = config.clone();
+                thread.spawn(move || pipeline::commit_loop(&db, inbox, &shared, &config, segments))
+            } else {
+                // Nothing written from here on goes to a journal: the file holds everything in it.
+                journal::remove(&config.journal_path())?;
+                let config = config.clone();
+                thread.spawn(move || writer::write_loop(&db, inbox, &shared.poisoned, &config))
+            }
+            .map_err(io)?
         };
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "store open");
         Ok(EmbeddedStore {
             db,
             queue,
-            poisoned,
+            shared,
             closed: AtomicBool::new(false),
             writer: Mutex::new(Some(writer)),
             path: config.path,
@@ -356,7 +375,7 @@ impl EmbeddedStore {
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.shared.is_poisoned() {
             return Err(StoreError::Poisoned);
         }
         if self.closed.load(Ordering::Acquire) {
@@ -382,6 +401,7 @@ impl EmbeddedStore {
     /// up), so that the operator learns which accounts are still readable and which are damaged;
     /// `each` sees every account with its outcome. Fails only if the tables cannot be read at all.
     pub fn verify_accounts(&self, mut each: impl FnMut(&AccountCheck)) -> Result<Verification, StoreError> {
+        self.shared.settle()?;
         let read = self.db.begin_read().map_err(io)?;
         let accounts = read.open_table(ACCOUNTS).map_err(io)?;
         let ledger = read.open_table(LEDGER).map_err(io)?;
@@ -406,33 +426,55 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    // Every read of a table commits write looks at the overlay of acknowledged commits first, and
+    // begins its redb read only after (overlay.rs says why that order is consistent).
+
     async fn account(&self, program_id: &str, account_id: &str) -> Result<Option<Versioned<AccountState>>, StoreError> {
+        let decoded = |bytes: &[u8]| -> Result<Option<Versioned<AccountState>>, StoreError> {
+            let (version, value): (u64, AccountState) = decode_versioned("account", bytes)?;
+            crate::checked_account(account_id, version, value).map(Some)
+        };
+        if let Some(bytes) = self.shared.overlay().account(program_id, account_id) {
+            return decoded(bytes);
+        }
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(ACCOUNTS).map_err(io)?;
-        let Some(guard) = table.get((program_id, account_id)).map_err(io)? else {
-            return Ok(None);
-        };
-        let (version, value): (u64, AccountState) = decode_versioned("account", guard.value())?;
-        crate::checked_account(account_id, version, value).map(Some)
+        match table.get((program_id, account_id)).map_err(io)? {
+            Some(guard) => decoded(guard.value()),
+            None => Ok(None),
+        }
     }
 
     async fn identity(&self, program_id: &str, key: &IdentityKey) -> Result<Option<String>, StoreError> {
+        let storage_key = key.storage_key();
+        if let Some(owner) = self.shared.overlay().identity(program_id, &storage_key) {
+            return Ok(owner.map(str::to_owned));
+        }
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(IDENTITIES).map_err(io)?;
-        Ok(table.get((program_id, key.storage_key().as_str())).map_err(io)?.map(|guard| guard.value().to_owned()))
+        Ok(table.get((program_id, storage_key.as_str())).map_err(io)?.map(|guard| guard.value().to_owned()))
     }
 
     async fn receipt(&self, program_id: &str, receipt_id: &str) -> Result<Option<Versioned<ReceiptState>>, StoreError> {
+        let decoded = |bytes: &[u8]| -> Result<Option<Versioned<ReceiptState>>, StoreError> {
+            let (version, value) = decode_versioned("receipt", bytes)?;
+            Ok(Some(Versioned { version, value }))
+        };
+        if let Some(bytes) = self.shared.overlay().receipt(program_id, receipt_id) {
+            return decoded(bytes);
+        }
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(RECEIPTS).map_err(io)?;
-        let Some(guard) = table.get((program_id, receipt_id)).map_err(io)? else {
-            return Ok(None);
-        };
-        let (version, value) = decode_versioned("receipt", guard.value())?;
-        Ok(Some(Versioned { version, value }))
+        match table.get((program_id, receipt_id)).map_err(io)? {
+            Some(guard) => decoded(guard.value()),
+            None => Ok(None),
+        }
     }
 
     async fn request(&self, program_id: &str, request_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        if let Some(bytes) = self.shared.overlay().request(program_id, request_id) {
+            return Ok(Some(decode("request", bytes)?));
+        }
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(REQUESTS).map_err(io)?;
         match table.get((program_id, request_id)).map_err(io)? {
@@ -445,10 +487,20 @@ impl Store for EmbeddedStore {
         if before_seq <= 1 || limit == 0 {
             return Ok(Vec::new());
         }
+        // The overlay holds an account's newest entries (redb has every older one), newest first.
+        let mut entries = Vec::with_capacity(limit.min(256));
+        let mut below = before_seq;
+        for (seq, bytes) in self.shared.overlay().ledger(program_id, account_id, 1, before_seq).into_iter().rev().take(limit) {
+            entries.push(decode("ledger entry", bytes)?);
+            below = seq;
+        }
+        if entries.len() == limit || below <= 1 {
+            return Ok(entries);
+        }
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(LEDGER).map_err(io)?;
-        let mut entries = Vec::with_capacity(limit.min(256));
-        for item in table.range((program_id, account_id, 1)..(program_id, account_id, before_seq)).map_err(io)?.rev().take(limit) {
+        for item in table.range((program_id, account_id, 1)..(program_id, account_id, below)).map_err(io)?.rev().take(limit - entries.len())
+        {
             let (_, value) = item.map_err(io)?;
             entries.push(decode("ledger entry", value.value())?);
         }
@@ -559,43 +611,55 @@ impl Store for EmbeddedStore {
     }
 
     async fn account_ids(&self, program_id: &str, cursor: &str, limit: usize) -> Result<AccountPage, StoreError> {
+        // Accounts created since redb's state are in the overlay only: the page is the first
+        // `limit` of both, in order.
+        let mut ids: std::collections::BTreeSet<String> =
+            self.shared.overlay().account_ids(program_id, cursor).take(limit).map(str::to_owned).collect();
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(ACCOUNTS).map_err(io)?;
-        let mut ids = Vec::with_capacity(limit.min(1024));
+        let mut from_redb = 0;
         for item in table.range((program_id, cursor)..).map_err(io)? {
             let (key, _) = item.map_err(io)?;
             let (program, account_id) = key.value();
-            if program != program_id || ids.len() >= limit {
+            if program != program_id || from_redb >= limit {
                 break;
             }
             if account_id != cursor {
-                ids.push(account_id.to_owned());
+                ids.insert(account_id.to_owned());
+                from_redb += 1;
             }
         }
+        let ids: Vec<String> = ids.into_iter().take(limit).collect();
         let next = if ids.len() < limit { None } else { ids.last().cloned() };
         Ok(AccountPage { ids, next })
     }
 
     async fn pending_credits(&self, program_id: &str, limit: usize) -> Result<Vec<PendingCredit>, StoreError> {
+        // By credit ID, the overlay's over redb's.
+        let mut credits: std::collections::BTreeMap<String, Vec<u8>> =
+            self.shared.overlay().credits(program_id).map(|(credit, bytes)| (credit.to_owned(), bytes.to_vec())).collect();
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(CREDITS).map_err(io)?;
-        let mut credits = Vec::new();
-        for item in table.range((program_id, "")..).map_err(io)? {
+        for item in table.range((program_id, "")..).map_err(io)?.take(limit) {
             let (key, value) = item.map_err(io)?;
-            if key.value().0 != program_id || credits.len() >= limit {
+            if key.value().0 != program_id {
                 break;
             }
-            credits.push(decode("pending credit", value.value())?);
+            credits.entry(key.value().1.to_owned()).or_insert_with(|| value.value().to_vec());
         }
-        Ok(credits)
+        credits.values().take(limit).map(|bytes| decode("pending credit", bytes)).collect()
     }
 
     async fn delete_credit(&self, program_id: &str, credit_id: &str) -> Result<(), StoreError> {
         self.check_writable()?;
         let db = Arc::clone(&self.db);
+        let shared = Arc::clone(&self.shared);
         let (program_id, credit_id) = (program_id.to_owned(), credit_id.to_owned());
         let (durability, quick_repair) = (self.durability, self.quick_repair);
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            // The credit may be in the overlay still: redb must hold it before it is deleted there
+            // (and the overlay then no longer holds it).
+            shared.settle()?;
             let mut txn = db.begin_write().map_err(io)?;
             txn.set_durability(durability).map_err(io)?;
             txn.set_quick_repair(quick_repair);
@@ -607,13 +671,24 @@ impl Store for EmbeddedStore {
     }
 
     async fn outbox_page(&self, program_id: &str, after_seq: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        // The overlay holds the newest events (redb every older one).
+        let newest: Vec<(u64, Vec<u8>)> =
+            self.shared.overlay().outbox(program_id, after_seq).take(limit).map(|(seq, bytes)| (seq, bytes.to_vec())).collect();
+        let below = newest.first().map_or(u64::MAX, |(seq, _)| *seq);
         let read = self.db.begin_read().map_err(io)?;
         let table = read.open_table(OUTBOX).map_err(io)?;
         let mut records = Vec::with_capacity(limit.min(1024));
-        for item in table.range((program_id, after_seq.saturating_add(1))..=(program_id, u64::MAX)).map_err(io)?.take(limit) {
-            let (key, value) = item.map_err(io)?;
-            let seq = key.value().1;
-            records.push(OutboxRecord { seq, event_id: seq.to_string(), event: decode("outbox event", value.value())? });
+        let record = |seq: u64, bytes: &[u8]| -> Result<OutboxRecord, StoreError> {
+            Ok(OutboxRecord { seq, event_id: seq.to_string(), event: decode("outbox event", bytes)? })
+        };
+        if after_seq < below - 1 {
+            for item in table.range((program_id, after_seq.saturating_add(1))..(program_id, below)).map_err(io)?.take(limit) {
+                let (key, value) = item.map_err(io)?;
+                records.push(record(key.value().1, value.value())?);
+            }
+        }
+        for (seq, bytes) in newest.into_iter().take(limit - records.len()) {
+            records.push(record(seq, &bytes)?);
         }
         Ok(records)
     }
@@ -622,12 +697,18 @@ impl Store for EmbeddedStore {
         // A long copy of pages: off the async workers. The read transaction it holds does not
         // block the writer (redb readers see a snapshot).
         let db = Arc::clone(&self.db);
+        let shared = Arc::clone(&self.shared);
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || backup_database(&db, &path).map(Some)).await.map_err(io)?
+        tokio::task::spawn_blocking(move || {
+            shared.settle()?;
+            backup_database(&db, &path).map(Some)
+        })
+        .await
+        .map_err(io)?
     }
 
     fn is_writable(&self) -> bool {
-        !self.poisoned.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire) && !self.queue.is_closed()
+        !self.shared.is_poisoned() && !self.closed.load(Ordering::Acquire) && !self.queue.is_closed()
     }
 
     async fn shutdown(&self) {
@@ -668,192 +749,61 @@ fn put_figures_in(txn: &redb::WriteTransaction, program_id: &str, expected_throu
     Ok(FiguresPut::Written)
 }
 
-/// Applies the journal's records that the file does not hold yet (after a crash), makes them durable
-/// in the file; the journal starts again.
-fn recover(db: &Database, config: &EmbeddedConfig) -> Result<Journal, StoreError> {
-    let path = config.journal_path();
+/// Applies the journal's records that the file does not hold yet (after a crash) and makes them
+/// durable in the file; returns the number of the last record the file holds.
+fn recover(db: &Database, config: &EmbeddedConfig) -> Result<u64, StoreError> {
     let applied = {
         let read = db.begin_read().map_err(io)?;
         let meta = read.open_table(META).map_err(io)?;
         meta.get(JOURNAL_SEQ).map_err(io)?.map_or(0, |guard| guard.value())
     };
-    let recovered = Journal::open(&path, applied)?;
-    let mut journal = recovered.journal;
-    if let Some(&(last, _)) = recovered.records.last() {
-        let started = Instant::now();
-        let mut txn = db.begin_write().map_err(io)?;
-        txn.set_durability(redb::Durability::Immediate).map_err(io)?;
-        txn.set_quick_repair(config.quick_repair);
-        let mut commits = 0u64;
-        {
-            let mut tables = Tables::open(&txn)?;
-            for (seq, payload) in &recovered.records {
-                let mut reader = Reader::new(payload);
-                while !reader.is_empty() {
-                    let commit = EncodedCommit::read_from(&mut reader)?;
-                    match apply(&mut tables, &commit)? {
-                        Ok(CommitOutcome::Applied { .. }) => commits += 1,
-                        other => {
-                            return Err(StoreError::Corrupt(format!(
-                                "journal record {seq}: a commit for account {} that applied once does not apply again ({other:?})",
-                                commit.account_id
-                            )));
-                        }
+    let (records, last) = journal::recover(&config.journal_path(), applied)?;
+    if records.is_empty() {
+        return Ok(last);
+    }
+    let started = Instant::now();
+    let mut txn = db.begin_write().map_err(io)?;
+    txn.set_durability(redb::Durability::Immediate).map_err(io)?;
+    txn.set_quick_repair(config.quick_repair);
+    let mut commits = 0u64;
+    {
+        let mut tables = Tables::open(&txn)?;
+        for (seq, payload) in &records {
+            let mut reader = Reader::new(payload);
+            while !reader.is_empty() {
+                let commit = EncodedCommit::read_from(&mut reader)?;
+                match apply(&mut tables, &commit)? {
+                    Ok(CommitOutcome::Applied { .. }) => commits += 1,
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "journal record {seq}: a commit for account {} that applied once does not apply again ({other:?})",
+                            commit.account_id
+                        )));
                     }
                 }
             }
-            tables.meta.insert(JOURNAL_SEQ, last).map_err(io)?;
         }
-        txn.commit().map_err(io)?;
-        tracing::info!(
-            records = recovered.records.len(),
-            commits,
-            ms = started.elapsed().as_millis() as u64,
-            "applied the journal's commits that the database file did not hold"
-        );
+        tables.meta.insert(JOURNAL_SEQ, last).map_err(io)?;
     }
-    journal.restart();
-    Ok(journal)
+    txn.commit().map_err(io)?;
+    tracing::info!(
+        records = records.len(),
+        commits,
+        ms = started.elapsed().as_millis() as u64,
+        "applied the journal's commits that the database file did not hold"
+    );
+    Ok(last)
 }
 
-/// The writer thread: take a batch, apply it in one transaction, make it durable once, answer
-/// everyone; checkpoint when the journal has grown, and at the end.
-fn write_loop(db: &Database, mut inbox: mpsc::Receiver<Message>, poisoned: &AtomicBool, config: &EmbeddedConfig, mut journal: Journal) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_max);
-    let mut stopping = None;
-    while stopping.is_none() {
-        match inbox.blocking_recv() {
-            Some(Message::Commit(pending)) => batch.push(*pending),
-            Some(Message::Shutdown(done)) => stopping = Some(done),
-            None => break,
-        }
-        while batch.len() < config.batch_max && stopping.is_none() {
-            match inbox.try_recv() {
-                Ok(Message::Commit(pending)) => batch.push(*pending),
-                Ok(Message::Shutdown(done)) => stopping = Some(done),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            write_batch(db, &mut batch, poisoned, config, &mut journal);
-        }
-        if journal.len() >= config.checkpoint_bytes {
-            checkpoint(db, &mut journal, poisoned, config);
-        }
-    }
-    // Refuse whatever is still queued after a shutdown request: nothing was acknowledged for it.
-    inbox.close();
-    while let Ok(message) = inbox.try_recv() {
-        if let Message::Commit(pending) = message {
-            let _ = pending.reply.send(Err(StoreError::Closed));
-        }
-    }
-    // A clean stop leaves the file holding everything and the journal empty.
-    checkpoint(db, &mut journal, poisoned, config);
-    if let Some(done) = stopping {
-        let _ = done.send(());
-    }
-}
-
-/// Makes everything the batches wrote durable in the file itself; the journal starts again.
-fn checkpoint(db: &Database, journal: &mut Journal, poisoned: &AtomicBool, config: &EmbeddedConfig) {
-    if poisoned.load(Ordering::Acquire) {
-        return;
-    }
+/// Makes everything written into redb so far durable in the file: one durable commit.
+fn checkpoint(db: &Database, config: &EmbeddedConfig) -> Result<(), StoreError> {
     let started = Instant::now();
-    let result = (|| -> Result<(), StoreError> {
-        let mut txn = db.begin_write().map_err(io)?;
-        txn.set_durability(redb::Durability::Immediate).map_err(io)?;
-        txn.set_quick_repair(config.quick_repair);
-        txn.commit().map_err(io)?;
-        journal.restart();
-        Ok(())
-    })();
+    let mut txn = db.begin_write().map_err(io)?;
+    txn.set_durability(redb::Durability::Immediate).map_err(io)?;
+    txn.set_quick_repair(config.quick_repair);
+    txn.commit().map_err(io)?;
     metrics::histogram!("loyalty_store_checkpoint_seconds").record(started.elapsed().as_secs_f64());
-    if let Err(error) = result {
-        // The journal still holds every acknowledged commit: a restart recovers from it.
-        poisoned.store(true, Ordering::Release);
-        tracing::error!(%error, "store checkpoint failed; refusing further writes");
-    }
-}
-
-fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, config: &EmbeddedConfig, journal: &mut Journal) {
-    if poisoned.load(Ordering::Acquire) {
-        for pending in batch.drain(..) {
-            let _ = pending.reply.send(Err(StoreError::Poisoned));
-        }
-        return;
-    }
-    let journaled = config.journaled();
-    let started = Instant::now();
-    let result = (|| -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
-        let mut txn = db.begin_write().map_err(io)?;
-        if journaled {
-            // Durable through the journal: redb's pages wait for the next checkpoint.
-            txn.set_durability(redb::Durability::None).map_err(io)?;
-        } else {
-            txn.set_durability(redb_durability(config.durability)).map_err(io)?;
-            txn.set_quick_repair(config.quick_repair);
-        }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut record = Vec::new();
-        {
-            let mut tables = Tables::open(&txn)?;
-            for pending in batch.iter() {
-                let outcome = apply(&mut tables, &pending.commit)?;
-                // Refused commits wrote nothing; the others go to the journal in the order applied.
-                if journaled && matches!(outcome, Ok(CommitOutcome::Applied { .. })) {
-                    pending.commit.write_to(&mut record)?;
-                }
-                outcomes.push(outcome);
-            }
-            if !record.is_empty() {
-                tables.meta.insert(JOURNAL_SEQ, journal.next_seq()).map_err(io)?;
-            }
-        }
-        if !record.is_empty() {
-            journal.append(&record)?;
-        }
-        // Readers see the batch only now that it is durable.
-        txn.commit().map_err(io)?;
-        Ok(outcomes)
-    })();
-    let elapsed = started.elapsed();
-    metrics::histogram!("loyalty_store_batch_size").record(batch.len() as f64);
-    metrics::histogram!("loyalty_store_commit_seconds").record(elapsed.as_secs_f64());
-    match result {
-        Ok(outcomes) => {
-            metrics::counter!("loyalty_store_commits_total").increment(batch.len() as u64);
-            for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = pending.reply.send(outcome);
-            }
-        }
-        Err(error) => {
-            // A failed write transaction or fsync leaves the durable state unknown to us: stop
-            // writing rather than acknowledge anything on top of it.
-            poisoned.store(true, Ordering::Release);
-            tracing::error!(%error, batch = batch.len(), "store commit failed; refusing further writes");
-            for pending in batch.drain(..) {
-                let _ = pending.reply.send(Err(error.clone()));
-            }
-        }
-    }
-}
-
-impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Tables {
-            meta: txn.open_table(META).map_err(io)?,
-            accounts: txn.open_table(ACCOUNTS).map_err(io)?,
-            receipts: txn.open_table(RECEIPTS).map_err(io)?,
-            identities: txn.open_table(IDENTITIES).map_err(io)?,
-            requests: txn.open_table(REQUESTS).map_err(io)?,
-            ledger: txn.open_table(LEDGER).map_err(io)?,
-            outbox: txn.open_table(OUTBOX).map_err(io)?,
-            outbox_head: txn.open_table(OUTBOX_HEAD).map_err(io)?,
-            credits: txn.open_table(CREDITS).map_err(io)?,
-        })
-    }
+    Ok(())
 }
 
 fn redb_durability(durability: Durability) -> redb::Durability {
@@ -868,105 +818,6 @@ fn version_of(what: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     let raw: [u8; 8] =
         bytes.get(..8).and_then(|head| head.try_into().ok()).ok_or_else(|| StoreError::Corrupt(format!("{what}: short record")))?;
     Ok(u64::from_le_bytes(raw))
-}
-
-/// The tables of one write transaction, opened once per batch.
-struct Tables<'txn> {
-    meta: redb::Table<'txn, &'static str, u64>,
-    accounts: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    receipts: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    identities: redb::Table<'txn, (&'static str, &'static str), &'static str>,
-    requests: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    ledger: redb::Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
-    outbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
-    outbox_head: redb::Table<'txn, &'static str, u64>,
-    credits: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
-}
-
-/// Checks every condition of one commit and, if all hold, writes it into the open transaction.
-/// Reads see earlier commits of the same batch. The outer error is the transaction's (fatal for
-/// the batch); the inner one refuses this commit alone, which then wrote nothing.
-fn apply(tables: &mut Tables<'_>, commit: &EncodedCommit) -> Result<Result<CommitOutcome, StoreError>, StoreError> {
-    let program = commit.program_id.as_str();
-    let account_id = commit.account_id.as_str();
-    let stored_version = match tables.accounts.get((program, account_id)).map_err(io)? {
-        Some(guard) => version_of("account", guard.value())?,
-        None => 0,
-    };
-    if stored_version != commit.expected_version {
-        return Ok(Ok(CommitOutcome::Conflict(Conflict::AccountVersion { actual: stored_version })));
-    }
-    if let Some((receipt_id, expected, _)) = &commit.receipt {
-        let stored = match tables.receipts.get((program, receipt_id.as_str())).map_err(io)? {
-            Some(guard) => version_of("receipt", guard.value())?,
-            None => 0,
-        };
-        if stored != *expected {
-            return Ok(Ok(CommitOutcome::Conflict(Conflict::ReceiptVersion { actual: stored })));
-        }
-        // A receipt belongs to the account that claimed it, whatever version another one names.
-        if stored > 0
-            && let Some(guard) = tables.receipts.get((program, receipt_id.as_str())).map_err(io)?
-        {
-            let (_, receipt): (u64, ReceiptState) = decode_versioned("receipt", guard.value())?;
-            if receipt.account_id != account_id {
-                return Ok(Ok(CommitOutcome::Conflict(Conflict::ReceiptTaken { account_id: receipt.account_id })));
-            }
-        }
-    }
-    // The entries must continue the stored ledger: no gap before them, nothing under them.
-    if let Some((first, _)) = commit.ledger.first() {
-        let follows = *first == 1 || tables.ledger.get((program, account_id, first - 1)).map_err(io)?.is_some();
-        if !follows || tables.ledger.get((program, account_id, *first)).map_err(io)?.is_some() {
-            return Ok(Err(StoreError::Corrupt(format!(
-                "commit for account {account_id} does not continue its stored ledger at entry {first}"
-            ))));
-        }
-    }
-    for (key, storage_key) in &commit.identity_claims {
-        if let Some(owner) = tables.identities.get((program, storage_key.as_str())).map_err(io)?
-            && owner.value() != account_id
-        {
-            return Ok(Ok(CommitOutcome::Conflict(Conflict::IdentityTaken { key: key.clone(), account_id: owner.value().to_owned() })));
-        }
-    }
-    if let Some((request_id, _)) = &commit.request
-        && tables.requests.get((program, request_id.as_str())).map_err(io)?.is_some()
-    {
-        return Ok(Ok(CommitOutcome::Conflict(Conflict::RequestTaken)));
-    }
-
-    tables.accounts.insert((program, account_id), commit.account.as_slice()).map_err(io)?;
-    for (seq, bytes) in &commit.ledger {
-        tables.ledger.insert((program, account_id, *seq), bytes.as_slice()).map_err(io)?;
-    }
-    if let Some((receipt_id, _, bytes)) = &commit.receipt {
-        tables.receipts.insert((program, receipt_id.as_str()), bytes.as_slice()).map_err(io)?;
-    }
-    for (_, storage_key) in &commit.identity_claims {
-        tables.identities.insert((program, storage_key.as_str()), account_id).map_err(io)?;
-    }
-    for storage_key in &commit.identity_releases {
-        let owned = tables.identities.get((program, storage_key.as_str())).map_err(io)?.is_some_and(|owner| owner.value() == account_id);
-        if owned {
-            tables.identities.remove((program, storage_key.as_str())).map_err(io)?;
-        }
-    }
-    if let Some((request_id, bytes)) = &commit.request {
-        tables.requests.insert((program, request_id.as_str()), bytes.as_slice()).map_err(io)?;
-    }
-    if !commit.events.is_empty() {
-        let mut seq = tables.outbox_head.get(program).map_err(io)?.map_or(0, |guard| guard.value());
-        for bytes in &commit.events {
-            seq += 1;
-            tables.outbox.insert((program, seq), bytes.as_slice()).map_err(io)?;
-        }
-        tables.outbox_head.insert(program, seq).map_err(io)?;
-    }
-    for (credit_id, bytes) in &commit.credits {
-        tables.credits.insert((program, credit_id.as_str()), bytes.as_slice()).map_err(io)?;
-    }
-    Ok(Ok(CommitOutcome::Applied { account_version: stored_version + 1 }))
 }
 
 /// Rows copied per write transaction of a backup: bounds the memory a large copy holds.
@@ -1014,6 +865,7 @@ impl EmbeddedStore {
     /// batch is visible only once its journal record is durable). Written as `path` + ".partial",
     /// made durable, then renamed, so a file at `path` is always whole.
     pub fn backup_to(&self, path: &Path) -> Result<crate::BackupReport, StoreError> {
+        self.shared.settle()?;
         backup_database(&self.db, path)
     }
 }
@@ -1062,7 +914,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(io)?;
         let restoring = dir.join("restoring.redb");
         let _ = std::fs::remove_file(&restoring);
-        let _ = std::fs::remove_file(restoring.with_extension("journal"));
+        journal::remove(&restoring.with_extension("journal"))?;
         std::fs::copy(from, &restoring).map_err(|error| StoreError::Io(format!("copy {}: {error}", from.display())))?;
         let checked = {
             let store = EmbeddedStore::open(EmbeddedConfig { path: restoring.clone(), journal: false, ..config.clone() })?;
@@ -1070,11 +922,11 @@ impl EmbeddedStore {
             store.shutdown().await;
             checked?
         };
-        let _ = std::fs::remove_file(restoring.with_extension("journal"));
+        journal::remove(&restoring.with_extension("journal"))?;
         if config.path.exists() {
             std::fs::rename(&config.path, config.path.with_extension("redb.replaced")).map_err(io)?;
         }
-        let _ = std::fs::remove_file(config.journal_path());
+        journal::remove(&config.journal_path())?;
         std::fs::rename(&restoring, &config.path).map_err(io)?;
         sync_parent(&config.path)?;
         Ok(checked)

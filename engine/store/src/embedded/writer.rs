@@ -1,0 +1,98 @@
+//! The commit path without the journal (`journal = false`, or [`Durability::None`]): one writer
+//! thread applies each batch to redb in one write transaction and commits it with the store's
+//! durability (an fsync of redb's pages with [`Durability::Fsync`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use redb::Database;
+use tokio::sync::mpsc;
+
+use super::apply::{Tables, apply};
+use super::{EmbeddedConfig, Message, Pending, io, redb_durability};
+use crate::{CommitOutcome, StoreError};
+
+/// The writer thread: take a batch, apply it in one transaction, make it durable once, answer
+/// everyone.
+pub(super) fn write_loop(db: &Database, mut inbox: mpsc::Receiver<Message>, poisoned: &AtomicBool, config: &EmbeddedConfig) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_max);
+    let mut stopping = None;
+    while stopping.is_none() {
+        match inbox.blocking_recv() {
+            Some(Message::Commit(pending)) => batch.push(*pending),
+            Some(Message::Shutdown(done)) => stopping = Some(done),
+            None => break,
+        }
+        while batch.len() < config.batch_max && stopping.is_none() {
+            match inbox.try_recv() {
+                Ok(Message::Commit(pending)) => batch.push(*pending),
+                Ok(Message::Shutdown(done)) => stopping = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            write_batch(db, &mut batch, poisoned, config);
+        }
+    }
+    // Refuse whatever is still queued after a shutdown request: nothing was acknowledged for it.
+    inbox.close();
+    while let Ok(message) = inbox.try_recv() {
+        if let Message::Commit(pending) = message {
+            let _ = pending.reply.send(Err(StoreError::Closed));
+        }
+    }
+    if !poisoned.load(Ordering::Acquire) {
+        // A clean stop leaves the file holding everything, the store's own writes that were not
+        // made durable (figures) included.
+        if let Err(error) = super::checkpoint(db, config) {
+            tracing::error!(%error, "the store's last commit failed");
+        }
+    }
+    if let Some(done) = stopping {
+        let _ = done.send(());
+    }
+}
+
+fn write_batch(db: &Database, batch: &mut Vec<Pending>, poisoned: &AtomicBool, config: &EmbeddedConfig) {
+    if poisoned.load(Ordering::Acquire) {
+        for pending in batch.drain(..) {
+            let _ = pending.reply.send(Err(StoreError::Poisoned));
+        }
+        return;
+    }
+    let started = Instant::now();
+    let result = (|| -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
+        let mut txn = db.begin_write().map_err(io)?;
+        txn.set_durability(redb_durability(config.durability)).map_err(io)?;
+        txn.set_quick_repair(config.quick_repair);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut tables = Tables::open(&txn)?;
+            for pending in batch.iter() {
+                outcomes.push(apply(&mut tables, &pending.commit)?);
+            }
+        }
+        // Readers see the batch only now that it is durable.
+        txn.commit().map_err(io)?;
+        Ok(outcomes)
+    })();
+    metrics::histogram!("loyalty_store_batch_size").record(batch.len() as f64);
+    metrics::histogram!("loyalty_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcomes) => {
+            metrics::counter!("loyalty_store_commits_total").increment(batch.len() as u64);
+            for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = pending.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            // A failed write transaction or fsync leaves the durable state unknown to us: stop
+            // writing rather than acknowledge anything on top of it.
+            poisoned.store(true, Ordering::Release);
+            tracing::error!(%error, batch = batch.len(), "store commit failed; refusing further writes");
+            for pending in batch.drain(..) {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
