@@ -47,7 +47,7 @@ const CHUNK: u64 = 4 << 20;
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
-    /// Where the next record goes: the bytes of live records since the last checkpoint.
+    /// Where the next record goes: the bytes of live records in this file.
     len: u64,
     /// The file's size: zeros or stale records past `len`.
     allocated: u64,
@@ -118,7 +118,7 @@ impl Journal {
         self.next_seq
     }
 
-    /// Bytes of live records since the last checkpoint.
+    /// Bytes of live records in this file.
     pub(super) fn len(&self) -> u64 {
         self.len
     }
@@ -296,7 +296,8 @@ impl Segments {
         self.current.next_seq()
     }
 
-    /// Bytes of records that no checkpoint covers: what a reopen after a crash would read again.
+    /// Bytes of the segments not wholly covered by the checkpoint `checkpointed` (the current one
+    /// always counts): about what a reopen after a crash would read again.
     pub(super) fn unsettled_bytes(&self, checkpointed: u64) -> u64 {
         self.finished.iter().filter(|segment| segment.last > checkpointed).map(|segment| segment.bytes).sum::<u64>() + self.current.len()
     }

@@ -1,4 +1,4 @@
-//! The embedded backend: one redb file, written by one writer thread with group commit.
+//! The embedded backend: one redb file and its write-ahead journal, written with group commit.
 //!
 //! Why redb: measured on this machine (ARCHITECTURE.md has the table), redb gives 2 µs point reads
 //! that stay near 2 µs while the writer commits, 7 µs for a page of 50 ledger entries, and reopens
@@ -6,10 +6,10 @@
 //! durable writes/s in batches of 64) is far above what checkout traffic needs.
 //!
 //! Why group commit: one fsync costs about 0.3-0.5 ms here, so one fsync per call would cap the
-//! engine near 2,000-3,000 calls/s. Instead every call hands its [`Commit`] to the writer thread and
-//! waits; the writer takes everything queued (up to `batch_max`), applies it in one write
-//! transaction, makes it durable once, and answers all of them. Calls that arrive meanwhile form the
-//! next batch.
+//! engine near 2,000-3,000 calls/s. Instead every call hands its [`Commit`] to one thread (the
+//! committer, or without the journal the writer) and waits; that thread takes everything queued (up
+//! to `batch_max`), checks it, makes it durable with one fsync, and answers all of them. Calls that
+//! arrive meanwhile form the next batch.
 //!
 //! The journal (`journal = true`, the default): with [`Durability::Fsync`] a batch is made durable
 //! by appending its commits to a write-ahead journal and fdatasyncing that, not by a durable redb
@@ -19,7 +19,7 @@
 //! a checkpoint every `checkpoint_bytes` of journal (`pipeline.rs`). `journal.rs` has the format
 //! and the recovery. Whether it is on or off, opening applies whatever a journal left behind.
 //! Without it (`journal = false`, or [`Durability::None`]) the writer applies each batch to redb
-//! directly and commits it durably (`writer.rs`).
+//! in one write transaction and commits it with the store's durability (`writer.rs`).
 //!
 //! Durability: a call is answered only after the fsync that covers it returned, and its batch
 //! becomes visible to readers only then. A failed commit poisons the store: it refuses every later
@@ -89,10 +89,13 @@ const FIGURES: TableDefinition<&str, &[u8]> = TableDefinition::new("figures");
 /// Not bumped for a table added since (`figures`): opening creates a missing table, so a file of
 /// version 3 without it opens and simply has none stored yet. (That release also added fields to
 /// accounts and outbox events, which an older build refuses to decode: a file is not handed back
-/// to an older build once a newer one wrote it.)
-const SCHEMA_VERSION: u64 = 3;
-/// Schema versions this code upgrades in place: 2 differs from 3 only in having no journal.
-const SCHEMA_UPGRADABLE: u64 = 2;
+/// to an older build once a newer one wrote it.) 4: the journal is segment files
+/// (`loyalty.journal.<first record>`), which a build of schema 3 would not read: it would open
+/// the file without the acknowledged commits they hold.
+const SCHEMA_VERSION: u64 = 4;
+/// Schema versions this code upgrades in place: 2 has no journal, 3 its single journal file (read
+/// at opening, before the upgrade is written).
+const SCHEMA_UPGRADABLE: [u64; 2] = [2, 3];
 /// META key: the last journal record the file holds.
 const JOURNAL_SEQ: &str = "journal_seq";
 
@@ -364,7 +367,10 @@ impl EmbeddedStore {
             let mut meta = txn.open_table(META).map_err(io)?;
             let stored = meta.get("schema_version").map_err(io)?.map(|guard| guard.value());
             match stored {
-                None | Some(SCHEMA_UPGRADABLE) => {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
+                }
+                Some(old) if SCHEMA_UPGRADABLE.contains(&old) => {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
                 }
                 Some(SCHEMA_VERSION) => {}
@@ -547,8 +553,8 @@ impl Store for EmbeddedStore {
 
     async fn put_rules(&self, program_id: &str, rules: StoredRules) -> Result<bool, StoreError> {
         self.check_writable()?;
-        // Rare (an admin change): its own write transaction, which waits for the group-commit
-        // writer's current batch rather than joining it.
+        // Rare (an admin change): its own write transaction, which waits for the applier's (or the
+        // writer's) current transaction rather than joining it. Commits never read rules.
         let db = Arc::clone(&self.db);
         let program_id = program_id.to_owned();
         let bytes = encode(&rules)?;
@@ -587,8 +593,8 @@ impl Store for EmbeddedStore {
     async fn put_figures(&self, program_id: &str, expected_through: u64, figures: StoredFigures) -> Result<bool, StoreError> {
         self.check_writable()?;
         figures.check_advances(program_id, expected_through)?;
-        // A write transaction of its own, which redb runs only between the group-commit writer's
-        // batches, and not made durable: figures are derived from the outbox and carry the seq they
+        // A write transaction of its own, which redb runs only between the applier's (or the
+        // writer's) transactions, and not made durable: figures are derived from the outbox and carry the seq they
         // include, so a crash that loses the latest put only makes the next fold start from the
         // cursor the file holds. (A durable redb commit per put would be a checkpoint, which
         // stalls the writer for as long, every few seconds, with the journal on.) The writer's
@@ -655,13 +661,16 @@ impl Store for EmbeddedStore {
         let db = Arc::clone(&self.db);
         let shared = Arc::clone(&self.shared);
         let (program_id, credit_id) = (program_id.to_owned(), credit_id.to_owned());
-        let (durability, quick_repair) = (self.durability, self.quick_repair);
+        let quick_repair = self.quick_repair;
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             // The credit may be in the overlay still: redb must hold it before it is deleted there
             // (and the overlay then no longer holds it).
             shared.settle()?;
+            // Not made durable (a durable redb commit would be a checkpoint's worth of page
+            // writes per credit): a crash that loses the delete leaves the credit pending, and
+            // applying it again is answered from its receipt, applied once.
             let mut txn = db.begin_write().map_err(io)?;
-            txn.set_durability(durability).map_err(io)?;
+            txn.set_durability(redb::Durability::None).map_err(io)?;
             txn.set_quick_repair(quick_repair);
             txn.open_table(CREDITS).map_err(io)?.remove((program_id.as_str(), credit_id.as_str())).map_err(io)?;
             txn.commit().map_err(io)
@@ -860,9 +869,9 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 impl EmbeddedStore {
-    /// Writes a consistent copy of the store to the new file `path` while commits go on: one read
-    /// transaction sees one committed state (with the journal on, every acknowledged commit: a
-    /// batch is visible only once its journal record is durable). Written as `path` + ".partial",
+    /// Writes a consistent copy of the store to the new file `path` while commits go on: it waits
+    /// until redb holds every commit acknowledged before the call, then copies what one read
+    /// transaction sees (one committed state). Written as `path` + ".partial",
     /// made durable, then renamed, so a file at `path` is always whole.
     pub fn backup_to(&self, path: &Path) -> Result<crate::BackupReport, StoreError> {
         self.shared.settle()?;
@@ -957,4 +966,86 @@ fn opening_failed(path: &Path, error: redb::DatabaseError) -> StoreError {
 fn sync_parent(path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| StoreError::Io(format!("sync {}: {error}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AccountWrite;
+
+    fn created(account_id: &str) -> Commit {
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("instant");
+        Commit::new("p", AccountWrite { expected_version: 0, state: AccountState::new(account_id.into(), true, at) })
+    }
+
+    fn config(dir: &Path, journal: bool) -> EmbeddedConfig {
+        EmbeddedConfig { journal, checkpoint_bytes: 4096, ..EmbeddedConfig::in_dir(dir) }
+    }
+
+    fn journal_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("journal"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_leaves_no_journal_and_a_reopen_reads_every_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = EmbeddedStore::open(config(dir.path(), true)).expect("open");
+        for n in 0..200 {
+            let outcome = store.commit(created(&format!("a{n:03}"))).await.expect("commit");
+            assert_eq!(outcome, CommitOutcome::Applied { account_version: 1 });
+        }
+        assert!(!journal_files(dir.path()).is_empty(), "the journal is written while the store runs");
+        store.shutdown().await;
+        drop(store);
+        assert_eq!(journal_files(dir.path()), Vec::<String>::new());
+        let store = EmbeddedStore::open(config(dir.path(), true)).expect("reopen");
+        assert_eq!(store.account_ids("p", "", 1000).await.expect("page").ids.len(), 200);
+        assert_eq!(store.verify_ledgers().expect("verify"), (200, 0));
+        store.shutdown().await;
+    }
+
+    /// A file of schema 3 with acknowledged commits in the single journal file its build wrote
+    /// (killed before a checkpoint): the upgrade reads them, and an older build is refused since.
+    #[tokio::test]
+    async fn a_schema_3_file_opens_with_the_commits_in_its_single_journal_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = config(dir.path(), false);
+        let store = EmbeddedStore::open(config.clone()).expect("open");
+        store.commit(created("in-the-file")).await.expect("commit");
+        store.shutdown().await;
+        drop(store);
+        {
+            let db = Database::create(&config.path).expect("redb");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert("schema_version", 3).expect("schema");
+                meta.insert(JOURNAL_SEQ, 6).expect("journal seq");
+            }
+            txn.commit().expect("commit");
+        }
+        let mut record = Vec::new();
+        EncodedCommit::new(created("in-the-journal")).expect("encode").write_to(&mut record).expect("record");
+        let mut legacy = journal::Journal::open(&config.journal_path(), 6).expect("journal").journal;
+        assert_eq!(legacy.append(&record).expect("append"), 7);
+        drop(legacy);
+
+        let store = EmbeddedStore::open(EmbeddedConfig { journal: true, ..config.clone() }).expect("upgrade");
+        assert!(store.account("p", "in-the-file").await.expect("read").is_some());
+        assert!(store.account("p", "in-the-journal").await.expect("read").is_some());
+        assert!(!config.journal_path().exists(), "the single file goes once the database file holds it");
+        store.shutdown().await;
+        drop(store);
+        let db = Database::create(&config.path).expect("redb");
+        let read = db.begin_read().expect("read");
+        let meta = read.open_table(META).expect("meta");
+        assert_eq!(meta.get("schema_version").expect("get").map(|guard| guard.value()), Some(SCHEMA_VERSION));
+        assert_eq!(meta.get(JOURNAL_SEQ).expect("get").map(|guard| guard.value()), Some(7));
+    }
 }

@@ -5,14 +5,15 @@
 //! applier thread, which writes it into redb in the background (many batches per redb transaction)
 //! and makes redb durable at checkpoints. Rows leave the overlay once redb holds them: every row
 //! remembers the journal record that wrote it, and [`Overlay::forget_through`] drops the rows of
-//! records the applier has committed to redb (a row a later record overwrote stays).
+//! records the applier has committed to redb (a row a later record overwrote stays), at a cost in
+//! the rows dropped, whatever the overlay holds.
 //!
 //! Reading is "the overlay, then redb": a row missing from the overlay was either never written
 //! or dropped after redb held it, and a redb read transaction begun after the overlay was looked
 //! at sees it. The committer holds the overlay's read lock across a batch's conditions, so that
 //! nothing is dropped between its overlay lookups and its redb reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 
 use super::apply::{CommitRows, ReadTables, receipt_claim};
@@ -45,26 +46,49 @@ fn put<K: Ord, V>(rows: &mut Rows<K, V>, program: &str, key: K, seq: u64, value:
     }
 }
 
-/// Moves every row of `from` into `into`, marked as written by record `seq`.
-fn absorb<K: Ord, V>(into: &mut Rows<K, V>, from: Rows<K, V>, seq: u64) {
+/// Moves every row of `from` into `into`, marked as written by record `seq`; notes each row's key
+/// in `written` (as `key_of` makes it) and returns how many rows are new.
+fn absorb<K: Ord + Clone, V>(
+    into: &mut Rows<K, V>,
+    from: Rows<K, V>,
+    seq: u64,
+    written: &mut Vec<RowKey>,
+    key_of: fn(String, K) -> RowKey,
+) -> usize {
+    let mut added = 0;
     for (program, keys) in from {
-        let target = into.entry(program).or_default();
+        let target = into.entry(program.clone()).or_default();
         for (key, slot) in keys {
-            target.insert(key, Slot { seq, value: slot.value });
+            written.push(key_of(program.clone(), key.clone()));
+            if target.insert(key, Slot { seq, value: slot.value }).is_none() {
+                added += 1;
+            }
         }
     }
+    added
 }
 
-/// Drops the rows written by records up to `applied`; returns how many.
-fn forget<K: Ord, V>(rows: &mut Rows<K, V>, applied: u64) -> usize {
-    let mut dropped = 0;
-    rows.retain(|_, keys| {
-        let before = keys.len();
-        keys.retain(|_, slot| slot.seq > applied);
-        dropped += before - keys.len();
-        !keys.is_empty()
-    });
+/// Drops one row if no record after `applied` wrote it since; returns whether it did.
+fn forget<K: Ord, V>(rows: &mut Rows<K, V>, program: &str, key: &K, applied: u64) -> bool {
+    let Some(keys) = rows.get_mut(program) else { return false };
+    let dropped = keys.get(key).is_some_and(|slot| slot.seq <= applied) && keys.remove(key).is_some();
+    if keys.is_empty() {
+        rows.remove(program);
+    }
     dropped
+}
+
+/// A row's table, program and key: what one journal record wrote, to drop once redb holds it.
+#[derive(Debug)]
+enum RowKey {
+    Account(String, String),
+    Receipt(String, String),
+    Identity(String, String),
+    Request(String, String),
+    Ledger(String, (String, u64)),
+    Outbox(String, u64),
+    OutboxHead(String),
+    Credit(String, String),
 }
 
 /// Rows written by acknowledged commits, by table. `()` keys the per-program outbox head.
@@ -79,6 +103,8 @@ pub(super) struct Overlay {
     outbox: Rows<u64, Vec<u8>>,
     outbox_head: Rows<(), u64>,
     credits: Rows<String, Vec<u8>>,
+    /// The rows each journal record wrote, oldest first.
+    written: VecDeque<(u64, Vec<RowKey>)>,
     /// Rows held, for the metrics.
     rows: usize,
 }
@@ -141,43 +167,38 @@ impl Overlay {
 
     /// Takes in the rows of one journal record's commits (`batch`, written by [`Staged`]).
     pub(super) fn absorb(&mut self, batch: Overlay, seq: u64) {
-        self.rows += batch.rows;
-        absorb(&mut self.accounts, batch.accounts, seq);
-        absorb(&mut self.receipts, batch.receipts, seq);
-        absorb(&mut self.identities, batch.identities, seq);
-        absorb(&mut self.requests, batch.requests, seq);
-        absorb(&mut self.ledger, batch.ledger, seq);
-        absorb(&mut self.outbox, batch.outbox, seq);
-        absorb(&mut self.outbox_head, batch.outbox_head, seq);
-        absorb(&mut self.credits, batch.credits, seq);
-        self.recount();
+        let mut keys = Vec::new();
+        let added = absorb(&mut self.accounts, batch.accounts, seq, &mut keys, RowKey::Account)
+            + absorb(&mut self.receipts, batch.receipts, seq, &mut keys, RowKey::Receipt)
+            + absorb(&mut self.identities, batch.identities, seq, &mut keys, RowKey::Identity)
+            + absorb(&mut self.requests, batch.requests, seq, &mut keys, RowKey::Request)
+            + absorb(&mut self.ledger, batch.ledger, seq, &mut keys, RowKey::Ledger)
+            + absorb(&mut self.outbox, batch.outbox, seq, &mut keys, RowKey::Outbox)
+            + absorb(&mut self.outbox_head, batch.outbox_head, seq, &mut keys, |program, ()| RowKey::OutboxHead(program))
+            + absorb(&mut self.credits, batch.credits, seq, &mut keys, RowKey::Credit);
+        self.written.push_back((seq, keys));
+        self.rows += added;
+        metrics::gauge!("loyalty_store_overlay_rows").set(self.rows as f64);
     }
 
     /// Drops the rows of the records up to `applied`, which redb now holds.
     pub(super) fn forget_through(&mut self, applied: u64) {
-        forget(&mut self.accounts, applied);
-        forget(&mut self.receipts, applied);
-        forget(&mut self.identities, applied);
-        forget(&mut self.requests, applied);
-        forget(&mut self.ledger, applied);
-        forget(&mut self.outbox, applied);
-        forget(&mut self.outbox_head, applied);
-        forget(&mut self.credits, applied);
-        self.recount();
-    }
-
-    fn recount(&mut self) {
-        fn count<K, V>(rows: &Rows<K, V>) -> usize {
-            rows.values().map(BTreeMap::len).sum()
+        while self.written.front().is_some_and(|(seq, _)| *seq <= applied) {
+            let Some((_, keys)) = self.written.pop_front() else { break };
+            for key in keys {
+                let dropped = match &key {
+                    RowKey::Account(program, key) => forget(&mut self.accounts, program, key, applied),
+                    RowKey::Receipt(program, key) => forget(&mut self.receipts, program, key, applied),
+                    RowKey::Identity(program, key) => forget(&mut self.identities, program, key, applied),
+                    RowKey::Request(program, key) => forget(&mut self.requests, program, key, applied),
+                    RowKey::Ledger(program, key) => forget(&mut self.ledger, program, key, applied),
+                    RowKey::Outbox(program, key) => forget(&mut self.outbox, program, key, applied),
+                    RowKey::OutboxHead(program) => forget(&mut self.outbox_head, program, &(), applied),
+                    RowKey::Credit(program, key) => forget(&mut self.credits, program, key, applied),
+                };
+                self.rows -= usize::from(dropped);
+            }
         }
-        self.rows = count(&self.accounts)
-            + count(&self.receipts)
-            + count(&self.identities)
-            + count(&self.requests)
-            + count(&self.ledger)
-            + count(&self.outbox)
-            + count(&self.outbox_head)
-            + count(&self.credits);
         metrics::gauge!("loyalty_store_overlay_rows").set(self.rows as f64);
     }
 
@@ -300,7 +321,6 @@ mod tests {
     fn batch(rows: impl FnOnce(&mut Overlay)) -> Overlay {
         let mut batch = Overlay::default();
         rows(&mut batch);
-        batch.recount();
         batch
     }
 

@@ -87,8 +87,9 @@ impl Shared {
         self.progress().checkpointed
     }
 
-    /// Drops from the overlay the rows of records redb holds now. Takes the overlay's write lock,
-    /// so never while the committer checks a batch against it.
+    /// Drops from the overlay the rows of records redb holds now (the applier, after each of its
+    /// transactions). Takes the overlay's write lock, so never while the committer checks a batch
+    /// against it.
     fn forget_applied(&self) {
         let applied = {
             let progress = self.progress();
@@ -119,6 +120,20 @@ impl Shared {
     }
 }
 
+/// Poisons the store if the thread holding it unwinds (a panic in redb, which some damaged pages
+/// cause): the commits it had not written into redb are in the journal only, so nothing may go on
+/// as if they were.
+struct PoisonOnPanic<'a>(&'a Shared);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
+            tracing::error!("the store's applier thread panicked; refusing further writes");
+        }
+    }
+}
+
 /// One journal record's commits on their way to redb.
 struct Record {
     seq: u64,
@@ -143,7 +158,10 @@ pub(super) fn commit_loop(
     let stopping = std::thread::scope(|scope| {
         let applier = std::thread::Builder::new()
             .name("store-applier".into())
-            .spawn_scoped(scope, || apply_loop(db, records, shared, config))
+            .spawn_scoped(scope, || {
+                let _poisons_if_it_panics = PoisonOnPanic(shared);
+                apply_loop(db, records, shared, config)
+            })
             .expect("spawn the store's applier thread");
         let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_max);
         let mut stopping = None;
@@ -179,11 +197,14 @@ pub(super) fn commit_loop(
         }
         // The applier writes what it has, checkpoints, and ends.
         drop(to_applier);
-        let _ = applier.join();
-        stopping
+        let checkpointed = applier.join().unwrap_or(false);
+        (stopping, checkpointed)
     });
-    // A clean stop leaves the file holding everything: the journal goes.
-    if !shared.is_poisoned()
+    let (stopping, checkpointed) = stopping;
+    // A clean stop leaves the file holding everything: the journal goes. Otherwise it stays, and
+    // the next opening applies it.
+    if checkpointed
+        && !shared.is_poisoned()
         && let Err(error) = segments.close()
     {
         tracing::warn!(%error, "the journal's files were not all removed after the last checkpoint");
@@ -207,9 +228,15 @@ fn commit_batch(
     to_applier: &Sender<Record>,
 ) {
     let room = checkpoint_room(config);
-    while !shared.is_poisoned() && segments.unsettled_bytes(shared.checkpointed()) > room {
-        let progress = shared.progress();
-        let _ = shared.moved.wait_timeout(progress, Duration::from_millis(50));
+    let unsettled = segments.unsettled_bytes(shared.checkpointed());
+    metrics::gauge!("loyalty_store_journal_unsettled_bytes").set(unsettled as f64);
+    if unsettled > room {
+        let waiting = Instant::now();
+        while !shared.is_poisoned() && segments.unsettled_bytes(shared.checkpointed()) > room {
+            let progress = shared.progress();
+            let _ = shared.moved.wait_timeout(progress, Duration::from_millis(50));
+        }
+        metrics::histogram!("loyalty_store_room_wait_seconds").record(waiting.elapsed().as_secs_f64());
     }
     if shared.is_poisoned() {
         for pending in batch.drain(..) {
@@ -217,7 +244,6 @@ fn commit_batch(
         }
         return;
     }
-    shared.forget_applied();
     let started = Instant::now();
     let result = (|| -> Result<Checked, StoreError> {
         // The overlay first, then redb: what is not in the overlay, redb held before this read began.
@@ -249,9 +275,10 @@ fn commit_batch(
         Ok((outcomes, rows, written)) => {
             metrics::counter!("loyalty_store_commits_total").increment(batch.len() as u64);
             if let Some((seq, _)) = written {
-                // Readers see the batch only now that it is durable.
-                shared.overlay_mut().absorb(rows, seq);
+                // Readers see the batch only now that it is durable, and never before a settle()
+                // would wait for it.
                 shared.update(|progress| progress.committed = seq);
+                shared.overlay_mut().absorb(rows, seq);
             }
             let mut commits = Vec::new();
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
@@ -260,9 +287,12 @@ fn commit_batch(
                 }
                 let _ = pending.reply.send(outcome);
             }
-            if let Some((seq, bytes)) = written {
-                // The applier ends only after the committer: the channel is open.
-                let _ = to_applier.send(Record { seq, bytes, commits });
+            if let Some((seq, bytes)) = written
+                && to_applier.send(Record { seq, bytes, commits }).is_err()
+            {
+                // The applier is gone (it panicked): redb will not receive this batch until a
+                // restart applies the journal.
+                shared.poison();
             }
         }
         Err(error) => {
@@ -282,8 +312,10 @@ fn checkpoint_room(config: &EmbeddedConfig) -> u64 {
     config.checkpoint_bytes.max(1) * UNSETTLED_CHECKPOINTS_MAX
 }
 
-/// The applier thread: writes journal records into redb, in order, and checkpoints.
-fn apply_loop(db: &Database, records: Receiver<Record>, shared: &Shared, config: &EmbeddedConfig) {
+/// The applier thread: writes journal records into redb, in order, drops their rows from the
+/// overlay, and checkpoints. Returns whether the last checkpoint, at the end, made the file hold
+/// every record.
+fn apply_loop(db: &Database, records: Receiver<Record>, shared: &Shared, config: &EmbeddedConfig) -> bool {
     let mut since_checkpoint = 0u64;
     let mut applied = None;
     while let Ok(first) = records.recv() {
@@ -307,6 +339,8 @@ fn apply_loop(db: &Database, records: Receiver<Record>, shared: &Shared, config:
                 metrics::histogram!("loyalty_store_apply_seconds").record(started.elapsed().as_secs_f64());
                 metrics::histogram!("loyalty_store_apply_commits").record(commits as f64);
                 shared.update(|progress| progress.applied = last);
+                shared.forget_applied();
+                metrics::gauge!("loyalty_store_applied_behind").set(shared.progress().committed.saturating_sub(last) as f64);
                 applied = Some(last);
                 since_checkpoint += group.iter().map(|record| record.bytes).sum::<u64>();
                 if since_checkpoint >= config.checkpoint_bytes && checkpoint_through(db, shared, config, last) {
@@ -323,7 +357,7 @@ fn apply_loop(db: &Database, records: Receiver<Record>, shared: &Shared, config:
     // The committer has stopped: make everything durable in the file, the store's own writes that
     // were not made durable (figures) included.
     let last = applied.unwrap_or_else(|| shared.progress().applied);
-    checkpoint_through(db, shared, config, last);
+    checkpoint_through(db, shared, config, last)
 }
 
 /// Checkpoints redb; on success the journal up to `last` is no longer needed.
