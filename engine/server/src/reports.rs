@@ -177,13 +177,8 @@ mod tests {
 
     fn record(seq: u64, event_id: &str, earned: i64) -> OutboxRecord {
         let day = NaiveDate::from_ymd_opt(2026, 3, 10).expect("date");
-        let delta = Delta {
-            day,
-            store_id: "s1".into(),
-            points: Points { earned: Decimal::from(earned), ..Points::default() },
-            sale: None,
-            enrolled: false,
-        };
+        let delta =
+            Delta { day, store_id: "s1".into(), points: Points { earned: Decimal::from(earned), ..Points::default() }, ..Delta::default() };
         let event = Event {
             kind: EventKind::Figures,
             account_id: "a".into(),
