@@ -216,6 +216,22 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_of_a_sale_without_a_customer_or_of_a_change_by_expiry_counts_once() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 10).expect("date");
+        let expires = NaiveDate::from_ymd_opt(2026, 4, 1).expect("date");
+        let mut sale = record(1_000, "sales/s1/03/1/0", 0);
+        let delta = sale.event.figures.as_mut().expect("a figures event");
+        delta.unidentified_sale = Some(Decimal::from(900));
+        delta.expiry = loyalty_core::figures::ExpiryChange { by_day: vec![(expires, Decimal::from(40))], never: Decimal::ONE };
+        let copy = OutboxRecord { seq: 5_000, ..sale.clone() };
+        let mut document = Document::default();
+        assert_eq!(fold_records(&mut document, &[sale, copy], true), 1);
+        let report = document.figures.report(day, day, None);
+        assert_eq!((report.unidentified_purchases, report.unidentified_paid), (1, Decimal::from(900)));
+        assert_eq!((report.expiring_30d, report.never_expiring), (Decimal::from(40), Decimal::ONE));
+    }
+
+    #[test]
     fn digests_older_than_the_window_are_forgotten() {
         let mut document = Document::default();
         fold_records(&mut document, &[record(1, "old", 1)], true);
