@@ -19,6 +19,8 @@ pub enum OpKind {
     ReplaceCard,
     Merge,
     Import,
+    /// A sale without a customer (`RecordSale`). (Last: stored records keep their positions.)
+    Sale,
 }
 
 impl OpKind {
@@ -34,6 +36,7 @@ impl OpKind {
             OpKind::ReplaceCard => "replace_card",
             OpKind::Merge => "merge",
             OpKind::Import => "import",
+            OpKind::Sale => "record_sale",
         }
     }
 }

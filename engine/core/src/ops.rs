@@ -15,8 +15,8 @@ use crate::basket::{BasketLimits, BasketLine, basket_total, validate_basket};
 use crate::events::PendingCredit;
 use crate::ledger::EntryKind;
 use crate::outcome::{
-    AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SpendLimit,
-    SpendQuote,
+    AccrueOutcome, AuthorizeOutcome, BonusOutcome, HoldView, RedeemOutcome, RefundOutcome, ReverseOutcome, RulePoints, SaleOutcome,
+    SpendLimit, SpendQuote,
 };
 use crate::presence::PresenceProof;
 use crate::program::ProgramPolicy;
@@ -109,6 +109,20 @@ pub enum BonusCmd {
     /// so that the program's expired points and liability are right for dormant customers). The
     /// operation's start does it (`Txn::begin`); the call adds nothing.
     SettleExpired,
+}
+
+/// Record a sale made without a customer (`RecordSale`), for the program's figures: no rules,
+/// no points, no customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleCmd {
+    pub receipt_id: String,
+    /// The money paid (normalised: "100" and "100.00" are the same request).
+    pub total: Decimal,
+    /// When the sale happened, for a sale sent late by a till that was offline (bounded as an
+    /// accrual's); it counts on the day it arrives, as every late receipt does. Left out when
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 /// Cancel a receipt entirely.
@@ -697,6 +711,22 @@ fn credit_awards(ck: &Checkout<'_>, txn: &mut Txn<'_>, awards: &[Award], what: &
 }
 
 /// An event bonus or a manual adjustment.
+/// Records a sale without a customer on one of the program's internal sales accounts
+/// (`figures::sales_account_id`): the account's balance never changes; its commit carries the sale
+/// to the figures.
+pub fn record_sale(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, cmd: &SaleCmd) -> Result<SaleOutcome, Rejection> {
+    crate::offline::sale_time(ck.program, txn.now(), cmd.occurred_at)?;
+    if cmd.total <= Decimal::ZERO {
+        return Err(Rejection::invalid("total", "must be above 0"));
+    }
+    if cmd.total.scale() > ck.program.money_scale {
+        return Err(Rejection::invalid("total", format!("at most {} decimal places", ck.program.money_scale)));
+    }
+    debug_assert!(receipt.calls.is_empty(), "a sale's receipt records one call");
+    txn.record_unidentified_sale(cmd.total);
+    Ok(SaleOutcome { tx_id: txn.tx_id().to_owned(), total: cmd.total, recorded_at: txn.now() })
+}
+
 pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<BonusOutcome, Rejection> {
     let (points, rules) = match cmd {
         BonusCmd::Event { event } => {

@@ -193,6 +193,15 @@ pub struct BonusOutcome {
     pub balance: BalanceView,
 }
 
+/// A sale without a customer, recorded (`ops::record_sale`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleOutcome {
+    pub tx_id: String,
+    pub total: Decimal,
+    /// When the engine recorded it: the figures count it on this local day.
+    pub recorded_at: DateTime<Utc>,
+}
+
 /// A stored first answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredResponse {
@@ -206,6 +215,8 @@ pub enum StoredResponse {
     ReplaceCard(ReplaceCardOutcome),
     Merge(MergeOutcome),
     Import(ImportOutcome),
+    /// (Last: stored answers keep their variants' positions.)
+    Sale(SaleOutcome),
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.
@@ -235,4 +246,5 @@ from_stored! {
     ReplaceCard => ReplaceCardOutcome,
     Merge => MergeOutcome,
     Import => ImportOutcome,
+    Sale => SaleOutcome,
 }

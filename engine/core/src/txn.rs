@@ -61,6 +61,11 @@ pub struct Txn<'p> {
     sale: Option<crate::figures::Sale>,
     /// Whether this operation registered the customer, for the program's figures.
     enrolled: bool,
+    /// A sale without a customer this operation recorded (the money paid), for the program's figures.
+    unidentified_sale: Option<Decimal>,
+    /// The account's points by expiry as stored, before this operation (and its settling of
+    /// expired buckets): the program's liability by expiry counts what the commit changes.
+    held_before: Vec<(DateTime<Utc>, Decimal)>,
 }
 
 /// What a finished operation hands to the store.
@@ -89,6 +94,8 @@ impl<'p> Txn<'p> {
             owed_to_merged: Decimal::ZERO,
             sale: None,
             enrolled: false,
+            unidentified_sale: None,
+            held_before: crate::figures::held_by_expiry(&account.buckets),
         };
         txn.settle_expired();
         txn
@@ -124,6 +131,11 @@ impl<'p> Txn<'p> {
     /// Records that this operation registers the customer, for the program's figures.
     pub fn record_enrolment(&mut self) {
         self.enrolled = true;
+    }
+
+    /// Records a sale without a customer (`paid`: the money paid), for the program's figures.
+    pub fn record_unidentified_sale(&mut self, paid: Decimal) {
+        self.unidentified_sale = Some(paid);
     }
 
     /// Records which program version the operation evaluated, on the entries that credit points.
@@ -648,8 +660,16 @@ impl<'p> Txn<'p> {
         self.account
             .check_invariants(self.now)
             .map_err(|detail| InvariantBroken { account_id: self.account.account_id.clone(), detail })?;
-        let day = self.now.with_timezone(&self.program.time_zone).date_naive();
-        if let Some(delta) = crate::figures::Delta::of(day, &self.origin.store_id, &self.entries, self.sale.take(), self.enrolled) {
+        let zone = self.program.time_zone;
+        let day = self.now.with_timezone(&zone).date_naive();
+        let held_after = crate::figures::held_by_expiry(&self.account.buckets);
+        let recorded = crate::figures::Recorded {
+            sale: self.sale.take(),
+            unidentified_sale: self.unidentified_sale.take(),
+            enrolled: self.enrolled,
+            expiry: crate::figures::ExpiryChange::between(&self.held_before, &held_after, zone),
+        };
+        if let Some(delta) = crate::figures::Delta::of(day, &self.origin.store_id, &self.entries, recorded) {
             self.events.push(Event {
                 kind: EventKind::Figures,
                 account_id: self.account.account_id.clone(),

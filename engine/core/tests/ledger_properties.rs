@@ -36,6 +36,9 @@
 //!    amount within `max_spend` is never refused for the balance or the cap; a live hold is always
 //!    capturable in full; under the allow-negative policy a reverse or a refund is never refused
 //!    for the balance.
+//! 6. The program's figures: the changes by expiry day that every commit's `figures` event
+//!    carries add up to the account's buckets by expiry day (the liability by expiry is a sum of
+//!    commits, never a scan of accounts).
 
 use std::collections::BTreeMap;
 
@@ -391,6 +394,10 @@ struct Model {
     baskets: BTreeMap<String, Vec<BasketLine>>,
     /// Every ledger entry ever written, in order.
     ledger: Vec<LedgerEntry>,
+    /// The changes by expiry day of every commit's figures event, summed (and of points that
+    /// never expire).
+    expiry_changes: BTreeMap<chrono::NaiveDate, Decimal>,
+    never_expiring: Decimal,
     next_id: u64,
     receipt_counter: u64,
     /// The receipt the current step picked, for the trace.
@@ -408,6 +415,8 @@ impl Model {
             receipts: BTreeMap::new(),
             baskets: BTreeMap::new(),
             ledger: Vec::new(),
+            expiry_changes: BTreeMap::new(),
+            never_expiring: Decimal::ZERO,
             next_id: 0,
             receipt_counter: 0,
             picked: String::new(),
@@ -472,10 +481,18 @@ fn apply<T>(
         .unwrap_or_else(|| ReceiptState::new(receipt_id.to_owned(), model.account.account_id.clone(), model.now, origin()));
     match op(&checkout, &mut txn, &mut receipt, hold_id) {
         Ok(outcome) => {
-            let (account, entries) = match txn.finish() {
+            let finished = match txn.finish_all() {
                 Ok(done) => done,
                 Err(broken) => return Err(TestCaseError::fail(format!("Txn::finish refused a successful operation: {broken}"))),
             };
+            for delta in finished.events.iter().filter_map(|event| event.figures.as_deref()) {
+                for (day, points) in &delta.expiry.by_day {
+                    *model.expiry_changes.entry(*day).or_default() += *points;
+                }
+                model.never_expiring += delta.expiry.never;
+            }
+            model.expiry_changes.retain(|_, points| !points.is_zero());
+            let (account, entries) = (finished.account, finished.entries);
             if let Err(detail) = receipt.check_invariants() {
                 return Err(TestCaseError::fail(format!("receipt invariants broken after a successful operation: {detail}")));
             }
@@ -1282,8 +1299,25 @@ fn check_receipts(model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Property 6: the figures' changes by expiry day add up to the account's buckets.
+fn check_expiry_changes(env: &Env, model: &Model) -> Result<(), TestCaseError> {
+    let mut held: BTreeMap<chrono::NaiveDate, Decimal> = BTreeMap::new();
+    let mut never = Decimal::ZERO;
+    for bucket in &model.account.buckets {
+        match loyalty_core::figures::expiry_day(bucket.expires_at, env.policy.time_zone) {
+            Some(day) => *held.entry(day).or_default() += bucket.remaining,
+            None => never += bucket.remaining,
+        }
+    }
+    held.retain(|_, points| !points.is_zero());
+    check!(held == model.expiry_changes, "buckets by expiry day {held:?}, the figures' changes sum to {:?}", model.expiry_changes);
+    check!(never == model.never_expiring, "never expiring {never}, the figures say {}", model.never_expiring);
+    Ok(())
+}
+
 fn check_all(env: &Env, model: &Model) -> Result<(), TestCaseError> {
     check_ledger(model)?;
+    check_expiry_changes(env, model)?;
     check_balances(env, model, model.now)?;
     check_receipts(model)
 }

@@ -14,15 +14,18 @@ use std::sync::Arc;
 
 use loyalty_core::Origin;
 use loyalty_core::account::AccountState;
+use loyalty_core::figures::{is_sales_account, sales_account_id};
 use loyalty_core::fingerprint::{Fingerprint, fingerprint};
 use loyalty_core::identity::{IdentityKey, IdentityKind};
 use loyalty_core::ledger::LedgerEntry;
-use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, BonusCmd, Checkout as Operation, RedeemCmd, RefundCmd, ReverseCmd};
-use loyalty_core::outcome::{AccrueOutcome, AuthorizeOutcome, BonusOutcome, RedeemOutcome, RefundOutcome, ReverseOutcome, StoredResponse};
+use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, BonusCmd, Checkout as Operation, RedeemCmd, RefundCmd, ReverseCmd, SaleCmd};
+use loyalty_core::outcome::{
+    AccrueOutcome, AuthorizeOutcome, BonusOutcome, RedeemOutcome, RefundOutcome, ReverseOutcome, SaleOutcome, StoredResponse,
+};
 use loyalty_core::receipt::{CallRecord, OpKind, ReceiptState};
 use loyalty_core::rejection::Rejection;
 use loyalty_core::txn::Txn;
-use loyalty_store::{Commit, ReceiptWrite};
+use loyalty_store::{Commit, ReceiptWrite, Versioned};
 use serde::Serialize;
 
 use crate::accounts::dangling;
@@ -59,6 +62,9 @@ pub(crate) enum Route<'a> {
     Receipt,
     /// By the account itself (the daily sweep, credits owed to an account).
     Account(&'a str),
+    /// One of the program's internal accounts of sales without a customer
+    /// (`figures::sales_account_id`), made by the first sale on it.
+    Sales(&'a str),
 }
 
 /// The checkout calls (see the module documentation).
@@ -138,6 +144,8 @@ impl Checkout {
                     let state = accounts.load_bound(&mut slot.lock().await, program_id, &account_id, customer).await?.value;
                     (account_id, state)
                 }
+                // The internal accounts of sales without a customer are nobody's.
+                None if is_sales_account(account_id) => return Err(Rejection::CustomerNotFound.into()),
                 None => {
                     let slot = accounts.slot(program_id, account_id);
                     let state = accounts.load(&mut slot.lock().await, program_id, account_id).await?.ok_or(Rejection::CustomerNotFound)?;
@@ -250,6 +258,22 @@ impl Checkout {
         stored_as(OpKind::Refund, response)
     }
 
+    /// A sale without a customer (`RecordSale`), idempotent by its receipt ID: committed on the
+    /// store's sales account for the receipt (`figures::sales_account_id`, one of
+    /// `SALES_SHARDS_PER_STORE`), whose commit carries it to the figures. It reads no customer and
+    /// runs no rules; it claims the receipt ID as every receipt does, so that the receipt counts
+    /// once, with or without a customer, and a retry finds its first answer.
+    pub async fn record_sale(&self, program: &Arc<Program>, origin: &Origin, cmd: SaleCmd) -> EngineResult<SaleOutcome> {
+        let account_id = sales_account_id(&origin.store_id, &cmd.receipt_id);
+        let route = Route::Sales(&account_id);
+        let response = self
+            .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Sale, "", &cmd, |checkout, txn, receipt| {
+                ops::record_sale(checkout, txn, receipt, &cmd).map(StoredResponse::Sale)
+            })
+            .await?;
+        stored_as(OpKind::Sale, response)
+    }
+
     /// An event bonus or a manual adjustment, idempotent by its request ID.
     pub async fn bonus(
         &self,
@@ -297,10 +321,18 @@ impl Checkout {
                     None => return Err(Rejection::CustomerNotFound.into()),
                 },
                 Route::Receipt => match accounts.store.receipt(program_id, receipt_id).await? {
+                    // A sale without a customer moved no points: nothing to give back or take.
+                    Some(receipt) if is_sales_account(&receipt.value.account_id) => {
+                        return Err(Rejection::invalid(
+                            "receipt_id",
+                            "was recorded by RecordSale, without a customer: it has no points to reverse or refund",
+                        )
+                        .into());
+                    }
                     Some(receipt) => (receipt.value.account_id, None),
                     None => return Err(Rejection::ReceiptNotFound { receipt_id: receipt_id.to_owned() }.into()),
                 },
-                Route::Account(account_id) => (account_id.to_owned(), None),
+                Route::Account(account_id) | Route::Sales(account_id) => (account_id.to_owned(), None),
             };
             let slot = accounts.slot(program_id, &account_id);
             let mut guard = slot.lock().await;
@@ -350,6 +382,11 @@ impl Checkout {
                         Route::Customer { key: customer, sold_at, .. } => {
                             accounts.load_presented(&mut guard, program_id, &account_id, customer, sold_at).await?
                         }
+                        // The first sale on a sales account makes it.
+                        Route::Sales(_) => accounts
+                            .load(&mut guard, program_id, &account_id)
+                            .await?
+                            .unwrap_or_else(|| Versioned { version: 0, value: AccountState::new(account_id.clone(), false, now) }),
                         _ => accounts.load(&mut guard, program_id, &account_id).await?.ok_or_else(|| dangling(&account_id))?,
                     };
                     (stored.version, stored.value)
@@ -445,6 +482,7 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
             StoredResponse::ReplaceCard(_) => "replace_card",
             StoredResponse::Merge(_) => "merge",
             StoredResponse::Import(_) => "import",
+            StoredResponse::Sale(_) => "record_sale",
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })

@@ -177,13 +177,8 @@ mod tests {
 
     fn record(seq: u64, event_id: &str, earned: i64) -> OutboxRecord {
         let day = NaiveDate::from_ymd_opt(2026, 3, 10).expect("date");
-        let delta = Delta {
-            day,
-            store_id: "s1".into(),
-            points: Points { earned: Decimal::from(earned), ..Points::default() },
-            sale: None,
-            enrolled: false,
-        };
+        let delta =
+            Delta { day, store_id: "s1".into(), points: Points { earned: Decimal::from(earned), ..Points::default() }, ..Delta::default() };
         let event = Event {
             kind: EventKind::Figures,
             account_id: "a".into(),
@@ -218,6 +213,22 @@ mod tests {
         let mut once = Document::default();
         assert_eq!(fold_records(&mut once, &[record(1, "1", 10), record(2, "2", 10)], false), 2);
         assert!(once.recent.is_empty());
+    }
+
+    #[test]
+    fn a_copy_of_a_sale_without_a_customer_or_of_a_change_by_expiry_counts_once() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 10).expect("date");
+        let expires = NaiveDate::from_ymd_opt(2026, 4, 1).expect("date");
+        let mut sale = record(1_000, "sales/s1/03/1/0", 0);
+        let delta = sale.event.figures.as_mut().expect("a figures event");
+        delta.unidentified_sale = Some(Decimal::from(900));
+        delta.expiry = loyalty_core::figures::ExpiryChange { by_day: vec![(expires, Decimal::from(40))], never: Decimal::ONE };
+        let copy = OutboxRecord { seq: 5_000, ..sale.clone() };
+        let mut document = Document::default();
+        assert_eq!(fold_records(&mut document, &[sale, copy], true), 1);
+        let report = document.figures.report(day, day, None);
+        assert_eq!((report.unidentified_purchases, report.unidentified_paid), (1, Decimal::from(900)));
+        assert_eq!((report.expiring_30d, report.never_expiring), (Decimal::from(40), Decimal::ONE));
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Sweep {
             let store = &self.ctx.accounts.store;
             let page = store.account_ids(program_id, &cursor, PAGE).await?;
             for account_id in &page.ids {
+                // The internal accounts of sales without a customer are nobody's: nothing to award,
+                // notify or expire (they hold no points).
+                if loyalty_core::figures::is_sales_account(account_id) {
+                    continue;
+                }
                 let Some(stored) = store.account(program_id, account_id).await? else { continue };
                 // A merged card's emptied account: its customer is swept under their own account.
                 if stored.value.merged_into.is_some() {

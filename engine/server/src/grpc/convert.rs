@@ -93,6 +93,25 @@ pub fn positive(field: &str, raw: &str, max: Decimal) -> Result<Decimal, Rejecti
     Ok(value)
 }
 
+/// Money a buyer paid: required, above 0 and at most `max`, with at most the currency's decimal
+/// places.
+pub fn money_paid(field: &str, raw: &str, program: &ProgramPolicy, max: Decimal) -> Result<Decimal, Rejection> {
+    let value = positive(field, raw, max)?;
+    if value.scale() > program.money_scale {
+        return Err(Rejection::invalid(field, format!("at most {} decimal places ({})", program.money_scale, program.currency)));
+    }
+    Ok(value)
+}
+
+/// The currency a till names: the program's ISO 4217 code, or empty for it.
+pub fn currency(field: &str, raw: &str, program: &ProgramPolicy) -> Result<(), Rejection> {
+    if raw.is_empty() || raw == program.currency {
+        return Ok(());
+    }
+    let shown: String = raw.chars().take(8).collect();
+    Err(Rejection::invalid(field, format!("'{shown}' is not this program's currency, {}", program.currency)))
+}
+
 /// A required ID: 1 to `max` letters, digits, `.`, `_`, `:` or `-`.
 pub fn id(field: &str, raw: &str, max: usize) -> Result<String, Rejection> {
     if raw.is_empty() {
@@ -259,6 +278,13 @@ pub fn figures(
         purchases_per_customer: ratio(report.purchases_per_customer),
         days_between_purchases: ratio(report.days_between_purchases),
         through_seq,
+        unidentified_purchases: report.unidentified_purchases,
+        unidentified_paid: money(program, report.unidentified_paid),
+        unidentified_average_receipt: report.unidentified_average_receipt.map(|average| money(program, average)).unwrap_or_default(),
+        identified_uplift: ratio(report.identified_uplift),
+        expiring_30d: points(program, report.expiring_30d),
+        expiring_90d: points(program, report.expiring_90d),
+        never_expiring: points(program, report.never_expiring),
     }
 }
 
@@ -491,6 +517,26 @@ mod tests {
         assert_eq!(decimal("f", "-0.5"), Ok(Decimal::new(-5, 1)));
         for bad in ["", "1e3", "+1", "1.", ".5", "1,5", "NaN", " 1", "1..2", "0x10", "99999999999999999999999999999999"] {
             assert!(matches!(decimal("f", bad), Err(Rejection::InvalidArgument { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_sale_s_money_and_currency_are_the_program_s() {
+        let program = ProgramPolicy::with_defaults("p");
+        let max = Decimal::from(1_000_000);
+        assert_eq!(money_paid("total", "1500.50", &program, max), Ok(Decimal::new(150_050, 2)));
+        assert_eq!(money_paid("total", "1500.500", &program, max), Ok(Decimal::new(15_005, 1)), "zeros at the end do not count");
+        for bad in ["", "-1", "0", "1.005", "2000000", "1e3"] {
+            let refused = money_paid("total", bad, &program, max).expect_err(bad);
+            assert!(matches!(&refused, Rejection::InvalidArgument { field, .. } if field == "total"), "{bad}: {refused:?}");
+        }
+        assert_eq!(currency("currency", "", &program), Ok(()));
+        assert_eq!(currency("currency", "KZT", &program), Ok(()));
+        for bad in ["kzt", "USD", "KZT "] {
+            assert!(
+                matches!(currency("currency", bad, &program), Err(Rejection::InvalidArgument { field, .. }) if field == "currency"),
+                "{bad}"
+            );
         }
     }
 

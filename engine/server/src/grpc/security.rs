@@ -28,6 +28,7 @@ pub const OPERATIONS: &[&str] = &[
     "UpdateProfile",
     "ReplaceCard",
     "MergeCard",
+    "RecordSale",
 ];
 
 const AUDIT_PAGE_DEFAULT: u32 = 50;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, BonusCmd, RedeemCmd, RefundCmd, ReverseCmd};
+use loyalty_core::ops::{AccrueCmd, AuthorizeCmd, BonusCmd, RedeemCmd, RefundCmd, ReverseCmd, SaleCmd};
 use loyalty_proto::v1 as pb;
 use loyalty_proto::v1::loyalty_service_server::LoyaltyService;
 use tokio::sync::Semaphore;
@@ -542,6 +542,30 @@ impl LoyaltyService for LoyaltyApi {
                 tier: outcome.tier,
                 program_version: outcome.program_version,
                 change_points: convert::points(policy, outcome.change_points),
+            })
+        })
+        .await
+    }
+
+    async fn record_sale(&self, request: Request<pb::RecordSaleRequest>) -> Result<Response<pb::RecordSaleResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let req = &req;
+        let ids = CallIds { program: &req.program_id, store: &req.store_id, till: &req.till_id, receipt: &req.receipt_id };
+        self.handle("RecordSale", &ctx, CHECKOUT, ids, |call| async move {
+            let program = &call.program;
+            let policy = &program.policy;
+            let origin = call.origin()?;
+            let cmd = SaleCmd {
+                receipt_id: convert::id("receipt_id", &req.receipt_id, self.limits.id_len_max)?,
+                total: convert::money_paid("total", &req.total, policy, self.limits.amount_max)?,
+                occurred_at: convert::time("occurred_at", req.occurred_at.as_ref())?,
+            };
+            convert::currency("currency", &req.currency, policy)?;
+            let outcome = self.engine.checkout.record_sale(program, &origin, cmd).await?;
+            Ok(pb::RecordSaleResponse {
+                transaction_id: outcome.tx_id,
+                total: convert::money(policy, outcome.total),
+                recorded_at: Some(convert::timestamp(outcome.recorded_at)),
             })
         })
         .await
