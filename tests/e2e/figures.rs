@@ -308,7 +308,7 @@ async fn figures_add_up_to_the_ledgers(server: TestServer) {
     let status = backwards.expect_err("a period that ends before it starts");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // The internal sales accounts are nobody's: not found by their ID.
-    let sales_account = loyalty_core::figures::sales_account_id("s1", "U1");
+    let sales_account = loyalty_core::figures::sales_account_id("s1", "2026-01", "U1");
     let audit = admin
         .read_audit(admin_pb::ReadAuditRequest { program_id: PROGRAM.into(), account_id: sales_account.clone(), ..Default::default() })
         .await;

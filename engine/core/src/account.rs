@@ -144,6 +144,11 @@ pub struct AccountState {
     /// and repeat buyers by month).
     #[serde(default)]
     pub month_purchases: MonthPurchases,
+    /// Retention: the ledger entries up to this seq have had their receipts' stored answers
+    /// compacted (`ReceiptState::compact`); the next pass starts after it. (Last: records are read
+    /// by position.)
+    #[serde(default)]
+    pub compacted_through: u64,
 }
 
 /// A customer's purchases in one local month (`figures::month_index`).
@@ -289,6 +294,7 @@ impl AccountState {
             blocked_cards: Vec::new(),
             merged_into: None,
             month_purchases: MonthPurchases::default(),
+            compacted_through: 0,
         }
     }
 

@@ -710,7 +710,6 @@ fn credit_awards(ck: &Checkout<'_>, txn: &mut Txn<'_>, awards: &[Award], what: &
     given
 }
 
-/// An event bonus or a manual adjustment.
 /// Records a sale without a customer on one of the program's internal sales accounts
 /// (`figures::sales_account_id`): the account's balance never changes; its commit carries the sale
 /// to the figures.
@@ -727,6 +726,7 @@ pub fn record_sale(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptSt
     Ok(SaleOutcome { tx_id: txn.tx_id().to_owned(), total: cmd.total, recorded_at: txn.now() })
 }
 
+/// An event bonus or a manual adjustment.
 pub fn bonus(ck: &Checkout<'_>, txn: &mut Txn<'_>, cmd: &BonusCmd) -> Result<BonusOutcome, Rejection> {
     let (points, rules) = match cmd {
         BonusCmd::Event { event } => {

@@ -217,6 +217,15 @@ pub enum StoredResponse {
     Import(ImportOutcome),
     /// (Last: stored answers keep their variants' positions.)
     Sale(SaleOutcome),
+    /// The first answer was removed by retention (`ReceiptState::compact`): the call was applied
+    /// once, and a replay is told so instead of answered.
+    Compacted(CompactedAnswer),
+}
+
+/// What is left of a stored answer after retention: when it was removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedAnswer {
+    pub at: DateTime<Utc>,
 }
 
 /// Each outcome comes back out of its stored variant; another variant is handed back unchanged.

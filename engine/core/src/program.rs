@@ -80,6 +80,10 @@ pub struct ProgramPolicy {
     pub presence: crate::presence::PresencePolicy,
     /// How many days late a till may send a receipt it made offline (`offline`).
     pub offline_days_max: u32,
+    /// Retention: receipts' stored first answers older than this many days are removed by the
+    /// sweep (`ReceiptState::compact`); 0 keeps them for ever.
+    #[serde(default)]
+    pub answers_kept_days: u32,
 }
 
 impl ProgramPolicy {
@@ -103,6 +107,7 @@ impl ProgramPolicy {
             // configuration get the product default, `for_phone` (see `ProgramConfig`).
             presence: crate::presence::PresencePolicy { requirement: crate::presence::CodeRequirement::None, ..Default::default() },
             offline_days_max: 7,
+            answers_kept_days: 400,
         }
     }
 

@@ -137,9 +137,29 @@ pub struct ReceiptState {
     /// The program version the receipt's first call used; later calls evaluate against it too.
     #[serde(default)]
     pub program_version: Option<u64>,
+    /// When the last call was recorded (absent on receipts written before it was kept: their
+    /// `created_at` stands for it). Retention compacts a receipt only once this is past its
+    /// horizon. (Last: records are read by position.)
+    #[serde(default, with = "crate::timecode::option")]
+    pub last_call_at: Option<DateTime<Utc>>,
 }
 
 impl ReceiptState {
+    /// Retention: replaces the stored first answers of the receipt's calls by a note of when they
+    /// were removed. What refunds and reversals read (the accrual's lines, what was spent, returned
+    /// and clawed back, the hold) stays, so they stay exact; a replay of a compacted call is told
+    /// that its answer is gone (`RECEIPT_COMPACTED`). Returns whether anything was removed.
+    pub fn compact(&mut self, at: DateTime<Utc>) -> bool {
+        let mut removed = false;
+        for call in &mut self.calls {
+            if !matches!(call.response, StoredResponse::Compacted(_)) {
+                call.response = StoredResponse::Compacted(crate::outcome::CompactedAnswer { at });
+                removed = true;
+            }
+        }
+        removed
+    }
+
     pub fn new(receipt_id: String, account_id: String, created_at: DateTime<Utc>, origin: Origin) -> Self {
         ReceiptState {
             receipt_id,
@@ -157,6 +177,7 @@ impl ReceiptState {
             reversed: false,
             calls: Vec::new(),
             program_version: None,
+            last_call_at: None,
         }
     }
 

@@ -79,6 +79,10 @@ pub enum Rejection {
     /// The card was replaced (lost): the till asks for the new card.
     #[error("this card was replaced on {replaced_at}: present the customer's new card")]
     CardBlocked { replaced_at: DateTime<Utc> },
+    /// A replay of a call whose stored first answer retention removed: the call was applied once
+    /// (its effect is in the ledger); only the answer is gone.
+    #[error("receipt {receipt_id}: this call was applied once; its stored answer was removed by retention on {at}")]
+    ReceiptCompacted { receipt_id: String, at: DateTime<Utc> },
     /// The account had its codes for this hour.
     #[error("too many codes issued for this customer; the next one may be issued at {next}")]
     CodeIssueLimit { next: DateTime<Utc> },
@@ -129,6 +133,7 @@ rejection_codes! {
     CustomerLocked { .. } => "CUSTOMER_LOCKED",
     CodeIssueLimit { .. } => "CODE_ISSUE_LIMIT",
     CardBlocked { .. } => "CARD_BLOCKED",
+    ReceiptCompacted { .. } => "RECEIPT_COMPACTED",
 }
 
 impl Rejection {

@@ -98,6 +98,7 @@ pub fn spawn_schedule_sweep(engine: Arc<Engine>, every: Duration) -> tokio::task
                     accounts = report.accounts,
                     awards = report.awards,
                     expiry_notices = report.expiry_notices,
+                    receipts_compacted = report.receipts_compacted,
                     "sweep done"
                 ),
                 Err(error) => tracing::warn!(program = program_id.as_str(), %error, "sweep failed; will retry"),

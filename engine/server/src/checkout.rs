@@ -264,7 +264,15 @@ impl Checkout {
     /// runs no rules; it claims the receipt ID as every receipt does, so that the receipt counts
     /// once, with or without a customer, and a retry finds its first answer.
     pub async fn record_sale(&self, program: &Arc<Program>, origin: &Origin, cmd: SaleCmd) -> EngineResult<SaleOutcome> {
-        let account_id = sales_account_id(&origin.store_id, &cmd.receipt_id);
+        // A retry finds the account its receipt is on (it may be an earlier month's); a new sale
+        // goes to this month's shard.
+        let account_id = match self.ctx.accounts.store.receipt(program.id(), &cmd.receipt_id).await? {
+            Some(receipt) if is_sales_account(&receipt.value.account_id) => receipt.value.account_id,
+            _ => {
+                let month = self.ctx.now_in(program.id()).with_timezone(&program.policy.time_zone).format("%Y-%m").to_string();
+                sales_account_id(&origin.store_id, &month, &cmd.receipt_id)
+            }
+        };
         let route = Route::Sales(&account_id);
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Sale, "", &cmd, |checkout, txn, receipt| {
@@ -416,6 +424,7 @@ impl Checkout {
                 Err(rejection) => return Err(rejection.into()),
             };
             receipt_state.calls.push(CallRecord { op, key: key.to_owned(), fingerprint: print, response: response.clone() });
+            receipt_state.last_call_at = Some(now);
             let finished = txn.finish_all()?;
             receipt_state
                 .check_invariants()
@@ -450,7 +459,12 @@ fn next_seq(entries: &[LedgerEntry], limit: usize) -> Option<u64> {
 /// if it was made with another payload.
 fn replay(receipt: &ReceiptState, op: OpKind, key: &str, print: &Fingerprint) -> EngineResult<Option<StoredResponse>> {
     match receipt.call(op, key) {
-        Some(call) if call.fingerprint == *print => Ok(Some(call.response.clone())),
+        Some(call) if call.fingerprint == *print => match &call.response {
+            StoredResponse::Compacted(compacted) => {
+                Err(Rejection::ReceiptCompacted { receipt_id: receipt.receipt_id.clone(), at: compacted.at }.into())
+            }
+            response => Ok(Some(response.clone())),
+        },
         Some(_) => {
             let (kind, key) = if key.is_empty() { conflict_key(&receipt.receipt_id) } else { ("refund_id", key.to_owned()) };
             Err(Rejection::IdempotencyConflict { kind, key }.into())
@@ -483,6 +497,7 @@ fn stored_as<T: TryFrom<StoredResponse, Error = StoredResponse>>(op: OpKind, res
             StoredResponse::Merge(_) => "merge",
             StoredResponse::Import(_) => "import",
             StoredResponse::Sale(_) => "record_sale",
+            StoredResponse::Compacted(_) => "compacted",
         };
         EngineError::Internal(format!("{} call answered with a stored {kind} response", op.as_str()))
     })

@@ -311,6 +311,10 @@ pub struct ProgramConfig {
     /// How many days late a till that was offline may send a receipt (`occurred_at` on Accrue and
     /// Refund): 0 to 28 (the shortest expiry, one month, must outlive the latest receipt).
     pub offline_days_max: u32,
+    /// Retention: receipts' stored first answers (what a retry is answered with) older than this
+    /// many days are removed by the sweep, keeping what refunds need; a retry after that is told
+    /// `RECEIPT_COMPACTED`. 0 keeps them for ever; else 30 to 3650.
+    pub answers_kept_days: u32,
     /// A test program for integrators: its clock is the engine's plus an offset that the admin call
     /// `AdvanceClock` moves forward (pending points, expiry, win-back and birthday funnels tested
     /// in minutes). Production programs refuse that call. Off by default.
@@ -352,6 +356,7 @@ impl Default for ProgramConfig {
             customer_code_lockout_minutes: policy.presence.lockout_seconds / 60,
             customer_codes_per_hour_max: policy.presence.codes_per_hour_max,
             offline_days_max: policy.offline_days_max,
+            answers_kept_days: policy.answers_kept_days,
             sandbox: false,
         }
     }
@@ -418,6 +423,9 @@ impl ProgramConfig {
         if self.offline_days_max > 28 {
             problems.push(format!("{at}.offline_days_max: 0 to 28"));
         }
+        if self.answers_kept_days != 0 && !(30..=3650).contains(&self.answers_kept_days) {
+            problems.push(format!("{at}.answers_kept_days: 0 (for ever) or 30 to 3650"));
+        }
         match (problems.is_empty(), time_zone) {
             (true, Some(time_zone)) => Ok(ProgramPolicy {
                 program_id: self.id.clone(),
@@ -445,6 +453,7 @@ impl ProgramConfig {
                     codes_per_hour_max: self.customer_codes_per_hour_max,
                 },
                 offline_days_max: self.offline_days_max,
+                answers_kept_days: self.answers_kept_days,
             }),
             _ => Err(problems),
         }

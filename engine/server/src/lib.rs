@@ -46,6 +46,7 @@ pub mod ids;
 pub mod import;
 pub mod programs;
 pub mod reports;
+pub mod retention;
 pub mod rule_admin;
 pub mod sandbox;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The sweep over every customer of a program, run periodically: the awards of schedule rules
 //! (birthday and win-back certificates: funnels), "points expiring soon" notices for the outbox,
 //! and the expiries of customers nobody calls on (written to their ledgers, so that the program's
-//! expired points and liability are right: `reports`). Each is a receipt-keyed call on the account
+//! expired points and liability are right: `reports`), and retention (`retention`: the stored
+//! answers of receipts past the program's horizon removed). Each is a receipt-keyed call on the account
 //! (`funnel/<account>/<rule>/<occasion>`, `expiring/<account>/<month>`, `expired/<account>/<day>`),
 //! so a sweep that runs twice, or on two engines at once, does each once.
 
@@ -17,6 +18,7 @@ use crate::checkout::{Checkout, Route};
 use crate::context::Context;
 use crate::error::EngineResult;
 use crate::programs::Program;
+use crate::retention::Retention;
 
 /// Accounts read per page.
 const PAGE: usize = 500;
@@ -31,6 +33,8 @@ pub struct SweepReport {
     pub expiry_notices: usize,
     /// Accounts whose expired points the sweep wrote to their ledgers.
     pub expiries_settled: usize,
+    /// Receipts whose stored answers retention removed.
+    pub receipts_compacted: usize,
 }
 
 /// The sweep (see the module documentation).
@@ -38,11 +42,12 @@ pub struct SweepReport {
 pub struct Sweep {
     ctx: Arc<Context>,
     checkout: Checkout,
+    retention: Retention,
 }
 
 impl Sweep {
     pub fn new(ctx: Arc<Context>, checkout: Checkout) -> Self {
-        Sweep { ctx, checkout }
+        Sweep { retention: Retention::new(Arc::clone(&ctx)), ctx, checkout }
     }
 
     /// Sweeps every account of one program once.
@@ -118,6 +123,7 @@ impl Sweep {
                         _ => {}
                     }
                 }
+                report.receipts_compacted += self.retention.account(program, &stored.value).await?.receipts;
             }
             match page.next {
                 Some(next) => cursor = next,

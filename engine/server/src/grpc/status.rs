@@ -104,7 +104,7 @@ fn rejection_code(rejection: &Rejection) -> Code {
         Rejection::IdempotencyConflict { .. } | Rejection::PhoneAlreadyRegistered | Rejection::IdentifierTaken { .. } => {
             Code::AlreadyExists
         }
-        Rejection::CustomerCodeRequired | Rejection::CardBlocked { .. } => Code::FailedPrecondition,
+        Rejection::CustomerCodeRequired | Rejection::CardBlocked { .. } | Rejection::ReceiptCompacted { .. } => Code::FailedPrecondition,
         Rejection::CustomerCodeInvalid { .. } | Rejection::CustomerLocked { .. } => Code::PermissionDenied,
         Rejection::CodeIssueLimit { .. } => Code::ResourceExhausted,
     }
@@ -180,6 +180,10 @@ fn metadata(error: &EngineError) -> HashMap<String, String> {
         Rejection::CustomerLocked { until } => put("locked_until", until.to_rfc3339()),
         Rejection::CodeIssueLimit { next } => put("next_at", next.to_rfc3339()),
         Rejection::CardBlocked { replaced_at } => put("replaced_at", replaced_at.to_rfc3339()),
+        Rejection::ReceiptCompacted { receipt_id, at } => {
+            put("receipt_id", receipt_id.clone());
+            put("compacted_at", at.to_rfc3339());
+        }
         Rejection::CustomerNotFound
         | Rejection::CustomerCodeRequired
         | Rejection::CardNotRegistered
@@ -280,6 +284,7 @@ mod tests {
             Rejection::CustomerLocked { until: at },
             Rejection::CodeIssueLimit { next: at },
             Rejection::CardBlocked { replaced_at: at },
+            Rejection::ReceiptCompacted { receipt_id: id(), at },
         ];
         let failures =
             [AuthFailure::Missing, AuthFailure::Malformed, AuthFailure::Unknown, AuthFailure::Revoked, AuthFailure::CertificateMismatch];
