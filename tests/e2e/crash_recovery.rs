@@ -125,6 +125,15 @@ async fn kill_minus_nine_under_load(storage: &str, acked_before_kill: usize) {
         .await
         .expect("run verify");
     assert!(verify.status.success(), "verify failed: {}", String::from_utf8_lossy(&verify.stderr));
+    // It also says what the file's bytes are, table by table: the ledger holds an entry per call.
+    let said = String::from_utf8_lossy(&verify.stdout);
+    let ledger_rows: u64 = said
+        .lines()
+        .find_map(|line| line.strip_prefix("ledger "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|rows| rows.parse().ok())
+        .unwrap_or_else(|| panic!("no ledger table in: {said}"));
+    assert!(ledger_rows >= acked_before_kill as u64, "{said}");
 
     let (mut child, addr) = start_engine(dir.path()).await;
     let mut client = connect(addr).await;

@@ -206,6 +206,19 @@ pub struct Verification {
     pub damaged: Vec<Damaged>,
 }
 
+/// One table's size as redb counts it (`verify` prints them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSize {
+    pub name: String,
+    pub rows: u64,
+    /// Keys and values.
+    pub stored_bytes: u64,
+    /// The B-tree's own bytes (page headers, branch pages).
+    pub metadata_bytes: u64,
+    /// Bytes of the table's pages that hold nothing.
+    pub fragmented_bytes: u64,
+}
+
 /// An account `verify` could not read, or whose ledger does not add up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damaged {
@@ -400,6 +413,42 @@ impl EmbeddedStore {
             Some(damaged) => Err(StoreError::Corrupt(format!("account {}: {}", damaged.account_id, damaged.what))),
             None => Ok((verification.accounts, verification.entries)),
         }
+    }
+
+    /// Every table's rows and bytes (after the acknowledged commits reach redb): what the data
+    /// directory's bytes are made of, for `verify` and for sizing retention.
+    pub fn table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+        fn size<K: redb::Key + 'static, V: redb::Value + 'static>(
+            read: &redb::ReadTransaction,
+            definition: TableDefinition<K, V>,
+        ) -> Result<TableSize, StoreError> {
+            use redb::{ReadableTableMetadata, TableHandle};
+            let table = read.open_table(definition).map_err(io)?;
+            let stats = table.stats().map_err(io)?;
+            Ok(TableSize {
+                name: definition.name().to_owned(),
+                rows: table.len().map_err(io)?,
+                stored_bytes: stats.stored_bytes(),
+                metadata_bytes: stats.metadata_bytes(),
+                fragmented_bytes: stats.fragmented_bytes(),
+            })
+        }
+        self.shared.settle()?;
+        let read = self.db.begin_read().map_err(io)?;
+        Ok(vec![
+            size(&read, ACCOUNTS)?,
+            size(&read, LEDGER)?,
+            size(&read, RECEIPTS)?,
+            size(&read, IDENTITIES)?,
+            size(&read, REQUESTS)?,
+            size(&read, OUTBOX)?,
+            size(&read, OUTBOX_HEAD)?,
+            size(&read, CREDITS)?,
+            size(&read, RULES)?,
+            size(&read, RULES_HEAD)?,
+            size(&read, FIGURES)?,
+            size(&read, META)?,
+        ])
     }
 
     /// Checks every account against its ledger as [`EmbeddedStore::verify_ledgers`] does, but goes
