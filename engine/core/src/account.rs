@@ -144,6 +144,24 @@ pub struct AccountState {
     /// and repeat buyers by month).
     #[serde(default)]
     pub month_purchases: MonthPurchases,
+    /// Purchases and money paid by local month of the sale, for the customer's RFM scores
+    /// (`rfm`): the months of the longest window only ([`crate::rfm::RFM_MONTHS_KEPT`]), oldest
+    /// first, so recency, frequency and monetary value at any instant need no ledger scan.
+    #[serde(default)]
+    pub rfm_months: Vec<RfmMonth>,
+}
+
+/// A customer's purchases in one local month of sale, net of what they returned (`rfm`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RfmMonth {
+    /// year * 12 + month index (0 = January), in the program's time zone: the sale's month
+    /// (`rules::tiers::month_index`, as a receipt's `tier_month`).
+    pub month: i32,
+    /// Receipts accrued in the month, less those cancelled (reversed) since.
+    pub purchases: u32,
+    /// Money paid on them (total less points spent), less money refunded net of the points
+    /// refunds gave back.
+    pub paid: Decimal,
 }
 
 /// A customer's purchases in one local month (`figures::month_index`).
@@ -289,6 +307,7 @@ impl AccountState {
             blocked_cards: Vec::new(),
             merged_into: None,
             month_purchases: MonthPurchases::default(),
+            rfm_months: Vec::new(),
         }
     }
 

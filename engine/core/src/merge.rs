@@ -6,7 +6,7 @@
 //! `Merge` entry per bucket, each with its terms; its debt; its holds must be closed) and records
 //! the whole as a pending credit owed to the customer's account, in the same commit; [`merge_in`]
 //! applies that credit there once (keyed by the merge), each bucket keeping its own pending period,
-//! expiry and certificate terms, with tier progress, budget counters and purchase counts added.
+//! expiry and certificate terms, with tier progress, budget counters, purchase counts and RFM months added.
 //! Until then the points are in the pending credit, durably: nothing is lost or counted twice.
 //!
 //! Afterwards the card's account is a forwarding shell (`merged_into`): its card leads to the
@@ -53,6 +53,7 @@ pub fn merge_out(txn: &mut Txn<'_>, target: &str, transfer_id: &str) -> Result<M
         last_purchase_at: account.last_purchase_at,
         identities: account.identities.clone(),
         buckets,
+        rfm_months: std::mem::take(&mut account.rfm_months),
     };
     let points = transfer.buckets.iter().map(|bucket| bucket.remaining).sum::<Decimal>() - debt;
     let actor = txn.origin().actor.clone();
@@ -98,6 +99,7 @@ pub fn merge_in(txn: &mut Txn<'_>, transfer: &AccountTransfer) {
     }
     account.purchases = account.purchases.saturating_add(transfer.purchases);
     account.last_purchase_at = account.last_purchase_at.max(transfer.last_purchase_at);
+    crate::rfm::merge_months(account, &transfer.rfm_months);
     for key in &transfer.identities {
         if !account.identities.contains(key) {
             account.identities.push(key.clone());

@@ -253,6 +253,7 @@ fn customer_strategy(tier_ids: Vec<String>) -> BoxedStrategy<CustomerConditions>
                 inactive_days_min,
                 account_age_days_max,
                 birthday,
+                segments: Vec::new(),
             }
         })
         .boxed()
@@ -648,7 +649,7 @@ fn build_scenario((setup, tiers, at, spending, mut rules, spec, line_specs, (sto
     }
     Scenario {
         program,
-        rules: RuleSet { tiers, spending, rules },
+        rules: RuleSet { tiers, spending, rules, rfm: None },
         account,
         lines,
         bases,
@@ -1249,6 +1250,7 @@ fn wild_rule() -> BoxedStrategy<Rule> {
                             inactive_days_min,
                             account_age_days_max,
                             birthday: birthday.map(|(days_before, days_after)| BirthdayWindow { days_before, days_after }),
+                            segments: Vec::new(),
                         },
                         coupon,
                     },
@@ -1295,7 +1297,12 @@ fn wild_rule_set() -> BoxedStrategy<(RuleSet, u32)> {
     )
         .prop_map(|(tiers, (cap_percent, min_balance_to_spend, registered_only, exclude), rules, points_scale)| {
             (
-                RuleSet { tiers, spending: SpendingRules { cap_percent, min_balance_to_spend, registered_only, exclude }, rules },
+                RuleSet {
+                    tiers,
+                    spending: SpendingRules { cap_percent, min_balance_to_spend, registered_only, exclude },
+                    rules,
+                    rfm: None,
+                },
                 points_scale,
             )
         })
