@@ -14,6 +14,7 @@ mod figures;
 mod idempotency;
 mod import;
 mod offline;
+mod rfm;
 mod rules;
 mod sandbox;
 mod scylla;

@@ -4,6 +4,9 @@
 //! expired points and liability are right: `reports`). Each is a receipt-keyed call on the account
 //! (`funnel/<account>/<rule>/<occasion>`, `expiring/<account>/<month>`, `expired/<account>/<day>`),
 //! so a sweep that runs twice, or on two engines at once, does each once.
+//!
+//! On the way it scores every customer's RFM segment as of its start and stores the counts
+//! (`segments`): segments move with time alone, and this is the pass that sees every customer.
 
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ use crate::checkout::{Checkout, Route};
 use crate::context::Context;
 use crate::error::EngineResult;
 use crate::programs::Program;
+use crate::segments::{Segments, SegmentsDocument};
 
 /// Accounts read per page.
 const PAGE: usize = 500;
@@ -31,6 +35,8 @@ pub struct SweepReport {
     pub expiry_notices: usize,
     /// Accounts whose expired points the sweep wrote to their ledgers.
     pub expiries_settled: usize,
+    /// The version of the segment counts it stored (0: none, a later sweep's were stored first).
+    pub segments_version: u64,
 }
 
 /// The sweep (see the module documentation).
@@ -38,11 +44,13 @@ pub struct SweepReport {
 pub struct Sweep {
     ctx: Arc<Context>,
     checkout: Checkout,
+    /// Where the customers' segment counts go.
+    segments: Segments,
 }
 
 impl Sweep {
-    pub fn new(ctx: Arc<Context>, checkout: Checkout) -> Self {
-        Sweep { ctx, checkout }
+    pub fn new(ctx: Arc<Context>, checkout: Checkout, segments: Segments) -> Self {
+        Sweep { ctx, checkout, segments }
     }
 
     /// Sweeps every account of one program once.
@@ -50,6 +58,9 @@ impl Sweep {
         let program_id = program.id();
         let origin = Origin::system("schedule");
         let mut report = SweepReport::default();
+        // Every customer is scored as of the start, so the counts are of one instant.
+        let scored_at = self.ctx.now_in(program_id);
+        let mut counts = loyalty_core::rfm::SegmentCounts::default();
         let mut cursor = String::new();
         loop {
             let store = &self.ctx.accounts.store;
@@ -66,6 +77,7 @@ impl Sweep {
                     continue;
                 }
                 report.accounts += 1;
+                counts.count(program.rules.rfm_score(&stored.value, scored_at, program.policy.time_zone).as_ref());
                 let now = self.ctx.now_in(program_id);
                 let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)
                     .into_iter()
@@ -124,6 +136,8 @@ impl Sweep {
                 None => break,
             }
         }
+        let document = SegmentsDocument { computed_at: scored_at, rules_version: program.rules.version(), counts };
+        report.segments_version = self.segments.store(program_id, &document, self.ctx.now_in(program_id)).await?.unwrap_or(0);
         metrics::counter!("loyalty_schedule_awards_total").increment(report.awards as u64);
         metrics::counter!("loyalty_expiry_notices_total").increment(report.expiry_notices as u64);
         Ok(report)
