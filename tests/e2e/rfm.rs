@@ -2,10 +2,15 @@
 //! manual clock, land in their segments; `ListSegments` counts them after a sweep (and keeps each
 //! sweep's counts as a version); a rule for at_risk customers pays only them, the quote and the
 //! accrual agreeing, with the segment in the explanation; time moving on moves customers into
-//! another segment, and the rule with them.
+//! another segment, and the rule with them; another engine over the store reads the same counts.
+
+use std::sync::Arc;
 
 use chrono::Duration;
-use loyalty_engine::clock::Clock;
+use loyalty_engine::clock::{Clock, ManualClock};
+use loyalty_engine::engine::Engine;
+use loyalty_engine::ids::UuidIds;
+use loyalty_engine::programs::Programs;
 use loyalty_proto::admin as admin_pb;
 use loyalty_proto::v1 as pb;
 use loyalty_tests::*;
@@ -62,7 +67,16 @@ fn named(items: &[(&str, u64)]) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn customers_land_in_their_segments_the_sweep_counts_them_and_an_at_risk_rule_pays_only_them() {
-    let server = TestServer::start().await;
+    segments_end_to_end(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn customers_land_in_their_segments_on_scylla() {
+    let rig = crate::scylla::Rig::shared().await;
+    segments_end_to_end(rig.engine().await).await;
+}
+
+async fn segments_end_to_end(server: TestServer) {
     let mut client = server.client().await;
     let mut admin = server.admin().await;
     let applied = admin
@@ -164,5 +178,23 @@ async fn customers_land_in_their_segments_the_sweep_counts_them_and_an_at_risk_r
     assert_eq!(segments(&list(&mut admin, 1).await.expect("version 1").into_inner()), segments(&first));
     let status = expect_error(list(&mut admin, 3).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(bad_field(&status), "version");
+
+    // Another engine over the same store reads the same counts; counts of a sweep that started
+    // before the stored one's (a slow engine's) do not replace them.
+    let config =
+        loyalty_engine::config::Config { data_dir: server.dir.path().to_path_buf(), programs: vec![shop_program()], ..Default::default() };
+    let other = Engine::new(
+        Arc::clone(&server.store),
+        Programs::from_config(&config).expect("config"),
+        Arc::new(ManualClock::new(start_time())),
+        Arc::new(UuidIds),
+        1000,
+    );
+    let seen = other.segments.read(PROGRAM, 0).await.expect("read").expect("stored");
+    assert_eq!((seen.version, seen.document.counts.customers), (2, 4));
+    let mut stale = seen.document.clone();
+    stale.computed_at -= Duration::minutes(5);
+    assert_eq!(other.segments.store(PROGRAM, &stale, start_time()).await.expect("store"), None);
+    assert_eq!(other.segments.latest_version(PROGRAM).await.expect("head"), 2);
     server.stop().await;
 }
