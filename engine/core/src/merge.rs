@@ -153,4 +153,27 @@ mod tests {
             [(crate::ledger::EntryKind::Merge, Decimal::from(-300))]
         );
     }
+
+    /// The card's purchases count toward the customer's RFM scores once merged, month by month.
+    #[test]
+    fn a_merge_adds_the_cards_rfm_months_to_the_customers() {
+        use crate::account::RfmMonth;
+        let program = ProgramPolicy::with_defaults("p");
+        let now = DateTime::UNIX_EPOCH + chrono::Duration::days(10);
+        let month = |month, purchases, paid: i64| RfmMonth { month, purchases, paid: Decimal::from(paid) };
+        let mut card = AccountState::new("card".into(), false, DateTime::UNIX_EPOCH);
+        card.rfm_months = vec![month(24_300, 2, 900), month(24_301, 1, 100)];
+        let mut txn = Txn::begin(&program, &card, now, "tx1".into(), Origin::default());
+        merge_out(&mut txn, "customer", "merge/m1").expect("merged out");
+        let finished = txn.finish_all().expect("invariants");
+        assert!(finished.account.rfm_months.is_empty(), "the emptied account keeps no purchases");
+        let transfer = finished.credits[0].transfer.clone().expect("the transfer");
+
+        let mut customer = AccountState::new("customer".into(), true, DateTime::UNIX_EPOCH);
+        customer.rfm_months = vec![month(24_301, 3, 600), month(24_302, 1, 50)];
+        let mut txn = Txn::begin(&program, &customer, now, "tx2".into(), Origin::default());
+        merge_in(&mut txn, &transfer);
+        let (customer, _) = txn.finish().expect("invariants");
+        assert_eq!(customer.rfm_months, [month(24_300, 2, 900), month(24_301, 4, 700), month(24_302, 1, 50)]);
+    }
 }
