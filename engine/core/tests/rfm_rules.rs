@@ -1,6 +1,7 @@
 //! Rules that target RFM segments: "10% on coffee for at_risk customers" pays exactly the customers
 //! in the segment at the time of the sale, says so on the receipt, agrees between the quote and the
 //! accrual, and a document naming a segment that does not exist is refused with the rule and field.
+//! A late receipt counts in its sale's month, and its refunds and cancellation take off that month.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use loyalty_core::account::AccountState;
@@ -169,4 +170,54 @@ effect = { kind = "fixed_points", points = "100" }
     let unknown_field = RULES.replace("[rfm]\n", "[rfm]\nwindow = 12\n");
     let error = parse_rule_set(&unknown_field, DocumentFormat::Toml).expect_err("unknown field");
     assert!(error.problems[0].at.starts_with("rfm"), "{:?}", error.problems);
+}
+
+/// A receipt an offline till sends late counts in the month it was sold, and is evaluated in the
+/// segment the customer was in then; refunds and a cancellation take off that month.
+#[test]
+fn a_late_receipt_counts_in_its_sale_month_and_returns_take_off_that_month() {
+    let policy = ProgramPolicy::with_defaults("p");
+    let rules = rules();
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &policy, rules: &rules, limits: &limits };
+    // Eight purchases a week apart, the last on 28 December: at risk by the end of February.
+    let now = Utc.with_ymd_and_hms(2026, 3, 2, 6, 0, 0).single().expect("valid instant");
+    let sold_at = Utc.with_ymd_and_hms(2026, 2, 27, 6, 0, 0).single().expect("valid instant");
+    let mut account = customer(&policy, &rules, 8, 7, 61, sold_at);
+    assert_eq!(rules.rfm_score(&account, sold_at, policy.time_zone).map(|score| score.segment), Some(Segment::AtRisk));
+    let mut txn = Txn::begin(&policy, &account, now, "late".into(), Origin::default());
+    let mut receipt = ReceiptState::new("late".into(), "a".into(), now, Origin::default());
+    let cmd = AccrueCmd {
+        receipt_id: "late".into(),
+        lines: basket(),
+        sale: SaleContext::default(),
+        change: Decimal::ZERO,
+        occurred_at: Some(sold_at),
+    };
+    let accrued = ops::accrue(&checkout, &mut txn, &mut receipt, &cmd).expect("accrue");
+    assert_eq!(accrued.lines[0].reason, "coffee 10% (segment at_risk)", "as of the sale");
+    account = txn.finish_all().expect("invariants").account;
+    let february = loyalty_core::rfm::month_index(chrono::NaiveDate::from_ymd_opt(2026, 2, 1).expect("date"));
+    let kept =
+        |account: &AccountState| account.rfm_months.iter().find(|month| month.month == february).map(|month| (month.purchases, month.paid));
+    assert_eq!(kept(&account), Some((1, Decimal::from(1500))), "February's only purchase");
+
+    // A refund of the bread line in March takes its money off February.
+    let refund = ops::RefundCmd {
+        receipt_id: "late".into(),
+        refund_id: "late-r1".into(),
+        lines: vec![ops::RefundLine { line_no: 2, quantity: Decimal::ONE }],
+        reason: String::new(),
+        occurred_at: None,
+    };
+    let mut txn = Txn::begin(&policy, &account, now + Duration::days(1), "refund".into(), Origin::default());
+    ops::refund(&checkout, &mut txn, &mut receipt, &refund).expect("refund");
+    account = txn.finish_all().expect("invariants").account;
+    assert_eq!(kept(&account), Some((1, Decimal::from(1000))));
+    // Cancelling the receipt takes the purchase off too.
+    let mut txn = Txn::begin(&policy, &account, now + Duration::days(2), "reverse".into(), Origin::default());
+    ops::reverse(&checkout, &mut txn, &mut receipt, &ops::ReverseCmd { receipt_id: "late".into(), reason: String::new() })
+        .expect("reverse");
+    account = txn.finish_all().expect("invariants").account;
+    assert_eq!(kept(&account), None);
 }
