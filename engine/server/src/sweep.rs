@@ -136,6 +136,12 @@ impl Sweep {
                 None => break,
             }
         }
+        // For dashboards: the program's customers by segment (labels: the program and one of the
+        // eleven segment names, never a customer).
+        for segment in loyalty_core::rfm::Segment::ALL {
+            metrics::gauge!("loyalty_rfm_customers", "program" => program_id.to_owned(), "segment" => segment.name())
+                .set(counts.in_segment(segment) as f64);
+        }
         let document = SegmentsDocument { computed_at: scored_at, rules_version: program.rules.version(), counts };
         report.segments_version = self.segments.store(program_id, &document, self.ctx.now_in(program_id)).await?.unwrap_or(0);
         metrics::counter!("loyalty_schedule_awards_total").increment(report.awards as u64);
