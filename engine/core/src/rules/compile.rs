@@ -1,7 +1,7 @@
 //! From a rule document to the form checkout evaluates: every field checked (a bad rule is refused
 //! here, with its path and the reason, never discovered at a till), inactive rules left out, lists
-//! turned into sets, and rules indexed by SKU, category, brand, tier and tag so that evaluating a
-//! receipt costs in proportion to the rules that can match it, not to all rules.
+//! turned into sets, and rules indexed by SKU, category, brand, tier, tag and RFM segment so that
+//! evaluating a receipt costs in proportion to the rules that can match it, not to all rules.
 
 use std::collections::{HashMap, HashSet};
 

@@ -3,8 +3,8 @@
 //!
 //! The order of work, and why:
 //! 1. **Candidates** come from the index: rules listed under a line's SKU, category or brand (with
-//!    that line), rules listed under the customer's tier, tags or RFM segment, and the general rules. A rule no
-//!    line or segment points at is never looked at.
+//!    that line), rules listed under the customer's tier, tags or RFM segment, and the general
+//!    rules. A rule no line or segment points at is never looked at.
 //! 2. **Receipt-level conditions** (validity window, store, till, channel, customer, coupon, receipt
 //!    total, budget left) are checked once per candidate, then its matching lines are collected.
 //! 3. **Stacking**, per line for line effects and per receipt for receipt effects, walks applicable
