@@ -320,6 +320,7 @@ fn program_rules(count: usize, seed: u64) -> RuleSet {
             exclude: Some(exclude),
         },
         rules,
+        rfm: None,
     }
 }
 

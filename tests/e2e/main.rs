@@ -15,6 +15,7 @@ mod idempotency;
 mod import;
 mod offline;
 mod retention;
+mod rfm;
 mod rules;
 mod sandbox;
 mod scylla;

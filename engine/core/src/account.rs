@@ -145,10 +145,27 @@ pub struct AccountState {
     #[serde(default)]
     pub month_purchases: MonthPurchases,
     /// Retention: the ledger entries up to this seq have had their receipts' stored answers
-    /// compacted (`ReceiptState::compact`); the next pass starts after it. (Last: records are read
-    /// by position.)
+    /// compacted (`ReceiptState::compact`); the next pass starts after it.
     #[serde(default)]
     pub compacted_through: u64,
+    /// Purchases and money paid by local month of the sale, for the customer's RFM scores
+    /// (`rfm`): the months of the longest window only ([`crate::rfm::RFM_MONTHS_KEPT`]), oldest
+    /// first, so recency, frequency and monetary value at any instant need no ledger scan.
+    #[serde(default)]
+    pub rfm_months: Vec<RfmMonth>,
+}
+
+/// A customer's purchases in one local month of sale, net of what they returned (`rfm`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RfmMonth {
+    /// year * 12 + month index (0 = January), in the program's time zone: the sale's month
+    /// (`rules::tiers::month_index`, as a receipt's `tier_month`).
+    pub month: i32,
+    /// Receipts accrued in the month, less those cancelled (reversed) since.
+    pub purchases: u32,
+    /// Money paid on them (total less points spent), less money refunded net of the points
+    /// refunds gave back.
+    pub paid: Decimal,
 }
 
 /// A customer's purchases in one local month (`figures::month_index`).
@@ -295,6 +312,7 @@ impl AccountState {
             merged_into: None,
             month_purchases: MonthPurchases::default(),
             compacted_through: 0,
+            rfm_months: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! engine): written to an outbox in the same commit as the change they report, so an event exists
 //! exactly when its change does, and read from the outbox in order.
 
-use crate::account::{Bucket, MonthSpend, RuleCounter};
+use crate::account::{Bucket, MonthSpend, RfmMonth, RuleCounter};
 use crate::identity::IdentityKey;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -80,6 +80,10 @@ pub struct AccountTransfer {
     pub last_purchase_at: Option<DateTime<Utc>>,
     /// The card(s) that led to the merged account, which lead to the customer from now on.
     pub identities: Vec<IdentityKey>,
+    /// Purchases and money paid by month, for the customer's RFM scores. (Last, so that transfers
+    /// stored before it existed read with none.)
+    #[serde(default)]
+    pub rfm_months: Vec<RfmMonth>,
 }
 
 /// The credit's rule ID: credits of merges are applied by [`crate::merge::merge_in`], or as points moved.

@@ -26,6 +26,8 @@
 //!   merge's transfer among them).
 //! - [`figures`]: what each commit adds to its program's figures, folded by day and store into
 //!   the reports the business judges the program by.
+//! - [`rfm`]: each customer's recency, frequency and monetary scores and their named segment
+//!   ("at_risk"), from counters the account keeps, usable by rules and counted by the sweep.
 //! - [`cards`]: a registered customer's lost card replaced, the old one blocked.
 //! - [`profile`]: changes to the customer's profile and consents after enrolment, audited by name.
 //! - [`merge`]: an anonymous card's account merged into a registered customer's, exactly once.
@@ -57,6 +59,7 @@ pub mod profile;
 pub mod program;
 pub mod receipt;
 pub mod rejection;
+pub mod rfm;
 pub mod rules;
 pub mod timecode;
 pub mod txn;

@@ -6,7 +6,7 @@
 //! `Merge` entry per bucket, each with its terms; its debt; its holds must be closed) and records
 //! the whole as a pending credit owed to the customer's account, in the same commit; [`merge_in`]
 //! applies that credit there once (keyed by the merge), each bucket keeping its own pending period,
-//! expiry and certificate terms, with tier progress, budget counters and purchase counts added.
+//! expiry and certificate terms, with tier progress, budget counters, purchase counts and RFM months added.
 //! Until then the points are in the pending credit, durably: nothing is lost or counted twice.
 //!
 //! Afterwards the card's account is a forwarding shell (`merged_into`): its card leads to the
@@ -53,6 +53,7 @@ pub fn merge_out(txn: &mut Txn<'_>, target: &str, transfer_id: &str) -> Result<M
         last_purchase_at: account.last_purchase_at,
         identities: account.identities.clone(),
         buckets,
+        rfm_months: std::mem::take(&mut account.rfm_months),
     };
     let points = transfer.buckets.iter().map(|bucket| bucket.remaining).sum::<Decimal>() - debt;
     let actor = txn.origin().actor.clone();
@@ -98,6 +99,7 @@ pub fn merge_in(txn: &mut Txn<'_>, transfer: &AccountTransfer) {
     }
     account.purchases = account.purchases.saturating_add(transfer.purchases);
     account.last_purchase_at = account.last_purchase_at.max(transfer.last_purchase_at);
+    crate::rfm::merge_months(account, &transfer.rfm_months);
     for key in &transfer.identities {
         if !account.identities.contains(key) {
             account.identities.push(key.clone());
@@ -150,5 +152,28 @@ mod tests {
             entries.iter().map(|entry| (entry.kind, entry.amount)).collect::<Vec<_>>(),
             [(crate::ledger::EntryKind::Merge, Decimal::from(-300))]
         );
+    }
+
+    /// The card's purchases count toward the customer's RFM scores once merged, month by month.
+    #[test]
+    fn a_merge_adds_the_cards_rfm_months_to_the_customers() {
+        use crate::account::RfmMonth;
+        let program = ProgramPolicy::with_defaults("p");
+        let now = DateTime::UNIX_EPOCH + chrono::Duration::days(10);
+        let month = |month, purchases, paid: i64| RfmMonth { month, purchases, paid: Decimal::from(paid) };
+        let mut card = AccountState::new("card".into(), false, DateTime::UNIX_EPOCH);
+        card.rfm_months = vec![month(24_300, 2, 900), month(24_301, 1, 100)];
+        let mut txn = Txn::begin(&program, &card, now, "tx1".into(), Origin::default());
+        merge_out(&mut txn, "customer", "merge/m1").expect("merged out");
+        let finished = txn.finish_all().expect("invariants");
+        assert!(finished.account.rfm_months.is_empty(), "the emptied account keeps no purchases");
+        let transfer = finished.credits[0].transfer.clone().expect("the transfer");
+
+        let mut customer = AccountState::new("customer".into(), true, DateTime::UNIX_EPOCH);
+        customer.rfm_months = vec![month(24_301, 3, 600), month(24_302, 1, 50)];
+        let mut txn = Txn::begin(&program, &customer, now, "tx2".into(), Origin::default());
+        merge_in(&mut txn, &transfer);
+        let (customer, _) = txn.finish().expect("invariants");
+        assert_eq!(customer.rfm_months, [month(24_300, 2, 900), month(24_301, 4, 700), month(24_302, 1, 50)]);
     }
 }

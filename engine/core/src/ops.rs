@@ -409,6 +409,8 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let since_previous = account.last_purchase_at.filter(|previous| *previous < sold_at).map(|previous| (sold_at - previous).num_seconds());
     // A late receipt never moves the last purchase back (win-back counts from the latest).
     account.last_purchase_at = account.last_purchase_at.max(Some(sold_at));
+    // RFM counts the purchase in the local month of its sale, at the money it paid.
+    crate::rfm::record_purchase(account, tier_month, total - receipt.spent);
     // The program's figures count a purchase in the month it was committed (`figures`).
     // (An engine whose clock is behind the one that recorded a later month counts nothing.)
     let month = crate::figures::month_index(committed_at, ck.program.time_zone);
@@ -608,6 +610,8 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     if let Some(before) = &receipt.accrual {
         let account = txn.account_mut();
         give_back_budgets(ck.program, account, before, &accrual, false);
+        // The money refunded, less the points given back for it, was not paid after all.
+        crate::rfm::record_return(account, accrual.tier_month, refunded_amount - spent_back, false);
         if let Some(change) =
             tiers::record_spend(ck.rules, account, accrual.tier_month, -refunded_amount, returned_at, ck.program.time_zone)
         {
@@ -659,6 +663,8 @@ pub fn reverse(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState,
         let account = txn.account_mut();
         give_back_budgets(ck.program, account, accrual, accrual, true);
         let unreturned = accrual.total - receipt.money_returned;
+        // A cancelled receipt is no purchase: its count and what it paid net of earlier refunds go.
+        crate::rfm::record_return(account, accrual.tier_month, unreturned - spent_back, true);
         if let Some(change) = tiers::record_spend(ck.rules, account, accrual.tier_month, -unreturned, now, ck.program.time_zone) {
             txn.tier_changed(change);
         }

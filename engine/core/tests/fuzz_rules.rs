@@ -808,7 +808,17 @@ fn customer_conditions(tier_ids: Vec<String>) -> BoxedStrategy<CustomerCondition
         prop::option::weighted(0.2, window),
     )
         .prop_map(|(tiers, tags_any, tags_none, registered, first_purchase, inactive_days_min, account_age_days_max, birthday)| {
-            CustomerConditions { tiers, tags_any, tags_none, registered, first_purchase, inactive_days_min, account_age_days_max, birthday }
+            CustomerConditions {
+                tiers,
+                tags_any,
+                tags_none,
+                registered,
+                first_purchase,
+                inactive_days_min,
+                account_age_days_max,
+                birthday,
+                segments: Vec::new(),
+            }
         })
         .boxed()
 }
@@ -919,7 +929,7 @@ fn valid_rule_set(scale: u32) -> BoxedStrategy<RuleSet> {
             for (index, rule) in rules.iter_mut().enumerate() {
                 rule.id = RULE_IDS.get(index).map_or_else(|| format!("r{index}"), |id| (*id).to_owned());
             }
-            RuleSet { tiers, spending, rules }
+            RuleSet { tiers, spending, rules, rfm: None }
         })
         .boxed()
 }

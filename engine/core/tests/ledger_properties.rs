@@ -39,6 +39,10 @@
 //! 6. The program's figures: the changes by expiry day that every commit's `figures` event
 //!    carries add up to the account's buckets by expiry day (the liability by expiry is a sum of
 //!    commits, never a scan of accounts).
+//! 7. RFM: the account's counters by month of sale equal a recomputation from its receipts (per
+//!    month, the receipts accrued and not reversed, and what they paid net of refunds and of the
+//!    points given back), over the twelve months up to the newest; the frequency and monetary
+//!    value at `now` are their sums over the window.
 
 use std::collections::BTreeMap;
 
@@ -1315,8 +1319,48 @@ fn check_expiry_changes(env: &Env, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Property 7: the RFM counters against the receipts.
+fn check_rfm(env: &Env, model: &Model) -> Result<(), TestCaseError> {
+    use loyalty_core::rfm::{RFM_MONTHS_KEPT, measures, month_index};
+    let mut by_month: BTreeMap<i32, (u32, Decimal)> = BTreeMap::new();
+    for receipt in model.receipts.values() {
+        let Some(accrual) = &receipt.accrual else { continue };
+        let month = accrual.tier_month.expect("every accrual records its month");
+        let kept = by_month.entry(month).or_default();
+        // A reversal returns whatever refunds left (without adding it to `money_returned`).
+        if !receipt.reversed {
+            kept.0 += 1;
+            kept.1 += accrual.total - receipt.spent - receipt.money_returned + receipt.spent_returned;
+        }
+    }
+    let newest = by_month.keys().next_back().copied().unwrap_or_default();
+    let first = newest - i32::try_from(RFM_MONTHS_KEPT).expect("small") + 1;
+    let expected: Vec<(i32, u32, Decimal)> = by_month
+        .into_iter()
+        .filter(|(month, (purchases, paid))| *month >= first && (*purchases > 0 || !paid.is_zero()))
+        .map(|(month, (purchases, paid))| (month, purchases, paid))
+        .collect();
+    let kept: Vec<(i32, u32, Decimal)> = model.account.rfm_months.iter().map(|month| (month.month, month.purchases, month.paid)).collect();
+    check!(kept == expected, "RFM months {kept:?}, the receipts say {expected:?}");
+    if let Some(now) = measures(&model.account, RFM_MONTHS_KEPT, model.now, env.policy.time_zone) {
+        let current = month_index(model.now.with_timezone(&env.policy.time_zone).date_naive());
+        let window = expected.iter().filter(|(month, _, _)| *month > current - 12 && *month <= current);
+        let (frequency, monetary) =
+            window.fold((0, Decimal::ZERO), |(count, paid), (_, purchases, money)| (count + purchases, paid + money));
+        check!(
+            (now.frequency, now.monetary) == (frequency, monetary),
+            "RFM at {}: {now:?}, the receipts say {frequency} and {monetary}",
+            model.now
+        );
+    } else {
+        check!(model.account.rfm_months.is_empty(), "RFM months without a purchase: {:?}", model.account.rfm_months);
+    }
+    Ok(())
+}
+
 fn check_all(env: &Env, model: &Model) -> Result<(), TestCaseError> {
     check_ledger(model)?;
+    check_rfm(env, model)?;
     check_expiry_changes(env, model)?;
     check_balances(env, model, model.now)?;
     check_receipts(model)

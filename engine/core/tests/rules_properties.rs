@@ -3,13 +3,13 @@
 //! The generators build arbitrary valid programs (any mix of `percent_of_lines`,
 //! `percent_of_receipt`, `fixed_points`, `multiplier` and `tier_percent` rules, every stacking mode,
 //! priorities with ties, line filters over small pools of SKUs, categories and brands so that rules
-//! overlap, receipt, store, channel, coupon and customer conditions, validity windows around the
-//! receipt's time, per-receipt and per-customer limits, an optional tier table with spend caps, and
-//! spending rules with a cap, exclusions and a minimum balance), arbitrary baskets (1 to 30 lines,
-//! money with 2 decimals, excise and promo flags, some lines earning on less than their total, as
-//! when points paid part of the receipt), arbitrary accounts (tier progress and floor, tags,
-//! purchases, budget counters of this period and stale ones, birth dates near the receipt) and
-//! arbitrary times. Properties:
+//! overlap, receipt, store, channel, coupon and customer conditions (RFM segments among them),
+//! validity windows around the receipt's time, per-receipt and per-customer limits, an optional
+//! tier table with spend caps, and spending rules with a cap, exclusions and a minimum balance),
+//! arbitrary baskets (1 to 30 lines, money with 2 decimals, excise and promo flags, some lines
+//! earning on less than their total, as when points paid part of the receipt), arbitrary accounts
+//! (tier progress and floor, tags, purchases and their RFM months, budget counters of this period
+//! and stale ones, birth dates near the receipt) and arbitrary times. Properties:
 //!
 //! (a) `compile` of any document, valid or not (wild percentages, points, dates, hours, IDs,
 //!     tiers), returns rules or problems and never panics; when it accepts a document every
@@ -33,12 +33,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-use loyalty_core::account::{AccountState, Bucket, Certificate, Hold, MonthSpend, RuleCounter};
+use loyalty_core::account::{AccountState, Bucket, Certificate, Hold, MonthSpend, RfmMonth, RuleCounter};
 use loyalty_core::basket::{BasketLimits, BasketLine};
 use loyalty_core::ops::{self, AccrueCmd, AuthorizeCmd, Checkout, RedeemCmd, SaleContext};
 use loyalty_core::outcome::{SpendLimit, SpendQuote};
 use loyalty_core::program::{PointsRounding, ProgramPolicy};
 use loyalty_core::receipt::ReceiptState;
+use loyalty_core::rfm::Segment;
 use loyalty_core::rules::compile::{POINTS_MAX, period_key};
 use loyalty_core::rules::definition::{
     BirthdayWindow, Conditions, CustomerConditions, CustomerLimit, Effect, HoursWindow, Limits, LineFilter, Period, ReceiptConditions,
@@ -242,19 +243,23 @@ fn customer_strategy(tier_ids: Vec<String>) -> BoxedStrategy<CustomerConditions>
             0.2,
             (0_u32..=31, 0_u32..=31).prop_map(|(days_before, days_after)| BirthdayWindow { days_before, days_after }),
         ),
+        prop_oneof![4 => Just(Vec::new()), 1 => subsequence(Segment::ALL.to_vec(), 1..=3)],
     )
-        .prop_map(move |(tiers, tags_any, tags_none, registered, first_purchase, inactive_days_min, account_age_days_max, birthday)| {
-            CustomerConditions {
-                tiers: tiers.into_iter().map(|index| tier_ids[index].clone()).collect(),
-                tags_any,
-                tags_none,
-                registered,
-                first_purchase,
-                inactive_days_min,
-                account_age_days_max,
-                birthday,
-            }
-        })
+        .prop_map(
+            move |(tiers, tags_any, tags_none, registered, first_purchase, inactive_days_min, account_age_days_max, birthday, segments)| {
+                CustomerConditions {
+                    tiers: tiers.into_iter().map(|index| tier_ids[index].clone()).collect(),
+                    tags_any,
+                    tags_none,
+                    registered,
+                    first_purchase,
+                    inactive_days_min,
+                    account_age_days_max,
+                    birthday,
+                    segments: segments.into_iter().map(|segment| segment.name().to_owned()).collect(),
+                }
+            },
+        )
         .boxed()
 }
 
@@ -610,6 +615,17 @@ fn build_scenario((setup, tiers, at, spending, mut rules, spec, line_specs, (sto
     }
     months.retain(|entry| !entry.amount.is_zero());
     months.sort_by_key(|entry| entry.month);
+    // RFM months beside the tier months, so that customers fall in every segment: a few purchases
+    // per month of spend, paid what the month spent.
+    account.rfm_months = months
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| RfmMonth {
+            month: entry.month,
+            purchases: 1 + 2 * u32::try_from(index).expect("few months"),
+            paid: entry.amount,
+        })
+        .collect();
     account.tier_progress.months = months;
     if let Some(table) = &tiers {
         account.tier_progress.floor = spec.floor.map(|index| table.levels[index % table.levels.len()].id.clone());
@@ -648,7 +664,7 @@ fn build_scenario((setup, tiers, at, spending, mut rules, spec, line_specs, (sto
     }
     Scenario {
         program,
-        rules: RuleSet { tiers, spending, rules },
+        rules: RuleSet { tiers, spending, rules, rfm: None },
         account,
         lines,
         bases,
@@ -1194,6 +1210,10 @@ fn wild_rule() -> BoxedStrategy<Rule> {
                 prop::option::weighted(0.2, any::<u32>()),
                 prop::option::weighted(0.2, any::<u32>()),
                 prop::option::weighted(0.2, (0_u32..=40, 0_u32..=40)),
+                prop_oneof![
+                    3 => Just(Vec::new()),
+                    1 => prop::collection::vec(prop_oneof![Just("at_risk".to_owned()), Just("at-risk".to_owned()), wild_name()], 1..=3)
+                ],
             ),
         ),
         wild_effect(),
@@ -1224,7 +1244,8 @@ fn wild_rule() -> BoxedStrategy<Rule> {
                 (per_receipt_points, per_customer),
                 (from, until, days, hours),
             )| {
-                let (tiers, tags_any, tags_none, registered, first_purchase, inactive_days_min, account_age_days_max, birthday) = customer;
+                let (tiers, tags_any, tags_none, registered, first_purchase, inactive_days_min, account_age_days_max, birthday, segments) =
+                    customer;
                 Rule {
                     id,
                     name,
@@ -1249,6 +1270,7 @@ fn wild_rule() -> BoxedStrategy<Rule> {
                             inactive_days_min,
                             account_age_days_max,
                             birthday: birthday.map(|(days_before, days_after)| BirthdayWindow { days_before, days_after }),
+                            segments,
                         },
                         coupon,
                     },
@@ -1295,7 +1317,12 @@ fn wild_rule_set() -> BoxedStrategy<(RuleSet, u32)> {
     )
         .prop_map(|(tiers, (cap_percent, min_balance_to_spend, registered_only, exclude), rules, points_scale)| {
             (
-                RuleSet { tiers, spending: SpendingRules { cap_percent, min_balance_to_spend, registered_only, exclude }, rules },
+                RuleSet {
+                    tiers,
+                    spending: SpendingRules { cap_percent, min_balance_to_spend, registered_only, exclude },
+                    rules,
+                    rfm: None,
+                },
                 points_scale,
             )
         })

@@ -42,9 +42,10 @@ pub struct Config {
     /// How often each engine checks the store for a newer rules version (another engine's admin
     /// change); changes made through this engine apply at once.
     pub rules_refresh_ms: u64,
-    /// How often the daily sweep of schedule rules (birthday and win-back certificates) runs; 0
-    /// turns it off on this engine (with many engines, one sweeping is enough, though any number
-    /// pays each award once).
+    /// How often the daily sweep of schedule rules (birthday and win-back certificates) runs, which
+    /// also counts the customers' RFM segments (`ListSegments` is as fresh as this); 0 turns it off
+    /// on this engine (with many engines, one sweeping is enough, though any number pays each award
+    /// once).
     pub schedule_sweep_minutes: u64,
     pub security: crate::auth::seed::SecurityConfig,
     pub programs: Vec<ProgramConfig>,

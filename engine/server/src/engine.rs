@@ -9,6 +9,7 @@
 //!   between accounts, interrupted commits' side effects, schedule awards and notices), run by
 //!   `background`.
 //! - [`Reports`] (`reports`): the programs' figures, folded from the outbox in the background.
+//! - [`Segments`] (`segments`): the customers' RFM segment counts, stored by each sweep.
 //! - [`RuleVersions`] (`rule_admin`), [`Access`] (`auth::registry`) and [`SandboxClocks`]
 //!   (`sandbox`): the versioned documents (`documents`) every engine over one store follows.
 //!
@@ -37,6 +38,7 @@ use crate::programs::{Program, Programs};
 use crate::reports::Reports;
 use crate::rule_admin::RuleVersions;
 use crate::sandbox::SandboxClocks;
+use crate::segments::Segments;
 use crate::sweep::{Sweep, SweepReport};
 
 /// The engine (see the module documentation). Shared by all gRPC handlers.
@@ -53,6 +55,8 @@ pub struct Engine {
     pub sweep: Sweep,
     /// The programs' figures (KPIs), folded from the outbox.
     pub reports: Reports,
+    /// The customers' RFM segment counts, as the sweep last stored them.
+    pub segments: Segments,
     /// The credentials calls are checked against (the gate holds it too).
     pub access: Arc<Access>,
     /// The calls inside the engine: the store is shut only after the last (see `drain`).
@@ -91,10 +95,12 @@ impl Engine {
             clock,
         ));
         let checkout = Checkout::new(Arc::clone(&ctx));
+        let segments = Segments::new(documents.clone());
         let credits = Credits::new(Arc::clone(&ctx), checkout.clone());
         Engine {
             customers: Customers::new(Arc::clone(&ctx), credits.clone()),
-            sweep: Sweep::new(Arc::clone(&ctx), checkout.clone()),
+            sweep: Sweep::new(Arc::clone(&ctx), checkout.clone(), segments.clone()),
+            segments,
             reports: Reports::new(Arc::clone(&ctx)),
             access: Arc::new(Access::new(documents)),
             checkout,

@@ -13,7 +13,7 @@
 //!   profiles, cards, merges, erasure), [`credits`] and [`sweep`] (work behind the calls, run by
 //!   [`background`]), [`rule_admin`] and [`sandbox`] (rules versions and test clocks, kept as
 //!   [`documents`] like the credentials), [`reports`] (the programs' figures, folded from the
-//!   outbox).
+//!   outbox), [`segments`] (the customers' RFM segment counts, stored by each sweep as a document).
 //! - [`accounts`]: identifier resolution, per-account locking and caching, the checked reads;
 //!   [`commit`]: the one commit path every call's write takes, with its bounded retries.
 //! - [`programs`]: each program's policy and compiled rules; [`config`]: file, flags and validation.
@@ -49,6 +49,7 @@ pub mod reports;
 pub mod retention;
 pub mod rule_admin;
 pub mod sandbox;
+pub mod segments;
 pub mod server;
 pub mod sweep;
 pub mod telemetry;

@@ -5,6 +5,9 @@
 //! answers of receipts past the program's horizon removed). Each is a receipt-keyed call on the account
 //! (`funnel/<account>/<rule>/<occasion>`, `expiring/<account>/<month>`, `expired/<account>/<day>`),
 //! so a sweep that runs twice, or on two engines at once, does each once.
+//!
+//! On the way it scores every customer's RFM segment as of its start and stores the counts
+//! (`segments`): segments move with time alone, and this is the pass that sees every customer.
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use crate::context::Context;
 use crate::error::EngineResult;
 use crate::programs::Program;
 use crate::retention::Retention;
+use crate::segments::{Segments, SegmentsDocument};
 
 /// Accounts read per page.
 const PAGE: usize = 500;
@@ -35,6 +39,8 @@ pub struct SweepReport {
     pub expiries_settled: usize,
     /// Receipts whose stored answers retention removed.
     pub receipts_compacted: usize,
+    /// The version of the segment counts it stored (0: none, a later sweep's were stored first).
+    pub segments_version: u64,
 }
 
 /// The sweep (see the module documentation).
@@ -43,11 +49,13 @@ pub struct Sweep {
     ctx: Arc<Context>,
     checkout: Checkout,
     retention: Retention,
+    /// Where the customers' segment counts go.
+    segments: Segments,
 }
 
 impl Sweep {
-    pub fn new(ctx: Arc<Context>, checkout: Checkout) -> Self {
-        Sweep { retention: Retention::new(Arc::clone(&ctx)), ctx, checkout }
+    pub fn new(ctx: Arc<Context>, checkout: Checkout, segments: Segments) -> Self {
+        Sweep { retention: Retention::new(Arc::clone(&ctx)), ctx, checkout, segments }
     }
 
     /// Sweeps every account of one program once.
@@ -55,6 +63,9 @@ impl Sweep {
         let program_id = program.id();
         let origin = Origin::system("schedule");
         let mut report = SweepReport::default();
+        // Every customer is scored as of the start, so the counts are of one instant.
+        let scored_at = self.ctx.now_in(program_id);
+        let mut counts = loyalty_core::rfm::SegmentCounts::default();
         let mut cursor = String::new();
         loop {
             let store = &self.ctx.accounts.store;
@@ -71,6 +82,7 @@ impl Sweep {
                     continue;
                 }
                 report.accounts += 1;
+                counts.count(program.rules.rfm_score(&stored.value, scored_at, program.policy.time_zone).as_ref());
                 let now = self.ctx.now_in(program_id);
                 let mut due: Vec<(String, BonusCmd)> = evaluate_schedule(&program.rules, &program.policy, &stored.value, now)
                     .into_iter()
@@ -130,6 +142,14 @@ impl Sweep {
                 None => break,
             }
         }
+        // For dashboards: the program's customers by segment (labels: the program and one of the
+        // eleven segment names, never a customer).
+        for segment in loyalty_core::rfm::Segment::ALL {
+            metrics::gauge!("loyalty_rfm_customers", "program" => program_id.to_owned(), "segment" => segment.name())
+                .set(counts.in_segment(segment) as f64);
+        }
+        let document = SegmentsDocument { computed_at: scored_at, rules_version: program.rules.version(), counts };
+        report.segments_version = self.segments.store(program_id, &document, self.ctx.now_in(program_id)).await?.unwrap_or(0);
         metrics::counter!("loyalty_schedule_awards_total").increment(report.awards as u64);
         metrics::counter!("loyalty_expiry_notices_total").increment(report.expiry_notices as u64);
         Ok(report)

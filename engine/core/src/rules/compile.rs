@@ -1,7 +1,7 @@
 //! From a rule document to the form checkout evaluates: every field checked (a bad rule is refused
 //! here, with its path and the reason, never discovered at a till), inactive rules left out, lists
-//! turned into sets, and rules indexed by SKU, category, brand, tier and tag so that evaluating a
-//! receipt costs in proportion to the rules that can match it, not to all rules.
+//! turned into sets, and rules indexed by SKU, category, brand, tier, tag and RFM segment so that
+//! evaluating a receipt costs in proportion to the rules that can match it, not to all rules.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +17,7 @@ use super::definition::{
     BirthdayWindow, DocumentFormat, Effect, Limits, LineFilter, Period, Rule, RuleSet, SpendingRules, Stacking, TierTable, Trigger,
 };
 use super::yaml_depth::{YAML_DEPTH_MAX, YamlDepth, yaml_depth};
+use crate::rfm::{RfmScore, RfmThresholds, Segment};
 
 /// Most rules in one program.
 pub const RULES_MAX: usize = 5_000;
@@ -201,6 +202,8 @@ pub(crate) struct CompiledCustomer {
     pub inactive_days_min: Option<u32>,
     pub account_age_days_max: Option<u32>,
     pub birthday: Option<BirthdayWindow>,
+    /// RFM segments; empty: any customer.
+    pub segments: Vec<Segment>,
 }
 
 /// A rule ready for checkout.
@@ -241,6 +244,8 @@ pub(crate) struct RuleIndex {
     pub by_brand: Map<String, Vec<u32>>,
     pub by_tier: Map<String, Vec<u32>>,
     pub by_tag: Map<String, Vec<u32>>,
+    /// Rules for customers in an RFM segment, by the segment's position in [`Segment::ALL`].
+    pub by_segment: [Vec<u32>; Segment::ALL.len()],
     /// Rules any receipt may match: checked on every purchase.
     pub general: Vec<u32>,
 }
@@ -268,6 +273,11 @@ pub struct CompiledRules {
     pub(crate) spending: SpendingRules,
     /// `spending.exclude`, compiled.
     pub(crate) spending_exclude: Option<CompiledFilter>,
+    /// `rfm`, or the defaults.
+    pub(crate) rfm: RfmThresholds,
+    /// Whether an active rule has a segment condition: only then does an evaluation score the
+    /// customer.
+    pub(crate) uses_segments: bool,
 }
 
 impl CompiledRules {
@@ -299,6 +309,36 @@ impl CompiledRules {
     /// Whether the daily sweep has anything to do for this program.
     pub fn has_schedule(&self) -> bool {
         !self.schedule.is_empty()
+    }
+
+    /// The thresholds of the customers' RFM scores in this version.
+    pub fn rfm(&self) -> &RfmThresholds {
+        &self.rfm
+    }
+
+    /// A customer's RFM scores and segment at `now` under this version's thresholds (`None`: the
+    /// customer never bought).
+    pub fn rfm_score(
+        &self,
+        account: &crate::account::AccountState,
+        now: chrono::DateTime<chrono::Utc>,
+        zone: chrono_tz::Tz,
+    ) -> Option<RfmScore> {
+        crate::rfm::score(account, &self.rfm, now, zone)
+    }
+
+    /// The segment rules see for `account` at `now`: `None` when no active rule looks at segments
+    /// (the customer is not scored then) or the customer never bought.
+    pub(crate) fn segment_for_rules(
+        &self,
+        account: &crate::account::AccountState,
+        now: chrono::DateTime<chrono::Utc>,
+        zone: chrono_tz::Tz,
+    ) -> Option<Segment> {
+        if !self.uses_segments {
+            return None;
+        }
+        self.rfm_score(account, now, zone).map(|score| score.segment)
     }
 }
 
@@ -486,6 +526,19 @@ impl Checker {
                 self.push(&format!("{at}.when.customer.tiers[{tier_index}]"), format!("no tier '{tier}' in this program"));
             }
         }
+        let mut segments = Vec::with_capacity(customer.segments.len());
+        for (segment_index, name) in customer.segments.iter().enumerate() {
+            match Segment::from_name(name) {
+                Some(segment) => segments.push(segment),
+                None => self.push(
+                    &format!("{at}.when.customer.segments[{segment_index}]"),
+                    format!("no segment '{}'; the segments are {}", name.chars().take(NAME_LEN_MAX).collect::<String>(), Segment::names()),
+                ),
+            }
+        }
+        if !segments.is_empty() && rule.trigger == Trigger::Enrollment {
+            self.push(&format!("{at}.when.customer.segments"), "a customer enrolling has bought nothing yet: in no segment");
+        }
         if let Some(birthday) = customer.birthday
             && (birthday.days_before > 31 || birthday.days_after > 31)
         {
@@ -606,6 +659,7 @@ impl Checker {
                 inactive_days_min: customer.inactive_days_min,
                 account_age_days_max: customer.account_age_days_max,
                 birthday: customer.birthday,
+                segments,
             },
             coupon: when.coupon.clone(),
             effect: rule.effect.clone(),
@@ -635,6 +689,15 @@ fn index_rule(index: &mut RuleIndex, position: u32, rule: &CompiledRule) {
         for tag in &rule.customer.tags_any {
             index.by_tag.entry(tag.clone()).or_default().push(position);
         }
+    } else if !rule.customer.segments.is_empty() {
+        let mut segments = rule.customer.segments.clone();
+        segments.sort_unstable();
+        segments.dedup();
+        for segment in segments {
+            if let Some(slot) = Segment::ALL.iter().position(|listed| *listed == segment) {
+                index.by_segment[slot].push(position);
+            }
+        }
     } else {
         index.general.push(position);
     }
@@ -647,6 +710,11 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
         checker.push("rules", format!("at most {RULES_MAX} rules"));
     }
     let tiers = rule_set.tiers.as_ref().map(|table| checker.tiers(table));
+    if let Some(rfm) = &rule_set.rfm {
+        for (field, reason) in rfm.problems() {
+            checker.push(&format!("rfm.{field}"), reason);
+        }
+    }
     let spending_exclude = checker.spending(&rule_set.spending);
     let mut ids = Set::default();
     let mut compiled = Vec::with_capacity(rule_set.rules.len());
@@ -663,6 +731,7 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
         return Err(RuleSetError { problems: checker.problems });
     }
     compiled.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.3.id.cmp(&b.3.id)));
+    let uses_segments = compiled.iter().any(|(_, _, _, rule)| !rule.customer.segments.is_empty());
     let mut rules = Vec::with_capacity(compiled.len());
     let mut purchase = RuleIndex::default();
     let mut enrollment = Vec::new();
@@ -689,6 +758,8 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
         tiers,
         spending: rule_set.spending.clone(),
         spending_exclude,
+        rfm: rule_set.rfm.clone().unwrap_or_default(),
+        uses_segments,
     })
 }
 
@@ -715,6 +786,7 @@ pub fn flat_cashback(percent: Decimal) -> RuleSet {
             limits: Limits::default(),
             valid: Default::default(),
         }],
+        rfm: None,
     }
 }
 

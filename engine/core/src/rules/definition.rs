@@ -8,6 +8,8 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use crate::rfm::RfmThresholds;
+
 /// Everything a program's CRM manager configures about earning and spending.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +21,10 @@ pub struct RuleSet {
     pub spending: SpendingRules,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// The thresholds of the customers' RFM scores and segments (`crate::rfm`); absent uses the
+    /// defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfm: Option<RfmThresholds>,
 }
 
 /// Tiers (statuses) reached by spend over a sliding window of calendar months.
@@ -243,6 +249,10 @@ pub struct CustomerConditions {
     /// Within a window around the customer's birthday (in the program's time zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub birthday: Option<BirthdayWindow>,
+    /// The customer is in one of these RFM segments at the time of the sale ("at_risk",
+    /// "hibernating": `crate::rfm::Segment`); a customer who never bought is in none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
 }
 
 /// From `days_before` the birthday through `days_after` it (0 and 0: the day itself).

@@ -3,8 +3,8 @@
 //!
 //! The order of work, and why:
 //! 1. **Candidates** come from the index: rules listed under a line's SKU, category or brand (with
-//!    that line), rules listed under the customer's tier or tags, and the general rules. A rule no
-//!    line or segment points at is never looked at.
+//!    that line), rules listed under the customer's tier, tags or RFM segment, and the general
+//!    rules. A rule no line or segment points at is never looked at.
 //! 2. **Receipt-level conditions** (validity window, store, till, channel, customer, coupon, receipt
 //!    total, budget left) are checked once per candidate, then its matching lines are collected.
 //! 3. **Stacking**, per line for line effects and per receipt for receipt effects, walks applicable
@@ -26,6 +26,7 @@ use crate::allocate::allocate;
 use crate::basket::BasketLine;
 use crate::outcome::{LineEarn, RulePoints};
 use crate::program::ProgramPolicy;
+use crate::rfm::Segment;
 
 /// Everything a purchase evaluation may look at.
 #[derive(Clone, Copy, Debug)]
@@ -137,10 +138,27 @@ pub(crate) fn budget_left(rule: &CompiledRule, account: &AccountState, today: Na
     (limit.points.map(|max| (max - points_used).max(Decimal::ZERO)), limit.uses.map(|max| max.saturating_sub(uses_used)))
 }
 
+/// Who the customer is at the time of the evaluation: what customer conditions look at besides the
+/// account.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Standing<'a> {
+    pub tier: &'a str,
+    /// The RFM segment, when some rule looks at segments and the customer ever bought.
+    pub segment: Option<Segment>,
+}
+
 /// Customer conditions shared by purchase, enrolment and event rules.
-pub(crate) fn customer_matches(rule: &CompiledRule, account: &AccountState, tier: &str, at: DateTime<Utc>, today: NaiveDate) -> bool {
+pub(crate) fn customer_matches(
+    rule: &CompiledRule,
+    account: &AccountState,
+    standing: Standing<'_>,
+    at: DateTime<Utc>,
+    today: NaiveDate,
+) -> bool {
     let customer = &rule.customer;
+    let tier = standing.tier;
     (customer.tiers.is_empty() || customer.tiers.iter().any(|wanted| wanted == tier))
+        && (customer.segments.is_empty() || standing.segment.is_some_and(|segment| customer.segments.contains(&segment)))
         && (customer.tags_any.is_empty() || customer.tags_any.iter().any(|tag| account.tags.contains(tag)))
         && !customer.tags_none.iter().any(|tag| account.tags.contains(tag))
         && customer.registered.is_none_or(|wanted| wanted == account.registered)
@@ -157,7 +175,7 @@ pub(crate) fn customer_matches(rule: &CompiledRule, account: &AccountState, tier
 fn receipt_level_matches(
     rule: &CompiledRule,
     ctx: &PurchaseContext<'_>,
-    tier: &str,
+    standing: Standing<'_>,
     local: chrono::NaiveDateTime,
     receipt_total: Decimal,
 ) -> bool {
@@ -166,7 +184,7 @@ fn receipt_level_matches(
         && (rule.tills.is_empty() || rule.tills.contains(ctx.till_id))
         && (rule.channels.is_empty() || rule.channels.contains(ctx.channel))
         && rule.coupon.as_ref().is_none_or(|coupon| ctx.coupons.iter().any(|presented| presented == coupon))
-        && customer_matches(rule, ctx.account, tier, ctx.at, local.date())
+        && customer_matches(rule, ctx.account, standing, ctx.at, local.date())
         && rule.min_total.is_none_or(|min| receipt_total >= min)
         && match budget_left(rule, ctx.account, local.date()) {
             (Some(points), _) if points.is_zero() => false,
@@ -176,7 +194,12 @@ fn receipt_level_matches(
 }
 
 /// The rules that apply to this receipt, in priority order, each with its matching lines.
-fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &str, local: chrono::NaiveDateTime) -> Vec<Applicable<'r>> {
+fn applicable<'r>(
+    rules: &'r CompiledRules,
+    ctx: &PurchaseContext<'_>,
+    standing: Standing<'_>,
+    local: chrono::NaiveDateTime,
+) -> Vec<Applicable<'r>> {
     let index = &rules.purchase;
     // (rule position, line) pairs found through the line index; sorted, they group by rule.
     let mut keyed: Vec<(u32, usize)> = Vec::new();
@@ -190,8 +213,11 @@ fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &st
     keyed.dedup();
     // Rules that look at every line: general ones and those of the customer's segment.
     let mut scanned: Vec<u32> = index.general.clone();
-    if let Some(positions) = index.by_tier.get(tier) {
+    if let Some(positions) = index.by_tier.get(standing.tier) {
         scanned.extend_from_slice(positions);
+    }
+    if let Some(slot) = standing.segment.and_then(|segment| Segment::ALL.iter().position(|listed| *listed == segment)) {
+        scanned.extend_from_slice(&index.by_segment[slot]);
     }
     for tag in &ctx.account.tags {
         if let Some(positions) = index.by_tag.get(tag) {
@@ -224,7 +250,7 @@ fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &st
         } else {
             next_scanned += 1;
         }
-        if !receipt_level_matches(rule, ctx, tier, local, receipt_total) {
+        if !receipt_level_matches(rule, ctx, standing, local, receipt_total) {
             continue;
         }
         let lines: Vec<usize> = if from_keyed {
@@ -247,6 +273,15 @@ fn applicable<'r>(rules: &'r CompiledRules, ctx: &PurchaseContext<'_>, tier: &st
     found
 }
 
+/// The label a rule's points are shown with: its own, and for a rule that targets RFM segments, the
+/// segment the customer was in ("coffee 10% (segment at_risk)"), so the receipt says why.
+fn shown_label(rule: &CompiledRule, standing: Standing<'_>) -> std::sync::Arc<str> {
+    match standing.segment {
+        Some(segment) if !rule.customer.segments.is_empty() => format!("{} (segment {})", rule.label(), segment.name()).into(),
+        _ => rule.shown_label.clone(),
+    }
+}
+
 fn tier_percent(rules: &CompiledRules, tier: &str) -> Decimal {
     rules
         .tiers
@@ -262,7 +297,8 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
     let program = ctx.program;
     let local = ctx.at.with_timezone(&program.time_zone).naive_local();
     let tier = effective_tier(rules, ctx.account, ctx.at, program.time_zone);
-    let found = applicable(rules, ctx, tier, local);
+    let standing = Standing { tier, segment: rules.segment_for_rules(ctx.account, ctx.at, program.time_zone) };
+    let found = applicable(rules, ctx, standing, local);
     let hundred = Decimal::ONE_HUNDRED;
 
     let mut cells: Vec<Cell> = Vec::new();
@@ -338,6 +374,7 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         let group = &cells[start..end];
         start = end;
         let rule = found[slot].rule;
+        let label = shown_label(rule, standing);
         let exact: Decimal = group.iter().map(|cell| cell.exact).sum();
         let (budget, _) = budget_left(rule, ctx.account, local.date());
         let limit = [rule.limits.per_receipt_points, budget].into_iter().flatten().min();
@@ -354,13 +391,11 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
             line_points[cell.line] += points;
             match line_applied[cell.line].iter_mut().find(|applied| std::sync::Arc::ptr_eq(&applied.rule_id, &rule.shown_id)) {
                 Some(applied) => applied.points += points,
-                None => {
-                    line_applied[cell.line].push(RulePoints { rule_id: rule.shown_id.clone(), label: rule.shown_label.clone(), points })
-                }
+                None => line_applied[cell.line].push(RulePoints { rule_id: rule.shown_id.clone(), label: label.clone(), points }),
             }
         }
         total += rule_total;
-        per_rule.push(RulePoints { rule_id: rule.shown_id.clone(), label: rule.shown_label.clone(), points: rule_total });
+        per_rule.push(RulePoints { rule_id: rule.shown_id.clone(), label, points: rule_total });
     }
 
     // Referral rewards: on the receipt's base, for the chain above the buyer, after budgets.
@@ -463,12 +498,13 @@ pub fn evaluate_awards(
 ) -> Vec<Award> {
     let local = at.with_timezone(&program.time_zone).naive_local();
     let tier = effective_tier(rules, account, at, program.time_zone);
+    let standing = Standing { tier, segment: rules.segment_for_rules(account, at, program.time_zone) };
     let mut state = StackState::Open;
     let mut awards = Vec::new();
     for rule in positions.iter().filter_map(|&position| usize::try_from(position).ok().and_then(|position| rules.rules.get(position))) {
         if !rule.valid.contains(local)
             || !(rule.stores.is_empty() || store_id.is_empty() || rule.stores.contains(store_id))
-            || !customer_matches(rule, account, tier, at, local.date())
+            || !customer_matches(rule, account, standing, at, local.date())
         {
             continue;
         }
@@ -489,7 +525,7 @@ pub fn evaluate_awards(
         if !admit(&mut state, rule.stacking) {
             continue;
         }
-        let award = Award { rule_id: rule.id.clone(), label: rule.label().to_owned(), kind };
+        let award = Award { rule_id: rule.id.clone(), label: shown_label(rule, standing).to_string(), kind };
         if award.points() > Decimal::ZERO {
             awards.push(award);
         }

@@ -4,8 +4,8 @@
 //! indexes into an immutable [`compile::CompiledRules`], one per program version. Checkout
 //! evaluates a basket against exactly one version ([`evaluate::evaluate_purchase`],
 //! [`spending::spend_quote`]), with no I/O and no clock: the time of the receipt is an input.
-//! Tiers ([`tiers`]) and per-customer budgets ([`budgets`]) are computed from state kept on the
-//! account, so that refunds can take them back.
+//! Tiers ([`tiers`]), per-customer budgets ([`budgets`]) and RFM segments ([`crate::rfm`]) are
+//! computed from state kept on the account, so that refunds can take them back.
 
 pub mod budgets;
 pub mod compile;

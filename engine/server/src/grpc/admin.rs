@@ -1,4 +1,5 @@
-//! `loyalty.admin.v1.ProgramAdmin`: rules and campaigns, manual adjustments, the event outbox.
+//! `loyalty.admin.v1.ProgramAdmin`: rules and campaigns, manual adjustments, the event outbox,
+//! the figures and the customers' RFM segments.
 //! Calls go through the same guard as checkout calls (the gate, in-flight limit, metrics, one error
 //! mapping) and need the admin scope; every change is recorded with the calling credential.
 
@@ -324,6 +325,23 @@ impl ProgramAdmin for AdminApi {
                 };
                 let (report, through_seq) = self.api.engine().reports.report(program, from, to, store.as_deref()).await?;
                 Ok(convert::figures(&program.policy, &report, through_seq))
+            })
+            .await
+    }
+
+    async fn list_segments(&self, request: Request<pb::ListSegmentsRequest>) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let req = &req;
+        self.api
+            .handle("ListSegments", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let segments = &self.api.engine().segments;
+                let program_id = call.program.id();
+                let latest = segments.latest_version(program_id).await?;
+                if req.version > latest {
+                    let reason = format!("no sweep stored version {}: the latest is {latest}", req.version);
+                    return Err(Rejection::invalid("version", reason).into());
+                }
+                Ok(convert::segments(segments.read(program_id, req.version).await?, latest))
             })
             .await
     }

@@ -241,6 +241,39 @@ pub fn ratio(value: Option<Decimal>) -> String {
     value.map(|value| value.round_dp(4).normalize().to_string()).unwrap_or_default()
 }
 
+/// A sweep's segment counts on the wire (`stored`: none before the first sweep); every segment and
+/// every score is listed, zeros included.
+pub fn segments(
+    stored: Option<crate::documents::Version<crate::segments::SegmentsDocument>>,
+    latest_version: u64,
+) -> loyalty_proto::admin::ListSegmentsResponse {
+    use loyalty_core::rfm::{SCORE_MAX, Segment};
+    use loyalty_proto::admin::{ListSegmentsResponse, ScoreCount, SegmentCount};
+    let Some(stored) = stored else {
+        return ListSegmentsResponse { latest_version, ..ListSegmentsResponse::default() };
+    };
+    let document = stored.document;
+    let counts = &document.counts;
+    let by_score = |customers: &[u64; SCORE_MAX as usize]| -> Vec<ScoreCount> {
+        (1..=u32::from(SCORE_MAX)).zip(customers).map(|(score, customers)| ScoreCount { score, customers: *customers }).collect()
+    };
+    ListSegmentsResponse {
+        version: stored.version,
+        latest_version,
+        computed_at: Some(timestamp(document.computed_at)),
+        rules_version: document.rules_version,
+        customers: counts.customers,
+        without_purchases: counts.without_purchases,
+        segments: Segment::ALL
+            .into_iter()
+            .map(|segment| SegmentCount { segment: segment.name().to_owned(), customers: counts.in_segment(segment) })
+            .collect(),
+        recency_scores: by_score(&counts.recency),
+        frequency_scores: by_score(&counts.frequency),
+        monetary_scores: by_score(&counts.monetary),
+    }
+}
+
 /// A figures report on the wire: points at the program's scale, money at the currency's, ratios
 /// to four places.
 pub fn figures(
