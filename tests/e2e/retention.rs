@@ -98,3 +98,27 @@ async fn a_horizon_of_zero_keeps_every_answer() {
     assert_eq!(replay, first);
     server.stop().await;
 }
+
+/// A long history is compacted a bounded number of ledger entries per pass (200), each pass going
+/// on from the account's cursor: two passes for 230 receipts.
+#[tokio::test]
+async fn a_long_history_is_compacted_over_several_passes() {
+    let server = TestServer::start_with(|config| config.programs[0].answers_kept_days = 30, |store| store).await;
+    let mut client = server.client().await;
+    client.enroll(enroll("e-1", "+77010000022", "")).await.expect("enroll");
+    let customer = phone("+77010000022");
+    for n in 0..230 {
+        client.accrue(accrue(&format!("R{n:03}"), customer.clone(), vec![line(1, "tv", "1", "1000.00")])).await.expect("accrue");
+    }
+    server.clock.advance(Duration::days(31));
+    let program = server.engine.programs().get(PROGRAM).expect("program");
+    let first = server.engine.sweep.run(&program).await.expect("sweep").receipts_compacted;
+    let second = server.engine.sweep.run(&program).await.expect("sweep").receipts_compacted;
+    let third = server.engine.sweep.run(&program).await.expect("sweep").receipts_compacted;
+    assert_eq!((first, second, third), (200, 30, 0));
+    for receipt in ["R000", "R199", "R200", "R229"] {
+        let stored = server.store.receipt(PROGRAM, receipt).await.expect("read").expect("stored").value;
+        assert!(matches!(stored.calls[0].response, StoredResponse::Compacted(_)), "{receipt}");
+    }
+    server.stop().await;
+}

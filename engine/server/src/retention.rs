@@ -11,12 +11,14 @@
 //! `AccountState::compacted_through` up to the first entry newer than the horizon; at most
 //! [`ENTRIES_PER_PASS`] entries of an account per pass, so a first pass over years of history
 //! spreads over sweeps. A receipt is compacted only if its last call, too, is older than the
-//! horizon (`ReceiptState::last_call_at`); one refunded late (within the horizon of the refund,
-//! after the purchase's entry passed it) keeps its answers. Receipts that moved no points (a
-//! quote, a hold released, a purchase that earned nothing) have no entry and keep their answers
-//! too. Each compaction is an ordinary commit
-//! under the account's slot (the account unchanged but for the cursor, the receipt at its next
-//! version), so it never races a refund: one of them re-reads and tries again.
+//! horizon (`ReceiptState::last_call_at`); one with a call since (a late refund) keeps its
+//! answers, and so does one written before `last_call_at` was kept that had more than one call.
+//! Receipts no ledger entry names keep their answers too: a quote, a hold released, a purchase
+//! that earned nothing, bonuses and credits (their entries name no receipt), and the receipts of
+//! a merged card's emptied account. Each compaction is an ordinary commit under the account's
+//! slot (the account unchanged but for the cursor, the receipt at its next version), so it never
+//! races a refund: one of them re-reads and tries again. Answers kept by request ID (enrolment,
+//! card replacement, merges, imports) are not touched.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,8 +30,9 @@ use crate::context::Context;
 use crate::error::EngineResult;
 use crate::programs::Program;
 
-/// Ledger entries of one account looked at per pass, at most.
-const ENTRIES_PER_PASS: u64 = 1_000;
+/// Ledger entries of one account looked at per pass, at most: a first pass over years of history
+/// spreads over sweeps (each receipt is a commit) rather than holding up the sweep's other work.
+const ENTRIES_PER_PASS: u64 = 200;
 /// Ledger entries read per page.
 const PAGE: usize = 200;
 
@@ -63,64 +66,75 @@ impl Retention {
         }
         let now = self.ctx.now_in(program_id);
         let cutoff = now - chrono::Duration::days(i64::from(kept_days));
-        let (receipts, through) = self.due(program_id, state, cutoff).await?;
-        if through == state.compacted_through {
-            return Ok(Compacted::default());
-        }
+        let entries = self.due(program_id, state, cutoff).await?;
         let mut done = Compacted::default();
-        for receipt_id in receipts {
-            match self.compact_receipt(program_id, account_id, &receipt_id, cutoff, now).await? {
-                Some(true) => done.receipts += 1,
-                Some(false) => {}
-                // Lost a race with a call on the account: the next pass tries again from the same
-                // place (the cursor moves only past receipts that are done).
-                None => return Ok(done),
+        // Receipts in the order of their first entry; the cursor moves past an entry only once
+        // its receipt is done, so a lost race keeps what came before it.
+        let mut through = state.compacted_through;
+        let mut seen = BTreeSet::new();
+        for (seq, receipt_id) in entries {
+            if let Some(receipt_id) = receipt_id
+                && seen.insert(receipt_id.clone())
+            {
+                match self.compact_receipt(program_id, account_id, &receipt_id, cutoff, now).await? {
+                    Some(true) => done.receipts += 1,
+                    Some(false) => {}
+                    // Lost a race with a call on the account: the next pass goes on from here.
+                    None => break,
+                }
             }
-        }
-        let slot = accounts.slot(program_id, account_id);
-        let mut guard = slot.lock().await;
-        if let Some(Versioned { version, mut value }) = accounts.load(&mut guard, program_id, account_id).await?
-            && value.compacted_through < through
-        {
-            value.compacted_through = through;
-            accounts.commit(&mut guard, Commit::new(program_id, AccountWrite { expected_version: version, state: value })).await?;
+            through = seq;
         }
         metrics::counter!("loyalty_receipts_compacted_total").increment(done.receipts as u64);
+        if through > state.compacted_through {
+            let slot = accounts.slot(program_id, account_id);
+            let mut guard = slot.lock().await;
+            if let Some(Versioned { version, mut value }) = accounts.load(&mut guard, program_id, account_id).await?
+                && value.compacted_through < through
+            {
+                value.compacted_through = through;
+                accounts.commit(&mut guard, Commit::new(program_id, AccountWrite { expected_version: version, state: value })).await?;
+            }
+        }
         Ok(done)
     }
 
-    /// The receipts named by the account's ledger entries after its cursor and before `cutoff`
-    /// (at most [`ENTRIES_PER_PASS`] entries), and the last such entry's seq.
+    /// The account's ledger entries after its cursor and before `cutoff`, oldest first, at most
+    /// [`ENTRIES_PER_PASS`]: each entry's seq and receipt. The first entry is read alone, so an
+    /// account whose next entry is younger than the horizon (most of them, most of the time)
+    /// costs one small read.
     async fn due(
         &self,
         program_id: &str,
         state: &AccountState,
         cutoff: chrono::DateTime<chrono::Utc>,
-    ) -> EngineResult<(BTreeSet<String>, u64)> {
+    ) -> EngineResult<Vec<(u64, Option<String>)>> {
         let store = &self.ctx.accounts.store;
-        let mut receipts = BTreeSet::new();
+        let mut entries = Vec::new();
         let mut through = state.compacted_through;
         let last = state.ledger_seq.min(state.compacted_through + ENTRIES_PER_PASS);
+        let mut page_len = 1;
         while through < last {
-            // Entries through+1 ..= through+PAGE, newest first.
-            let before = (through + 1 + PAGE as u64).min(last + 1);
-            let mut page = store.ledger_page(program_id, &state.account_id, before, PAGE).await?;
+            // Entries through+1 ..= through+page_len, newest first.
+            let before = (through + 1 + page_len as u64).min(last + 1);
+            let mut page = store.ledger_page(program_id, &state.account_id, before, page_len).await?;
             page.reverse();
             let mut moved = false;
             let after = through;
             for entry in page.into_iter().filter(|entry| entry.seq > after) {
                 if entry.at >= cutoff || entry.seq != through + 1 {
-                    return Ok((receipts, through));
+                    return Ok(entries);
                 }
-                receipts.extend(entry.receipt_id);
                 through = entry.seq;
+                entries.push((entry.seq, entry.receipt_id));
                 moved = true;
             }
             if !moved {
                 break;
             }
+            page_len = PAGE;
         }
-        Ok((receipts, through))
+        Ok(entries)
     }
 
     /// Compacts one receipt of the account if its last call is older than `cutoff` and it still
@@ -139,7 +153,13 @@ impl Retention {
         let mut guard = slot.lock().await;
         let Some(receipt) = accounts.store.receipt(program_id, receipt_id).await? else { return Ok(Some(false)) };
         // A receipt another account claimed (a merge's), or one with a call within the horizon.
-        let last_call = receipt.value.last_call_at.unwrap_or(receipt.value.created_at);
+        // A receipt written before `last_call_at` was kept, with calls after its first (a refund,
+        // a reversal), may have had them lately: it keeps its answers.
+        let last_call = match receipt.value.last_call_at {
+            Some(at) => at,
+            None if receipt.value.calls.len() > 1 || receipt.value.refunds > 0 || receipt.value.reversed => return Ok(Some(false)),
+            None => receipt.value.created_at,
+        };
         if receipt.value.account_id != account_id || last_call >= cutoff {
             return Ok(Some(false));
         }

@@ -135,7 +135,14 @@ impl Sweep {
                         _ => {}
                     }
                 }
-                report.receipts_compacted += self.retention.account(program, &stored.value).await?.receipts;
+                // Retention's failure on one account (a receipt that does not read) does not stop
+                // the sweep of the others; it is tried again next sweep.
+                match self.retention.account(program, &stored.value).await {
+                    Ok(compacted) => report.receipts_compacted += compacted.receipts,
+                    Err(error) => {
+                        tracing::warn!(program = program_id, account = account_id.as_str(), %error, "retention skipped an account")
+                    }
+                }
             }
             match page.next {
                 Some(next) => cursor = next,
