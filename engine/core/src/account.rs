@@ -150,7 +150,8 @@ pub struct AccountState {
     pub compacted_through: u64,
     /// Purchases and money paid by local month of the sale, for the customer's RFM scores
     /// (`rfm`): the months of the longest window only ([`crate::rfm::RFM_MONTHS_KEPT`]), oldest
-    /// first, so recency, frequency and monetary value at any instant need no ledger scan.
+    /// first, so recency, frequency and monetary value at any instant need no ledger scan. (Last:
+    /// records are read by position.)
     #[serde(default)]
     pub rfm_months: Vec<RfmMonth>,
 }

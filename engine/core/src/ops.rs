@@ -464,6 +464,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         tier_month: Some(tier_month),
         referrals: earn.referrals.clone(),
         change_points: earn.change.as_ref().map_or(Decimal::ZERO, |change| change.points),
+        rfm_counted: true,
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),
@@ -611,7 +612,9 @@ pub fn refund(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         let account = txn.account_mut();
         give_back_budgets(ck.program, account, before, &accrual, false);
         // The money refunded, less the points given back for it, was not paid after all.
-        crate::rfm::record_return(account, accrual.tier_month, refunded_amount - spent_back, false);
+        if accrual.rfm_counted {
+            crate::rfm::record_return(account, accrual.tier_month, refunded_amount - spent_back, false);
+        }
         if let Some(change) =
             tiers::record_spend(ck.rules, account, accrual.tier_month, -refunded_amount, returned_at, ck.program.time_zone)
         {
@@ -664,7 +667,9 @@ pub fn reverse(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState,
         give_back_budgets(ck.program, account, accrual, accrual, true);
         let unreturned = accrual.total - receipt.money_returned;
         // A cancelled receipt is no purchase: its count and what it paid net of earlier refunds go.
-        crate::rfm::record_return(account, accrual.tier_month, unreturned - spent_back, true);
+        if accrual.rfm_counted {
+            crate::rfm::record_return(account, accrual.tier_month, unreturned - spent_back, true);
+        }
         if let Some(change) = tiers::record_spend(ck.rules, account, accrual.tier_month, -unreturned, now, ck.program.time_zone) {
             txn.tier_changed(change);
         }

@@ -109,6 +109,11 @@ pub struct Accrual {
     /// Change kept as points on this receipt (credited apart from `earned`).
     #[serde(default)]
     pub change_points: Decimal,
+    /// Whether the accrual was counted in the customer's RFM months (`rfm`): receipts accrued
+    /// before they were kept were not, so their refunds and reversal take nothing off. (Last:
+    /// records are read by position.)
+    #[serde(default)]
+    pub rfm_counted: bool,
 }
 
 /// Everything one receipt did.

@@ -298,8 +298,8 @@ pub fn record_purchase(account: &mut AccountState, month: i32, paid: Decimal) {
 
 /// Takes back what a refund (`cancelled` false) or a reversal (`cancelled` true: the purchase did
 /// not happen) of a receipt sold in `month` returned: `paid_back` in money, net of the points given
-/// back. A month no longer kept (or a receipt from before this was recorded: `None`) changes
-/// nothing. The sums stay exact, so that a receipt's refunds and reversal take off exactly what it
+/// back. A month no longer kept changes nothing (and the callers skip receipts accrued before the
+/// months were kept: `Accrual::rfm_counted`). The sums stay exact, so that a receipt's refunds and reversal take off exactly what it
 /// added: the points a refund gives back are rounded to the points' scale, so a fully refunded
 /// receipt may have taken off a cent more than it paid, which its month shows until the reversal.
 pub fn record_return(account: &mut AccountState, month: Option<i32>, paid_back: Decimal, cancelled: bool) {

@@ -210,8 +210,8 @@ pub(crate) struct CompiledCustomer {
 #[derive(Clone, Debug)]
 pub(crate) struct CompiledRule {
     pub id: String,
-    pub name: String,
-    /// `id` and `label()` as the answers carry them, made once here.
+    /// `id`, and the rule's name (its id if it has none), as receipts and ledger reasons carry
+    /// them, made once here.
     pub shown_id: std::sync::Arc<str>,
     pub shown_label: std::sync::Arc<str>,
     pub stacking: Stacking,
@@ -227,13 +227,6 @@ pub(crate) struct CompiledRule {
     pub effect: Effect,
     pub limits: Limits,
     pub valid: CompiledValidity,
-}
-
-impl CompiledRule {
-    /// The label shown on receipts and in ledger reasons.
-    pub fn label(&self) -> &str {
-        if self.name.is_empty() { &self.id } else { &self.name }
-    }
 }
 
 /// Purchase rules by what can make them match; each rule sits in exactly one place.
@@ -639,7 +632,6 @@ impl Checker {
         let valid = self.validity(&at, rule);
         CompiledRule {
             id: rule.id.clone(),
-            name: rule.name.clone(),
             shown_id: rule.id.as_str().into(),
             shown_label: if rule.name.is_empty() { rule.id.as_str().into() } else { rule.name.as_str().into() },
             stacking: rule.stacking,

@@ -273,13 +273,11 @@ fn applicable<'r>(
     found
 }
 
-/// The label a rule's points are shown with: its own, and for a rule that targets RFM segments, the
-/// segment the customer was in ("coffee 10% (segment at_risk)"), so the receipt says why.
-fn shown_label(rule: &CompiledRule, standing: Standing<'_>) -> std::sync::Arc<str> {
-    match standing.segment {
-        Some(segment) if !rule.customer.segments.is_empty() => format!("{} (segment {})", rule.label(), segment.name()).into(),
-        _ => rule.shown_label.clone(),
-    }
+/// The label a rule's points are shown with: its own. A rule that targets RFM segments does not
+/// add the segment: receipts, the ledger and the customer's app show these labels, and a segment
+/// such as `lost` is the CRM manager's word, not the customer's (its name should say the offer).
+fn shown_label(rule: &CompiledRule, _standing: Standing<'_>) -> std::sync::Arc<str> {
+    rule.shown_label.clone()
 }
 
 fn tier_percent(rules: &CompiledRules, tier: &str) -> Decimal {
