@@ -221,3 +221,37 @@ fn a_late_receipt_counts_in_its_sale_month_and_returns_take_off_that_month() {
     account = txn.finish_all().expect("invariants").account;
     assert_eq!(kept(&account), None);
 }
+
+/// A receipt accrued before the months were kept (its accrual not `rfm_counted`) added nothing to
+/// them, so its refund and cancellation take nothing off: the customer's later purchases stay whole.
+#[test]
+fn returns_of_a_receipt_accrued_before_the_months_were_kept_take_nothing_off() {
+    let policy = ProgramPolicy::with_defaults("p");
+    let rules = rules();
+    let limits = BasketLimits::default();
+    let checkout = Checkout { program: &policy, rules: &rules, limits: &limits };
+    let now = at(10, 6);
+    let mut account = customer(&policy, &rules, 3, 7, 5, now);
+    let accrue_one = |account: &AccountState, receipt_id: &str, at: DateTime<Utc>| {
+        let mut txn = Txn::begin(&policy, account, at, receipt_id.into(), Origin::default());
+        let mut receipt = ReceiptState::new(receipt_id.into(), "a".into(), at, Origin::default());
+        let cmd = AccrueCmd {
+            receipt_id: receipt_id.into(),
+            lines: basket(),
+            sale: SaleContext::default(),
+            change: Decimal::ZERO,
+            occurred_at: None,
+        };
+        ops::accrue(&checkout, &mut txn, &mut receipt, &cmd).expect("accrue");
+        (txn.finish_all().expect("invariants").account, receipt)
+    };
+    let (after_old, mut old) = accrue_one(&account, "old", now);
+    // As a receipt from before the release: its purchase is not in the months.
+    old.accrual.as_mut().expect("accrual").rfm_counted = false;
+    account = after_old;
+    let months_before = account.rfm_months.clone();
+    let mut txn = Txn::begin(&policy, &account, now + Duration::days(1), "reverse".into(), Origin::default());
+    ops::reverse(&checkout, &mut txn, &mut old, &ops::ReverseCmd { receipt_id: "old".into(), reason: String::new() }).expect("reverse");
+    account = txn.finish_all().expect("invariants").account;
+    assert_eq!(account.rfm_months, months_before, "nothing taken off for a receipt that added nothing");
+}
