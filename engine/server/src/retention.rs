@@ -9,7 +9,7 @@
 //!
 //! Which receipts: those the account's ledger entries name, oldest first, from the entry after
 //! `AccountState::compacted_through` up to the first entry newer than the horizon; at most
-//! [`ENTRIES_PER_PASS`] entries of an account per pass, so a first pass over years of history
+//! `ENTRIES_PER_PASS` (200) entries of an account per pass, so a first pass over years of history
 //! spreads over sweeps. A receipt is compacted only if its last call, too, is older than the
 //! horizon (`ReceiptState::last_call_at`); one with a call since (a late refund) keeps its
 //! answers, and so does one written before `last_call_at` was kept that had more than one call.
