@@ -68,6 +68,26 @@ pub struct Event {
     pub figures: Option<Box<crate::figures::Delta>>,
 }
 
+impl Event {
+    /// The event that carries a commit's addition to the program's figures (`figures`).
+    pub fn figures(account_id: String, at: DateTime<Utc>, delta: crate::figures::Delta) -> Event {
+        Event {
+            kind: EventKind::Figures,
+            account_id,
+            at,
+            points: delta.points.net(),
+            receipt_id: None,
+            rule_ids: Vec::new(),
+            available_from: None,
+            tier_from: None,
+            tier_to: None,
+            expires_at: None,
+            code: None,
+            figures: Some(Box::new(delta)),
+        }
+    }
+}
+
 /// Everything a merged account held, on its way to the customer's account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountTransfer {

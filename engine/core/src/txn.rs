@@ -670,20 +670,7 @@ impl<'p> Txn<'p> {
             expiry: crate::figures::ExpiryChange::between(&self.held_before, &held_after, zone),
         };
         if let Some(delta) = crate::figures::Delta::of(day, &self.origin.store_id, &self.entries, recorded) {
-            self.events.push(Event {
-                kind: EventKind::Figures,
-                account_id: self.account.account_id.clone(),
-                at: self.now,
-                points: delta.points.net(),
-                receipt_id: None,
-                rule_ids: Vec::new(),
-                available_from: None,
-                tier_from: None,
-                tier_to: None,
-                expires_at: None,
-                code: None,
-                figures: Some(Box::new(delta)),
-            });
+            self.events.push(Event::figures(self.account.account_id.clone(), self.now, delta));
         }
         Ok(Finished { account: self.account, entries: self.entries, events: self.events, credits: self.credits })
     }

@@ -179,20 +179,7 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2026, 3, 10).expect("date");
         let delta =
             Delta { day, store_id: "s1".into(), points: Points { earned: Decimal::from(earned), ..Points::default() }, ..Delta::default() };
-        let event = Event {
-            kind: EventKind::Figures,
-            account_id: "a".into(),
-            at: chrono::DateTime::UNIX_EPOCH,
-            points: Decimal::from(earned),
-            receipt_id: None,
-            rule_ids: Vec::new(),
-            available_from: None,
-            tier_from: None,
-            tier_to: None,
-            expires_at: None,
-            code: None,
-            figures: Some(Box::new(delta)),
-        };
+        let event = Event::figures("a".into(), chrono::DateTime::UNIX_EPOCH, delta);
         OutboxRecord { seq, event_id: event_id.into(), event }
     }
 

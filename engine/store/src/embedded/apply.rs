@@ -177,11 +177,11 @@ impl ReadTables {
     }
 
     pub(super) fn ledger_has(&self, program: &str, account: &str, seq: u64) -> Result<bool, StoreError> {
-        Ok(self.ledger.get((program, account, seq)).map_err(io)?.is_some())
+        ledger_has_in(&self.ledger, program, account, seq)
     }
 
     pub(super) fn identity_owner(&self, program: &str, storage_key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.identities.get((program, storage_key)).map_err(io)?.map(|owner| owner.value().to_owned()))
+        identity_owner_in(&self.identities, program, storage_key)
     }
 
     pub(super) fn request_exists(&self, program: &str, request: &str) -> Result<bool, StoreError> {
@@ -189,7 +189,7 @@ impl ReadTables {
     }
 
     pub(super) fn outbox_head(&self, program: &str) -> Result<u64, StoreError> {
-        Ok(self.outbox_head.get(program).map_err(io)?.map_or(0, |guard| guard.value()))
+        outbox_head_in(&self.outbox_head, program)
     }
 }
 
@@ -215,6 +215,27 @@ fn receipt_in(
     }
 }
 
+fn ledger_has_in(
+    table: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+    program: &str,
+    account: &str,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    Ok(table.get((program, account, seq)).map_err(io)?.is_some())
+}
+
+fn identity_owner_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    program: &str,
+    storage_key: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(table.get((program, storage_key)).map_err(io)?.map(|owner| owner.value().to_owned()))
+}
+
+fn outbox_head_in(table: &impl ReadableTable<&'static str, u64>, program: &str) -> Result<u64, StoreError> {
+    Ok(table.get(program).map_err(io)?.map_or(0, |guard| guard.value()))
+}
+
 impl CommitRows for Tables<'_> {
     fn account_version(&self, program: &str, account: &str) -> Result<u64, StoreError> {
         account_version_in(&self.accounts, program, account)
@@ -225,11 +246,11 @@ impl CommitRows for Tables<'_> {
     }
 
     fn ledger_has(&self, program: &str, account: &str, seq: u64) -> Result<bool, StoreError> {
-        Ok(self.ledger.get((program, account, seq)).map_err(io)?.is_some())
+        ledger_has_in(&self.ledger, program, account, seq)
     }
 
     fn identity_owner(&self, program: &str, storage_key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.identities.get((program, storage_key)).map_err(io)?.map(|owner| owner.value().to_owned()))
+        identity_owner_in(&self.identities, program, storage_key)
     }
 
     fn request_exists(&self, program: &str, request: &str) -> Result<bool, StoreError> {
@@ -237,7 +258,7 @@ impl CommitRows for Tables<'_> {
     }
 
     fn outbox_head(&self, program: &str) -> Result<u64, StoreError> {
-        Ok(self.outbox_head.get(program).map_err(io)?.map_or(0, |guard| guard.value()))
+        outbox_head_in(&self.outbox_head, program)
     }
 
     fn put_account(&mut self, program: &str, account: &str, bytes: &[u8]) -> Result<(), StoreError> {

@@ -175,6 +175,44 @@ pub(super) enum Message {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Waits for the next commit and takes everything queued behind it, up to `batch_max` in `batch`:
+/// a group commit's batch, for the committer and the direct writer alike. The batch is to be
+/// written either way; [`Gathered::Stop`] says to stop after it.
+fn gather(inbox: &mut mpsc::Receiver<Message>, batch: &mut Vec<Pending>, batch_max: usize) -> Gathered {
+    match inbox.blocking_recv() {
+        Some(Message::Commit(pending)) => batch.push(*pending),
+        Some(Message::Shutdown(done)) => return Gathered::Stop(Some(done)),
+        None => return Gathered::Stop(None),
+    }
+    while batch.len() < batch_max {
+        match inbox.try_recv() {
+            Ok(Message::Commit(pending)) => batch.push(*pending),
+            Ok(Message::Shutdown(done)) => return Gathered::Stop(Some(done)),
+            Err(_) => break,
+        }
+    }
+    Gathered::Batch
+}
+
+/// What [`gather`] ended with.
+enum Gathered {
+    /// A batch to write; more may follow.
+    Batch,
+    /// Stop after writing the batch: a shutdown request (answered once everything is written), or
+    /// the queue closed.
+    Stop(Option<oneshot::Sender<()>>),
+}
+
+/// After a shutdown request: refuses whatever is still queued (nothing was acknowledged for it).
+fn refuse_queued(inbox: &mut mpsc::Receiver<Message>) {
+    inbox.close();
+    while let Ok(message) = inbox.try_recv() {
+        if let Message::Commit(pending) = message {
+            let _ = pending.reply.send(Err(StoreError::Closed));
+        }
+    }
+}
+
 /// The redb-backed store. Cheap to share behind an `Arc`.
 pub struct EmbeddedStore {
     db: Arc<Database>,

@@ -27,7 +27,7 @@ use super::apply::{ReadTables, Tables, apply};
 use super::journal::Segments;
 use super::overlay::{Overlay, Staged};
 use super::record::EncodedCommit;
-use super::{EmbeddedConfig, JOURNAL_SEQ, Message, Pending, checkpoint, io};
+use super::{EmbeddedConfig, Gathered, JOURNAL_SEQ, Message, Pending, checkpoint, gather, io, refuse_queued};
 use crate::{CommitOutcome, StoreError};
 
 /// How long the applier gathers records after the first before it writes them into redb. Off the
@@ -169,20 +169,8 @@ pub(super) fn commit_loop(
             })
             .expect("spawn the store's applier thread");
         let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_max);
-        let mut stopping = None;
-        while stopping.is_none() {
-            match inbox.blocking_recv() {
-                Some(Message::Commit(pending)) => batch.push(*pending),
-                Some(Message::Shutdown(done)) => stopping = Some(done),
-                None => break,
-            }
-            while batch.len() < config.batch_max && stopping.is_none() {
-                match inbox.try_recv() {
-                    Ok(Message::Commit(pending)) => batch.push(*pending),
-                    Ok(Message::Shutdown(done)) => stopping = Some(done),
-                    Err(_) => break,
-                }
-            }
+        let stopping = loop {
+            let gathered = gather(&mut inbox, &mut batch, config.batch_max);
             if !batch.is_empty() {
                 commit_batch(db, &mut batch, shared, config, &mut segments, &to_applier);
             }
@@ -192,14 +180,11 @@ pub(super) fn commit_loop(
                 shared.poison();
                 tracing::error!(%error, "starting a new journal segment failed; refusing further writes");
             }
-        }
-        // Refuse whatever is still queued after a shutdown request: nothing was acknowledged for it.
-        inbox.close();
-        while let Ok(message) = inbox.try_recv() {
-            if let Message::Commit(pending) = message {
-                let _ = pending.reply.send(Err(StoreError::Closed));
+            if let Gathered::Stop(stopping) = gathered {
+                break stopping;
             }
-        }
+        };
+        refuse_queued(&mut inbox);
         // The applier writes what it has, checkpoints, and ends.
         drop(to_applier);
         let checkpointed = applier.join().unwrap_or(false);

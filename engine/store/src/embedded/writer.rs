@@ -9,38 +9,23 @@ use redb::Database;
 use tokio::sync::mpsc;
 
 use super::apply::{Tables, apply};
-use super::{EmbeddedConfig, Message, Pending, io, redb_durability};
+use super::{EmbeddedConfig, Gathered, Message, Pending, gather, io, redb_durability, refuse_queued};
 use crate::{CommitOutcome, StoreError};
 
 /// The writer thread: take a batch, apply it in one transaction, make it durable once, answer
 /// everyone.
 pub(super) fn write_loop(db: &Database, mut inbox: mpsc::Receiver<Message>, poisoned: &AtomicBool, config: &EmbeddedConfig) {
     let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_max);
-    let mut stopping = None;
-    while stopping.is_none() {
-        match inbox.blocking_recv() {
-            Some(Message::Commit(pending)) => batch.push(*pending),
-            Some(Message::Shutdown(done)) => stopping = Some(done),
-            None => break,
-        }
-        while batch.len() < config.batch_max && stopping.is_none() {
-            match inbox.try_recv() {
-                Ok(Message::Commit(pending)) => batch.push(*pending),
-                Ok(Message::Shutdown(done)) => stopping = Some(done),
-                Err(_) => break,
-            }
-        }
+    let stopping = loop {
+        let gathered = gather(&mut inbox, &mut batch, config.batch_max);
         if !batch.is_empty() {
             write_batch(db, &mut batch, poisoned, config);
         }
-    }
-    // Refuse whatever is still queued after a shutdown request: nothing was acknowledged for it.
-    inbox.close();
-    while let Ok(message) = inbox.try_recv() {
-        if let Message::Commit(pending) = message {
-            let _ = pending.reply.send(Err(StoreError::Closed));
+        if let Gathered::Stop(stopping) = gathered {
+            break stopping;
         }
-    }
+    };
+    refuse_queued(&mut inbox);
     if !poisoned.load(Ordering::Acquire) {
         // A clean stop leaves the file holding everything, the store's own writes that were not
         // made durable (figures) included.
