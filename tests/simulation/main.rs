@@ -73,6 +73,7 @@ fn fresh_seeds_keep_every_invariant() {
         }
         total.gave_up += report.gave_up;
         total.replays += report.replays;
+        total.compacted_replays += report.compacted_replays;
         total.crashes += report.crashes;
         total.clock_jumps += report.clock_jumps;
         total.checks += report.checks;
@@ -82,7 +83,7 @@ fn fresh_seeds_keep_every_invariant() {
         total.faults.slow += report.faults.slow;
     }
     println!(
-        "simulation: {seeds} seeds, {} steps in {:.1} s: {} calls answered, {} refused {:?}, {} given up by their till; {} replays; {} crashes; {} clock jumps; {} store checks; faults: {:?}",
+        "simulation: {seeds} seeds, {} steps in {:.1} s: {} calls answered, {} refused {:?}, {} given up by their till; {} replays ({} told their answer was compacted); {} crashes; {} clock jumps; {} store checks; faults: {:?}",
         total.steps,
         started.elapsed().as_secs_f64(),
         total.answered,
@@ -90,6 +91,7 @@ fn fresh_seeds_keep_every_invariant() {
         total.refusals,
         total.gave_up,
         total.replays,
+        total.compacted_replays,
         total.crashes,
         total.clock_jumps,
         total.checks,

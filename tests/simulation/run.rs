@@ -56,6 +56,8 @@ pub struct Report {
     pub refusals: std::collections::BTreeMap<&'static str, u64>,
     pub gave_up: u64,
     pub replays: u64,
+    /// Retries told their first answer was removed by retention (`RECEIPT_COMPACTED`).
+    pub compacted_replays: u64,
     pub crashes: u64,
     pub clock_jumps: u64,
     pub checks: u64,
@@ -377,6 +379,11 @@ impl Simulation {
                     self.answered.push((call, answer.as_ref().clone()));
                 }
             }
+            // Retention removed the first answer of a call made long enough ago (the horizon is
+            // checked against the store in `check`): the call was applied once, a retry is told so.
+            Ending::Refused(Rejection::ReceiptCompacted { .. }) => {
+                self.report.compacted_replays += 1;
+            }
             Ending::Refused(rejection) => {
                 if let Some((_, first)) = self.answered.iter().find(|(earlier, _)| same_call(earlier, &call)) {
                     self.fail(format!("{call:?} was answered {first:?}, and sent again it is refused: {rejection:?}"));
@@ -641,6 +648,15 @@ impl Simulation {
             let records: Vec<_> = receipt.value.calls.iter().filter(|record| record.op == op && record.key == key).collect();
             match records.as_slice() {
                 [record] if record.response == *answer => {}
+                [record] if let StoredResponse::Compacted(compacted) = &record.response => {
+                    // Retention may remove it only past the horizon (from the receipt's last call
+                    // then, which a later call on the receipt may have moved since: the receipt's
+                    // first call is the bound the oracle can check).
+                    let horizon = Duration::days(i64::from(self.program.policy.answers_kept_days));
+                    if self.program.policy.answers_kept_days == 0 || compacted.at < receipt.value.created_at + horizon {
+                        self.fail(format!("{call:?}: its answer was compacted at {} before the horizon", compacted.at));
+                    }
+                }
                 [record] => self.fail(format!("{call:?} was answered {answer:?}, the store keeps {:?}", record.response)),
                 [] => self.fail(format!("{call:?} was answered, but its receipt does not record it: lost")),
                 _ => self.fail(format!("{call:?} is recorded {} times in its receipt: applied twice", records.len())),
@@ -738,7 +754,7 @@ impl Simulation {
         for call in calls {
             self.report.replays += 1;
             match self.send(call.clone()).await {
-                Ending::Answered(_) => {}
+                Ending::Answered(_) | Ending::Refused(Rejection::ReceiptCompacted { .. }) => {}
                 other => self.fail(format!("{call:?}, answered before, now ends {other:?}")),
             }
         }
