@@ -321,6 +321,7 @@ fn program_rules(count: usize, seed: u64) -> RuleSet {
         },
         rules,
         rfm: None,
+        budgets: Default::default(),
     }
 }
 
@@ -407,6 +408,7 @@ fn context<'a>(
         channel: "pos",
         coupons: &[],
         change: Decimal::ZERO,
+        allowance: &loyalty_core::rules::campaigns::UNLIMITED,
     }
 }
 

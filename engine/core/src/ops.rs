@@ -22,6 +22,7 @@ use crate::presence::PresenceProof;
 use crate::program::ProgramPolicy;
 use crate::receipt::{Accrual, ClosedLine, HoldStatus, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
 use crate::rejection::Rejection;
+use crate::rules::campaigns::Allowance;
 use crate::rules::evaluate::{Award, AwardKind, Earn, PurchaseContext, evaluate_awards, evaluate_purchase, evaluate_schedule};
 use crate::rules::{CompiledRules, budgets, spending, tiers};
 use crate::txn::{Posting, Txn};
@@ -208,6 +209,7 @@ fn evaluate(
     origin: &Origin,
     sale: &SaleContext,
     change: Decimal,
+    allowance: &Allowance,
 ) -> Earn {
     let earn = evaluate_purchase(
         ck.rules,
@@ -222,6 +224,7 @@ fn evaluate(
             channel: &sale.channel,
             coupons: &sale.coupons,
             change,
+            allowance,
         },
     );
     assert!(earn.total >= Decimal::ZERO && earn.lines.iter().all(|line| line.points >= Decimal::ZERO), "negative earn");
@@ -237,7 +240,7 @@ fn hold_ttl(program: &ProgramPolicy, requested: u32) -> Result<Duration, Rejecti
     Ok(Duration::seconds(i64::from(seconds)))
 }
 
-/// Authorize without spending: a quote, no side effects.
+/// Authorize without spending: a quote, no side effects. Campaign budgets are not limited.
 pub fn quote(
     ck: &Checkout<'_>,
     account: &AccountState,
@@ -245,10 +248,22 @@ pub fn quote(
     now: DateTime<Utc>,
     origin: &Origin,
 ) -> Result<AuthorizeOutcome, Rejection> {
+    quote_within(ck, account, cmd, now, origin, &Allowance::unlimited())
+}
+
+/// [`quote`], with what budgeted campaigns may still give.
+pub fn quote_within(
+    ck: &Checkout<'_>,
+    account: &AccountState,
+    cmd: &AuthorizeCmd,
+    now: DateTime<Utc>,
+    origin: &Origin,
+    allowance: &Allowance,
+) -> Result<AuthorizeOutcome, Rejection> {
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
     let ttl = hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     let bases: Vec<Decimal> = cmd.lines.iter().map(|line| line.line_total).collect();
-    let earn = evaluate(ck, account, &cmd.lines, &bases, now, origin, &cmd.sale, Decimal::ZERO);
+    let earn = evaluate(ck, account, &cmd.lines, &bases, now, origin, &cmd.sale, Decimal::ZERO, allowance);
     let spend = spend_quote(ck, account, &cmd.lines, now, account.holdable_at(now, now + ttl), now + ttl);
     Ok(AuthorizeOutcome {
         account_id: account.account_id.clone(),
@@ -365,6 +380,18 @@ pub fn redeem(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
 /// Earns on the paid receipt and closes it. Points spent on the receipt are shared out over the
 /// lines in proportion to their totals and earn nothing; an unused hold is released.
 pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, cmd: &AccrueCmd) -> Result<AccrueOutcome, Rejection> {
+    accrue_within(ck, txn, receipt, cmd, &Allowance::unlimited())
+}
+
+/// [`accrue`], paying budgeted campaigns' rules at most what `allowance` leaves them; what the
+/// receipt drew on each is in its accrual's `campaigns`.
+pub fn accrue_within(
+    ck: &Checkout<'_>,
+    txn: &mut Txn<'_>,
+    receipt: &mut ReceiptState,
+    cmd: &AccrueCmd,
+    allowance: &Allowance,
+) -> Result<AccrueOutcome, Rejection> {
     ensure_open(receipt)?;
     validate_basket(&cmd.lines, ck.limits, ck.program.money_scale)?;
     // Everything about the sale is evaluated as of when it happened: rules, tier, birthday
@@ -387,7 +414,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
     let shares = allocate(receipt.spent, &totals, ck.program.share_scale());
     let bases: Vec<Decimal> = totals.iter().zip(&shares).map(|(total, share)| *total - *share).collect();
     let origin = txn.origin().clone();
-    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, sold_at, &origin, &cmd.sale, cmd.change);
+    let earn = evaluate(ck, txn.account(), &cmd.lines, &bases, sold_at, &origin, &cmd.sale, cmd.change, allowance);
     if cmd.change > Decimal::ZERO && earn.change.is_none() {
         return Err(Rejection::invalid("change_to_points", "this program takes no change as points here"));
     }
@@ -465,6 +492,7 @@ pub fn accrue(ck: &Checkout<'_>, txn: &mut Txn<'_>, receipt: &mut ReceiptState, 
         referrals: earn.referrals.clone(),
         change_points: earn.change.as_ref().map_or(Decimal::ZERO, |change| change.points),
         rfm_counted: true,
+        campaigns: earn.campaigns.clone(),
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),

@@ -110,10 +110,13 @@ pub struct Accrual {
     #[serde(default)]
     pub change_points: Decimal,
     /// Whether the accrual was counted in the customer's RFM months (`rfm`): receipts accrued
-    /// before they were kept were not, so their refunds and reversal take nothing off. (Last:
-    /// records are read by position.)
+    /// before they were kept were not, so their refunds and reversal take nothing off.
     #[serde(default)]
     pub rfm_counted: bool,
+    /// What the receipt drew on each budgeted campaign (`rules::campaigns`). Refunds give none of
+    /// it back. (Last: records are read by position.)
+    #[serde(default)]
+    pub campaigns: Vec<crate::rules::campaigns::CampaignUse>,
 }
 
 /// Everything one receipt did.

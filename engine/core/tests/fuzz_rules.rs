@@ -727,6 +727,7 @@ impl Scenario {
             channel: &self.sale.channel,
             coupons: &self.sale.coupons,
             change: self.change,
+            allowance: &loyalty_core::rules::campaigns::UNLIMITED,
         }
     }
 
@@ -929,7 +930,7 @@ fn valid_rule_set(scale: u32) -> BoxedStrategy<RuleSet> {
             for (index, rule) in rules.iter_mut().enumerate() {
                 rule.id = RULE_IDS.get(index).map_or_else(|| format!("r{index}"), |id| (*id).to_owned());
             }
-            RuleSet { tiers, spending, rules, rfm: None }
+            RuleSet { tiers, spending, rules, rfm: None, budgets: Default::default() }
         })
         .boxed()
 }

@@ -530,6 +530,7 @@ impl Scenario {
             channel: &self.sale.channel,
             coupons: &self.sale.coupons,
             change: Decimal::ZERO,
+            allowance: &loyalty_core::rules::campaigns::UNLIMITED,
         }
     }
 
@@ -664,7 +665,7 @@ fn build_scenario((setup, tiers, at, spending, mut rules, spec, line_specs, (sto
     }
     Scenario {
         program,
-        rules: RuleSet { tiers, spending, rules, rfm: None },
+        rules: RuleSet { tiers, spending, rules, rfm: None, budgets: Default::default() },
         account,
         lines,
         bases,
@@ -1322,6 +1323,7 @@ fn wild_rule_set() -> BoxedStrategy<(RuleSet, u32)> {
                     spending: SpendingRules { cap_percent, min_balance_to_spend, registered_only, exclude },
                     rules,
                     rfm: None,
+                    budgets: Default::default(),
                 },
                 points_scale,
             )
@@ -1412,6 +1414,7 @@ fn wild_evaluation(compiled: &CompiledRules, scale: u32) -> Result<(), TestCaseE
         channel: "a1",
         coupons: &["a1".to_owned()],
         change: Decimal::new(55, 2),
+        allowance: &loyalty_core::rules::campaigns::UNLIMITED,
     };
     check_earn_adds_up(&evaluate_purchase(compiled, &ctx))?;
     let quote = spend_quote(compiled, &program, &account, &lines, at, Decimal::from(1_000), at);

@@ -92,6 +92,7 @@ fn earn(rules: &CompiledRules, account: &AccountState, lines: &[BasketLine], at:
         channel: "pos",
         coupons: &[],
         change: Decimal::ZERO,
+        allowance: &loyalty_core::rules::campaigns::UNLIMITED,
     };
     let earn = evaluate_purchase(rules, &ctx);
     let whole = |value: Decimal| i64::try_from(value.mantissa()).expect("small") / 10_i64.pow(value.scale());
@@ -410,6 +411,7 @@ fn cafe_referrals_pay_3_1_1_percent_up_the_chain_and_nothing_without_one() {
         channel: "pos",
         coupons: &[],
         change: Decimal::ZERO,
+        allowance: &loyalty_core::rules::campaigns::UNLIMITED,
     };
     let earn = evaluate_purchase(&rules, &ctx);
     let rewards: Vec<(u32, &str, Decimal)> = earn.referrals.iter().map(|r| (r.level, r.account_id.as_str(), r.points)).collect();

@@ -227,6 +227,8 @@ pub(crate) struct CompiledRule {
     pub effect: Effect,
     pub limits: Limits,
     pub valid: CompiledValidity,
+    /// The rule's campaign, when the campaign has a budget across all customers (`campaigns`).
+    pub budget: Option<std::sync::Arc<str>>,
 }
 
 /// Purchase rules by what can make them match; each rule sits in exactly one place.
@@ -287,6 +289,11 @@ impl CompiledRules {
     /// Active rules, highest priority first.
     pub fn active_rule_ids(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|rule| rule.id.as_str())
+    }
+
+    /// The campaigns with a budget across all customers, by name.
+    pub fn budgets(&self) -> &std::collections::BTreeMap<String, super::definition::CampaignBudget> {
+        &self.source.budgets
     }
 
     /// The tier customers start in.
@@ -657,6 +664,50 @@ impl Checker {
             effect: rule.effect.clone(),
             limits: rule.limits.clone(),
             valid,
+            budget: None,
+        }
+    }
+
+    /// Campaign budgets: named like campaigns, positive, each naming a campaign of purchase rules
+    /// that give points, the only points a budget counts.
+    fn budgets(&mut self, rule_set: &RuleSet, points_scale: u32) {
+        for (campaign, budget) in &rule_set.budgets {
+            let at = format!("budgets.{campaign}");
+            if !valid_name(campaign) {
+                self.push(&at, format!("a campaign name: 1 to {NAME_LEN_MAX} letters, digits, '_' or '-'"));
+            }
+            self.points(&format!("{at}.points"), budget.points, points_scale);
+            if let Some(chunk) = budget.chunk_points {
+                self.points(&format!("{at}.chunk_points"), chunk, points_scale);
+                if chunk > budget.points {
+                    self.push(&format!("{at}.chunk_points"), format!("at most the budget's points, {}", budget.points));
+                }
+            }
+            if !rule_set.rules.iter().any(|rule| rule.campaign.as_ref() == Some(campaign)) {
+                self.push(&at, format!("no rule has campaign = \"{campaign}\""));
+            }
+        }
+        for (index, rule) in rule_set.rules.iter().enumerate() {
+            let Some(campaign) = rule.campaign.as_ref().filter(|campaign| rule_set.budgets.contains_key(*campaign)) else {
+                continue;
+            };
+            let pays_points = matches!(
+                rule.effect,
+                Effect::PercentOfLines { .. }
+                    | Effect::TierPercent
+                    | Effect::Multiplier { .. }
+                    | Effect::PercentOfReceipt { .. }
+                    | Effect::FixedPoints { .. }
+            );
+            if rule.trigger != Trigger::Purchase || !pays_points {
+                self.push(
+                    &format!("rules[{index}] ({}).campaign", rule.id),
+                    format!(
+                        "campaign \"{campaign}\" has a budget, which counts the points of purchase rules; \
+                         referral, change_to_points, enrolment, event and schedule rules cannot be in it"
+                    ),
+                );
+            }
         }
     }
 }
@@ -708,13 +759,16 @@ pub fn compile(rule_set: &RuleSet, version: u64, points_scale: u32) -> Result<Co
         }
     }
     let spending_exclude = checker.spending(&rule_set.spending);
+    checker.budgets(rule_set, points_scale);
     let mut ids = Set::default();
     let mut compiled = Vec::with_capacity(rule_set.rules.len());
     for (index, rule) in rule_set.rules.iter().enumerate() {
         if !ids.insert(rule.id.as_str()) {
             checker.push(&format!("rules[{index}] ({}).id", rule.id), "appears twice");
         }
-        let compiled_rule = checker.rule(index, rule, tiers.as_ref(), points_scale);
+        let mut compiled_rule = checker.rule(index, rule, tiers.as_ref(), points_scale);
+        compiled_rule.budget =
+            rule.campaign.as_deref().filter(|campaign| rule_set.budgets.contains_key(*campaign)).map(std::sync::Arc::from);
         if rule.active {
             compiled.push((rule.priority, rule.trigger, rule.event.clone(), compiled_rule));
         }
@@ -779,6 +833,7 @@ pub fn flat_cashback(percent: Decimal) -> RuleSet {
             valid: Default::default(),
         }],
         rfm: None,
+        budgets: Default::default(),
     }
 }
 

@@ -25,6 +25,22 @@ pub struct RuleSet {
     /// defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfm: Option<RfmThresholds>,
+    /// Campaign-wide budgets, by campaign name: the most points the purchase rules of that
+    /// campaign (`rules[].campaign`) may give across all customers (`super::campaigns`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub budgets: std::collections::BTreeMap<String, CampaignBudget>,
+}
+
+/// A campaign's budget across all customers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBudget {
+    /// The most points the campaign's purchase rules give in all. Points clawed back by refunds
+    /// do not come back to it.
+    pub points: Decimal,
+    /// How many points an engine reserves at a time; absent: a hundredth of `points`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_points: Option<Decimal>,
 }
 
 /// Tiers (statuses) reached by spend over a sliding window of calendar months.
@@ -106,7 +122,8 @@ pub struct Rule {
     pub id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// Groups rules into a campaign, for reports.
+    /// Groups rules into a campaign: for reports, switching a campaign on and off at once, and
+    /// its budget across all customers (`budgets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
     #[serde(default = "yes")]

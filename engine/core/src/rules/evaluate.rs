@@ -18,6 +18,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
+use super::campaigns::{self, Allowance, CampaignUse};
 use super::compile::{CompiledRule, CompiledRules, period_key};
 use super::definition::{Effect, Stacking};
 use super::tiers::effective_tier;
@@ -43,6 +44,8 @@ pub struct PurchaseContext<'a> {
     pub coupons: &'a [String],
     /// Change the customer asks to keep as points (money; zero for none).
     pub change: Decimal,
+    /// What budgeted campaigns may still give (`super::campaigns`); unlimited for a quote.
+    pub allowance: &'a Allowance,
 }
 
 /// What a basket earns: per line with the rules behind it, per rule, and the total.
@@ -60,6 +63,8 @@ pub struct Earn {
     /// The change taken as points, and the rule that took it (not part of `total`). `None` when
     /// change was offered and no rule takes it.
     pub change: Option<RulePoints>,
+    /// What the receipt drew on each budgeted campaign it matched, in the order of their rules.
+    pub campaigns: Vec<CampaignUse>,
 }
 
 /// Points for one referrer, from one referral rule.
@@ -365,6 +370,10 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
     let mut line_applied: Vec<Vec<RulePoints>> = vec![Vec::new(); ctx.lines.len()];
     let mut per_rule = Vec::new();
     let mut total = Decimal::ZERO;
+    let mut allowance = ctx.allowance.clone();
+    let mut campaign_uses = Vec::new();
+    // Per line: the rules a campaign's budget cut there.
+    let mut line_cuts: Vec<Vec<std::sync::Arc<str>>> = vec![Vec::new(); ctx.lines.len()];
     let mut start = 0;
     while start < cells.len() {
         let slot = cells[start].slot;
@@ -377,7 +386,23 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         let (budget, _) = budget_left(rule, ctx.account, local.date());
         let limit = [rule.limits.per_receipt_points, budget].into_iter().flatten().min();
         let capped = limit.map_or(exact, |limit| exact.min(limit));
-        let rule_total = program.round_points(capped).max(Decimal::ZERO);
+        let mut rule_total = program.round_points(capped).max(Decimal::ZERO);
+        if let Some(campaign) = &rule.budget {
+            let wanted = rule_total;
+            if let Some(left) = allowance.left(campaign) {
+                // Never rounded up past what the campaign has left.
+                rule_total = rule_total.min(program.floor_points(left));
+                allowance.take(campaign, rule_total);
+            }
+            campaigns::record(&mut campaign_uses, campaign, wanted, rule_total);
+            if rule_total < wanted {
+                for cell in group.iter().filter(|cell| !cell.exact.is_zero()) {
+                    if !line_cuts[cell.line].contains(&label) {
+                        line_cuts[cell.line].push(label.clone());
+                    }
+                }
+            }
+        }
         if rule_total.is_zero() {
             continue;
         }
@@ -435,8 +460,9 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
         .zip(ctx.bases)
         .zip(line_points)
         .zip(line_applied)
-        .map(|(((line, base), points), applied)| {
-            let reason = match (applied.is_empty(), line.excise, line.promo_price) {
+        .zip(line_cuts)
+        .map(|((((line, base), points), applied), cuts)| {
+            let mut reason = match (applied.is_empty(), line.excise, line.promo_price) {
                 (false, _, _) => {
                     let mut reason = String::with_capacity(applied.iter().map(|rule| rule.label.len() + 3).sum());
                     for (index, rule) in applied.iter().enumerate() {
@@ -451,10 +477,25 @@ pub fn evaluate_purchase(rules: &CompiledRules, ctx: &PurchaseContext<'_>) -> Ea
                 (true, false, true) => "no rule applies: promo price".to_owned(),
                 (true, false, false) => "no rule applies".to_owned(),
             };
+            // A rule the campaign's budget cut says so where it would have paid.
+            for label in cuts {
+                reason.push_str("; ");
+                reason.push_str(&label);
+                reason.push_str(": campaign budget spent");
+            }
             LineEarn { line_no: line.line_no, base: *base, points, reason, applied }
         })
         .collect();
-    Earn { lines, rules: per_rule, total, tier: tier.to_owned(), program_version: rules.version, referrals, change }
+    Earn {
+        lines,
+        rules: per_rule,
+        total,
+        tier: tier.to_owned(),
+        program_version: rules.version,
+        referrals,
+        change,
+        campaigns: campaign_uses,
+    }
 }
 
 /// What an enrolment, event or schedule rule gives.

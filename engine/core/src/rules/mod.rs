@@ -4,10 +4,12 @@
 //! indexes into an immutable [`compile::CompiledRules`], one per program version. Checkout
 //! evaluates a basket against exactly one version ([`evaluate::evaluate_purchase`],
 //! [`spending::spend_quote`]), with no I/O and no clock: the time of the receipt is an input.
-//! Tiers ([`tiers`]), per-customer budgets ([`budgets`]) and RFM segments ([`crate::rfm`]) are
+//! Campaign-wide budgets ([`campaigns`]) cap what a campaign gives across all customers, through
+//! what the engine holds of them. Tiers ([`tiers`]), per-customer budgets ([`budgets`]) and RFM segments ([`crate::rfm`]) are
 //! computed from state kept on the account, so that refunds can take them back.
 
 pub mod budgets;
+pub mod campaigns;
 pub mod compile;
 pub mod definition;
 pub mod evaluate;
