@@ -4,6 +4,7 @@
 //! One binary, one module per concern.
 
 mod backup;
+mod campaign_budgets;
 mod checkout_flow;
 mod concurrency;
 mod crash_recovery;

@@ -53,7 +53,7 @@ where
 
 /// Checks the store for newer rules, credentials and test clock versions every `every`: how a
 /// change made through another engine process reaches this one (a revoked key stops working
-/// here within `every`).
+/// here within `every`). Campaign budget reservations unused for a minute go back then too.
 pub fn spawn_refresh(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
     spawn_every(engine, every, Wake::Every, |engine| async move {
         if let Err(error) = engine.rules().refresh().await {
@@ -65,6 +65,7 @@ pub fn spawn_refresh(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinH
         if let Err(error) = engine.clocks().refresh().await {
             tracing::warn!(%error, "sandbox clock refresh failed; will retry");
         }
+        engine.return_idle_budgets().await;
     })
 }
 

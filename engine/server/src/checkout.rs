@@ -29,12 +29,18 @@ use loyalty_store::{Commit, ReceiptWrite, Versioned};
 use serde::Serialize;
 
 use crate::accounts::dangling;
+use crate::campaign_budgets::{Short, Taken};
 use crate::commit::{Attempt, commit_of, following_merges, until_committed};
 use crate::context::Context;
 use crate::error::{EngineError, EngineResult};
 use crate::programs::Program;
 
 /// AwardBonus requests are kept as receipts under this prefix and their request ID.
+/// Reservations one Accrue makes at most when its receipt wants more of a campaign than this
+/// engine holds; after them it gets what is held.
+const RESERVATIONS_PER_CALL: u32 = 3;
+/// Attempts of one Accrue under campaign budgets (others take from the same reservation).
+const BUDGET_ATTEMPTS_MAX: u32 = 8;
 const BONUS_RECEIPT_PREFIX: &str = "bonus/";
 
 /// An account as read, with the time it was read at.
@@ -199,7 +205,8 @@ impl Checkout {
             None if customer.kind == IdentityKind::Card => AccountState::new(String::new(), false, now),
             None => return Err(Rejection::CustomerNotFound.into()),
         };
-        Ok(ops::quote(&program.checkout(), &state, cmd, now, origin)?)
+        let allowance = self.ctx.campaigns.quote_allowance(program_id, &program.rules, now);
+        Ok(ops::quote_within(&program.checkout(), &state, cmd, now, origin, &allowance)?)
     }
 
     pub async fn redeem(
@@ -231,12 +238,108 @@ impl Checkout {
             Some(at) => self.ctx.rules.version_in_force(program, at).await?,
             None => Arc::clone(program),
         };
-        let response = self
-            .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {
-                ops::accrue(checkout, txn, receipt, &cmd).map(StoredResponse::Accrue)
-            })
-            .await?;
-        stored_as(OpKind::Accrue, response)
+        if program.rules.budgets().is_empty() {
+            let response = self
+                .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {
+                    ops::accrue(checkout, txn, receipt, &cmd).map(StoredResponse::Accrue)
+                })
+                .await?;
+            return stored_as(OpKind::Accrue, response);
+        }
+        self.accrue_budgeted(program, origin, route, &cmd).await
+    }
+
+    /// Accrue under rules with campaign budgets (`campaign_budgets`): the receipt is evaluated
+    /// against what this engine holds of each budget and takes what it gives; an attempt that
+    /// does not commit gives it back; a receipt that wants more than is held reserves more and
+    /// runs again. At most `RESERVATIONS_PER_CALL` reservations, then what is held is what it gets.
+    async fn accrue_budgeted(
+        &self,
+        program: &Arc<Program>,
+        origin: &Origin,
+        route: Route<'_>,
+        cmd: &AccrueCmd,
+    ) -> EngineResult<AccrueOutcome> {
+        let program_id = program.id();
+        let budgets = &self.ctx.campaigns;
+        let lock = |cell: &'_ std::sync::Mutex<Taken>| -> Taken {
+            std::mem::take(&mut *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        };
+        // What the call holds of the budgets: set aside by its reservations, or taken back from an
+        // attempt that did not commit.
+        let own = std::sync::Mutex::new(Taken::default());
+        // What the latest attempt took, with its transaction: the one that commits keeps it.
+        let taken: std::sync::Mutex<Option<(String, Taken)>> = std::sync::Mutex::new(None);
+        let short: std::sync::Mutex<Option<Short>> = std::sync::Mutex::new(None);
+        let pending = || taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().map(|(_, points)| points);
+        for attempt in 0..BUDGET_ATTEMPTS_MAX {
+            let accept_cut = attempt >= RESERVATIONS_PER_CALL;
+            let result = self
+                .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", cmd, |checkout, txn, receipt| {
+                    let mut mine = own.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // An earlier attempt of this call that did not commit gives back what it took.
+                    if let Some(points) = pending() {
+                        mine.merge(points);
+                    }
+                    let now = txn.now();
+                    let allowance = budgets.allowance(program_id, checkout.rules, &mine);
+                    let outcome = ops::accrue_within(checkout, txn, receipt, cmd, &allowance)?;
+                    let uses = receipt.accrual.as_ref().map_or(&[][..], |accrual| accrual.campaigns.as_slice());
+                    match budgets.take(program_id, checkout.rules, uses, &mut mine, now) {
+                        Ok(points) => {
+                            *taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outcome.tx_id.clone(), points));
+                        }
+                        // Out of reservations for this call, and it gives nothing from the
+                        // campaign: it gets what the rest of the receipt gives.
+                        Err(_) if accept_cut && uses.iter().all(|used| used.given.is_zero()) => {}
+                        Err(found) => {
+                            *short.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(found);
+                            return Err(EngineError::CampaignBudgetShort);
+                        }
+                    }
+                    Ok(StoredResponse::Accrue(outcome))
+                })
+                .await;
+            match result {
+                Ok(response) => {
+                    let outcome: AccrueOutcome = stored_as(OpKind::Accrue, response)?;
+                    let mut unused = lock(&own);
+                    // A replay answered a later attempt: what an earlier one took was not given.
+                    if let Some((tx_id, points)) = taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+                        && tx_id != outcome.tx_id
+                    {
+                        unused.merge(points);
+                    }
+                    budgets.give_back(program_id, unused);
+                    return Ok(outcome);
+                }
+                Err(EngineError::CampaignBudgetShort) => {
+                    let found = short.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    if let Some(found) = found.filter(|_| !accept_cut) {
+                        let reserved = budgets.reserve(program_id, &found, self.ctx.now_in(program_id)).await;
+                        match reserved {
+                            Ok(points) => own.lock().unwrap_or_else(std::sync::PoisonError::into_inner).merge(points),
+                            Err(error) => {
+                                budgets.give_back(program_id, lock(&own));
+                                return Err(error);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    let mut unused = lock(&own);
+                    // After a store failure the commit may have applied: what it took stays
+                    // taken (never given twice). Any other failure wrote nothing.
+                    if let Some(points) = pending().filter(|_| !matches!(error, EngineError::Store(_))) {
+                        unused.merge(points);
+                    }
+                    budgets.give_back(program_id, unused);
+                    return Err(error);
+                }
+            }
+        }
+        budgets.give_back(program_id, lock(&own));
+        Err(EngineError::Contention { attempts: BUDGET_ATTEMPTS_MAX })
     }
 
     pub async fn reverse(&self, program: &Arc<Program>, origin: &Origin, cmd: ReverseCmd) -> EngineResult<ReverseOutcome> {
@@ -304,7 +407,7 @@ impl Checkout {
 
     /// Runs one mutating call on a receipt exactly once (see the module documentation).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn receipt_call<C: Serialize>(
+    pub(crate) async fn receipt_call<C: Serialize, E: Into<EngineError>>(
         &self,
         program: &Arc<Program>,
         origin: &Origin,
@@ -313,7 +416,7 @@ impl Checkout {
         op: OpKind,
         key: &str,
         cmd: &C,
-        apply: impl Fn(&Operation<'_>, &mut Txn<'_>, &mut ReceiptState) -> Result<StoredResponse, Rejection>,
+        apply: impl Fn(&Operation<'_>, &mut Txn<'_>, &mut ReceiptState) -> Result<StoredResponse, E>,
     ) -> EngineResult<StoredResponse> {
         let program_id = program.policy.program_id.as_str();
         let print = fingerprint(op, &(origin.place(), cmd));
@@ -411,17 +514,17 @@ impl Checkout {
                 None => Arc::clone(program),
             };
             receipt_state.program_version = Some(version.rules.version());
-            let response = match apply(&version.checkout(), &mut txn, &mut receipt_state) {
+            let response = match apply(&version.checkout(), &mut txn, &mut receipt_state).map_err(Into::into) {
                 Ok(response) => response,
                 // A counted code attempt is stored although the call is refused (the receipt is not).
-                Err(rejection) if rejection.records_attempt() => {
+                Err(EngineError::Rejected(rejection)) if rejection.records_attempt() => {
                     let commit = commit_of(program_id, account_version, txn.finish_all()?);
                     return match accounts.commit(&mut guard, commit).await? {
                         Some(_) => Err(rejection.into()),
                         None => Ok(Attempt::Again),
                     };
                 }
-                Err(rejection) => return Err(rejection.into()),
+                Err(error) => return Err(error),
             };
             receipt_state.calls.push(CallRecord { op, key: key.to_owned(), fingerprint: print, response: response.clone() });
             receipt_state.last_call_at = Some(now);

@@ -1,5 +1,6 @@
 //! What every part of the engine shares: the store's accounts (`accounts`), the programs and their
-//! rule versions, the time as each program sees it, and the ID source. Built once by
+//! rule versions, the time as each program sees it, the ID source, and this engine's reservations
+//! of campaign budgets. Built once by
 //! [`crate::engine::Engine::new`] and held by each part behind an `Arc`.
 
 use std::sync::Arc;
@@ -7,7 +8,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::accounts::Accounts;
+use crate::campaign_budgets::CampaignBudgets;
 use crate::clock::Clock;
+use crate::documents::Documents;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::IdSource;
 use crate::programs::{Program, Programs};
@@ -26,6 +29,8 @@ pub struct Context {
     clock: Arc<dyn Clock>,
     /// Woken when a commit wrote credits owed to other accounts (see `credits`).
     pub(crate) credits_due: tokio::sync::Notify,
+    /// This engine's reservations of campaign budgets.
+    pub(crate) campaigns: CampaignBudgets,
 }
 
 impl Context {
@@ -37,7 +42,8 @@ impl Context {
         ids: Arc<dyn IdSource>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Context { accounts, programs, rules, clocks, ids, clock, credits_due: tokio::sync::Notify::new() }
+        let campaigns = CampaignBudgets::new(Documents::new(Arc::clone(&accounts.store)), Arc::clone(&ids));
+        Context { accounts, programs, rules, clocks, ids, clock, credits_due: tokio::sync::Notify::new(), campaigns }
     }
 
     /// The engine's clock.

@@ -192,8 +192,20 @@ impl Engine {
     /// store: every call that reached the store is committed and answered before it closes.
     /// Returns how many calls were still inside when the grace ran out (they then meet a closed
     /// store and fail UNAVAILABLE, nothing acknowledged).
+    /// The program's campaign budgets: stored reservations and this engine's holdings.
+    pub async fn campaign_budgets(&self, program: &Program) -> EngineResult<Vec<crate::campaign_budgets::BudgetView>> {
+        self.ctx.campaigns.read(program.id(), &program.rules).await
+    }
+
+    /// Returns what this engine holds of campaign budgets unused for a minute (the refresh task).
+    pub async fn return_idle_budgets(&self) {
+        self.ctx.campaigns.return_unused(self.ctx.now(), false).await;
+    }
+
     pub async fn close_after_calls(&self, grace: std::time::Duration) -> usize {
         let left = self.calls.close_and_drain(grace).await;
+        // What this engine holds of campaign budgets goes back for the other engines.
+        self.ctx.campaigns.return_unused(self.ctx.now(), true).await;
         self.ctx.accounts.store.shutdown().await;
         left
     }

@@ -63,6 +63,11 @@ pub enum EngineError {
     /// Handled inside the engine; if it ever reaches a caller, it is a retry (CONTENTION).
     #[error("the customer's card was merged into another account while the call ran; retry the call")]
     AccountMoved,
+    /// A receipt wants more of a budgeted campaign than this engine holds: the call reserves
+    /// more and runs again (`campaign_budgets`). Handled inside the engine; if it ever reaches a
+    /// caller, it is a retry (CONTENTION).
+    #[error("the campaign's reservation ran short while the call ran; retry the call")]
+    CampaignBudgetShort,
     /// No online backup here: none configured (`storage.backup_dir`), or a backend with its own.
     #[error("no backup: {0}")]
     BackupUnavailable(&'static str),

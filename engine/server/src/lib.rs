@@ -29,6 +29,7 @@ pub mod accounts;
 pub mod auth;
 pub mod background;
 pub mod backups;
+pub mod campaign_budgets;
 pub mod checkout;
 pub mod cli;
 pub mod clock;

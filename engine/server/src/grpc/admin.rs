@@ -346,6 +346,31 @@ impl ProgramAdmin for AdminApi {
             .await
     }
 
+    async fn read_budgets(&self, request: Request<pb::ReadBudgetsRequest>) -> Result<Response<pb::ReadBudgetsResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let req = &req;
+        self.api
+            .handle("ReadBudgets", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = &call.program;
+                let budgets = self.api.engine().campaign_budgets(program).await?;
+                let policy = &program.policy;
+                Ok(pb::ReadBudgetsResponse {
+                    budgets: budgets
+                        .into_iter()
+                        .map(|budget| pb::CampaignBudget {
+                            points: convert::points(policy, budget.points),
+                            reserved: convert::points(policy, budget.reserved),
+                            unreserved: convert::points(policy, (budget.points - budget.reserved).max(loyalty_core::Decimal::ZERO)),
+                            held_here: convert::points(policy, budget.held_here),
+                            version: budget.version,
+                            campaign: budget.campaign,
+                        })
+                        .collect(),
+                })
+            })
+            .await
+    }
+
     async fn read_events(&self, request: Request<pb::ReadEventsRequest>) -> Result<Response<pb::ReadEventsResponse>, Status> {
         let (ctx, req) = CallContext::split(request);
         let req = &req;

@@ -50,7 +50,7 @@ wire_reasons! {
         EngineError::Store(StoreError::Corrupt(_)) => (Code::Internal, "STORE_CORRUPT"),
         EngineError::Store(_) => (Code::Unavailable, "STORE_UNAVAILABLE"),
         EngineError::Invariant(_) => (Code::Internal, "INVARIANT_BROKEN"),
-        EngineError::Contention { .. } | EngineError::AccountMoved => (Code::Aborted, "CONTENTION"),
+        EngineError::Contention { .. } | EngineError::AccountMoved | EngineError::CampaignBudgetShort => (Code::Aborted, "CONTENTION"),
         EngineError::Overloaded { .. } | EngineError::Saturated { .. } => (Code::ResourceExhausted, "OVERLOADED"),
         EngineError::RulesInvalid(_) => (Code::InvalidArgument, "RULES_INVALID"),
         EngineError::RulesVersionConflict { .. } => (Code::Aborted, "RULES_VERSION_CONFLICT"),
@@ -310,6 +310,7 @@ mod tests {
             EngineError::ShuttingDown,
             EngineError::NotSandbox(id()),
             EngineError::AccountMoved,
+            EngineError::CampaignBudgetShort,
             EngineError::BackupUnavailable("off"),
             EngineError::Internal(id()),
         ]);
