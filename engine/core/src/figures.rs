@@ -233,6 +233,9 @@ pub struct Delta {
     /// How the commit changed the account's points by expiry day.
     #[serde(default)]
     pub expiry: ExpiryChange,
+    /// What the commit's receipt got from each budgeted campaign (`rules::campaigns`).
+    #[serde(default)]
+    pub campaigns: Vec<(String, Decimal)>,
 }
 
 /// What a commit recorded besides its ledger entries, for [`Delta::of`].
@@ -246,6 +249,8 @@ pub struct Recorded {
     pub enrolled: bool,
     /// How the account's points changed by expiry day.
     pub expiry: ExpiryChange,
+    /// What each budgeted campaign gave.
+    pub campaigns: Vec<(String, Decimal)>,
 }
 
 impl Delta {
@@ -256,7 +261,7 @@ impl Delta {
         for entry in entries {
             points.post(entry.kind, entry.amount);
         }
-        let Recorded { sale, unidentified_sale, enrolled, expiry } = recorded;
+        let Recorded { sale, unidentified_sale, enrolled, expiry, campaigns } = recorded;
         (!points.is_zero() || sale.is_some() || unidentified_sale.is_some() || enrolled || !expiry.is_zero()).then(|| Delta {
             day,
             store_id: store_id.to_owned(),
@@ -265,6 +270,7 @@ impl Delta {
             enrolled,
             unidentified_sale,
             expiry,
+            campaigns,
         })
     }
 }
@@ -307,6 +313,9 @@ pub struct Figures {
     pub months: BTreeMap<String, BTreeMap<String, Month>>,
     /// The points held, by the local day their buckets expire (every store together).
     pub expiring: BTreeMap<NaiveDate, Expiring>,
+    /// The points each budgeted campaign gave, ever (refunds take nothing off: the budget counts
+    /// what was given).
+    pub campaigns: BTreeMap<String, Decimal>,
 }
 
 /// The points held in buckets expiring on one day, as commits changed them: the changes made in
@@ -395,6 +404,9 @@ fn ratio(numerator: Decimal, denominator: Decimal) -> Option<Decimal> {
 impl Figures {
     /// Adds one commit's delta.
     pub fn fold(&mut self, delta: &Delta) {
+        for (campaign, points) in &delta.campaigns {
+            *self.campaigns.entry(campaign.clone()).or_default() += *points;
+        }
         let day = self.days.entry(delta.day).or_default().entry(delta.store_id.clone()).or_default();
         day.points.add(&delta.points);
         day.enrolled += u64::from(delta.enrolled);

@@ -468,6 +468,7 @@ pub fn accrue_within(
         });
     }
     txn.record_sale(crate::figures::Sale { paid: total - receipt.spent, month_purchases, since_previous });
+    txn.record_campaigns(&earn.campaigns);
     receipt.accrual = Some(Accrual {
         tx_id: txn.tx_id().to_owned(),
         lines: cmd

@@ -63,6 +63,8 @@ pub struct Txn<'p> {
     enrolled: bool,
     /// A sale without a customer this operation recorded (the money paid), for the program's figures.
     unidentified_sale: Option<Decimal>,
+    /// What budgeted campaigns gave on this operation's receipt, for the program's figures.
+    campaigns: Vec<(String, Decimal)>,
     /// The account's points by expiry as stored, before this operation (and its settling of
     /// expired buckets): the program's liability by expiry counts what the commit changes.
     held_before: Vec<(DateTime<Utc>, Decimal)>,
@@ -95,6 +97,7 @@ impl<'p> Txn<'p> {
             sale: None,
             enrolled: false,
             unidentified_sale: None,
+            campaigns: Vec::new(),
             held_before: crate::figures::held_by_expiry(&account.buckets),
         };
         txn.settle_expired();
@@ -134,6 +137,11 @@ impl<'p> Txn<'p> {
     }
 
     /// Records a sale without a customer (`paid`: the money paid), for the program's figures.
+    /// Records what budgeted campaigns gave on the receipt, for the program's figures.
+    pub fn record_campaigns(&mut self, uses: &[crate::rules::campaigns::CampaignUse]) {
+        self.campaigns.extend(uses.iter().filter(|used| !used.given.is_zero()).map(|used| (used.campaign.clone(), used.given)));
+    }
+
     pub fn record_unidentified_sale(&mut self, paid: Decimal) {
         self.unidentified_sale = Some(paid);
     }
@@ -666,6 +674,7 @@ impl<'p> Txn<'p> {
         let recorded = crate::figures::Recorded {
             sale: self.sale.take(),
             unidentified_sale: self.unidentified_sale.take(),
+            campaigns: std::mem::take(&mut self.campaigns),
             enrolled: self.enrolled,
             expiry: crate::figures::ExpiryChange::between(&self.held_before, &held_after, zone),
         };

@@ -122,6 +122,8 @@ pub struct BudgetView {
     pub reserved: Decimal,
     /// Of the reserved, what this engine holds and has not given.
     pub held_here: Decimal,
+    /// Given by the campaign's rules, ever, as the program's figures say (exact as of the outbox).
+    pub given: Decimal,
     /// The stored document's version (0: nothing reserved ever).
     pub version: u64,
 }
@@ -285,7 +287,12 @@ impl CampaignBudgets {
     }
 
     /// Every budgeted campaign of `rules` as the store and this engine see it.
-    pub async fn read(&self, program_id: &str, rules: &CompiledRules) -> EngineResult<Vec<BudgetView>> {
+    pub async fn read(
+        &self,
+        program_id: &str,
+        rules: &CompiledRules,
+        given: &std::collections::BTreeMap<String, Decimal>,
+    ) -> EngineResult<Vec<BudgetView>> {
         let mut views = Vec::new();
         for (campaign, budget) in rules.budgets() {
             let stored = self.documents.latest::<BudgetDocument>(&document_key(program_id, campaign)).await?;
@@ -295,6 +302,7 @@ impl CampaignBudgets {
                 points: budget.points,
                 reserved: stored.as_ref().map_or(Decimal::ZERO, |stored| stored.document.reserved),
                 held_here,
+                given: given.get(campaign).copied().unwrap_or_default(),
                 version: stored.map_or(0, |stored| stored.version),
             });
         }

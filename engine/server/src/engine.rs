@@ -194,7 +194,8 @@ impl Engine {
     /// store and fail UNAVAILABLE, nothing acknowledged).
     /// The program's campaign budgets: stored reservations and this engine's holdings.
     pub async fn campaign_budgets(&self, program: &Program) -> EngineResult<Vec<crate::campaign_budgets::BudgetView>> {
-        self.ctx.campaigns.read(program.id(), &program.rules).await
+        let given = self.reports.campaigns_given(program.id()).await?;
+        self.ctx.campaigns.read(program.id(), &program.rules, &given).await
     }
 
     /// Returns what this engine holds of campaign budgets unused for a minute (the refresh task).

@@ -131,6 +131,12 @@ impl Reports {
         Ok((folded.document.figures.report(from, to, store), folded.through_seq))
     }
 
+    /// The points each budgeted campaign of the program gave, ever, as of the outbox.
+    pub async fn campaigns_given(&self, program_id: &str) -> EngineResult<std::collections::BTreeMap<String, loyalty_core::Decimal>> {
+        let stored = self.ctx.accounts.store.figures(program_id).await?;
+        Ok(self.fold_since(program_id, stored, usize::MAX).await?.document.figures.campaigns)
+    }
+
     /// The stored figures (parsed, or as last parsed) with the outbox events after them folded in
     /// (at most `max` events read).
     async fn fold_since(&self, program_id: &str, stored: Option<StoredFigures>, max: usize) -> EngineResult<Folded> {

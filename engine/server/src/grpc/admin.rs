@@ -362,6 +362,7 @@ impl ProgramAdmin for AdminApi {
                             reserved: convert::points(policy, budget.reserved),
                             unreserved: convert::points(policy, (budget.points - budget.reserved).max(loyalty_core::Decimal::ZERO)),
                             held_here: convert::points(policy, budget.held_here),
+                            given: convert::points(policy, budget.given),
                             version: budget.version,
                             campaign: budget.campaign,
                         })
