@@ -77,13 +77,15 @@ fn fresh_seeds_keep_every_invariant() {
         total.crashes += report.crashes;
         total.clock_jumps += report.clock_jumps;
         total.checks += report.checks;
+        total.budget_given += report.budget_given;
+        total.budgets_spent += report.budgets_spent;
         total.faults.commits_failed += report.faults.commits_failed;
         total.faults.answers_lost += report.faults.answers_lost;
         total.faults.reads_failed += report.faults.reads_failed;
         total.faults.slow += report.faults.slow;
     }
     println!(
-        "simulation: {seeds} seeds, {} steps in {:.1} s: {} calls answered, {} refused {:?}, {} given up by their till; {} replays ({} told their answer was compacted); {} crashes; {} clock jumps; {} store checks; faults: {:?}",
+        "simulation: {seeds} seeds, {} steps in {:.1} s: {} calls answered, {} refused {:?}, {} given up by their till; {} replays ({} told their answer was compacted); {} crashes; {} clock jumps; {} store checks; campaign budgets: {} points given, {} of {seeds} runs spent theirs; faults: {:?}",
         total.steps,
         started.elapsed().as_secs_f64(),
         total.answered,
@@ -95,6 +97,8 @@ fn fresh_seeds_keep_every_invariant() {
         total.crashes,
         total.clock_jumps,
         total.checks,
+        total.budget_given,
+        total.budgets_spent,
         total.faults
     );
     assert!(seeds > 0 && total.answered > 0, "the simulation ran nothing");

@@ -13,7 +13,11 @@
 //! - at the end, once the credits are applied, each merge moved exactly the points it answered
 //!   into the customer's account, once;
 //! - and the program's figures (`ReadFigures`), folded from the outbox with faults and crashes on
-//!   the way, equal the sums of every ledger by kind, and count every purchase once.
+//!   the way, equal the sums of every ledger by kind, and count every purchase once;
+//! - and the launch campaign, whose budget runs out within a run, never gave past it: what its
+//!   receipts got equals what the figures say it gave, and that plus what the engine holds is at
+//!   most what engines reserved, which is at most the budget (crashed engines strand what they
+//!   held, never give it twice).
 //!
 //! Every choice comes from the seed; the run's trace (each step and its ending) is hashed, so a
 //! test can check that a seed replays exactly.
@@ -61,6 +65,10 @@ pub struct Report {
     pub crashes: u64,
     pub clock_jumps: u64,
     pub checks: u64,
+    /// Points the launch campaign gave (its budget is `BUDGET`).
+    pub budget_given: Decimal,
+    /// Runs whose campaign gave its whole budget (1 or 0 for one run).
+    pub budgets_spent: u64,
     pub faults: FaultCounts,
     /// SHA-256 of the run's trace: the same for the same seed.
     pub trace: String,
@@ -187,8 +195,32 @@ pub struct Simulation {
     trace: sha2::Sha256,
 }
 
+/// The program's rules: 1% on every line, and a launch campaign of 5% more on every line with a
+/// budget across all customers (`BUDGET`) that runs out within a run, reserved in small chunks so
+/// that crashes strand some of it.
+const RULES: &str = r#"
+[budgets.launch]
+points = "20000"
+chunk_points = "700"
+
+[[rules]]
+id = "base"
+effect = { kind = "percent_of_lines", percent = "1" }
+
+[[rules]]
+id = "launch"
+campaign = "launch"
+priority = 10
+stacking = "always"
+effect = { kind = "percent_of_lines", percent = "5" }
+"#;
+pub const BUDGET: i64 = 20_000;
+
 fn programs() -> Programs {
-    let config = Config { programs: vec![loyalty_tests::shop_program()], ..Config::default() };
+    let rules = std::env::temp_dir().join(format!("loyalty-simulation-{}.toml", std::process::id()));
+    std::fs::write(&rules, RULES).expect("write the simulation's rules");
+    let program = loyalty_engine::config::ProgramConfig { rules_file: Some(rules), ..loyalty_tests::shop_program() };
+    let config = Config { programs: vec![program], ..Config::default() };
     Programs::from_config(&config).expect("the test program's configuration is valid")
 }
 
@@ -594,6 +626,7 @@ impl Simulation {
                 None => break,
             }
         }
+        self.check_budget().await;
         let (from, to) = (chrono::NaiveDate::MIN, chrono::NaiveDate::MAX);
         let purchases = self.answered.iter().filter(|(call, _)| matches!(call, Call::Accrue { .. })).count() as u64;
         let mut report = self.engine.reports.report(&self.program, from, to, None).await.expect("figures").0;
@@ -614,6 +647,42 @@ impl Simulation {
                 report.purchases,
                 sums.net()
             ));
+        }
+    }
+
+    /// The launch campaign's budget: what its receipts got (summed from every receipt the ledgers
+    /// name) is what the figures say it gave, and given + what this engine holds <= reserved <=
+    /// the budget (engines that crashed stranded what they held: never given twice).
+    async fn check_budget(&mut self) {
+        let program_id = self.program.id().to_owned();
+        let mut given = Decimal::ZERO;
+        let mut receipts = std::collections::BTreeSet::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self.store.account_ids(&program_id, &cursor, 100).await.expect("account IDs");
+            for account_id in &page.ids {
+                let entries = self.store.ledger_page(&program_id, account_id, u64::MAX, usize::MAX).await.expect("ledger read");
+                for receipt_id in entries.iter().filter_map(|entry| entry.receipt_id.clone()) {
+                    if !receipts.insert(receipt_id.clone()) {
+                        continue;
+                    }
+                    let receipt = self.store.receipt(&program_id, &receipt_id).await.expect("receipt read");
+                    let accrual = receipt.and_then(|receipt| receipt.value.accrual);
+                    given += accrual.iter().flat_map(|accrual| &accrual.campaigns).map(|used| used.given).sum::<Decimal>();
+                }
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        let read = self.engine.campaign_budgets(&self.program).await.expect("budgets read");
+        let [launch] = read.as_slice() else { self.fail(format!("one budget expected: {read:?}")) };
+        self.note(format!("budget given={given} reserved={} held={} figures={}", launch.reserved, launch.held_here, launch.given));
+        self.report.budget_given = given;
+        self.report.budgets_spent = u64::from(given == Decimal::from(BUDGET));
+        if launch.given != given || given + launch.held_here > launch.reserved || launch.reserved > Decimal::from(BUDGET) {
+            self.fail(format!("the launch budget of {BUDGET}: receipts got {given}; the engine reads {launch:?}"));
         }
     }
 
