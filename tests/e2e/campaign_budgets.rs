@@ -44,12 +44,16 @@ fn receipt(index: usize) -> pb::AccrueRequest {
 }
 
 async fn apply(admin: &mut Admin) {
+    apply_version(admin, 1, RULES).await;
+}
+
+async fn apply_version(admin: &mut Admin, expected_version: u64, document: &str) {
     admin
         .apply_rules(admin_pb::ApplyRulesRequest {
             program_id: PROGRAM.into(),
-            expected_version: 1,
+            expected_version,
             format: admin_pb::DocumentFormat::Toml as i32,
-            document: RULES.into(),
+            document: document.into(),
             comment: "launch campaign with a budget".into(),
         })
         .await
@@ -69,11 +73,16 @@ fn launch_points(answer: &pb::AccrueResponse) -> Decimal {
 
 /// Sends receipts `indexes` from 8 tills at once over the given engines (round robin).
 async fn send(servers: &[&TestServer], indexes: std::ops::Range<usize>) -> Vec<pb::AccrueResponse> {
+    send_from(servers, indexes, 8).await
+}
+
+/// Sends receipts `indexes` from `tills` tills at once over the given engines (round robin).
+async fn send_from(servers: &[&TestServer], indexes: std::ops::Range<usize>, till_count: usize) -> Vec<pb::AccrueResponse> {
     let mut tills = Vec::new();
-    for till in 0..8 {
+    for till in 0..till_count {
         let server = servers[till % servers.len()];
         let mut client = server.client().await;
-        let mine: Vec<usize> = indexes.clone().filter(|index| index % 8 == till).collect();
+        let mine: Vec<usize> = indexes.clone().filter(|index| index % 8 == till % 8).collect();
         tills.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             for index in mine {
@@ -148,7 +157,14 @@ async fn two_engines_share_a_campaign_budget_on_scylla() {
     apply(&mut admin).await;
     // The second engine sees the new rules at its next refresh; until then it would not limit.
     second.engine.rules().refresh().await.expect("refresh");
-    let answers = send(&[&first, &second], 0..RECEIPTS).await;
+    // 16 tills: each receipt is sent by two at once, one on each engine (the loser of the race
+    // gives back what it took and answers the winner's answer).
+    let mut answers = send_from(&[&first, &second], 0..RECEIPTS, 16).await;
+    for pair in answers.chunks(2) {
+        assert_eq!(pair[0], pair[1], "a duplicate got another answer");
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), RECEIPTS);
     let given = check_answers(&answers);
     // The figures count what the receipts got once their events are relayed.
     let seen_first = eventually(
@@ -178,4 +194,45 @@ async fn two_engines_share_a_campaign_budget_on_scylla() {
     assert_eq!(dec(&after.reserved), reserved - held_second);
     assert_eq!(dec(&after.unreserved), dec("1000") - reserved + held_second);
     first.stop().await;
+}
+
+/// The budget a receipt's points are checked against is the lower of its rules version's and the
+/// latest: a receipt begun before the budget was lowered gets nothing past the new one; raising
+/// it lets the campaign pay again.
+#[tokio::test]
+async fn a_lowered_budget_binds_receipts_begun_before_and_a_raised_one_pays_on() {
+    let server =
+        TestServer::start_with(|config| config.programs[0].pending = loyalty_core::program::PendingRule::None, |store| store).await;
+    let mut admin = server.admin().await;
+    let mut client = server.client().await;
+    apply(&mut admin).await;
+    // A customer earns, then begins a receipt (a hold) under version 2, budget 1,000.
+    client.enroll(enroll("enrol-pinned", "+77015550101", "LAUNCHPINNED")).await.expect("enrol");
+    let pinned = card("LAUNCHPINNED");
+    let first = client.accrue(accrue("P-1", pinned.clone(), basket())).await.expect("accrue").into_inner();
+    assert_eq!(launch_points(&first), dec("100"));
+    client.authorize(authorize("P-2", pinned.clone(), basket(), "10")).await.expect("hold");
+    let mut given = launch_points(&first) + check_answers(&send(&[&server], 0..3).await);
+    // Version 3 lowers the budget to 500.
+    apply_version(&mut admin, 2, &RULES.replace(r#"points = "1000""#, r#"points = "500""#)).await;
+    given += check_answers(&send(&[&server], 3..12).await);
+    // Past the few seconds the engine takes the campaign as spent: P-2 makes it read the store.
+    server.clock.advance(chrono::Duration::seconds(10));
+    let paid = client.accrue(accrue("P-2", pinned, basket())).await.expect("accrue").into_inner();
+    assert_eq!(paid.program_version, 2, "the receipt keeps the version of its first call");
+    given += launch_points(&paid);
+    let read = budget(&mut admin).await;
+    assert_eq!(dec(&read.given), given);
+    assert!(given <= dec("500") && dec(&read.reserved) <= dec("500"), "given {given}: {read:?}");
+    assert_eq!(given + dec(&read.held_here), dec(&read.reserved));
+    // Version 4 raises it to 2,000; once the engine reads the store again (it took the campaign
+    // as spent for a few seconds), receipts are paid in full.
+    apply_version(&mut admin, 3, &RULES.replace(r#"points = "1000""#, r#"points = "2000""#)).await;
+    server.clock.advance(chrono::Duration::seconds(10));
+    let more = send(&[&server], 12..20).await;
+    assert!(more.iter().all(|answer| launch_points(answer) == dec("100")), "{more:?}");
+    let read = budget(&mut admin).await;
+    assert_eq!(dec(&read.given), given + dec("800"));
+    assert!(dec(&read.reserved) <= dec("2000"));
+    server.stop().await;
 }

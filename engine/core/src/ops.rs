@@ -287,6 +287,18 @@ pub fn authorize(
     cmd: &AuthorizeCmd,
     hold_id: String,
 ) -> Result<AuthorizeOutcome, Rejection> {
+    authorize_within(ck, txn, receipt, cmd, hold_id, &Allowance::unlimited())
+}
+
+/// [`authorize`], its quote showing what budgeted campaigns may still give.
+pub fn authorize_within(
+    ck: &Checkout<'_>,
+    txn: &mut Txn<'_>,
+    receipt: &mut ReceiptState,
+    cmd: &AuthorizeCmd,
+    hold_id: String,
+    allowance: &Allowance,
+) -> Result<AuthorizeOutcome, Rejection> {
     assert!(cmd.spend > Decimal::ZERO, "authorize with spend {}", cmd.spend);
     ensure_open(receipt)?;
     ensure_points_scale(ck.program, "spend_points", cmd.spend)?;
@@ -296,7 +308,7 @@ pub fn authorize(
     let now = txn.now();
     // First, so that every wrong code counts, whatever else is wrong with the call.
     txn.account_mut().presence.verify(&ck.program.presence, &cmd.presence, now)?;
-    let mut outcome = quote(ck, txn.account(), cmd, now, &txn.origin().clone())?;
+    let mut outcome = quote_within(ck, txn.account(), cmd, now, &txn.origin().clone(), allowance)?;
     let expires_at = now + hold_ttl(ck.program, cmd.hold_ttl_seconds)?;
     check_spend(&outcome.spend, cmd.spend, outcome.balance.spendable, ck.rules.source().spending.min_balance_to_spend)?;
     txn.place_hold(Hold { hold_id: hold_id.clone(), receipt_id: cmd.receipt_id.clone(), amount: cmd.spend, expires_at });

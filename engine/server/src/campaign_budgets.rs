@@ -4,21 +4,29 @@
 //! The store holds, per campaign, one versioned document `<program>#budget/<campaign>` (the
 //! `documents` rows: version N+1 written only over N, durable before it is read back) with the
 //! points engines have reserved and not returned. A reservation moves it up by `grant()` (never
-//! past the budget), a return moves it down, each a compare-and-set; so at any instant
+//! past the budget), a return moves it down, each a compare-and-set carrying its own write ID (so
+//! a write whose answer was lost is recognised, never applied twice); at any instant
 //! `reserved <= budget`, and every point a receipt gets from a campaign was reserved by its engine
 //! first. Checkout never waits on the store for it but once a chunk: an Accrue evaluates against
-//! what this engine holds (`allowance`), takes what the receipt gives (`take`), and gives it back
-//! if the commit did not happen (`give_back`). A receipt that wants more than is held gets
-//! `EngineError::CampaignBudgetShort` from the evaluation, and the call reserves more
-//! (`reserve`) and runs again; when the store has nothing left either, the campaign is marked
-//! spent here for `SPENT_RECHECK` and receipts get what is held, the lines saying the budget is
-//! spent.
+//! what its call and this engine hold (`allowance`), takes what the receipt gives (`take`), and
+//! gives it back if the commit did not happen (`give_back`). A receipt that wants more than is
+//! held gets `EngineError::CampaignBudgetShort` from the evaluation, and the call reserves more
+//! (`reserve`, which sets what the call needs aside for it) and runs again; when the store has
+//! nothing left either, the campaign is marked spent here (re-read after `SPENT_RECHECK`) and
+//! receipts get what is held, the lines saying the budget is spent.
+//!
+//! The budget a reservation is checked against is the lower of the receipt's rules version and
+//! the latest version in the store (the engine refreshes its rules before reserving): lowering a
+//! budget stops reservations past it from then on. A rules version without the budget pays its
+//! campaign's rules without counting them: a budget binds the versions that have it.
 //!
 //! Never over: a point is given only out of a reservation, and reservations never pass the
-//! budget. Possibly under: points reserved by an engine that is killed, or whose commit failed
-//! with an unknown outcome, are not given by anyone (a clean stop returns what it holds, and so
-//! does an engine whose reservation sat unused for `IDLE_RETURN`); the chunks shrink as the
-//! budget runs out, which bounds that loss.
+//! budget. Possibly under: points reserved and then not given are lost to the campaign, never
+//! given twice: what an engine held when it was killed; what a call took when its commit failed
+//! with an unknown outcome, or when a store read failed after it lost a race; what a call held
+//! when it was cancelled (its deadline) in the middle of a reservation. A clean stop returns what
+//! the engine holds, and so does an engine whose holding sat unused for `IDLE_RETURN`; the chunks
+//! shrink as the budget runs out, which bounds the loss.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,10 +42,10 @@ use crate::documents::{Changed, Documents, Edit};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::IdSource;
 
-/// How long a campaign found spent in the store is taken as spent before the store is read again
-/// (another engine may have returned points meanwhile).
+/// How long a campaign found spent in the store is taken as spent by Accrue before the store is
+/// read again (another engine may have returned points meanwhile).
 const SPENT_RECHECK: Duration = Duration::seconds(5);
-/// A reservation unused this long goes back to the store, for other engines.
+/// A holding unused this long goes back to the store, for other engines.
 const IDLE_RETURN: Duration = Duration::seconds(60);
 /// Attempts at a compare-and-set on a campaign's document before giving up for this call.
 const ATTEMPTS_MAX: usize = 8;
@@ -49,10 +57,13 @@ const AUTHOR: &str = "system:campaign-budgets";
 pub struct BudgetDocument {
     /// Points reserved by engines and not returned: never above the budget.
     pub reserved: Decimal,
-    /// A fresh ID per write: two engines writing the same total over the same version are told
-    /// apart (the store answers a repeated put of identical bytes as stored).
+    /// The write that stored this version: a fresh ID per reservation or return, so that a write
+    /// whose answer was lost is recognised (and two engines writing the same total are told apart).
     #[serde(default)]
     pub write: String,
+    /// What that write moved `reserved` by (negative for a return).
+    #[serde(default)]
+    pub moved: Decimal,
 }
 
 fn document_key(program_id: &str, campaign: &str) -> String {
@@ -62,9 +73,10 @@ fn document_key(program_id: &str, campaign: &str) -> String {
 /// What this engine holds of one campaign.
 #[derive(Debug, Default)]
 struct Lease {
-    /// Reserved in the store, not given yet.
+    /// Reserved in the store, not given nor set aside for a call yet.
     held: Decimal,
-    /// When the store was last found to have nothing left to reserve.
+    /// When the store was last found to have nothing left to reserve; cleared by a reservation
+    /// that got what it needed.
     spent_at: Option<DateTime<Utc>>,
     last_used: Option<DateTime<Utc>>,
 }
@@ -97,17 +109,15 @@ impl Taken {
             self.add(&campaign, points);
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.points.iter().all(|(_, points)| points.is_zero())
-    }
 }
 
-/// What an evaluation found short: `need` more points of `campaign` than this engine holds.
+/// What an evaluation found short: the call needs to hold `need` points of `campaign` (what its
+/// rules want) and holds less.
 #[derive(Clone, Debug)]
 pub struct Short {
     pub campaign: String,
     pub need: Decimal,
+    /// The budget in the receipt's rules version.
     pub budget: CampaignBudget,
 }
 
@@ -134,8 +144,8 @@ pub struct CampaignBudgets {
     documents: Documents,
     ids: Arc<dyn IdSource>,
     leases: DashMap<(String, String), Arc<Mutex<Lease>>>,
-    /// One reservation at a time per campaign: concurrent short receipts wait for it and then
-    /// find the points held.
+    /// One reservation or return at a time per campaign: concurrent short receipts wait for it
+    /// and then find the points held.
     reserving: DashMap<(String, String), Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -149,24 +159,30 @@ impl CampaignBudgets {
         Arc::clone(self.leases.entry(key).or_default().value())
     }
 
+    fn turn(&self, program_id: &str, campaign: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let key = (program_id.to_owned(), campaign.to_owned());
+        Arc::clone(self.reserving.entry(key).or_default().value())
+    }
+
     /// What an Accrue under `rules` may give from each budgeted campaign: what the call holds
-    /// (`own`, set aside by its reservations) and what this engine holds.
-    pub fn allowance(&self, program_id: &str, rules: &CompiledRules, own: &Taken) -> Allowance {
+    /// (`own`, set aside by its reservations), and, unless `own_only`, what this engine holds.
+    pub fn allowance(&self, program_id: &str, rules: &CompiledRules, own: &Taken, own_only: bool) -> Allowance {
         let mut allowance = Allowance::unlimited();
         for campaign in rules.budgets().keys() {
-            allowance.limit(campaign, own.of(campaign) + locked(&self.lease(program_id, campaign)).held);
+            let pool = if own_only { Decimal::ZERO } else { locked(&self.lease(program_id, campaign)).held };
+            allowance.limit(campaign, own.of(campaign) + pool);
         }
         allowance
     }
 
-    /// What a quote may show: a campaign found spent shows what this engine still holds; any
-    /// other is not limited (an Accrue reserves more when it needs to).
-    pub fn quote_allowance(&self, program_id: &str, rules: &CompiledRules, now: DateTime<Utc>) -> Allowance {
+    /// What a quote may show: a campaign this engine found spent (and has not reserved since)
+    /// shows what this engine holds; any other is not limited (an Accrue reserves when it needs).
+    pub fn quote_allowance(&self, program_id: &str, rules: &CompiledRules) -> Allowance {
         let mut allowance = Allowance::unlimited();
         for campaign in rules.budgets().keys() {
             let lease = self.lease(program_id, campaign);
             let lease = locked(&lease);
-            if lease.spent_at.is_some_and(|at| now - at < SPENT_RECHECK) {
+            if lease.spent_at.is_some() {
                 allowance.limit(campaign, lease.held);
             }
         }
@@ -174,36 +190,37 @@ impl CampaignBudgets {
     }
 
     /// Takes what an evaluation gave from each campaign (`uses`): first out of what the call holds
-    /// (`own`), then out of this engine's holdings. A campaign the evaluation cut while the store
-    /// may still have points, or that other calls took from meanwhile, is `Short`: nothing is
-    /// taken, and the call reserves and runs again.
+    /// (`own`), then out of this engine's holdings. The campaigns the evaluation cut while the
+    /// store may still have points (unless `accept_cut`), or that other calls took from meanwhile,
+    /// are `Short`: nothing is taken, and the call reserves and runs again.
     pub fn take(
         &self,
         program_id: &str,
         rules: &CompiledRules,
         uses: &[CampaignUse],
         own: &mut Taken,
+        accept_cut: bool,
         now: DateTime<Utc>,
-    ) -> Result<Taken, Short> {
+    ) -> Result<Taken, Vec<Short>> {
         // Locked in the order of their names, whatever the order of the rules.
         let mut order: Vec<&CampaignUse> = uses.iter().collect();
         order.sort_by(|a, b| a.campaign.cmp(&b.campaign));
         let leases: Vec<_> = order.iter().map(|used| self.lease(program_id, &used.campaign)).collect();
         let mut guards: Vec<_> = leases.iter().map(|lease| locked(lease)).collect();
+        let mut short = Vec::new();
         for (used, lease) in order.iter().zip(&guards) {
             let spent = lease.spent_at.is_some_and(|at| now - at < SPENT_RECHECK);
-            let available = own.of(&used.campaign) + lease.held;
-            if used.given > available || (used.cut() && !spent) {
-                return Err(Short {
+            let owned = own.of(&used.campaign);
+            if used.given > owned + lease.held || (used.cut() && !spent && !accept_cut) {
+                short.push(Short {
                     campaign: used.campaign.clone(),
-                    need: (used.wanted - available).max(Decimal::ONE),
-                    budget: rules
-                        .budgets()
-                        .get(&used.campaign)
-                        .cloned()
-                        .unwrap_or(CampaignBudget { points: Decimal::ZERO, chunk_points: None }),
+                    need: (used.wanted - owned).max(Decimal::ONE),
+                    budget: rules.budgets().get(&used.campaign).cloned().unwrap_or_else(no_budget),
                 });
             }
+        }
+        if !short.is_empty() {
+            return Err(short);
         }
         let mut taken = Taken::default();
         for (used, lease) in order.iter().zip(guards.iter_mut()) {
@@ -216,26 +233,28 @@ impl CampaignBudgets {
         Ok(taken)
     }
 
-    /// Gives back points taken by an attempt that did not commit.
+    /// Gives back points a call held or took and did not commit.
     pub fn give_back(&self, program_id: &str, taken: Taken) {
         for (campaign, points) in taken.points {
             locked(&self.lease(program_id, &campaign)).held += points;
         }
     }
 
-    /// Reserves at least `short.need` more points of the campaign from the store, or all it has
-    /// left (marking the campaign spent here when that is not enough), and sets aside up to the
-    /// need for the call that asked: other calls taking from this engine's holdings meanwhile
-    /// cannot starve it.
-    pub async fn reserve(&self, program_id: &str, short: &Short, now: DateTime<Utc>) -> EngineResult<Taken> {
-        let key = (program_id.to_owned(), short.campaign.clone());
-        let turn = Arc::clone(self.reserving.entry(key).or_default().value());
+    /// Reserves from the store what the campaign's pool lacks for `short.need` (a chunk, or all
+    /// the store has left, marking the campaign spent here when that is not enough), against a
+    /// budget of `budget` points, and sets up to the need aside for the call that asked: other
+    /// calls taking from the pool meanwhile cannot starve it.
+    pub async fn reserve(&self, program_id: &str, short: &Short, budget: Decimal, now: DateTime<Utc>) -> EngineResult<Taken> {
+        let turn = self.turn(program_id, &short.campaign);
         let _turn = turn.lock().await;
         let lease = self.lease(program_id, &short.campaign);
-        let held = locked(&lease).held;
-        if held < short.need {
+        let (held, spent) = {
+            let lease = locked(&lease);
+            (lease.held, lease.spent_at.is_some_and(|at| now - at < SPENT_RECHECK))
+        };
+        // Found spent while this call waited for its turn: no store read for it.
+        if held < short.need && !spent {
             let need = short.need - held;
-            let budget = short.budget.points;
             let chunk = short.budget.chunk_points.unwrap_or_else(|| default_chunk(budget));
             let granted = self
                 .move_reserved(program_id, &short.campaign, now, |reserved| {
@@ -243,11 +262,10 @@ impl CampaignBudgets {
                     (granted, format!("reserved {granted} of {budget}"))
                 })
                 .await?;
-            {
-                let mut lease = locked(&lease);
-                lease.held += granted;
-                lease.spent_at = (granted < need).then_some(now);
-            }
+            let mut lease = locked(&lease);
+            lease.held += granted;
+            lease.spent_at = (granted < need).then_some(now);
+            lease.last_used = Some(now);
             metrics::counter!("loyalty_campaign_reservations_total", "program" => program_id.to_owned()).increment(1);
             tracing::debug!(program = program_id, campaign = short.campaign.as_str(), %granted, %need, "campaign budget reserved");
         }
@@ -262,13 +280,17 @@ impl CampaignBudgets {
     /// Returns to the store what this engine holds of campaigns unused for `IDLE_RETURN` (all of
     /// them with `everything`, at a clean stop).
     pub async fn return_unused(&self, now: DateTime<Utc>, everything: bool) {
+        let due = |lease: &Lease| lease.held > Decimal::ZERO && (everything || lease.last_used.is_none_or(|at| now - at >= IDLE_RETURN));
         let leases: Vec<_> = self.leases.iter().map(|entry| (entry.key().clone(), Arc::clone(entry.value()))).collect();
         for ((program_id, campaign), lease) in leases {
-            let turn = Arc::clone(self.reserving.entry((program_id.clone(), campaign.clone())).or_default().value());
+            if !due(&locked(&lease)) {
+                continue;
+            }
+            let turn = self.turn(&program_id, &campaign);
             let _turn = turn.lock().await;
             let points = {
                 let mut lease = locked(&lease);
-                if lease.held.is_zero() || !(everything || lease.last_used.is_none_or(|at| now - at >= IDLE_RETURN)) {
+                if !due(&lease) {
                     continue;
                 }
                 std::mem::take(&mut lease.held)
@@ -279,14 +301,20 @@ impl CampaignBudgets {
                     (-back, format!("returned {back} unused"))
                 })
                 .await;
-            if let Err(error) = returned {
-                // Held no more here either way: the points are lost to the campaign, never given twice.
-                tracing::warn!(program = program_id.as_str(), campaign = campaign.as_str(), %points, %error, "returning a campaign reservation failed");
+            match returned {
+                Ok(_) => {}
+                // Known not written: still held here.
+                Err(EngineError::Contention { .. }) => locked(&lease).held += points,
+                // Perhaps written: held no more here; lost to the campaign, never given twice.
+                Err(error) => {
+                    tracing::warn!(program = program_id.as_str(), campaign = campaign.as_str(), %points, %error, "returning a campaign reservation failed");
+                }
             }
         }
     }
 
-    /// Every budgeted campaign of `rules` as the store and this engine see it.
+    /// Every budgeted campaign of `rules` as the store and this engine see it, with what the
+    /// figures say each gave (`given`).
     pub async fn read(
         &self,
         program_id: &str,
@@ -296,12 +324,11 @@ impl CampaignBudgets {
         let mut views = Vec::new();
         for (campaign, budget) in rules.budgets() {
             let stored = self.documents.latest::<BudgetDocument>(&document_key(program_id, campaign)).await?;
-            let held_here = locked(&self.lease(program_id, campaign)).held;
             views.push(BudgetView {
                 campaign: campaign.clone(),
                 points: budget.points,
                 reserved: stored.as_ref().map_or(Decimal::ZERO, |stored| stored.document.reserved),
-                held_here,
+                held_here: locked(&self.lease(program_id, campaign)).held,
                 given: given.get(campaign).copied().unwrap_or_default(),
                 version: stored.map_or(0, |stored| stored.version),
             });
@@ -310,7 +337,9 @@ impl CampaignBudgets {
     }
 
     /// Moves the campaign's reserved total by what `change` says given the stored one (a grant
-    /// up, a return down), by compare-and-set; the points moved.
+    /// up, a return down), by compare-and-set on the version read; the points moved. One write ID
+    /// for all attempts: after a conflict, the versions stored since the first attempt read are
+    /// searched for it first, so a write whose answer was lost is taken as done, never made twice.
     async fn move_reserved(
         &self,
         program_id: &str,
@@ -319,19 +348,29 @@ impl CampaignBudgets {
         change: impl Fn(Decimal) -> (Decimal, String),
     ) -> EngineResult<Decimal> {
         let key = document_key(program_id, campaign);
+        let write = self.ids.transaction_id();
+        let mut first_read: Option<u64> = None;
         for _ in 0..ATTEMPTS_MAX {
-            let write = self.ids.transaction_id();
+            let latest = self.documents.latest::<BudgetDocument>(&key).await?;
+            let (version, stored) = latest.map_or((0, BudgetDocument::default()), |latest| (latest.version, latest.document));
+            if let Some(from) = first_read {
+                for earlier in from + 1..=version {
+                    if let Some(found) = self.documents.at::<BudgetDocument>(&key, earlier).await?
+                        && found.document.write == write
+                    {
+                        return Ok(found.document.moved.abs());
+                    }
+                }
+            }
+            first_read.get_or_insert(version);
+            let (moved, comment) = change(stored.reserved);
+            if moved.is_zero() {
+                return Ok(Decimal::ZERO);
+            }
+            let document = BudgetDocument { reserved: stored.reserved + moved, write: write.clone(), moved };
             let changed = self
                 .documents
-                .change(&key, None, AUTHOR, now, |latest: Option<BudgetDocument>| {
-                    let reserved = latest.unwrap_or_default().reserved;
-                    let (moved, comment) = change(reserved);
-                    Ok(if moved.is_zero() {
-                        Edit::Keep(moved)
-                    } else {
-                        Edit::Write { document: BudgetDocument { reserved: reserved + moved, write }, comment, value: moved }
-                    })
-                })
+                .change(&key, Some(version), AUTHOR, now, |_: Option<BudgetDocument>| Ok(Edit::Write { document, comment, value: moved }))
                 .await?;
             match changed {
                 Changed::Stored { value, .. } | Changed::Kept(value) => return Ok(value.abs()),
@@ -342,8 +381,40 @@ impl CampaignBudgets {
     }
 }
 
+fn no_budget() -> CampaignBudget {
+    CampaignBudget { points: Decimal::ZERO, chunk_points: None }
+}
+
 /// A lease's lock; a panic while it was held left numbers that are still whole (each change is
 /// one assignment), so a poisoned lock is taken as it is.
 fn locked(lease: &Mutex<Lease>) -> MutexGuard<'_, Lease> {
     lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What one call holds of campaign budgets while it runs (set aside by its reservations, or taken
+/// back from attempts that did not commit), given back to the engine's pool when the call ends,
+/// however it ends (cancelled by its deadline included).
+#[derive(Debug)]
+pub struct CallHolding<'a> {
+    budgets: &'a CampaignBudgets,
+    program_id: &'a str,
+    own: Mutex<Taken>,
+}
+
+impl<'a> CallHolding<'a> {
+    pub fn new(budgets: &'a CampaignBudgets, program_id: &'a str) -> Self {
+        CallHolding { budgets, program_id, own: Mutex::new(Taken::default()) }
+    }
+
+    /// The call's holding, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Taken> {
+        self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for CallHolding<'_> {
+    fn drop(&mut self) {
+        let own = std::mem::take(&mut *self.lock());
+        self.budgets.give_back(self.program_id, own);
+    }
 }

@@ -29,19 +29,20 @@ use loyalty_store::{Commit, ReceiptWrite, Versioned};
 use serde::Serialize;
 
 use crate::accounts::dangling;
-use crate::campaign_budgets::{Short, Taken};
+use crate::campaign_budgets::{CallHolding, Short, Taken};
 use crate::commit::{Attempt, commit_of, following_merges, until_committed};
 use crate::context::Context;
 use crate::error::{EngineError, EngineResult};
 use crate::programs::Program;
 
 /// AwardBonus requests are kept as receipts under this prefix and their request ID.
-/// Reservations one Accrue makes at most when its receipt wants more of a campaign than this
-/// engine holds; after them it gets what is held.
-const RESERVATIONS_PER_CALL: u32 = 3;
-/// Attempts of one Accrue under campaign budgets (others take from the same reservation).
-const BUDGET_ATTEMPTS_MAX: u32 = 8;
 const BONUS_RECEIPT_PREFIX: &str = "bonus/";
+/// Rounds of reservations one Accrue makes at most when its receipt wants more of a campaign than
+/// it holds; after them it gets what it holds.
+const RESERVATIONS_PER_CALL: u32 = 3;
+/// Rounds of one Accrue under campaign budgets: the reservations, then the one that takes what
+/// the call holds and cannot be short.
+const BUDGET_ATTEMPTS_MAX: u32 = RESERVATIONS_PER_CALL + 1;
 
 /// An account as read, with the time it was read at.
 #[derive(Clone, Debug)]
@@ -180,7 +181,8 @@ impl Checkout {
         let route = Route::Customer { key: customer, create_unknown_card: false, sold_at: None };
         let response = self
             .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Authorize, "", &cmd, |checkout, txn, receipt| {
-                ops::authorize(checkout, txn, receipt, &cmd, hold_id.clone()).map(StoredResponse::Authorize)
+                let allowance = self.ctx.campaigns.quote_allowance(program.id(), checkout.rules);
+                ops::authorize_within(checkout, txn, receipt, &cmd, hold_id.clone(), &allowance).map(StoredResponse::Authorize)
             })
             .await?;
         stored_as(OpKind::Authorize, response)
@@ -205,7 +207,7 @@ impl Checkout {
             None if customer.kind == IdentityKind::Card => AccountState::new(String::new(), false, now),
             None => return Err(Rejection::CustomerNotFound.into()),
         };
-        let allowance = self.ctx.campaigns.quote_allowance(program_id, &program.rules, now);
+        let allowance = self.ctx.campaigns.quote_allowance(program_id, &program.rules);
         Ok(ops::quote_within(&program.checkout(), &state, cmd, now, origin, &allowance)?)
     }
 
@@ -238,21 +240,15 @@ impl Checkout {
             Some(at) => self.ctx.rules.version_in_force(program, at).await?,
             None => Arc::clone(program),
         };
-        if program.rules.budgets().is_empty() {
-            let response = self
-                .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", &cmd, |checkout, txn, receipt| {
-                    ops::accrue(checkout, txn, receipt, &cmd).map(StoredResponse::Accrue)
-                })
-                .await?;
-            return stored_as(OpKind::Accrue, response);
-        }
         self.accrue_budgeted(program, origin, route, &cmd).await
     }
 
-    /// Accrue under rules with campaign budgets (`campaign_budgets`): the receipt is evaluated
-    /// against what this engine holds of each budget and takes what it gives; an attempt that
-    /// does not commit gives it back; a receipt that wants more than is held reserves more and
-    /// runs again. At most `RESERVATIONS_PER_CALL` reservations, then what is held is what it gets.
+    /// Accrue, paying budgeted campaigns only out of reserved points (`campaign_budgets`): the
+    /// receipt is evaluated against what the call and this engine hold of each budget and takes
+    /// what it gives; an attempt that does not commit gives it back; a receipt that wants more
+    /// than is held reserves more (set aside for this call) and runs again. After
+    /// `RESERVATIONS_PER_CALL` rounds of reservations it gets what the call holds. Every Accrue
+    /// goes through here: the receipt's pinned rules version decides whether a budget applies.
     async fn accrue_budgeted(
         &self,
         program: &Arc<Program>,
@@ -262,38 +258,29 @@ impl Checkout {
     ) -> EngineResult<AccrueOutcome> {
         let program_id = program.id();
         let budgets = &self.ctx.campaigns;
-        let lock = |cell: &'_ std::sync::Mutex<Taken>| -> Taken {
-            std::mem::take(&mut *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-        };
-        // What the call holds of the budgets: set aside by its reservations, or taken back from an
-        // attempt that did not commit.
-        let own = std::sync::Mutex::new(Taken::default());
+        let own = CallHolding::new(budgets, program_id);
         // What the latest attempt took, with its transaction: the one that commits keeps it.
         let taken: std::sync::Mutex<Option<(String, Taken)>> = std::sync::Mutex::new(None);
-        let short: std::sync::Mutex<Option<Short>> = std::sync::Mutex::new(None);
-        let pending = || taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().map(|(_, points)| points);
-        for attempt in 0..BUDGET_ATTEMPTS_MAX {
-            let accept_cut = attempt >= RESERVATIONS_PER_CALL;
+        let short: std::sync::Mutex<Vec<Short>> = std::sync::Mutex::new(Vec::new());
+        let pending = || taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        for round in 0..BUDGET_ATTEMPTS_MAX {
+            let accept_cut = round >= RESERVATIONS_PER_CALL;
             let result = self
                 .receipt_call(program, origin, route, &cmd.receipt_id, OpKind::Accrue, "", cmd, |checkout, txn, receipt| {
-                    let mut mine = own.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut mine = own.lock();
                     // An earlier attempt of this call that did not commit gives back what it took.
-                    if let Some(points) = pending() {
+                    if let Some((_, points)) = pending() {
                         mine.merge(points);
                     }
-                    let now = txn.now();
-                    let allowance = budgets.allowance(program_id, checkout.rules, &mine);
+                    let allowance = budgets.allowance(program_id, checkout.rules, &mine, accept_cut);
                     let outcome = ops::accrue_within(checkout, txn, receipt, cmd, &allowance)?;
                     let uses = receipt.accrual.as_ref().map_or(&[][..], |accrual| accrual.campaigns.as_slice());
-                    match budgets.take(program_id, checkout.rules, uses, &mut mine, now) {
+                    match budgets.take(program_id, checkout.rules, uses, &mut mine, accept_cut, self.ctx.now()) {
                         Ok(points) => {
                             *taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outcome.tx_id.clone(), points));
                         }
-                        // Out of reservations for this call, and it gives nothing from the
-                        // campaign: it gets what the rest of the receipt gives.
-                        Err(_) if accept_cut && uses.iter().all(|used| used.given.is_zero()) => {}
                         Err(found) => {
-                            *short.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(found);
+                            *short.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = found;
                             return Err(EngineError::CampaignBudgetShort);
                         }
                     }
@@ -303,42 +290,35 @@ impl Checkout {
             match result {
                 Ok(response) => {
                     let outcome: AccrueOutcome = stored_as(OpKind::Accrue, response)?;
-                    let mut unused = lock(&own);
                     // A replay answered a later attempt: what an earlier one took was not given.
-                    if let Some((tx_id, points)) = taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+                    if let Some((tx_id, points)) = pending()
                         && tx_id != outcome.tx_id
                     {
-                        unused.merge(points);
+                        own.lock().merge(points);
                     }
-                    budgets.give_back(program_id, unused);
                     return Ok(outcome);
                 }
                 Err(EngineError::CampaignBudgetShort) => {
-                    let found = short.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                    if let Some(found) = found.filter(|_| !accept_cut) {
-                        let reserved = budgets.reserve(program_id, &found, self.ctx.now_in(program_id)).await;
-                        match reserved {
-                            Ok(points) => own.lock().unwrap_or_else(std::sync::PoisonError::into_inner).merge(points),
-                            Err(error) => {
-                                budgets.give_back(program_id, lock(&own));
-                                return Err(error);
-                            }
-                        }
+                    let found = std::mem::take(&mut *short.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                    // The budget is the lower of the receipt's version and the latest stored.
+                    self.ctx.rules.refresh().await?;
+                    let current = self.ctx.program(program_id)?;
+                    for found in found {
+                        let latest = current.rules.budgets().get(&found.campaign).map_or(found.budget.points, |budget| budget.points);
+                        let points = budgets.reserve(program_id, &found, found.budget.points.min(latest), self.ctx.now()).await?;
+                        own.lock().merge(points);
                     }
                 }
                 Err(error) => {
-                    let mut unused = lock(&own);
                     // After a store failure the commit may have applied: what it took stays
                     // taken (never given twice). Any other failure wrote nothing.
-                    if let Some(points) = pending().filter(|_| !matches!(error, EngineError::Store(_))) {
-                        unused.merge(points);
+                    if let Some((_, points)) = pending().filter(|_| !matches!(error, EngineError::Store(_))) {
+                        own.lock().merge(points);
                     }
-                    budgets.give_back(program_id, unused);
                     return Err(error);
                 }
             }
         }
-        budgets.give_back(program_id, lock(&own));
         Err(EngineError::Contention { attempts: BUDGET_ATTEMPTS_MAX })
     }
 

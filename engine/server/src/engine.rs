@@ -188,10 +188,6 @@ impl Engine {
         &self.calls
     }
 
-    /// Stops taking calls, waits (at most `grace`) for the calls inside to finish, then shuts the
-    /// store: every call that reached the store is committed and answered before it closes.
-    /// Returns how many calls were still inside when the grace ran out (they then meet a closed
-    /// store and fail UNAVAILABLE, nothing acknowledged).
     /// The program's campaign budgets: stored reservations and this engine's holdings.
     pub async fn campaign_budgets(&self, program: &Program) -> EngineResult<Vec<crate::campaign_budgets::BudgetView>> {
         let given = self.reports.campaigns_given(program.id()).await?;
@@ -203,6 +199,10 @@ impl Engine {
         self.ctx.campaigns.return_unused(self.ctx.now(), false).await;
     }
 
+    /// Stops taking calls, waits (at most `grace`) for the calls inside to finish, then shuts the
+    /// store: every call that reached the store is committed and answered before it closes.
+    /// Returns how many calls were still inside when the grace ran out (they then meet a closed
+    /// store and fail UNAVAILABLE, nothing acknowledged).
     pub async fn close_after_calls(&self, grace: std::time::Duration) -> usize {
         let left = self.calls.close_and_drain(grace).await;
         // What this engine holds of campaign budgets goes back for the other engines.
