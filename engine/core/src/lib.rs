@@ -64,8 +64,8 @@ pub mod rejection;
 pub mod rfm;
 pub mod rules;
 pub mod timecode;
-pub mod whatif;
 pub mod txn;
+pub mod whatif;
 
 pub use rust_decimal::Decimal;
 

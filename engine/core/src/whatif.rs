@@ -102,7 +102,10 @@ pub struct Comparison {
 
 /// The basket an accrual evaluated, rebuilt from the receipt: its lines and each line's base (its
 /// total less its share of the points spent on the receipt, shared as the accrual shared them).
-fn rebuilt_basket<'r>(receipt: &'r ReceiptState, policy: &ProgramPolicy) -> Result<(&'r KeptBasket, Vec<BasketLine>, Vec<Decimal>), ReceiptSkip> {
+fn rebuilt_basket<'r>(
+    receipt: &'r ReceiptState,
+    policy: &ProgramPolicy,
+) -> Result<(&'r KeptBasket, Vec<BasketLine>, Vec<Decimal>), ReceiptSkip> {
     let accrual = receipt.accrual.as_ref().ok_or(ReceiptSkip::NotThisAccounts)?;
     let basket = receipt.basket.as_ref().filter(|basket| basket.items.len() == accrual.lines.len()).ok_or(ReceiptSkip::NoBasket)?;
     let lines: Vec<BasketLine> = accrual

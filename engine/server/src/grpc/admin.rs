@@ -305,13 +305,12 @@ impl ProgramAdmin for AdminApi {
                     max_duration: Duration::from_secs(u64::from(max_seconds)),
                 };
                 let updates = engine.whatif.start(Arc::clone(&program), scan)?;
-                let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(updates), move |update| {
-                    match update {
+                let stream =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(updates), move |update| match update {
                         Update::Progress(progress) => Ok(convert::whatif_progress(&progress)),
                         Update::Done(report) => Ok(convert::whatif_report(&program.policy, &report)),
                         Update::Failed(error) => Err(to_status(&error)),
-                    }
-                });
+                    });
                 Ok(Box::pin(stream) as WhatIfStream)
             })
             .await
