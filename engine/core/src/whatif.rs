@@ -498,7 +498,11 @@ effect = { kind = "percent_of_lines", percent = "3" }
         assert_eq!((coffee(&first), coffee(&second)), (Decimal::from(50), Decimal::from(20)));
     }
 
-    fn comparisons() -> impl Strategy<Value = Vec<(Vec<(u8, i64)>, Vec<(u8, i64)>, i64, i64, bool)>> {
+    /// Per rule (of four) the points given and the candidate's, the kept points of both, and
+    /// whether the points expired.
+    type Drawn = (Vec<(u8, i64)>, Vec<(u8, i64)>, i64, i64, bool);
+
+    fn comparisons() -> impl Strategy<Value = Vec<Drawn>> {
         let parts = prop::collection::vec((0u8..4, 0i64..500), 0..4);
         prop::collection::vec((parts.clone(), parts, 0i64..2000, 0i64..2000, any::<bool>()), 0..30)
     }

@@ -540,57 +540,6 @@ pub fn next_page_token(next_seq: Option<u64>) -> String {
     next_seq.map(|seq| format!("seq:{seq}")).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals_follow_the_documented_grammar() {
-        assert_eq!(decimal("f", "1234.50"), Ok(Decimal::new(12345, 1)));
-        assert_eq!(decimal("f", "-0.5"), Ok(Decimal::new(-5, 1)));
-        for bad in ["", "1e3", "+1", "1.", ".5", "1,5", "NaN", " 1", "1..2", "0x10", "99999999999999999999999999999999"] {
-            assert!(matches!(decimal("f", bad), Err(Rejection::InvalidArgument { .. })), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_sale_s_money_and_currency_are_the_program_s() {
-        let program = ProgramPolicy::with_defaults("p");
-        let max = Decimal::from(1_000_000);
-        assert_eq!(money_paid("total", "1500.50", &program, max), Ok(Decimal::new(150_050, 2)));
-        assert_eq!(money_paid("total", "1500.500", &program, max), Ok(Decimal::new(15_005, 1)), "zeros at the end do not count");
-        for bad in ["", "-1", "0", "1.005", "2000000", "1e3"] {
-            let refused = money_paid("total", bad, &program, max).expect_err(bad);
-            assert!(matches!(&refused, Rejection::InvalidArgument { field, .. } if field == "total"), "{bad}: {refused:?}");
-        }
-        assert_eq!(currency("currency", "", &program), Ok(()));
-        assert_eq!(currency("currency", "KZT", &program), Ok(()));
-        for bad in ["kzt", "USD", "KZT "] {
-            assert!(
-                matches!(currency("currency", bad, &program), Err(Rejection::InvalidArgument { field, .. }) if field == "currency"),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn points_are_shown_at_the_program_scale() {
-        let program = ProgramPolicy::with_defaults("p");
-        assert_eq!(points(&program, Decimal::new(1200, 1)), "120");
-        assert_eq!(money(&program, Decimal::new(5, 1)), "0.50");
-    }
-
-    #[test]
-    fn ledger_page_tokens_round_trip_and_strangers_are_refused() {
-        assert_eq!(page_token("page_token", ""), Ok(u64::MAX));
-        assert_eq!(page_token("page_token", &next_page_token(Some(42))), Ok(42));
-        assert_eq!(next_page_token(None), "");
-        for bad in ["42", "seq:", "seq:-1", "r1a2"] {
-            assert!(page_token("page_token", bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// A what-if's progress on the wire.
 pub fn whatif_progress(progress: &crate::whatif::Progress) -> loyalty_proto::admin::WhatIfProgress {
     loyalty_proto::admin::WhatIfProgress {
@@ -641,5 +590,56 @@ pub fn whatif_report(program: &ProgramPolicy, report: &crate::whatif::Report) ->
             completed: report.stopped_by.is_none(),
             stopped_by: report.stopped_by.map_or(String::new(), |stop| stop.as_str().to_owned()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_follow_the_documented_grammar() {
+        assert_eq!(decimal("f", "1234.50"), Ok(Decimal::new(12345, 1)));
+        assert_eq!(decimal("f", "-0.5"), Ok(Decimal::new(-5, 1)));
+        for bad in ["", "1e3", "+1", "1.", ".5", "1,5", "NaN", " 1", "1..2", "0x10", "99999999999999999999999999999999"] {
+            assert!(matches!(decimal("f", bad), Err(Rejection::InvalidArgument { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_sale_s_money_and_currency_are_the_program_s() {
+        let program = ProgramPolicy::with_defaults("p");
+        let max = Decimal::from(1_000_000);
+        assert_eq!(money_paid("total", "1500.50", &program, max), Ok(Decimal::new(150_050, 2)));
+        assert_eq!(money_paid("total", "1500.500", &program, max), Ok(Decimal::new(15_005, 1)), "zeros at the end do not count");
+        for bad in ["", "-1", "0", "1.005", "2000000", "1e3"] {
+            let refused = money_paid("total", bad, &program, max).expect_err(bad);
+            assert!(matches!(&refused, Rejection::InvalidArgument { field, .. } if field == "total"), "{bad}: {refused:?}");
+        }
+        assert_eq!(currency("currency", "", &program), Ok(()));
+        assert_eq!(currency("currency", "KZT", &program), Ok(()));
+        for bad in ["kzt", "USD", "KZT "] {
+            assert!(
+                matches!(currency("currency", bad, &program), Err(Rejection::InvalidArgument { field, .. }) if field == "currency"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn points_are_shown_at_the_program_scale() {
+        let program = ProgramPolicy::with_defaults("p");
+        assert_eq!(points(&program, Decimal::new(1200, 1)), "120");
+        assert_eq!(money(&program, Decimal::new(5, 1)), "0.50");
+    }
+
+    #[test]
+    fn ledger_page_tokens_round_trip_and_strangers_are_refused() {
+        assert_eq!(page_token("page_token", ""), Ok(u64::MAX));
+        assert_eq!(page_token("page_token", &next_page_token(Some(42))), Ok(42));
+        assert_eq!(next_page_token(None), "");
+        for bad in ["42", "seq:", "seq:-1", "r1a2"] {
+            assert!(page_token("page_token", bad).is_err(), "{bad}");
+        }
     }
 }
