@@ -232,3 +232,53 @@ async fn what_if_end_to_end(server: TestServer) {
     assert!(report(&run(&mut admin, request(CANDIDATE, 30)).await).completed);
     server.stop().await;
 }
+
+/// A measurement, not a check (debug build, engine and clients in one process): WHATIF_CUSTOMERS
+/// customers (2,000 by default) with two receipts each, accrued 32 at a time, then one WhatIf over
+/// them; prints the scan's time and the process's resident memory before and after.
+/// `cargo test -p loyalty-tests --test e2e what_if_over_many_customers -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn what_if_over_many_customers() {
+    let customers: usize = std::env::var("WHATIF_CUSTOMERS").ok().and_then(|raw| raw.parse().ok()).unwrap_or(2000);
+    let server = TestServer::start().await;
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| status.lines().find(|line| line.starts_with("VmRSS")).map(str::to_owned))
+    };
+    let seeded = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..32 {
+        let mut client = server.client().await;
+        tasks.spawn(async move {
+            for customer in (worker..customers).step_by(32) {
+                for receipt in 0..2 {
+                    let lines = vec![coffee(1, "1000.00"), line(2, "bread", "2", "500.00")];
+                    client
+                        .accrue(accrue(&format!("M-{customer}-{receipt}"), card(&format!("M{customer:07}")), lines))
+                        .await
+                        .expect("accrue");
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("worker");
+    }
+    println!("seeded {customers} customers, {} receipts in {:?}; {:?}", customers * 2, seeded.elapsed(), rss());
+    let mut admin = server.admin().await;
+    let started = std::time::Instant::now();
+    let messages = run(&mut admin, request(CANDIDATE, 30)).await;
+    let whatif = report(&messages);
+    println!(
+        "what-if: {} accounts, {} receipts in {:?}, {} messages; {:?}",
+        whatif.accounts_scanned,
+        whatif.receipts_evaluated,
+        started.elapsed(),
+        messages.len(),
+        rss()
+    );
+    assert_eq!(whatif.receipts_evaluated, 2 * customers as u64);
+    server.stop().await;
+}
