@@ -24,6 +24,7 @@ mod scylla_cluster;
 mod security;
 mod time;
 mod tls;
+mod whatif;
 
 use tonic::Code;
 use tonic_types::StatusExt;

@@ -35,6 +35,8 @@
 //! - [`offline`]: receipts a till sends late, evaluated as of the sale, within the program's bound.
 //! - [`rules`]: the rules engine: a program's earning and spending rules, compiled and indexed,
 //!   evaluated in memory with an explanation per line.
+//! - [`whatif`]: a candidate rule set evaluated again on accrued receipts, beside what the rules in
+//!   force gave, per rule and in total, with the change in liability.
 //! - [`rejection::Rejection`]: every reason an operation refuses, with a stable code.
 //! - Helpers: [`allocate`] (exact proportional splits of an amount across lines) and [`timecode`]
 //!   (how instants are encoded in stored state).
@@ -63,6 +65,7 @@ pub mod rfm;
 pub mod rules;
 pub mod timecode;
 pub mod txn;
+pub mod whatif;
 
 pub use rust_decimal::Decimal;
 

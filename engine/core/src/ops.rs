@@ -20,7 +20,7 @@ use crate::outcome::{
 };
 use crate::presence::PresenceProof;
 use crate::program::ProgramPolicy;
-use crate::receipt::{Accrual, ClosedLine, HoldStatus, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
+use crate::receipt::{Accrual, ClosedLine, HoldStatus, KeptBasket, KeptItem, REFUNDS_PER_RECEIPT_MAX, ReceiptHold, ReceiptState};
 use crate::rejection::Rejection;
 use crate::rules::campaigns::Allowance;
 use crate::rules::evaluate::{Award, AwardKind, Earn, PurchaseContext, evaluate_awards, evaluate_purchase, evaluate_schedule};
@@ -506,6 +506,23 @@ pub fn accrue_within(
         change_points: earn.change.as_ref().map_or(Decimal::ZERO, |change| change.points),
         rfm_counted: true,
         campaigns: earn.campaigns.clone(),
+    });
+    receipt.basket = Some(KeptBasket {
+        sold_at,
+        channel: cmd.sale.channel.clone(),
+        coupons: cmd.sale.coupons.clone(),
+        items: cmd
+            .lines
+            .iter()
+            .map(|line| KeptItem {
+                sku: line.sku.clone(),
+                category: line.category.clone(),
+                brand: line.brand.clone(),
+                unit_price: line.unit_price,
+                excise: line.excise,
+                promo_price: line.promo_price,
+            })
+            .collect(),
     });
     Ok(AccrueOutcome {
         tx_id: txn.tx_id().to_owned(),

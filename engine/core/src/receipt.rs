@@ -150,6 +150,36 @@ pub struct ReceiptState {
     /// horizon. (Last: records are read by position.)
     #[serde(default, with = "crate::timecode::option")]
     pub last_call_at: Option<DateTime<Utc>>,
+    /// What the accrual evaluated beyond the closed lines (the sale's instant, channel, coupons
+    /// and each line's product), kept so that a candidate rule set can be evaluated on the
+    /// receipt again (`whatif`). Absent on receipts accrued before it was kept. (Last: records are
+    /// read by position.)
+    #[serde(default)]
+    pub basket: Option<KeptBasket>,
+}
+
+/// What an accrual evaluated that [`ClosedLine`] does not keep: enough, with the closed lines and
+/// the points spent, to evaluate the same receipt under other rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptBasket {
+    /// The sale's instant (a late receipt's `occurred_at`), which the rules were evaluated at.
+    #[serde(with = "crate::timecode")]
+    pub sold_at: DateTime<Utc>,
+    pub channel: String,
+    pub coupons: Vec<String>,
+    /// One per closed line, in the same order.
+    pub items: Vec<KeptItem>,
+}
+
+/// One line's product, as the till sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptItem {
+    pub sku: String,
+    pub category: String,
+    pub brand: String,
+    pub unit_price: Decimal,
+    pub excise: bool,
+    pub promo_price: bool,
 }
 
 impl ReceiptState {
@@ -186,6 +216,7 @@ impl ReceiptState {
             calls: Vec::new(),
             program_version: None,
             last_call_at: None,
+            basket: None,
         }
     }
 

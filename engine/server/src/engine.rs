@@ -10,6 +10,7 @@
 //!   `background`.
 //! - [`Reports`] (`reports`): the programs' figures, folded from the outbox in the background.
 //! - [`Segments`] (`segments`): the customers' RFM segment counts, stored by each sweep.
+//! - [`WhatIf`] (`whatif`): a candidate rule set evaluated again on the receipts of the last days.
 //! - [`RuleVersions`] (`rule_admin`), [`Access`] (`auth::registry`) and [`SandboxClocks`]
 //!   (`sandbox`): the versioned documents (`documents`) every engine over one store follows.
 //!
@@ -40,6 +41,7 @@ use crate::rule_admin::RuleVersions;
 use crate::sandbox::SandboxClocks;
 use crate::segments::Segments;
 use crate::sweep::{Sweep, SweepReport};
+use crate::whatif::WhatIf;
 
 /// The engine (see the module documentation). Shared by all gRPC handlers.
 #[derive(Debug)]
@@ -57,6 +59,8 @@ pub struct Engine {
     pub reports: Reports,
     /// The customers' RFM segment counts, as the sweep last stored them.
     pub segments: Segments,
+    /// What-if scans: a candidate rule set on the receipts of the last days.
+    pub whatif: WhatIf,
     /// The credentials calls are checked against (the gate holds it too).
     pub access: Arc<Access>,
     /// The calls inside the engine: the store is shut only after the last (see `drain`).
@@ -102,6 +106,7 @@ impl Engine {
             sweep: Sweep::new(Arc::clone(&ctx), checkout.clone(), segments.clone()),
             segments,
             reports: Reports::new(Arc::clone(&ctx)),
+            whatif: WhatIf::new(Arc::clone(&ctx)),
             access: Arc::new(Access::new(documents)),
             checkout,
             credits,

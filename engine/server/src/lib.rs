@@ -13,7 +13,8 @@
 //!   profiles, cards, merges, erasure), [`credits`] and [`sweep`] (work behind the calls, run by
 //!   [`background`]), [`rule_admin`] and [`sandbox`] (rules versions and test clocks, kept as
 //!   [`documents`] like the credentials), [`reports`] (the programs' figures, folded from the
-//!   outbox), [`segments`] (the customers' RFM segment counts, stored by each sweep as a document).
+//!   outbox), [`segments`] (the customers' RFM segment counts, stored by each sweep as a document),
+//!   [`whatif`] (a candidate rule set evaluated again on the receipts of the last days).
 //! - [`accounts`]: identifier resolution, per-account locking and caching, the checked reads;
 //!   [`commit`]: the one commit path every call's write takes, with its bounded retries.
 //! - [`programs`]: each program's policy and compiled rules; [`config`]: file, flags and validation.
@@ -55,3 +56,4 @@ pub mod server;
 pub mod sweep;
 pub mod telemetry;
 pub mod tls;
+pub mod whatif;

@@ -3,6 +3,9 @@
 //! Calls go through the same guard as checkout calls (the gate, in-flight limit, metrics, one error
 //! mapping) and need the admin scope; every change is recorded with the calling credential.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use loyalty_core::Origin;
 use loyalty_core::account::AccountState;
 use loyalty_core::ops::{self, AuthorizeCmd, BonusCmd, Checkout};
@@ -19,7 +22,9 @@ use crate::error::{EngineError, EngineResult};
 use crate::grpc::convert;
 use crate::grpc::security;
 use crate::grpc::service::{ADMIN, Call, CallContext, CallIds, LoyaltyApi};
+use crate::grpc::status::to_status;
 use crate::rule_admin::{RuleChange, RuleEdit};
+use crate::whatif::{Scan, Update};
 
 /// Largest rule document accepted (a program of 5,000 rules with long SKU lists fits).
 const DOCUMENT_BYTES_MAX: usize = 16 << 20;
@@ -28,6 +33,27 @@ const EVENTS_PAGE_DEFAULT: u32 = 100;
 const EVENTS_PAGE_MAX: u32 = 1000;
 /// Longest period of a figures report: ten years of days.
 const FIGURES_DAYS_MAX: i64 = 3660;
+/// A what-if's receipts when the request leaves it at 0, and the most a request may ask for.
+const WHATIF_RECEIPTS_DEFAULT: u64 = 1_000_000;
+const WHATIF_RECEIPTS_MAX: u64 = 10_000_000;
+/// A what-if's seconds when the request leaves it at 0, and the most a request may ask for.
+const WHATIF_SECONDS_DEFAULT: u32 = 60;
+const WHATIF_SECONDS_MAX: u32 = 600;
+
+/// What a WhatIf call answers: the scan's messages on the wire, ending with the report (or the
+/// status of a failure).
+pub type WhatIfStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::WhatIfProgress, Status>> + Send>>;
+
+/// A bound the request may set: `default` for 0, refused above `max`.
+fn bound<T: PartialOrd + Default + std::fmt::Display>(field: &str, value: T, default: T, max: T) -> Result<T, Rejection> {
+    if value == T::default() {
+        Ok(default)
+    } else if value > max {
+        Err(Rejection::invalid(field, format!("at most {max}")))
+    } else {
+        Ok(value)
+    }
+}
 
 /// The admin service; shares the checkout service's call guard and engine.
 #[derive(Debug, Clone)]
@@ -241,6 +267,51 @@ impl ProgramAdmin for AdminApi {
                     spend_explanation: outcome.spend.explanation,
                     tier: outcome.tier,
                 })
+            })
+            .await
+    }
+
+    type WhatIfStream = WhatIfStream;
+
+    async fn what_if(&self, request: Request<pb::WhatIfRequest>) -> Result<Response<WhatIfStream>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let req = &req;
+        self.api
+            .handle("WhatIf", &ctx, ADMIN, CallIds::program(&req.program_id), |call| async move {
+                let program = Arc::clone(&call.program);
+                let engine = self.api.engine();
+                document("document", &req.document)?;
+                let days_max = loyalty_core::whatif::DAYS_MAX;
+                if req.days == 0 || req.days > days_max {
+                    return Err(Rejection::invalid("days", format!("1 to {days_max}")).into());
+                }
+                let store_id = match req.store_id.as_str() {
+                    "" => None,
+                    raw => Some(convert::id("store_id", raw, self.api.limits().id_len_max)?),
+                };
+                let max_receipts = bound("max_receipts", req.max_receipts, WHATIF_RECEIPTS_DEFAULT, WHATIF_RECEIPTS_MAX)?;
+                let max_seconds = bound("max_seconds", req.max_seconds, WHATIF_SECONDS_DEFAULT, WHATIF_SECONDS_MAX)?;
+                let rule_set = parse_rule_set(&req.document, format(req.format)).map_err(EngineError::RulesInvalid)?;
+                let candidate = engine
+                    .programs()
+                    .compile(program.id(), &rule_set, 0)
+                    .ok_or_else(|| EngineError::ProgramNotFound(program.id().to_owned()))?
+                    .map_err(EngineError::RulesInvalid)?;
+                let scan = Scan {
+                    candidate: Arc::new(candidate),
+                    days: req.days,
+                    store_id,
+                    max_receipts,
+                    max_duration: Duration::from_secs(u64::from(max_seconds)),
+                };
+                let updates = engine.whatif.start(Arc::clone(&program), scan)?;
+                let stream =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(updates), move |update| match update {
+                        Update::Progress(progress) => Ok(convert::whatif_progress(&progress)),
+                        Update::Done(report) => Ok(convert::whatif_report(&program.policy, &report)),
+                        Update::Failed(error) => Err(to_status(&error)),
+                    });
+                Ok(Box::pin(stream) as WhatIfStream)
             })
             .await
     }

@@ -540,6 +540,59 @@ pub fn next_page_token(next_seq: Option<u64>) -> String {
     next_seq.map(|seq| format!("seq:{seq}")).unwrap_or_default()
 }
 
+/// A what-if's progress on the wire.
+pub fn whatif_progress(progress: &crate::whatif::Progress) -> loyalty_proto::admin::WhatIfProgress {
+    loyalty_proto::admin::WhatIfProgress {
+        accounts_scanned: progress.accounts_scanned,
+        receipts_evaluated: progress.receipts_evaluated,
+        receipts_skipped: progress.receipts_skipped,
+        report: None,
+    }
+}
+
+/// A what-if's last message: its counts and its report.
+pub fn whatif_report(program: &ProgramPolicy, report: &crate::whatif::Report) -> loyalty_proto::admin::WhatIfProgress {
+    use loyalty_proto::admin as admin_pb;
+    let tally = &report.tally;
+    let skipped = |counts: Vec<(&'static str, u64)>| {
+        counts.into_iter().map(|(reason, count)| admin_pb::WhatIfSkipped { reason: reason.to_owned(), count }).collect()
+    };
+    admin_pb::WhatIfProgress {
+        accounts_scanned: tally.accounts_scanned,
+        receipts_evaluated: tally.receipts_evaluated,
+        receipts_skipped: tally.receipts_skipped_total(),
+        report: Some(admin_pb::WhatIfReport {
+            current_version: report.current_version,
+            window_start: Some(timestamp(report.window_start)),
+            as_of: Some(timestamp(report.as_of)),
+            rules: tally
+                .rules()
+                .map(|(rule_id, rule)| admin_pb::WhatIfRule {
+                    rule_id: rule_id.to_owned(),
+                    label: rule.label.clone(),
+                    in_current: rule.in_current,
+                    in_candidate: rule.in_candidate,
+                    given: points(program, rule.given),
+                    given_receipts: rule.given_receipts,
+                    candidate: points(program, rule.candidate),
+                    candidate_receipts: rule.candidate_receipts,
+                })
+                .collect(),
+            given_total: points(program, tally.given_total),
+            candidate_total: points(program, tally.candidate_total),
+            difference: points(program, tally.candidate_total - tally.given_total),
+            liability_change: points(program, tally.liability_change),
+            expired_difference: points(program, tally.expired_difference),
+            accounts_scanned: tally.accounts_scanned,
+            receipts_evaluated: tally.receipts_evaluated,
+            receipts_skipped: skipped(tally.receipts_skipped.iter().map(|(reason, count)| (reason.as_str(), *count)).collect()),
+            accounts_skipped: skipped(tally.accounts_skipped.iter().map(|(reason, count)| (reason.as_str(), *count)).collect()),
+            completed: report.stopped_by.is_none(),
+            stopped_by: report.stopped_by.map_or(String::new(), |stop| stop.as_str().to_owned()),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
