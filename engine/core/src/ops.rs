@@ -509,6 +509,8 @@ pub fn accrue_within(
     });
     receipt.basket = Some(KeptBasket {
         sold_at,
+        store_id: origin.store_id.clone(),
+        till_id: origin.till_id.clone(),
         channel: cmd.sale.channel.clone(),
         coupons: cmd.sale.coupons.clone(),
         items: cmd

@@ -165,6 +165,9 @@ pub struct KeptBasket {
     /// The sale's instant (a late receipt's `occurred_at`), which the rules were evaluated at.
     #[serde(with = "crate::timecode")]
     pub sold_at: DateTime<Utc>,
+    /// Where the accrual was made (the rules' `when.stores` and `when.tills` looked at it).
+    pub store_id: String,
+    pub till_id: String,
     pub channel: String,
     pub coupons: Vec<String>,
     /// One per closed line, in the same order.
@@ -188,7 +191,8 @@ impl ReceiptState {
     /// and clawed back, the hold) stays, so they stay exact; a replay of a compacted call is told
     /// that its answer is gone (`RECEIPT_COMPACTED`). Returns whether anything was removed.
     pub fn compact(&mut self, at: DateTime<Utc>) -> bool {
-        let mut removed = false;
+        // The basket is purchase history the what-if reads; past the horizon it goes too.
+        let mut removed = self.basket.take().is_some();
         for call in &mut self.calls {
             if !matches!(call.response, StoredResponse::Compacted(_)) {
                 call.response = StoredResponse::Compacted(crate::outcome::CompactedAnswer { at });

@@ -70,9 +70,6 @@ impl ReceiptSkip {
 pub enum AccountSkip {
     /// An internal account of sales without a customer: no rules ran on its receipts.
     Sales,
-    /// A merged card's emptied account: its points, and what they were earned on, moved to the
-    /// customer's account, whose own receipts are counted there.
-    Merged,
 }
 
 impl AccountSkip {
@@ -80,7 +77,6 @@ impl AccountSkip {
     pub fn as_str(self) -> &'static str {
         match self {
             AccountSkip::Sales => "sales_account",
-            AccountSkip::Merged => "merged_account",
         }
     }
 }
@@ -142,12 +138,16 @@ fn per_rule<'a>(parts: impl Iterator<Item = &'a RulePoints>) -> Vec<RulePoints> 
     sums
 }
 
-/// What is left of a line's `points` once `returned` of its `quantity` came back.
+/// What is left of a line's `points` once `returned` of its `quantity` came back: what refunds
+/// take back is rounded down (`ops::refund`), so what is left is the rest.
 fn kept(policy: &ProgramPolicy, points: Decimal, quantity: Decimal, returned: Decimal) -> Decimal {
     if returned.is_zero() || quantity.is_zero() {
         return points;
     }
-    policy.floor_points(points * (quantity - returned).max(Decimal::ZERO) / quantity)
+    if returned >= quantity {
+        return Decimal::ZERO;
+    }
+    points - policy.floor_points(points * returned / quantity)
 }
 
 /// Evaluates one accrued receipt of `account` under `candidate`, at the sale's instant, with the
@@ -176,8 +176,8 @@ pub fn compare_receipt(
             lines: &lines,
             bases: &bases,
             at: basket.sold_at,
-            store_id: &receipt.origin.store_id,
-            till_id: &receipt.origin.till_id,
+            store_id: &basket.store_id,
+            till_id: &basket.till_id,
             channel: &basket.channel,
             coupons: &basket.coupons,
             change: Decimal::ZERO,
@@ -399,6 +399,8 @@ effect = { kind = "percent_of_lines", percent = "5" }
         };
         receipt.basket = Some(KeptBasket {
             sold_at: sold_at(),
+            store_id: receipt.origin.store_id.clone(),
+            till_id: receipt.origin.till_id.clone(),
             channel: "pos".into(),
             coupons: Vec::new(),
             items: vec![item("arabica", "coffee"), item("bread", "bakery")],
@@ -458,6 +460,23 @@ effect = { kind = "percent_of_lines", percent = "3" }
         assert_eq!((tally.given_kept, tally.candidate_kept), (Decimal::from(70), Decimal::from(70)));
         assert_eq!(tally.liability_change, Decimal::ZERO);
         assert_eq!(tally.rules().find(|(id, _)| *id == "base").expect("base").1.label, "cashback 2%");
+    }
+
+    #[test]
+    fn points_spent_on_the_receipt_earn_nothing_under_the_candidate_either() {
+        let (set, _) = rules(CURRENT);
+        let (candidate_set, candidate) = rules(&CURRENT.replace("\"1\"", "\"2\""));
+        let policy = ProgramPolicy::with_defaults("p");
+        // 600 points paid for part of the 3,000: shared by line total, 200 on coffee, 400 on bread.
+        let mut spent = receipt();
+        spent.spent = Decimal::from(600);
+        let comparison = compare_receipt(&candidate, &policy, &mut account(), &spent).expect("compared");
+        let mut tally = Tally::new(&set, &candidate_set);
+        tally.add(&comparison, sold_at());
+        // Base 2% of (3,000 - 600) = 48; coffee 5% of (1,000 - 200) = 40.
+        let base = tally.rules().find(|(id, _)| *id == "base").expect("base").1.candidate;
+        let coffee = tally.rules().find(|(id, _)| *id == "coffee").expect("coffee").1.candidate;
+        assert_eq!((base, coffee), (Decimal::from(48), Decimal::from(40)));
     }
 
     #[test]

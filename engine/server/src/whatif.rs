@@ -37,6 +37,8 @@ use crate::programs::Program;
 const ACCOUNTS_PAGE: usize = 256;
 /// Ledger entries read per page of an account's ledger.
 const LEDGER_PAGE: usize = 256;
+/// Receipts evaluated between two yields to the runtime (checkout's tasks run in between).
+const RECEIPTS_PER_YIELD: usize = 32;
 /// Most receipts of one account a scan evaluates in its window; the rest are counted as skipped
 /// (`account_receipts_max`). 10,000 receipts in 400 days is 25 a day: an internal account, not a
 /// customer. Bounds the receipt IDs held for one account (about 1 MB).
@@ -148,7 +150,12 @@ impl WhatIf {
         let this = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = this.run(&program, &scan, &updates).await;
+            // On a task of its own, so that a panic ends the stream INTERNAL, not OK without a report.
+            let scanning = {
+                let (program, updates) = (Arc::clone(&program), updates.clone());
+                tokio::spawn(async move { this.run(&program, &scan, &updates).await })
+            };
+            let outcome = scanning.await.unwrap_or_else(|error| Err(EngineError::Internal(format!("the what-if stopped: {error}"))));
             let label = match &outcome {
                 Ok(report) => report.stopped_by.map_or("completed", Stop::as_str),
                 Err(_) => "failed",
@@ -196,16 +203,20 @@ impl WhatIf {
                     tally.skip_account(AccountSkip::Sales);
                     continue;
                 }
+                // A merged card's emptied account keeps its receipts: they are evaluated with the
+                // card's account as the merge left it.
                 let Some(stored) = store.account(program_id, account_id).await? else { continue };
-                if stored.value.merged_into.is_some() {
-                    tally.skip_account(AccountSkip::Merged);
-                    continue;
-                }
-                let receipts = self.receipts_in_window(program_id, account_id, window_start, scan, &mut tally).await?;
+                let Some(receipts) = self.receipts_in_window(program_id, account_id, window_start, scan, &mut tally, updates).await? else {
+                    break 'scan Some(Stop::Cancelled);
+                };
                 let mut account = stored.value;
                 // Budgets as if the window began with none used (see the module documentation).
                 account.counters.clear();
-                for receipt_id in receipts {
+                for (index, receipt_id) in receipts.into_iter().enumerate() {
+                    // Checkout first: the embedded store's reads never wait.
+                    if index % RECEIPTS_PER_YIELD == RECEIPTS_PER_YIELD - 1 {
+                        tokio::task::yield_now().await;
+                    }
                     if updates.is_closed() {
                         break 'scan Some(Stop::Cancelled);
                     }
@@ -228,6 +239,7 @@ impl WhatIf {
                     break 'scan Some(Stop::MaxSeconds);
                 }
                 report_progress(updates, &tally, &mut last_progress);
+                tokio::task::yield_now().await;
             }
             match page.next {
                 Some(next) => cursor = next,
@@ -242,7 +254,7 @@ impl WhatIf {
 
     /// The receipts an account's earn entries posted since `window_start` name (of the scan's
     /// store, if it names one), oldest first, at most [`ACCOUNT_RECEIPTS_MAX`]: the newest are
-    /// kept, the older counted as skipped.
+    /// kept, the older counted as skipped. `None` when the caller went away meanwhile.
     async fn receipts_in_window(
         &self,
         program_id: &str,
@@ -250,7 +262,8 @@ impl WhatIf {
         window_start: DateTime<Utc>,
         scan: &Scan,
         tally: &mut Tally,
-    ) -> EngineResult<Vec<String>> {
+        updates: &mpsc::Sender<Update>,
+    ) -> EngineResult<Option<Vec<String>>> {
         let store = &self.ctx.accounts.store;
         let mut receipts = Vec::new();
         let mut before_seq = u64::MAX;
@@ -261,7 +274,7 @@ impl WhatIf {
             for entry in &page {
                 if entry.at < window_start {
                     receipts.reverse();
-                    return Ok(receipts);
+                    return Ok(Some(receipts));
                 }
                 let Some(receipt_id) = entry.receipt_id.as_ref().filter(|_| entry.kind == EntryKind::Earn) else { continue };
                 if scan.store_id.as_ref().is_some_and(|store_id| *store_id != entry.store_id) {
@@ -276,9 +289,13 @@ impl WhatIf {
             if page.len() < LEDGER_PAGE || before_seq <= 1 {
                 break;
             }
+            if updates.is_closed() {
+                return Ok(None);
+            }
+            tokio::task::yield_now().await;
         }
         receipts.reverse();
-        Ok(receipts)
+        Ok(Some(receipts))
     }
 }
 
