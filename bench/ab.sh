@@ -4,14 +4,14 @@
 # workload beside the echo floor, then optionally an open-model Accrue at OPEN_RPS calls/s, and
 # records its store metrics. Alternating variants spreads this VM's drift over both.
 #   bash bench/ab.sh OUT ROUNDS 'direct=journal = false\nquick_repair = false' 'pipeline='
-# Each variant is NAME=[storage] lines (printf %b escapes). WORKLOADS (accrue redeem checkout),
-# OPEN_RPS (off), BIN (./target/release, built first unless set).
+# Each variant is NAME=[storage] lines (printf %b escapes), or NAME@DIR=... to run the binaries in
+# DIR instead (two builds A/B: 'before@/tmp/old/release=' 'now='). WORKLOADS (accrue redeem
+# checkout), OPEN_RPS (off), BIN (./target/release, built first unless set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1 rounds=$2
 shift 2
 if [ -z "${BIN:-}" ]; then cargo build --release --locked -p loyalty-engine -p loyalty-loadtest; fi
-bin=${BIN:-./target/release}
 source loadtest/lib.sh
 : > "$out"
 summary() {
@@ -31,7 +31,8 @@ PY
 }
 for round in $(seq 1 "$rounds"); do
   for variant in "$@"; do
-    name=${variant%%=*} lines=${variant#*=}
+    name=${variant%%=*} lines=${variant#*=} bin=${BIN:-./target/release}
+    if [[ $name == *@* ]]; then bin=${name#*@} name=${name%%@*}; fi
     work=$(mktemp -d)
     load_engine_toml "$work/engine.toml" 'scheduling_delay_max_ms = 0\nin_flight_max = 4096\n'
     printf '[storage]\n%b\n' "$lines" >> "$work/engine.toml"
