@@ -385,10 +385,10 @@ fn no_budget() -> CampaignBudget {
     CampaignBudget { points: Decimal::ZERO, chunk_points: None }
 }
 
-/// A lease's lock; a panic while it was held left numbers that are still whole (each change is
-/// one assignment), so a poisoned lock is taken as it is.
-fn locked(lease: &Mutex<Lease>) -> MutexGuard<'_, Lease> {
-    lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A lock over points held or taken; a panic while it was held left numbers that are still whole
+/// (each change is one assignment), so a poisoned lock is taken as it is.
+pub(crate) fn locked<T>(cell: &Mutex<T>) -> MutexGuard<'_, T> {
+    cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What one call holds of campaign budgets while it runs (set aside by its reservations, or taken
@@ -408,7 +408,7 @@ impl<'a> CallHolding<'a> {
 
     /// The call's holding, locked.
     pub fn lock(&self) -> MutexGuard<'_, Taken> {
-        self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.own)
     }
 }
 

@@ -29,7 +29,7 @@ use loyalty_store::{Commit, ReceiptWrite, Versioned};
 use serde::Serialize;
 
 use crate::accounts::dangling;
-use crate::campaign_budgets::{CallHolding, Short, Taken};
+use crate::campaign_budgets::{CallHolding, Short, Taken, locked};
 use crate::commit::{Attempt, commit_of, following_merges, until_committed};
 use crate::context::Context;
 use crate::error::{EngineError, EngineResult};
@@ -262,7 +262,7 @@ impl Checkout {
         // What the latest attempt took, with its transaction: the one that commits keeps it.
         let taken: std::sync::Mutex<Option<(String, Taken)>> = std::sync::Mutex::new(None);
         let short: std::sync::Mutex<Vec<Short>> = std::sync::Mutex::new(Vec::new());
-        let pending = || taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let pending = || locked(&taken).take();
         for round in 0..BUDGET_ATTEMPTS_MAX {
             let accept_cut = round >= RESERVATIONS_PER_CALL;
             let result = self
@@ -277,10 +277,10 @@ impl Checkout {
                     let uses = receipt.accrual.as_ref().map_or(&[][..], |accrual| accrual.campaigns.as_slice());
                     match budgets.take(program_id, checkout.rules, uses, &mut mine, accept_cut, self.ctx.now()) {
                         Ok(points) => {
-                            *taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outcome.tx_id.clone(), points));
+                            *locked(&taken) = Some((outcome.tx_id.clone(), points));
                         }
                         Err(found) => {
-                            *short.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = found;
+                            *locked(&short) = found;
                             return Err(EngineError::CampaignBudgetShort);
                         }
                     }
@@ -299,7 +299,7 @@ impl Checkout {
                     return Ok(outcome);
                 }
                 Err(EngineError::CampaignBudgetShort) => {
-                    let found = std::mem::take(&mut *short.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                    let found = std::mem::take(&mut *locked(&short));
                     // The budget is the lower of the receipt's version and the latest stored.
                     self.ctx.rules.refresh().await?;
                     let current = self.ctx.program(program_id)?;
